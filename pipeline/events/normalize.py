@@ -1,0 +1,424 @@
+"""Raw Kafka value -> normalized room-log event, or a reason why not.
+
+Called by the ingest worker for every record (hot path: a few microseconds an event) and by the publisher
+before it sends. It is built on allowlists: a field the contract does not declare is dropped and counted,
+never stored, so a room server that starts sending e-mail or IP addresses cannot leak them into the logs.
+
+What it guarantees about what it returns:
+- every string is valid UTF-8 without NUL (PostgreSQL `text` and `jsonb` refuse NUL and lone surrogates);
+- every number is a finite int (NaN and floats never reach `jsonb`);
+- `occurred_at` is an aware UTC datetime no further than the allowed skew in the future;
+- free text is cut to its limit; e-mail addresses, card numbers and IP addresses in chat text are masked.
+
+It does not know about retention classes or expiry: the ingest batch decides those with the room's state.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from pipeline.events import contract as c
+from pipeline.events.contract import EventType
+from pipeline.events.reasons import Invalid, Reason
+
+_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_MAYBE_PII = re.compile(r"[@\d]")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+EMAIL_MASK = "[email removed]"
+CARD_MASK = "[card number removed]"
+IP_MASK = "[ip removed]"
+
+# Positions in the tuple `normalize()` returns (a plain tuple: this is the hot path).
+EVENT_ID, OCCURRED_AT, ROOM_ID, EVENT_TYPE, ACTOR_ID, TARGET_ID, BODY, PAYLOAD, ROOM_CHANGE = range(9)
+Normalized = tuple[str, datetime, str, str, str | None, str | None, str | None, bytes, tuple[Any, ...] | None]
+
+
+class Normalizer:
+    """Stateless apart from its counters; one per worker (not shared between threads)."""
+
+    def __init__(
+        self,
+        *,
+        max_event_bytes: int = 64 * 1024,
+        chat_text_max_chars: int = 2_000,
+        reason_max_chars: int = 500,
+        max_future_skew_seconds: float = 300.0,
+    ) -> None:
+        self.max_event_bytes = max_event_bytes
+        self.chat_text_max_chars = chat_text_max_chars
+        self.reason_max_chars = reason_max_chars
+        self.max_future_skew = timedelta(seconds=max_future_skew_seconds)
+        #: Undeclared fields dropped, by event type (label values are the bounded set of types).
+        self.dropped_fields: Counter[str] = Counter()
+        #: Personal data masked inside chat text, by kind ("email", "card", "ip").
+        self.masked: Counter[str] = Counter()
+        self._type_rules: dict[str, Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]] = {
+            EventType.CHAT_MESSAGE: self._chat,
+            EventType.USER_ENTERED: self._entered,
+            EventType.USER_LEFT: self._left,
+            EventType.ROOM_SETTINGS_CHANGED: self._settings,
+            EventType.ROOM_PERMISSIONS_CHANGED: self._permissions,
+            EventType.GIFT_SENT: self._gift,
+        }
+        for t in c.MODERATION_TYPES:
+            self._type_rules[t] = self._moderation
+
+    # ------------------------------------------------------------------------------------------------
+    def normalize(self, raw: bytes | None, now: datetime) -> Normalized:
+        """Return the normalized event; raise `Invalid` with a reason code and a readable detail."""
+        if raw is None:
+            raise Invalid(Reason.NOT_AN_OBJECT, "record has no value (tombstone)")
+        if len(raw) > self.max_event_bytes:
+            raise Invalid(Reason.OVERSIZE, f"{len(raw)} bytes, limit {self.max_event_bytes}")
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            doc = _lenient_parse(raw)
+        if type(doc) is not dict:
+            raise Invalid(Reason.NOT_AN_OBJECT, f"top level is {_json_type(doc)}, expected an object")
+        return self.normalize_obj(doc, now)
+
+    def normalize_obj(self, doc: dict[str, Any], now: datetime) -> Normalized:
+        etype = doc.get("type")
+        if type(etype) is not str:
+            raise (
+                Invalid(Reason.MISSING_FIELD, "type: required")
+                if etype is None
+                else Invalid(Reason.WRONG_TYPE, "type: expected a string")
+            )
+        rule = self._type_rules.get(etype)
+        if rule is None:
+            if etype in c.PRIVATE_TYPES:
+                raise Invalid(Reason.PRIVATE_MESSAGE, f"{etype} is a private message, not a room log")
+            raise Invalid(Reason.UNKNOWN_TYPE, f"type: {etype[:64]!r} is not a known event type")
+        version = doc.get("schema_version")
+        if version != c.SCHEMA_VERSION or type(version) is not int:
+            if version is None:
+                raise Invalid(Reason.MISSING_FIELD, "schema_version: required")
+            raise Invalid(Reason.UNSUPPORTED_VERSION, f"schema_version: {str(version)[:20]} (supported: 1)")
+
+        event_id = doc.get("event_id")
+        if type(event_id) is not str or not _UUID.fullmatch(event_id):
+            _require(event_id, "event_id")
+            raise Invalid(Reason.INVALID_VALUE, "event_id: expected a UUID")
+        room_id = _ident(doc.get("room_id"), "room_id")
+        occurred_at = self._timestamp(doc.get("occurred_at"), now)
+
+        if len(doc) > 7 or not c.ENVELOPE_FIELDS.issuperset(doc):
+            self.dropped_fields[etype] += sum(1 for k in doc if k not in c.ENVELOPE_FIELDS)
+
+        payload: dict[str, Any] = {}
+        actor = doc.get("actor")
+        if actor is None:
+            if etype not in c.ACTOR_OPTIONAL:
+                raise Invalid(Reason.MISSING_FIELD, "actor: required")
+            actor_id = None
+        else:
+            actor_id, payload["actor"] = self._user(actor, "actor", etype)
+        data = doc.get("data")
+        if data is None:
+            data = {}
+        elif type(data) is not dict:
+            raise Invalid(Reason.WRONG_TYPE, "data: expected an object")
+        target_id, body, room_change = rule(data, payload)
+        return (
+            event_id.lower(),
+            occurred_at,
+            room_id,
+            etype,
+            actor_id,
+            target_id,
+            body,
+            orjson.dumps(payload),
+            room_change,
+        )
+
+    # --- per-type rules: (data, payload) -> (target_id, body, room_change) -------------------------------
+    def _chat(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        if not c.PRIVATE_MARKERS.isdisjoint(data):
+            raise Invalid(Reason.PRIVATE_MESSAGE, "chat.message addressed to one user is a private message")
+        text = data.get("text")
+        if type(text) is not str:
+            _require(text, "data.text")
+            raise Invalid(Reason.WRONG_TYPE, "data.text: expected a string")
+        if not text:
+            raise Invalid(Reason.INVALID_VALUE, "data.text: empty")
+        text = self._clean(text)
+        if _MAYBE_PII.search(text):
+            text = self._mask(text)
+        if len(text) > self.chat_text_max_chars:
+            text = text[: self.chat_text_max_chars]
+            payload["text_truncated"] = True
+        reply_to = data.get("reply_to")
+        if reply_to is not None:
+            if type(reply_to) is not str or not _UUID.fullmatch(reply_to):
+                raise Invalid(Reason.INVALID_VALUE, "data.reply_to: expected an event UUID")
+            payload["reply_to"] = reply_to.lower()
+        self._count_extra(data, ("text", "reply_to"), EventType.CHAT_MESSAGE)
+        return None, text, None
+
+    def _entered(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        self._count_extra(data, (), EventType.USER_ENTERED)
+        return None, None, None
+
+    def _left(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        how = data.get("how")
+        if how not in c.LEAVE_HOW:
+            _require(how, "data.how")
+            raise Invalid(Reason.INVALID_VALUE, f"data.how: expected one of {sorted(c.LEAVE_HOW)}")
+        payload["how"] = how
+        self._count_extra(data, ("how",), EventType.USER_LEFT)
+        return None, None, None
+
+    def _moderation(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        target = data.get("target")
+        if target is None:
+            raise Invalid(Reason.MISSING_FIELD, "data.target: required")
+        target_id, payload["target"] = self._user(target, "data.target", "moderation")
+        reason = data.get("reason")
+        if type(reason) is not str:
+            _require(reason, "data.reason")
+            raise Invalid(Reason.WRONG_TYPE, "data.reason: expected a string")
+        reason = self._clean(reason)[: self.reason_max_chars]
+        allowed: tuple[str, ...] = ("target", "reason")
+        if "duration_seconds" in data:
+            duration = data["duration_seconds"]
+            if duration is not None and (
+                type(duration) is not int or not 0 < duration <= c.DURATION_MAX_SECONDS
+            ):
+                raise Invalid(
+                    Reason.INVALID_VALUE,
+                    f"data.duration_seconds: expected null or an integer 1..{c.DURATION_MAX_SECONDS}",
+                )
+            payload["duration_seconds"] = duration
+            allowed = ("target", "reason", "duration_seconds")
+        self._count_extra(data, allowed, "moderation")
+        return target_id, reason, None
+
+    def _settings(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        changes = data.get("changes")
+        if type(changes) is not dict:
+            _require(changes, "data.changes")
+            raise Invalid(Reason.WRONG_TYPE, "data.changes: expected an object")
+        kept: dict[str, dict[str, Any]] = {}
+        for name, change in changes.items():
+            kinds = c.ROOM_SETTINGS.get(name)
+            if kinds is None:
+                self.dropped_fields[EventType.ROOM_SETTINGS_CHANGED] += 1
+                continue
+            if type(change) is not dict or "new" not in change:
+                raise Invalid(Reason.WRONG_TYPE, f"data.changes.{name}: expected {{old, new}}")
+            kept[name] = {
+                "old": self._setting(change.get("old"), kinds, name),
+                "new": self._setting(change["new"], kinds, name),
+            }
+        if not kept:
+            raise Invalid(Reason.INVALID_VALUE, "data.changes: no known setting changed")
+        privacy = kept.get("privacy", {}).get("new")
+        if privacy is not None and privacy not in c.ROOM_PRIVACY:
+            raise Invalid(Reason.INVALID_VALUE, f"data.changes.privacy: expected one of {sorted(c.ROOM_PRIVACY)}")
+        payload["changes"] = kept
+        self._count_extra(data, ("changes",), EventType.ROOM_SETTINGS_CHANGED)
+        room_change = None
+        if "privacy" in kept or "max_occupancy" in kept:
+            room_change = ("settings", privacy, kept.get("max_occupancy", {}).get("new"))
+        return None, None, room_change
+
+    def _permissions(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        change = data.get("change")
+        if change not in c.PERMISSION_CHANGES:
+            _require(change, "data.change")
+            raise Invalid(Reason.INVALID_VALUE, f"data.change: expected one of {sorted(c.PERMISSION_CHANGES)}")
+        target = data.get("target")
+        if target is None:
+            raise Invalid(Reason.MISSING_FIELD, "data.target: required")
+        target_id, payload["target"] = self._user(target, "data.target", EventType.ROOM_PERMISSIONS_CHANGED)
+        payload["change"] = change
+        self._count_extra(data, ("change", "target"), EventType.ROOM_PERMISSIONS_CHANGED)
+        return target_id, None, ("permissions", change, target_id)
+
+    def _gift(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        recipient = data.get("recipient")
+        if recipient is None:
+            raise Invalid(Reason.MISSING_FIELD, "data.recipient: required")
+        target_id, payload["recipient"] = self._user(recipient, "data.recipient", EventType.GIFT_SENT)
+        item = data.get("item")
+        if type(item) is not dict:
+            _require(item, "data.item")
+            raise Invalid(Reason.WRONG_TYPE, "data.item: expected an object")
+        item_out = {"item_id": _ident(item.get("item_id"), "data.item.item_id")}
+        name = item.get("name")
+        if name is not None:
+            if type(name) is not str:
+                raise Invalid(Reason.WRONG_TYPE, "data.item.name: expected a string")
+            item_out["name"] = self._clean(name)[: c.ITEM_NAME_MAX_CHARS]
+        self._count_extra(item, ("item_id", "name"), EventType.GIFT_SENT)
+        credits = data.get("credits")
+        if type(credits) is not int or not 0 <= credits <= c.CREDITS_MAX:
+            _require(credits, "data.credits")
+            raise Invalid(Reason.INVALID_VALUE, f"data.credits: expected an integer 0..{c.CREDITS_MAX}")
+        payload["item"] = item_out
+        payload["credits"] = credits
+        self._count_extra(data, ("recipient", "item", "credits"), EventType.GIFT_SENT)
+        return target_id, None, None
+
+    # --- field helpers -----------------------------------------------------------------------------------
+    def _user(self, value: Any, path: str, etype: str) -> tuple[str, dict[str, Any]]:
+        if type(value) is not dict:
+            raise Invalid(Reason.WRONG_TYPE, f"{path}: expected an object")
+        user_id = _ident(value.get("user_id"), f"{path}.user_id")
+        out: dict[str, Any] = {"user_id": user_id}
+        name = value.get("display_name")
+        if name is not None:
+            if type(name) is not str:
+                raise Invalid(Reason.WRONG_TYPE, f"{path}.display_name: expected a string")
+            out["display_name"] = self._clean(name)[: c.DISPLAY_NAME_MAX_CHARS]
+        avatar = value.get("avatar")
+        if avatar is not None:
+            if type(avatar) is not dict:
+                raise Invalid(Reason.WRONG_TYPE, f"{path}.avatar: expected an object")
+            kept = {}
+            avatar_id = avatar.get("avatar_id")
+            if avatar_id is not None:
+                kept["avatar_id"] = _ident(avatar_id, f"{path}.avatar.avatar_id")
+            url = avatar.get("url")
+            if url is not None:
+                if type(url) is not str or not url.startswith("https://") or len(url) > c.URL_MAX_CHARS:
+                    raise Invalid(Reason.INVALID_VALUE, f"{path}.avatar.url: expected an https URL")
+                kept["url"] = self._clean(url)
+            self._count_extra(avatar, ("avatar_id", "url"), etype)
+            out["avatar"] = kept
+        if len(value) > 1:
+            self._count_extra(value, ("user_id", "display_name", "avatar"), etype)
+        return user_id, out
+
+    def _timestamp(self, value: Any, now: datetime) -> datetime:
+        if type(value) is not str:
+            _require(value, "occurred_at")
+            raise Invalid(Reason.WRONG_TYPE, "occurred_at: expected an RFC 3339 string")
+        try:
+            ts = datetime.fromisoformat(value)
+        except ValueError:
+            raise Invalid(Reason.INVALID_TIMESTAMP, f"occurred_at: {value[:40]!r} is not RFC 3339") from None
+        if ts.tzinfo is None:
+            raise Invalid(Reason.INVALID_TIMESTAMP, "occurred_at: has no UTC offset")
+        if ts.tzinfo is not UTC:
+            ts = ts.astimezone(UTC)
+        if ts < _EARLIEST:
+            raise Invalid(Reason.INVALID_TIMESTAMP, f"occurred_at: {value[:40]} is before 2000")
+        if ts > now + self.max_future_skew:
+            raise Invalid(Reason.TIMESTAMP_IN_FUTURE, f"occurred_at: {value[:40]} is ahead of the clock ({now:%Y-%m-%dT%H:%M:%SZ})")
+        return ts
+
+    def _setting(self, value: Any, kinds: tuple[type, ...], name: str) -> Any:
+        if value is None:
+            return None
+        if type(value) not in kinds:
+            raise Invalid(Reason.WRONG_TYPE, f"data.changes.{name}: expected {kinds[0].__name__} or null")
+        if type(value) is str:
+            return self._clean(value)[: c.SETTING_VALUE_MAX_CHARS]
+        return value
+
+    def _clean(self, text: str) -> str:
+        if "\x00" in text:
+            text = text.replace("\x00", "\ufffd")
+        return text
+
+    def _mask(self, text: str) -> str:
+        if "@" in text:
+            text, n = _EMAIL.subn(EMAIL_MASK, text)
+            self.masked["email"] += n
+        text, n = _CARD.subn(_card_or_keep, text)
+        if n:
+            masked = text.count(CARD_MASK)
+            self.masked["card"] += masked
+        text, n = _IPV4.subn(_ip_or_keep, text)
+        if n:
+            self.masked["ip"] += text.count(IP_MASK)
+        return text
+
+    def _count_extra(self, obj: dict[str, Any], allowed: tuple[str, ...], label: str) -> None:
+        if len(obj) > len(allowed) or any(k not in allowed for k in obj):
+            self.dropped_fields[label] += sum(1 for k in obj if k not in allowed)
+
+
+# --- module helpers ----------------------------------------------------------------------------------------
+def _ident(value: Any, path: str) -> str:
+    if type(value) is not str:
+        _require(value, path)
+        raise Invalid(Reason.WRONG_TYPE, f"{path}: expected a string")
+    if not 0 < len(value) <= c.ID_MAX_CHARS or _CONTROL.search(value):
+        raise Invalid(Reason.INVALID_VALUE, f"{path}: expected 1..{c.ID_MAX_CHARS} printable characters")
+    return value
+
+
+def _require(value: Any, path: str) -> None:
+    if value is None:
+        raise Invalid(Reason.MISSING_FIELD, f"{path}: required")
+
+
+def _json_type(value: Any) -> str:
+    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
+        type(value), "null"
+    )
+
+
+def _luhn_ok(digits: str) -> bool:
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _card_or_keep(m: re.Match[str]) -> str:
+    digits = re.sub(r"[ -]", "", m.group(0))
+    return CARD_MASK if 13 <= len(digits) <= 19 and _luhn_ok(digits) else m.group(0)
+
+
+def _ip_or_keep(m: re.Match[str]) -> str:
+    parts = m.group(0).split(".")
+    return IP_MASK if all(int(p) <= 255 for p in parts) else m.group(0)
+
+
+def _lenient_parse(raw: bytes) -> Any:
+    """Second chance for what orjson refuses: lone surrogates (replaced) and NaN (left for the field checks)."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise Invalid(Reason.INVALID_JSON, f"not UTF-8 at byte {e.start}") from None
+    try:
+        doc = json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        raise Invalid(Reason.INVALID_JSON, f"not JSON: {str(e)[:120]}") from None
+    return _scrub(doc)
+
+
+def _scrub(value: Any) -> Any:
+    if type(value) is str:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+        return value
+    if type(value) is dict:
+        return {_scrub(k): _scrub(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_scrub(v) for v in value]
+    return value

@@ -1,0 +1,143 @@
+"""Kafka records -> one WriteBatch: normalize, classify by room, drop expired, set bad input aside.
+
+Called by the consumer loop for each polled batch, in two passes around one await:
+`normalize_records()` (pure CPU, overlaps the previous batch's write) then, once the rooms it mentions are
+known, `build_batch()`. Nothing here raises for bad input: every record ends up as a row, a dead letter,
+or an expired count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Any, Protocol
+
+from pipeline.events.normalize import ROOM_CHANGE, ROOM_ID, Normalized, Normalizer
+from pipeline.events.reasons import RAW_WITHHELD, Invalid
+from pipeline.ingest.rooms import RoomDirectory
+from pipeline.storage.batch import RoomChange, WriteBatch
+
+
+class KafkaRecord(Protocol):
+    """What we use of aiokafka's ConsumerRecord."""
+
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class NormalizedBatch:
+    """Pass-one result for one batch."""
+
+    topic: str
+    #: (partition, offset, normalized event) in consumption order
+    events: list[tuple[int, int, Normalized]] = field(default_factory=list)
+    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    first_offsets: dict[int, int] = field(default_factory=dict)
+    next_offsets: dict[int, int] = field(default_factory=dict)
+    rooms: set[str] = field(default_factory=set)
+    consumed: int = 0
+
+
+@dataclass(slots=True)
+class BatchStats:
+    stored_by_type: Counter[str] = field(default_factory=Counter)
+    dead_lettered_by_reason: Counter[str] = field(default_factory=Counter)
+    expired_by_class: Counter[str] = field(default_factory=Counter)
+
+
+def normalize_records(
+    topic: str,
+    records: Mapping[int, Sequence[KafkaRecord]],
+    normalizer: Normalizer,
+    now: datetime,
+) -> NormalizedBatch:
+    out = NormalizedBatch(topic)
+    events = out.events
+    dls = out.dead_letters
+    normalize = normalizer.normalize
+    for partition, msgs in records.items():
+        if not msgs:
+            continue
+        out.first_offsets[partition] = msgs[0].offset
+        out.next_offsets[partition] = msgs[-1].offset + 1
+        out.consumed += len(msgs)
+        for m in msgs:
+            try:
+                events.append((partition, m.offset, normalize(m.value, now)))
+            except Invalid as e:
+                dls.append(
+                    (now, e.reason.value, e.detail, topic, partition, m.offset,
+                     None if e.reason in RAW_WITHHELD else m.value)
+                )
+    out.rooms = {ev[ROOM_ID] for _, _, ev in events}
+    return out
+
+
+def build_batch(
+    pass1: NormalizedBatch,
+    *,
+    consumer_group: str,
+    rooms: RoomDirectory,
+    horizons: Mapping[str, date],
+    now: datetime,
+) -> tuple[WriteBatch, BatchStats]:
+    """Assign retention classes (following room changes in event order), drop expired events."""
+    batch = WriteBatch(
+        topic=pass1.topic,
+        consumer_group=consumer_group,
+        dead_letters=pass1.dead_letters,
+        first_offsets=pass1.first_offsets,
+        next_offsets=pass1.next_offsets,
+    )
+    stats = BatchStats()
+    rows = batch.rows
+    days = batch.event_days
+    expired = stats.expired_by_class
+    class_of = rooms.class_of
+    far_past = date.min
+    for partition, offset, ev in pass1.events:
+        room_id = ev[2]
+        change = ev[ROOM_CHANGE]
+        if change is not None:
+            cls = _room_change(batch, rooms, partition, offset, ev, change)
+        else:
+            cls = class_of(room_id)
+        occurred_at = ev[1]
+        day = occurred_at.date()
+        if day < horizons.get(cls, far_past):
+            expired[cls] += 1
+            continue
+        days.add((cls, day))
+        rows.append(
+            (ev[0], occurred_at, cls, room_id, ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
+        )
+    if pass1.dead_letters:
+        batch.dead_letter_days.add(now.date())
+        stats.dead_lettered_by_reason.update(d[1] for d in pass1.dead_letters)
+    stats.stored_by_type.update(r[4] for r in rows)
+    return batch, stats
+
+
+def _room_change(
+    batch: WriteBatch,
+    rooms: RoomDirectory,
+    partition: int,
+    offset: int,
+    ev: Normalized,
+    change: tuple[Any, ...],
+) -> str:
+    room_id, occurred_at = ev[2], ev[1]
+    if change[0] == "settings":
+        state = rooms.apply_settings(room_id, change[1], change[2])
+        batch.room_changes.append(
+            RoomChange(partition, offset, room_id, "settings", occurred_at, state.retention_class,
+                       privacy=state.privacy, max_occupancy=state.max_occupancy)
+        )
+        return state.retention_class
+    cls = rooms.class_of(room_id)
+    batch.room_changes.append(RoomChange(partition, offset, room_id, change[1], occurred_at, cls, user_id=change[2]))
+    return cls

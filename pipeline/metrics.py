@@ -1,0 +1,81 @@
+"""Prometheus metrics, in one object built from an injected registry (tests get a fresh one).
+
+Names carry units and follow Prometheus conventions; every label value comes from a bounded set
+(event type, reason code, retention class, Kafka partition number), never a room or user id.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_BATCH_SIZE_BUCKETS = (1, 10, 100, 500, 1_000, 2_500, 5_000, 10_000, 20_000, 50_000)
+_SECONDS_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry, prefix: str = "roomlogs") -> None:
+        p = prefix
+        self.registry = registry
+        self.consumed = Counter(f"{p}_events_consumed", "Kafka records read by the ingest worker", registry=registry)
+        self.stored = Counter(
+            f"{p}_events_stored", "Room-log events committed to PostgreSQL", ["event_type"], registry=registry
+        )
+        self.dead_lettered = Counter(
+            f"{p}_events_dead_lettered", "Records set aside with a reason instead of stored", ["reason"],
+            registry=registry,
+        )
+        self.expired = Counter(
+            f"{p}_events_expired",
+            "Events older than their retention class's horizon (a replay), not re-inserted",
+            ["retention_class"],
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            f"{p}_events_duplicate", "Events whose id was already stored (producer retries)", registry=registry
+        )
+        self.fenced = Counter(
+            f"{p}_records_redelivered",
+            "Records skipped because an earlier transaction already wrote them (re-delivery after a crash)",
+            registry=registry,
+        )
+        self.fields_dropped = Counter(
+            f"{p}_fields_dropped", "Undeclared fields dropped by the normalizer (never stored)", ["event_type"],
+            registry=registry,
+        )
+        self.text_masked = Counter(
+            f"{p}_text_masked", "Personal data masked inside chat text", ["kind"], registry=registry
+        )
+        self.batch_events = Histogram(
+            f"{p}_batch_events", "Records per ingest batch", buckets=_BATCH_SIZE_BUCKETS, registry=registry
+        )
+        self.write_seconds = Histogram(
+            f"{p}_batch_write_seconds", "Time to commit one batch to PostgreSQL", buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            f"{p}_offset_commit_seconds", "Time to commit Kafka offsets after a batch is durable",
+            buckets=_SECONDS_BUCKETS, registry=registry,
+        )
+        self.last_write = Gauge(
+            f"{p}_last_successful_write_timestamp_seconds",
+            "Unix time of the last batch committed to PostgreSQL",
+            registry=registry,
+        )
+        self.lag = Gauge(
+            f"{p}_consumer_lag_messages", "Records behind the end of each assigned partition", ["partition"],
+            registry=registry,
+        )
+        self.storage_unavailable = Counter(
+            f"{p}_storage_unavailable", "Write attempts that found PostgreSQL unreachable (then retried)",
+            registry=registry,
+        )
+        self.paused = Gauge(
+            f"{p}_ingest_paused", "1 while the worker waits for PostgreSQL to come back", registry=registry
+        )
+        self.partitions_created = Counter(
+            f"{p}_partitions_created", "Partitions created (ahead of time or on demand)", registry=registry
+        )
+        self.dead_letter_publish_errors = Counter(
+            f"{p}_dead_letter_publish_errors", "Dead letters stored in PostgreSQL but not sent to the topic",
+            registry=registry,
+        )

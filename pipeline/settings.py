@@ -1,0 +1,155 @@
+"""The one settings object.
+
+`Settings.from_env()` is called once, at start-up, by the CLI; everything below receives the frozen object
+(or the part of it it needs). Nothing else in the package reads the environment.
+
+Every variable has the prefix ``ROOMLOGS_``; the README lists them all (a test checks that it does).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.errors import ConfigurationError
+
+ENV_PREFIX = "ROOMLOGS_"
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+
+
+class Secret:
+    """A string that does not print itself (DSNs carry passwords)."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    # --- Kafka -----------------------------------------------------------------------------------------
+    kafka_bootstrap: str = "127.0.0.1:9092"
+    events_topic: str = "roomlogs.events"
+    dead_letter_topic: str = "roomlogs.dead-letters"
+    events_topic_partitions: int = 6
+    #: Consumer group of the ingest workers (offsets of record live in PostgreSQL, see storage/offsets).
+    consumer_group: str = "roomlogs-ingest"
+    #: Idempotent producer (InitProducerId). Apache Kafka supports it; the embedded Tansu broker does not.
+    #: Never guessed: set it to match the broker.
+    kafka_idempotent_producer: bool = False
+    kafka_compression: str = "gzip"
+    #: Replication of the topics roomlogs creates (events, dead letters, the worker app's own): 3 in production.
+    kafka_replication_factor: int = 1
+    # --- PostgreSQL ------------------------------------------------------------------------------------
+    #: Empty means "start an embedded server" (only `roomlogs up` / `demo` do that; `worker` requires a DSN).
+    postgres_dsn: Secret = field(default_factory=lambda: Secret(""))
+    #: Schema holding every roomlogs table; tests run each in a schema of its own.
+    postgres_schema: str = "roomlogs"
+    postgres_pool_size: int = 4
+    # --- Ingest ----------------------------------------------------------------------------------------
+    batch_max_events: int = 20_000
+    batch_max_wait_seconds: float = 0.25
+    max_event_bytes: int = 64 * 1024
+    chat_text_max_chars: int = 2_000
+    reason_max_chars: int = 500
+    #: An event stamped further than this in the future is dead-lettered (clock skew allowance).
+    max_future_skew_seconds: float = 300.0
+    #: Back-off bounds while PostgreSQL is unreachable (the worker pauses, it never dead-letters).
+    db_retry_initial_seconds: float = 0.2
+    db_retry_max_seconds: float = 5.0
+    #: How long a stopping worker may take to finish the batch in hand.
+    shutdown_drain_seconds: float = 30.0
+    # --- Partitions and retention -----------------------------------------------------------------------
+    partitions_ahead_days: int = 3
+    #: Retention class of a room the pipeline has no settings for yet.
+    default_retention_class: str = "public"
+    #: A public room whose `max_occupancy` reaches this is a busy room (shorter retention).
+    busy_room_min_occupancy: int = 50
+    dead_letter_retention_days: int = 7
+    # --- Serving ---------------------------------------------------------------------------------------
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 9308
+    # --- Worker app (faust) ----------------------------------------------------------------------------
+    worker_data_dir: str = ".roomlogs/worker"
+    #: Partition upkeep (premake) and room-class refresh interval.
+    maintenance_interval_seconds: float = 60.0
+    log_level: str = "info"
+
+    def __post_init__(self) -> None:
+        if not _SCHEMA_NAME.match(self.postgres_schema):
+            raise ConfigurationError(
+                f"ROOMLOGS_POSTGRES_SCHEMA={self.postgres_schema!r} is not a plain lower-case identifier"
+            )
+        for name in ("batch_max_events", "max_event_bytes", "events_topic_partitions", "postgres_pool_size"):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"ROOMLOGS_{name.upper()} must be positive")
+        if self.kafka_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
+            raise ConfigurationError(
+                f"ROOMLOGS_KAFKA_COMPRESSION={self.kafka_compression!r}: use none, gzip, snappy, lz4 or zstd"
+            )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        """Read every ``ROOMLOGS_*`` variable; unknown ones are an error (a typo must not pass silently)."""
+        env = os.environ if environ is None else environ
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX) or key.startswith(ENV_PREFIX + "TEST_"):
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name not in known:
+                raise ConfigurationError(f"unknown setting {key}; see the Configuration section of README.md")
+            values[name] = _parse(key, raw, known[name])
+        values.update(overrides)
+        return cls(**values)
+
+    def replace(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    @staticmethod
+    def env_names() -> list[str]:
+        return [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]
+
+
+def _parse(key: str, raw: str, f: dataclasses.Field[Any]) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    try:
+        if kind == "bool":
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if kind == "int":
+            return int(raw)
+        if kind == "float":
+            return float(raw)
+        if kind == "Secret":
+            return Secret(raw)
+        return raw
+    except ValueError:
+        raise ConfigurationError(f"{key}={raw!r} is not a valid {kind}") from None

@@ -1,0 +1,159 @@
+"""Day partitions: names, bounds, and creating them ahead of the data.
+
+Layout: `events` is LIST-partitioned by retention class (`events_<class>`), each class RANGE-partitioned by
+UTC day (`events_<class>_pYYYYMMDD`); `dead_letters` is RANGE-partitioned by day (`dead_letters_pYYYYMMDD`).
+There is no catch-all DEFAULT partition: a row whose day has no partition is given one on demand, so no row
+ever sits where it would block creating its day later (pg_partman's trap), and nothing is lost.
+
+Who calls it: the ingest writer (`ensure()` for the days of each batch; a set lookup unless a day is new),
+and the maintenance loop (`premake()` today..today+N for every class).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+
+import asyncpg
+
+_CLASS = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+_DAY_SUFFIX = re.compile(r"_p(\d{8})$")
+
+#: Lock timeout for partition DDL: never queue behind a long reader (it would stall every writer behind us).
+DDL_LOCK_TIMEOUT_MS = 2_000
+
+
+def day_of(ts: datetime) -> date:
+    return ts.astimezone(UTC).date() if ts.tzinfo is not UTC else ts.date()
+
+
+def day_start(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+def horizon(today: date, retention_days: int) -> date:
+    """Oldest day still inside retention: days before it are expired (dropped, and not re-inserted)."""
+    return today - timedelta(days=retention_days)
+
+
+def class_table(cls: str) -> str:
+    if not _CLASS.match(cls):
+        raise ValueError(f"retention class {cls!r} is not a plain identifier")
+    return f"events_{cls}"
+
+
+def event_partition(cls: str, day: date) -> str:
+    return f"{class_table(cls)}_p{day:%Y%m%d}"
+
+
+def dead_letter_partition(day: date) -> str:
+    return f"dead_letters_p{day:%Y%m%d}"
+
+
+def parse_day(partition_name: str) -> date | None:
+    m = _DAY_SUFFIX.search(partition_name)
+    return datetime.strptime(m.group(1), "%Y%m%d").replace(tzinfo=UTC).date() if m else None
+
+
+class PartitionManager:
+    """Knows which partitions exist (cached) and creates missing ones. One per process."""
+
+    def __init__(self) -> None:
+        self._events: set[tuple[str, date]] = set()
+        self._classes: set[str] = set()
+        self._dead_letters: set[date] = set()
+
+    def forget(self) -> None:
+        """Drop the cache (after retention dropped partitions, or on a reconnect)."""
+        self._events.clear()
+        self._classes.clear()
+        self._dead_letters.clear()
+
+    async def load(self, conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(
+            """SELECT c.relname AS child, p.relname AS parent
+                 FROM pg_inherits i
+                 JOIN pg_class c ON c.oid = i.inhrelid
+                 JOIN pg_class p ON p.oid = i.inhparent
+                 JOIN pg_namespace n ON n.oid = c.relnamespace
+                WHERE n.nspname = current_schema()"""
+        )
+        self.forget()
+        for r in rows:
+            child, parent = r["child"], r["parent"]
+            if parent == "events":
+                self._classes.add(child.removeprefix("events_"))
+            elif parent == "dead_letters":
+                d = parse_day(child)
+                if d:
+                    self._dead_letters.add(d)
+            elif parent.startswith("events_"):
+                d = parse_day(child)
+                if d:
+                    self._events.add((parent.removeprefix("events_"), d))
+
+    def missing(self, wanted: Iterable[tuple[str, date]]) -> set[tuple[str, date]]:
+        return {w for w in wanted if w not in self._events}
+
+    async def ensure(
+        self, conn: asyncpg.Connection, event_days: Iterable[tuple[str, date]], dead_letter_days: Iterable[date] = ()
+    ) -> int:
+        """Create the partitions these (class, day) pairs and dead-letter days need; return how many were made."""
+        made = 0
+        for cls, day in sorted(self.missing(event_days)):
+            made += await self._create_event_day(conn, cls, day)
+        for day in sorted(set(dead_letter_days) - self._dead_letters):
+            made += await self._create(
+                conn,
+                dead_letter_partition(day),
+                "dead_letters",
+                day,
+            )
+            self._dead_letters.add(day)
+        return made
+
+    async def premake(
+        self, conn: asyncpg.Connection, classes: Iterable[str], today: date, days_ahead: int
+    ) -> int:
+        days = [today + timedelta(days=i) for i in range(days_ahead + 1)]
+        return await self.ensure(conn, [(cls, d) for cls in classes for d in days], days)
+
+    def event_days(self) -> set[tuple[str, date]]:
+        return set(self._events)
+
+    async def _create_event_day(self, conn: asyncpg.Connection, cls: str, day: date) -> int:
+        made = 0
+        if cls not in self._classes:
+            table = class_table(cls)
+            await _ddl(
+                conn,
+                f"CREATE TABLE IF NOT EXISTS {table} PARTITION OF events "
+                f"FOR VALUES IN ('{cls}') PARTITION BY RANGE (occurred_at)",
+            )
+            self._classes.add(cls)
+            made += 1
+        made += await self._create(conn, event_partition(cls, day), class_table(cls), day)
+        self._events.add((cls, day))
+        return made
+
+    async def _create(self, conn: asyncpg.Connection, name: str, parent: str, day: date) -> int:
+        lo = day_start(day).isoformat()
+        hi = day_start(day + timedelta(days=1)).isoformat()
+        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
+        if exists:
+            return 0
+        await _ddl(
+            conn,
+            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {parent} FOR VALUES FROM ('{lo}') TO ('{hi}')",
+        )
+        return 1
+
+
+async def _ddl(conn: asyncpg.Connection, sql: str) -> None:
+    try:
+        async with conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
+            await conn.execute(sql)
+    except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+        pass  # another worker created it between our check and our CREATE: that is the outcome we wanted

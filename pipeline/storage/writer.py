@@ -1,0 +1,233 @@
+"""The batch writer: one transaction per batch, binary COPY, offsets of record in the same transaction.
+
+Called by the ingest consumer for each prepared batch. Contract:
+- On return, every row, dead letter, room change and the batch's next offsets are durably committed
+  together; nothing of the batch is committed otherwise.
+- Records an earlier transaction already wrote (their offset is below the stored next offset) are skipped,
+  so a re-delivered batch, or a retry after a commit whose answer was lost, writes nothing twice.
+- A row PostgreSQL refuses is found by splitting the batch and returned as a `storage_rejected` dead letter;
+  its neighbours are stored.
+- `StorageUnavailableError` means PostgreSQL could not be reached: nothing was (knowingly) written; the
+  caller retries the same batch later, and the fence makes that safe.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from pipeline.errors import StorageUnavailableError
+from pipeline.events.reasons import Reason
+from pipeline.storage.batch import (
+    DEAD_LETTER_COLUMNS,
+    DL_OFFSET,
+    DL_PARTITION,
+    EVENT_COLUMNS,
+    ROW_OFFSET,
+    ROW_PARTITION,
+    RoomChange,
+    WriteBatch,
+    WriteOutcome,
+)
+from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.partitions import PartitionManager
+
+#: Errors that mean "this row is unacceptable" (data exceptions and integrity violations other than
+#: duplicates); a batch failing with one of these is split to find the row.
+ROW_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.DataError,
+    asyncpg.IntegrityConstraintViolationError,
+    asyncpg.exceptions.UntranslatableCharacterError,
+    asyncpg.exceptions.CharacterNotInRepertoireError,
+)
+_STAGING = "roomlogs_events_staging"
+
+
+class BatchWriter:
+    def __init__(self, pool: asyncpg.Pool, partitions: PartitionManager) -> None:
+        self._pool = pool
+        self._partitions = partitions
+
+    async def write(self, batch: WriteBatch, received_at: datetime) -> WriteOutcome:
+        started = time.perf_counter()
+        try:
+            async with self._pool.acquire() as conn:
+                try:
+                    outcome = await self._write(conn, batch, received_at)
+                except asyncpg.CheckViolationError:
+                    # `events` has no CHECK constraints: this is "no partition of relation found for row",
+                    # a partition another process dropped or we never saw. Re-read the catalog, retry once.
+                    await self._partitions.load(conn)
+                    outcome = await self._write(conn, batch, received_at)
+        except CONNECTION_ERRORS as e:
+            raise StorageUnavailableError(f"PostgreSQL unavailable: {type(e).__name__}: {e}") from e
+        outcome.write_seconds = time.perf_counter() - started
+        return outcome
+
+    async def _write(self, conn: asyncpg.Connection, batch: WriteBatch, received_at: datetime) -> WriteOutcome:
+        outcome = WriteOutcome()
+        outcome.partitions_created = await self._partitions.ensure(
+            conn, batch.event_days, batch.dead_letter_days
+        )
+        async with conn.transaction():
+            fenced = await self._fence(conn, batch)
+            rows, dead_letters, changes = batch.rows, batch.dead_letters, batch.room_changes
+            if fenced:
+                rows = [r for r in rows if r[ROW_OFFSET] >= fenced.get(r[ROW_PARTITION], -1)]
+                dead_letters = [d for d in dead_letters if d[DL_OFFSET] >= fenced.get(d[DL_PARTITION], -1)]
+                changes = [c for c in changes if c.src_offset >= fenced.get(c.src_partition, -1)]
+                outcome.fenced = (
+                    len(batch.rows) + len(batch.dead_letters) - len(rows) - len(dead_letters)
+                )
+            if rows:
+                await self._copy_events(conn, rows, batch.topic, received_at, outcome)
+            if outcome.rejected:
+                dead_letters = [*dead_letters, *outcome.rejected]
+            if dead_letters:
+                await conn.copy_records_to_table(
+                    "dead_letters", records=dead_letters, columns=DEAD_LETTER_COLUMNS
+                )
+            outcome.dead_lettered = len(dead_letters)
+            if changes:
+                await apply_room_changes(conn, changes)
+            await conn.executemany(
+                """INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset)
+                   VALUES ($1, $2, $3, $4)
+                   ON CONFLICT (consumer_group, topic, partition)
+                   DO UPDATE SET next_offset = GREATEST(ingest_offsets.next_offset, EXCLUDED.next_offset),
+                                 updated_at = now()""",
+                [(batch.consumer_group, batch.topic, p, o) for p, o in batch.next_offsets.items()],
+            )
+        return outcome
+
+    async def _fence(self, conn: asyncpg.Connection, batch: WriteBatch) -> dict[int, int]:
+        """Lock this batch's offset rows; return {partition: stored next offset} where it overlaps the batch."""
+        stored = await conn.fetch(
+            """SELECT partition, next_offset FROM ingest_offsets
+                WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])
+                FOR UPDATE""",
+            batch.consumer_group,
+            batch.topic,
+            list(batch.first_offsets),
+        )
+        return {
+            r["partition"]: r["next_offset"]
+            for r in stored
+            if r["next_offset"] > batch.first_offsets[r["partition"]]
+        }
+
+    async def _copy_events(
+        self,
+        conn: asyncpg.Connection,
+        rows: Sequence[tuple[Any, ...]],
+        topic: str,
+        received_at: datetime,
+        outcome: WriteOutcome,
+    ) -> None:
+        try:
+            async with conn.transaction():
+                await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+            outcome.stored += len(rows)
+            return
+        except asyncpg.UniqueViolationError:
+            pass  # the same event id twice (a producer retry): the slow path skips the copies
+        except asyncpg.CheckViolationError:
+            raise  # a missing partition, not a bad row: handled by write()
+        except ROW_ERRORS:
+            if len(rows) == 1:
+                outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL"))
+                return
+            mid = len(rows) // 2
+            await self._copy_events(conn, rows[:mid], topic, received_at, outcome)
+            await self._copy_events(conn, rows[mid:], topic, received_at, outcome)
+            return
+        await self._insert_skipping_duplicates(conn, rows, topic, received_at, outcome)
+
+    async def _insert_skipping_duplicates(
+        self,
+        conn: asyncpg.Connection,
+        rows: Sequence[tuple[Any, ...]],
+        topic: str,
+        received_at: datetime,
+        outcome: WriteOutcome,
+    ) -> None:
+        await conn.execute(
+            f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGING}
+                (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
+        )
+        cols = ", ".join(EVENT_COLUMNS)
+        try:
+            async with conn.transaction():
+                await conn.execute(f"TRUNCATE {_STAGING}")
+                await conn.copy_records_to_table(_STAGING, records=rows, columns=EVENT_COLUMNS)
+                status = await conn.execute(
+                    f"INSERT INTO events ({cols}) SELECT {cols} FROM {_STAGING} ON CONFLICT DO NOTHING"
+                )
+        except asyncpg.CheckViolationError:
+            raise
+        except ROW_ERRORS:
+            if len(rows) == 1:
+                outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL"))
+                return
+            mid = len(rows) // 2
+            await self._insert_skipping_duplicates(conn, rows[:mid], topic, received_at, outcome)
+            await self._insert_skipping_duplicates(conn, rows[mid:], topic, received_at, outcome)
+            return
+        inserted = int(status.rsplit(" ", 1)[-1])
+        outcome.stored += inserted
+        outcome.duplicates += len(rows) - inserted
+
+
+def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: str) -> tuple[Any, ...]:
+    # The raw Kafka bytes are not at hand here; keep the normalized event's identity for the operator.
+    ident = f"{detail}: event {row[0]} of type {row[4]} in room {row[3]}"
+    return (received_at, Reason.STORAGE_REJECTED.value, ident, topic, row[ROW_PARTITION], row[ROW_OFFSET], None)
+
+
+async def apply_room_changes(conn: asyncpg.Connection, changes: Sequence[RoomChange]) -> None:
+    """Fold the batch's settings and permission changes into `rooms` / `room_moderators`, in event order."""
+    for ch in changes:
+        if ch.kind == "settings":
+            await conn.execute(
+                """INSERT INTO rooms (room_id, privacy, max_occupancy, retention_class, updated_at)
+                   VALUES ($1, $2, $3, $4, $5)
+                   ON CONFLICT (room_id) DO UPDATE SET
+                       privacy = EXCLUDED.privacy, max_occupancy = EXCLUDED.max_occupancy,
+                       retention_class = EXCLUDED.retention_class, updated_at = EXCLUDED.updated_at""",
+                ch.room_id,
+                ch.privacy,
+                ch.max_occupancy,
+                ch.retention_class,
+                ch.occurred_at,
+            )
+            continue
+        await conn.execute(
+            """INSERT INTO rooms (room_id, retention_class, updated_at) VALUES ($1, $2, $3)
+               ON CONFLICT (room_id) DO NOTHING""",
+            ch.room_id,
+            ch.retention_class,
+            ch.occurred_at,
+        )
+        if ch.kind == "owner_transferred":
+            await conn.execute(
+                "UPDATE rooms SET owner_id = $2, updated_at = $3 WHERE room_id = $1",
+                ch.room_id,
+                ch.user_id,
+                ch.occurred_at,
+            )
+        elif ch.kind == "moderator_added":
+            await conn.execute(
+                """INSERT INTO room_moderators (room_id, user_id, since) VALUES ($1, $2, $3)
+                   ON CONFLICT DO NOTHING""",
+                ch.room_id,
+                ch.user_id,
+                ch.occurred_at,
+            )
+        elif ch.kind == "moderator_removed":
+            await conn.execute(
+                "DELETE FROM room_moderators WHERE room_id = $1 AND user_id = $2", ch.room_id, ch.user_id
+            )

@@ -1,0 +1,136 @@
+"""The faust-streaming worker app.
+
+faust owns the process: start-up order, signal handling (SIGTERM drains and commits), the web server
+(`/metrics`, `/health`) and timers (partition upkeep). The hot path is `IngestService`, a batch consumer
+started as a faust service, because a per-event agent cannot reach the throughput we need.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import faust
+import mode
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from pipeline.ingest.consumer import IngestService
+from pipeline.kafka_topics import ensure_topics
+from pipeline.metrics import IngestMetrics
+from pipeline.settings import Settings
+from pipeline.storage import db
+from pipeline.storage.migrate import available
+
+log = logging.getLogger("roomlogs.worker")
+
+
+class SchemaNotReadyError(RuntimeError):
+    pass
+
+
+async def check_schema(conn: Any, schema: str) -> None:
+    """Fail loudly when the database is not migrated to what this code expects."""
+    latest = available()[-1].version
+    present = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    version = await conn.fetchval("SELECT max(version) FROM schema_migrations") if present else None
+    if version is None or version < latest:
+        raise SchemaNotReadyError(
+            f"PostgreSQL schema {schema!r} is at migration {version or 0}, this worker needs {latest}: "
+            "run `roomlogs migrate` first"
+        )
+
+
+def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
+    registry = registry or CollectorRegistry()
+    metrics = IngestMetrics(registry)
+    app = faust.App(
+        f"{settings.consumer_group}-app",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        store="memory://",
+        datadir=settings.worker_data_dir,
+        autodiscover=False,
+        web_enabled=True,
+        web_bind=settings.metrics_host,
+        web_port=settings.metrics_port,
+        web_host=settings.metrics_host,
+        topic_replication_factor=settings.kafka_replication_factor,
+        producer_acks=-1,
+    )
+    state: dict[str, Any] = {}
+
+    class IngestWorker(mode.Service):  # type: ignore[misc]
+        """Starts the pool and the ingest loop; on stop, drains the batch in hand and commits."""
+
+        async def on_start(self) -> None:
+            await ensure_topics(settings)
+            pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema,
+                                        settings.postgres_pool_size)
+            async with pool.acquire() as conn:
+                await check_schema(conn, settings.postgres_schema)
+            ingest = IngestService(settings, pool, metrics)
+            async with pool.acquire() as conn:
+                made = await ingest.partitions.premake(
+                    conn, await _classes(conn), datetime.now(UTC).date(), settings.partitions_ahead_days
+                )
+                metrics.partitions_created.inc(made)
+            await ingest.start()
+            state.update(pool=pool, ingest=ingest, started=time.time())
+            task = asyncio.ensure_future(ingest.run())
+            task.add_done_callback(self._ingest_done)
+            state["task"] = task
+            log.info("ingesting %s as group %s", settings.events_topic, settings.consumer_group)
+
+        def _ingest_done(self, task: asyncio.Future[None]) -> None:
+            if not task.cancelled() and task.exception() is not None:
+                # An unexpected error in the ingest loop must end the worker (and be seen), not idle it.
+                log.error("ingest loop crashed: %r", task.exception())
+                asyncio.ensure_future(self.crash(task.exception()))
+
+        async def on_stop(self) -> None:
+            ingest: IngestService | None = state.get("ingest")
+            if ingest is not None:
+                await ingest.stop()
+                task = state.get("task")
+                if task is not None and task.done() and task.exception() is not None:
+                    log.error("ingest loop failed: %r", task.exception())
+                await ingest.close()
+            pool = state.get("pool")
+            if pool is not None:
+                await pool.close()
+
+    app.service(IngestWorker)
+
+    @app.timer(interval=settings.maintenance_interval_seconds)
+    async def partition_upkeep() -> None:
+        ingest: IngestService | None = state.get("ingest")
+        if ingest is None:
+            return
+        async with state["pool"].acquire() as conn:
+            made = await ingest.partitions.premake(
+                conn, await _classes(conn), datetime.now(UTC).date(), settings.partitions_ahead_days
+            )
+        if made:
+            metrics.partitions_created.inc(made)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+
+    @app.page("/health")
+    async def health_page(web: Any, request: Any) -> Any:
+        task = state.get("task")
+        ok = task is not None and not task.done()
+        body = {"status": "ok" if ok else "failing", "ingest_running": ok}
+        ingest: IngestService | None = state.get("ingest")
+        if ingest is not None:
+            body["totals"] = dict(ingest.totals)
+        return web.json(body, status=200 if ok else 503)
+
+    return app
+
+
+async def _classes(conn: Any) -> list[str]:
+    return [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes ORDER BY name")]
