@@ -129,6 +129,18 @@ class Settings:
     def replace(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)
 
+    def to_env(self) -> dict[str, str]:
+        """The environment that reproduces these settings in a child process (e.g. the worker)."""
+        env = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Secret):
+                value = value.get()
+            elif isinstance(value, bool):
+                value = "true" if value else "false"
+            env[ENV_PREFIX + f.name.upper()] = str(value)
+        return env
+
     @staticmethod
     def env_names() -> list[str]:
         return [ENV_PREFIX + f.name.upper() for f in dataclasses.fields(Settings)]

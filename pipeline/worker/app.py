@@ -58,6 +58,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         web_host=settings.metrics_host,
         topic_replication_factor=settings.kafka_replication_factor,
         producer_acks=-1,
+        # The app's own consumer group has no agents to feed (ingest has its own group): short timeouts
+        # keep start-up quick (Tansu holds a join for part of them) and cost nothing.
+        broker_session_timeout=10.0,
+        broker_rebalance_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
     state: dict[str, Any] = {}
 
@@ -117,7 +122,8 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp wants the charset apart from the content type
+        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:

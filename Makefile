@@ -1,0 +1,39 @@
+# One command surface for README, pre-commit and CI.
+#   make demo   - set up, start the embedded stack, simulate traffic, print what was stored, stop
+#   make test   - set up and run the whole test suite against a real broker and a real PostgreSQL
+#   make up     - set up and run the embedded stack until Ctrl-C
+#   make lint   - ruff + mypy --strict
+#   make bench  - ingest benchmark (1,000,000 events by default; BENCH_EVENTS=... to change)
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: setup demo up test lint bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+setup: $(STAMP)
+
+demo: setup
+	$(BIN)/roomlogs demo
+
+up: setup
+	$(BIN)/roomlogs up
+
+test: setup
+	$(BIN)/python -m pytest
+
+lint: setup
+	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python bench/ingest.py --events $${BENCH_EVENTS:-1000000}
+
+clean:
+	rm -rf .roomlogs .pytest_cache .mypy_cache .ruff_cache

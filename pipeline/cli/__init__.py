@@ -1,0 +1,179 @@
+"""`roomlogs` command line: one entry point for operators, the README, and CI.
+
+Settings come from `ROOMLOGS_*` environment variables (read once, here); flags only choose what to run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+
+from pipeline.errors import RoomlogsError
+from pipeline.settings import Settings
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        settings = Settings.from_env()
+        logging.basicConfig(
+            level=settings.log_level.upper(),
+            format="%(asctime)s %(levelname)s %(name)s %(message)s",
+            stream=sys.stderr,
+        )
+        handler = _COMMANDS[args.command]
+        return handler(settings, args)
+    except RoomlogsError as e:
+        print(f"roomlogs {args.command}: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="roomlogs", description=__doc__)
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("migrate", help="apply pending SQL migrations (safe to run twice)")
+    sub.add_parser("worker", help="run the ingest worker (faust app) against the configured services")
+    sim = sub.add_parser("simulate", help="publish realistic room traffic to the configured broker")
+    _sim_args(sim)
+    up = sub.add_parser("up", help="start broker, PostgreSQL (unless a DSN is set), migrations and a worker")
+    up.add_argument("--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)")
+    demo = sub.add_parser("demo", help="`up`, a short simulation, a summary of what was stored, then stop")
+    demo.add_argument("--work-dir", type=Path, default=Path(".roomlogs"))
+    _sim_args(demo, events=50_000)
+    return p
+
+
+def _sim_args(p: argparse.ArgumentParser, events: int = 100_000) -> None:
+    p.add_argument("--events", type=int, default=events, help=f"events to publish (default {events:,})")
+    p.add_argument("--rooms", type=int, default=200, help="rooms to simulate (default 200)")
+    p.add_argument("--bad-ratio", type=float, default=0.02, help="share of deliberately bad events (0.02)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    p.add_argument("--no-progress", action="store_true")
+
+
+# --- commands -------------------------------------------------------------------------------------------
+def _migrate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.storage import db
+    from pipeline.storage.migrate import migrate
+
+    async def run() -> None:
+        conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+        try:
+            applied = await migrate(conn, settings.postgres_schema)
+        finally:
+            await conn.close()
+        if applied:
+            for m in applied:
+                print(f"applied {m.version:04d}_{m.name}")
+        else:
+            print(f"schema {settings.postgres_schema!r} is up to date")
+
+    asyncio.run(run())
+    return 0
+
+
+def _worker(settings: Settings, args: argparse.Namespace) -> int:
+    import faust
+
+    from pipeline.worker import create_app
+
+    if not settings.postgres_dsn:
+        raise RoomlogsError("ROOMLOGS_POSTGRES_DSN is not set (`roomlogs up` starts a stack with one)")
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    summary = asyncio.run(_run_simulation(settings, args))
+    print(summary.render())
+    return 0
+
+
+async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type: ignore[no-untyped-def]
+    from pipeline.kafka_topics import ensure_topics
+    from pipeline.publisher.client import RoomEventPublisher
+    from pipeline.publisher.simulator import SimulationConfig, simulate
+
+    await ensure_topics(settings)
+    config = SimulationConfig(
+        rooms=args.rooms, events=args.events, bad_event_ratio=args.bad_ratio, seed=args.seed,
+        rate_per_second=args.rate,
+    )
+    async with RoomEventPublisher.from_settings(settings) as publisher:
+        return await simulate(publisher, config, progress=not args.no_progress)
+
+
+def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.cli.devstack import DevStack
+
+    stack = DevStack(settings, args.work_dir)
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stopping.set())
+    try:
+        stack.start()
+        stack.start_worker()
+        info_path = args.work_dir / "stack.json"
+        stack.write_info(info_path)
+        for key, value in stack.info.items():
+            print(f"{key:<18} {value}")
+        print(f"(written to {info_path}; Ctrl-C stops everything)", flush=True)
+        while not stopping.wait(1.0):
+            if not stack.worker_alive():
+                print(f"worker exited; see {stack.info['worker_log']}", file=sys.stderr)
+                return 1
+        print("stopping ...", flush=True)
+        return 0
+    finally:
+        stack.stop()
+
+
+def _demo(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.cli.devstack import DevStack
+    from pipeline.cli.progress import stored_report, wait_caught_up
+
+    stack = DevStack(settings, args.work_dir)
+    try:
+        settings = stack.start()
+        stack.start_worker()
+        print(f"broker {settings.kafka_bootstrap}, PostgreSQL {stack.info['postgres_dsn']}, "
+              f"metrics {stack.info['metrics_url']}", flush=True)
+        summary = asyncio.run(_run_simulation(settings, args))
+        print(summary.render(), flush=True)
+        caught_up = asyncio.run(wait_caught_up(settings, 600, progress=not args.no_progress))
+        if not stack.worker_alive():
+            print(f"worker exited early; see {stack.info['worker_log']}", file=sys.stderr)
+            return 1
+        report = asyncio.run(stored_report(settings))
+        print(report.render())
+        if not caught_up:
+            print("the worker did not catch up within 10 minutes", file=sys.stderr)
+            return 1
+        return 0
+    finally:
+        stack.stop()
+
+
+_COMMANDS = {
+    "migrate": _migrate,
+    "worker": _worker,
+    "simulate": _simulate,
+    "up": _up,
+    "demo": _demo,
+}

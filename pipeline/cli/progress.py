@@ -1,0 +1,90 @@
+"""How far the worker is: stored offsets versus the end of the topic, and what the tables hold."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from tqdm import tqdm
+
+from pipeline.settings import Settings
+from pipeline.storage import db
+
+
+async def end_offsets(settings: Settings) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(settings.events_topic) or set()
+        if not parts:
+            await consumer._client.force_metadata_update()
+            parts = consumer.partitions_for_topic(settings.events_topic) or set()
+        tps = [TopicPartition(settings.events_topic, p) for p in parts]
+        ends = await consumer.end_offsets(tps) if tps else {}
+        return {tp.partition: off for tp, off in ends.items()}
+    finally:
+        await consumer.stop()
+
+
+async def stored_offsets(settings: Settings) -> dict[int, int]:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        rows = await conn.fetch(
+            "SELECT partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2",
+            settings.consumer_group,
+            settings.events_topic,
+        )
+        return {r["partition"]: r["next_offset"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def wait_caught_up(settings: Settings, timeout_seconds: float, *, progress: bool = True) -> bool:
+    """Wait until the worker has durably written every record now in the topic; show a progress bar."""
+    ends = await end_offsets(settings)
+    total = sum(ends.values())
+    deadline = time.monotonic() + timeout_seconds
+    with tqdm(total=total, unit="rec", desc="stored", disable=not progress, leave=False) as bar:
+        while True:
+            done_offsets = await stored_offsets(settings)
+            done = sum(min(done_offsets.get(p, 0), end) for p, end in ends.items())
+            bar.update(done - bar.n)
+            if done >= total:
+                return True
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.5)
+
+
+@dataclass
+class StoredReport:
+    events_by_type: dict[str, int] = field(default_factory=dict)
+    events_by_class: dict[str, int] = field(default_factory=dict)
+    dead_letters_by_reason: dict[str, int] = field(default_factory=dict)
+    rooms: int = 0
+
+    def render(self) -> str:
+        lines = [f"stored events: {sum(self.events_by_type.values()):,} in {self.rooms:,} rooms"]
+        lines += [f"  {k:<28} {v:>10,}" for k, v in sorted(self.events_by_type.items())]
+        lines.append("by retention class:")
+        lines += [f"  {k:<28} {v:>10,}" for k, v in sorted(self.events_by_class.items())]
+        lines.append(f"dead-lettered: {sum(self.dead_letters_by_reason.values()):,}")
+        lines += [f"  {k:<28} {v:>10,}" for k, v in sorted(self.dead_letters_by_reason.items())]
+        return "\n".join(lines)
+
+
+async def stored_report(settings: Settings) -> StoredReport:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        rep = StoredReport()
+        for r in await conn.fetch("SELECT event_type, retention_class, count(*) AS n FROM events GROUP BY 1, 2"):
+            rep.events_by_type[r["event_type"]] = rep.events_by_type.get(r["event_type"], 0) + r["n"]
+            rep.events_by_class[r["retention_class"]] = rep.events_by_class.get(r["retention_class"], 0) + r["n"]
+        for r in await conn.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY 1"):
+            rep.dead_letters_by_reason[r["reason"]] = r["n"]
+        rep.rooms = await conn.fetchval("SELECT count(DISTINCT room_id) FROM events") or 0
+        return rep
+    finally:
+        await conn.close()
