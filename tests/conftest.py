@@ -13,18 +13,28 @@ the session. To run the same tests against a stack you already have, set:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 
+from prometheus_client import CollectorRegistry
+
+from pipeline.ingest.consumer import IngestService
+from pipeline.metrics import IngestMetrics
+from pipeline.settings import Secret, Settings
 from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+from pipeline.storage import db
+from pipeline.storage.migrate import migrate
 
 KAFKA_BOOTSTRAP_ENV = "ROOMLOGS_TEST_KAFKA_BOOTSTRAP"
 POSTGRES_DSN_ENV = "ROOMLOGS_TEST_POSTGRES_DSN"
@@ -139,6 +149,65 @@ async def pg_schema(postgres_server: PostgresServer) -> AsyncIterator[str]:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
     finally:
         await connection.close()
+
+
+@pytest.fixture
+async def ingest_settings(
+    kafka_bootstrap: str, postgres_dsn: str, pg_schema: str, topic_factory: TopicFactory, group_id: str
+) -> Settings:
+    """Settings for one test's pipeline: its own topics, consumer group and a migrated schema."""
+    topic = await topic_factory(partitions=3, prefix="ev-")
+    dead_letters = await topic_factory(partitions=1, prefix="dlq-")
+    settings = Settings(
+        kafka_bootstrap=kafka_bootstrap,
+        events_topic=topic,
+        events_topic_partitions=3,
+        dead_letter_topic=dead_letters,
+        consumer_group=group_id,
+        postgres_dsn=Secret(postgres_dsn),
+        postgres_schema=pg_schema,
+        batch_max_wait_seconds=0.05,
+        db_retry_initial_seconds=0.1,
+        db_retry_max_seconds=1.0,
+    )
+    conn = await db.connect(postgres_dsn, pg_schema)
+    try:
+        await migrate(conn, pg_schema)
+    finally:
+        await conn.close()
+    return settings
+
+
+@dataclass
+class RunningIngest:
+    service: IngestService
+    pool: asyncpg.Pool
+    metrics: IngestMetrics
+
+
+IngestFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningIngest]]
+
+
+@pytest.fixture
+def ingest_worker() -> IngestFactory:
+    """`async with ingest_worker(settings) as w:` runs the real ingest loop in this process until exit."""
+
+    @contextlib.asynccontextmanager
+    async def run(settings: Settings, **kwargs: Any) -> AsyncIterator[RunningIngest]:
+        pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema, 4)
+        metrics = IngestMetrics(CollectorRegistry())
+        service = IngestService(settings, pool, metrics, **kwargs)
+        await service.start()
+        task = asyncio.create_task(service.run())
+        try:
+            yield RunningIngest(service, pool, metrics)
+        finally:
+            await service.stop()
+            await task
+            await service.close()
+            await pool.close()
+
+    return run
 
 
 def pytest_report_header(config: pytest.Config) -> list[str]:

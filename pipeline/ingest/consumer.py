@@ -179,7 +179,8 @@ class IngestService:
                     horizons=self._horizons(now.date()),
                     now=now,
                 )
-                self._count_pass(pass1.consumed, stats)
+                self.metrics.consumed.inc(pass1.consumed)
+                self.totals["consumed"] += pass1.consumed
                 self._launch(batch, stats, now, generation)
             await asyncio.wait_for(self._finish_pending(), s.shutdown_drain_seconds)
         finally:
@@ -223,10 +224,10 @@ class IngestService:
 
     async def _after_write(self, batch: WriteBatch, stats: BatchStats, outcome: WriteOutcome) -> None:
         m = self.metrics
+        if outcome.fenced < len(batch.rows) + len(batch.dead_letters) or not outcome.fenced:
+            self._count_batch(batch, stats)
         m.write_seconds.observe(outcome.write_seconds)
         m.last_write.set(time.time())
-        for etype, n in stats.stored_by_type.items():
-            m.stored.labels(etype).inc(n)
         self.totals["stored"] += outcome.stored
         if outcome.duplicates:
             m.duplicates.inc(outcome.duplicates)
@@ -282,11 +283,12 @@ class IngestService:
             log.info("Kafka offset commit skipped (%s); PostgreSQL offsets stand", type(e).__name__)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
 
-    def _count_pass(self, consumed: int, stats: BatchStats) -> None:
+    def _count_batch(self, batch: WriteBatch, stats: BatchStats) -> None:
+        """Count what a written batch decided (skipped when the whole batch had been written before)."""
         m = self.metrics
-        m.consumed.inc(consumed)
-        m.batch_events.observe(consumed)
-        self.totals["consumed"] += consumed
+        m.batch_events.observe(sum(nxt - batch.first_offsets[p] for p, nxt in batch.next_offsets.items()))
+        for etype, n in stats.stored_by_type.items():
+            m.stored.labels(etype).inc(n)
         for reason, n in stats.dead_lettered_by_reason.items():
             m.dead_lettered.labels(reason).inc(n)
         for cls, n in stats.expired_by_class.items():
@@ -393,9 +395,9 @@ class IngestService:
                     return
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_seconds)
+        fresh = [tp for tp in assigned if tp.partition not in stored]
+        # Explicit offsets: seek_to_beginning() resets lazily and can rewind a partition after its first fetch.
+        beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
-            if tp.partition in stored:
-                consumer.seek(tp, stored[tp.partition])
-            else:
-                await consumer.seek_to_beginning(tp)
+            consumer.seek(tp, stored[tp.partition] if tp.partition in stored else beginnings[tp])
         log.info("assigned %s; resuming from PostgreSQL offsets %s", sorted(tp.partition for tp in assigned), stored)
