@@ -1,0 +1,158 @@
+"""Log records in one shape for every roomlogs process (worker, API, retention, CLI commands).
+
+Who calls it: the CLI, once, right after reading the settings (`configure_logging`), and the worker command,
+which hands `logging_config(...)` to faust (faust's worker replaces the root handlers when it starts; given
+this config it installs ours instead of its coloured console handler).
+
+One JSON object per line on stderr (stdout stays for command output such as `roomlogs migrate`):
+
+    {"ts": "2026-11-24T05:13:49.123Z", "level": "warning", "logger": "roomlogs.ingest", "msg": "...",
+     "process": "worker", "pid": 4711, ...extra fields}
+
+- ``ts`` is UTC, RFC 3339 with milliseconds; ``level`` is lower case; ``process`` is the role (the CLI
+  command), ``pid`` tells replicas apart on one host.
+- Extra fields are what the caller passed as ``extra={...}``; values that JSON cannot hold are written as
+  their ``str()``.
+- An exception adds ``exc_type`` and ``exc`` (the formatted traceback).
+
+No room content ever reaches a log: extra fields named like content (`CONTENT_FIELDS`: chat text, bodies,
+payloads, raw records) are replaced by ``"[withheld]"`` whatever their value, and a message longer than
+`MAX_MESSAGE_CHARS` is cut (a log line is for operators, not a copy of the data). Code that logs must still
+never format content into the message itself: log ids, counts and reason codes.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.config
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+
+from pipeline.errors import ConfigurationError
+
+__all__ = [
+    "CONTENT_FIELDS",
+    "MAX_MESSAGE_CHARS",
+    "JsonFormatter",
+    "TextFormatter",
+    "configure_logging",
+    "logging_config",
+]
+
+#: Extra-field names whose values are never written (they would be room content or personal data).
+CONTENT_FIELDS = frozenset({"text", "body", "payload", "raw", "value", "record", "data", "display_name"})
+WITHHELD = "[withheld]"
+MAX_MESSAGE_CHARS = 2_000
+_LEVELS = ("debug", "info", "warning", "error", "critical")
+
+# Every attribute a LogRecord has without `extra` (what remains are the caller's fields).
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def _timestamp(record: logging.LogRecord) -> str:
+    moment = datetime.fromtimestamp(record.created, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _bounded(msg: str) -> str:
+    if len(msg) <= MAX_MESSAGE_CHARS:
+        return msg
+    return f"{msg[:MAX_MESSAGE_CHARS]}... [{len(msg) - MAX_MESSAGE_CHARS} more chars cut]"
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for key, value in record.__dict__.items():
+        if key in _RECORD_ATTRS or key.startswith("_"):
+            continue
+        fields[key] = WITHHELD if key.lower() in CONTENT_FIELDS else value
+    return fields
+
+
+class _Shape(logging.Formatter):
+    """The fields every line has, in order; subclasses only choose how to write them."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self.process = process
+
+    def fields(self, record: logging.LogRecord) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "ts": _timestamp(record),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "msg": _bounded(record.getMessage()),
+            "process": self.process,
+            "pid": record.process,
+        }
+        for key, value in _extras(record).items():
+            out.setdefault(key, value)  # an extra cannot overwrite the fixed fields
+        if record.exc_info and record.exc_info[0] is not None:
+            out["exc_type"] = record.exc_info[0].__name__
+            out["exc"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            out["exc"] = record.exc_text
+        if record.stack_info:
+            out["stack"] = self.formatStack(record.stack_info)
+        return out
+
+
+class JsonFormatter(_Shape):
+    """One JSON object per record (see the module docstring for the fields)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return orjson.dumps(self.fields(record), default=str).decode()
+
+
+class TextFormatter(_Shape):
+    """The same fields for a terminal: ``ts level logger [process] msg key=value ...``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        f = self.fields(record)
+        head = f"{f.pop('ts')} {f.pop('level'):<7} {f.pop('logger')} [{f.pop('process')}] {f.pop('msg')}"
+        f.pop("pid")
+        exc = f.pop("exc", None)
+        f.pop("exc_type", None)
+        tail = "".join(f" {k}={v}" for k, v in f.items())
+        return head + tail + (f"\n{exc}" if exc else "")
+
+
+def _level(level: str) -> str:
+    name = level.strip().lower()
+    if name not in _LEVELS:
+        raise ConfigurationError(f"ROOMLOGS_LOG_LEVEL={level!r}: use one of {', '.join(_LEVELS)}")
+    return name.upper()
+
+
+def logging_config(level: str, json: bool, *, process: str = "roomlogs") -> dict[str, Any]:
+    """A `logging.config.dictConfig` dict: one stderr handler with our formatter on the root logger.
+
+    Existing loggers stay enabled (module-level loggers are created at import, before this runs).
+    """
+    formatter = JsonFormatter if json else TextFormatter
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"roomlogs": {"()": formatter, "process": process}},
+        "handlers": {
+            "stderr": {
+                "class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "roomlogs",
+            },
+        },
+        "root": {"level": _level(level), "handlers": ["stderr"]},
+    }
+
+
+def configure_logging(level: str, json: bool, *, process: str | None = None) -> None:
+    """Install the roomlogs log shape for this process (replaces any handlers on the root logger).
+
+    `level` is a name (debug, info, warning, error, critical); a wrong one raises ConfigurationError naming
+    the setting. `process` defaults to the program name.
+    """
+    name = process or os.path.basename(sys.argv[0]) or "roomlogs"
+    logging.config.dictConfig(logging_config(level, json, process=name))
+    logging.captureWarnings(True)
