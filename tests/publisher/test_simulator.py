@@ -1,0 +1,173 @@
+"""The traffic simulator: realistic, labelled, deterministic, and what it reports is what it published."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.structs import ConsumerRecord
+
+from pipeline.events.contract import LEAVE_HOW, MODERATION_TYPES
+from pipeline.events.normalize import Normalizer
+from pipeline.events.reasons import Invalid, Reason
+from pipeline.publisher import RoomEventPublisher, SimulationConfig, SimulationSummary, iter_events, simulate
+
+TopicFactory = Callable[..., Awaitable[str]]
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+class ListSink:
+    """An in-memory publisher: keeps what simulate() hands it."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[bytes | None, bytes]] = []
+        self.flushed = False
+
+    async def send_raw(self, key: bytes | None, value: bytes) -> None:
+        self.records.append((key, value))
+
+    async def flush(self) -> None:
+        self.flushed = True
+
+
+def _verdict(normalizer: Normalizer, value: bytes, now: datetime) -> Reason | None:
+    try:
+        normalizer.normalize(value, now)
+    except Invalid as exc:
+        return exc.reason
+    return None
+
+
+def test_valid_events_pass_the_normalizer_and_bad_ones_fail_with_the_expected_reason() -> None:
+    normalizer = Normalizer()
+    config = SimulationConfig(rooms=40, events=30_000, bad_event_ratio=0.2, seed=11)
+    mismatches: list[tuple[Reason | None, Reason | None, bytes]] = []
+    expected_reasons: Counter[Reason | None] = Counter()
+    for _key, value, expected in iter_events(config, NOW):
+        expected_reasons[expected] += 1
+        got = _verdict(normalizer, value, NOW)
+        if got != expected:
+            mismatches.append((expected, got, value[:200]))
+    assert mismatches == []
+    assert set(expected_reasons) - {None} == set(Reason) - {Reason.STORAGE_REJECTED}  # every way to be bad
+
+
+def test_the_same_seed_gives_the_same_events_and_another_seed_does_not() -> None:
+    config = SimulationConfig(rooms=25, events=5_000, bad_event_ratio=0.05, seed=42)
+    first = list(iter_events(config, NOW))
+    assert first == list(iter_events(config, NOW))
+    other = list(iter_events(SimulationConfig(rooms=25, events=5_000, bad_event_ratio=0.05, seed=43), NOW))
+    assert [v for _, v, _ in first] != [v for _, v, _ in other]
+
+
+@pytest.mark.parametrize("ratio", [0.0, 0.02, 0.25, 1.0])
+def test_the_bad_event_ratio_is_respected(ratio: float) -> None:
+    config = SimulationConfig(rooms=20, events=20_000, bad_event_ratio=ratio, seed=5)
+    bad = sum(1 for _, _, reason in iter_events(config, NOW) if reason is not None)
+    assert abs(bad / config.events - ratio) < 0.01
+
+
+def test_rooms_are_created_with_settings_owner_and_moderators_then_see_real_traffic() -> None:
+    config = SimulationConfig(rooms=30, events=40_000, bad_event_ratio=0.0, seed=3)
+    docs = [orjson.loads(value) for _, value, _ in iter_events(config, NOW)]
+    by_room: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for doc in docs:
+        by_room[doc["room_id"]].append(doc)
+
+    occupancy_by_privacy: dict[str, list[int]] = defaultdict(list)
+    for events in by_room.values():
+        created, owner = events[0], events[1]
+        assert created["type"] == "room.settings_changed" and "actor" not in created
+        changes = created["data"]["changes"]
+        assert changes["privacy"]["old"] is None and changes["max_occupancy"]["old"] is None
+        occupancy_by_privacy[changes["privacy"]["new"]].append(changes["max_occupancy"]["new"])
+        assert (owner["type"], owner["data"]["change"]) == ("room.permissions_changed", "owner_transferred")
+    assert max(occupancy_by_privacy["public"]) >= 50  # busy public rooms
+    assert min(occupancy_by_privacy["public"]) < 50  # small public rooms
+    assert occupancy_by_privacy["private"]
+
+    types = Counter(doc["type"] for doc in docs)
+    assert types["chat.message"] > 0.6 * len(docs)
+    assert set(MODERATION_TYPES) <= set(types)
+    assert {"gift.sent", "user.entered", "room.permissions_changed"} <= set(types)
+    assert {doc["data"]["how"] for doc in docs if doc["type"] == "user.left"} == LEAVE_HOW
+    changes_seen = {doc["data"]["change"] for doc in docs if doc["type"] == "room.permissions_changed"}
+    assert {"owner_transferred", "moderator_added", "moderator_removed"} <= changes_seen
+    assert any("reply_to" in doc["data"] for doc in docs if doc["type"] == "chat.message")
+    durations = {doc["data"].get("duration_seconds", 0) for doc in docs if doc["type"] == "moderation.ban"}
+    assert None in durations and len(durations) > 2  # permanent and timed bans
+    assert all(doc["data"]["reason"] for doc in docs if doc["type"] in MODERATION_TYPES)
+
+
+async def test_simulate_counts_what_it_hands_over_and_is_deterministic() -> None:
+    config = SimulationConfig(rooms=15, events=4_000, bad_event_ratio=0.1, seed=9)
+    sinks = [ListSink(), ListSink()]
+    summaries = [await simulate(sink, config, progress=False, now=NOW) for sink in sinks]
+    assert summaries[0] == summaries[1]
+    assert sinks[0].records == sinks[1].records and sinks[0].flushed
+    summary = summaries[0]
+    assert summary.total == len(sinks[0].records) == 4_000
+    assert summary.bad_total == sum(1 for *_, r in iter_events(config, NOW) if r is not None)
+    rooms_with_valid_events = {key for key, _, reason in iter_events(config, NOW) if reason is None}
+    assert sum(summary.rooms_by_kind.values()) == len(rooms_with_valid_events)
+    text = summary.render()
+    assert "4,000 events" in text and "chat.message" in text and "invalid_json" in text
+
+
+async def test_a_paced_simulation_keeps_its_rate() -> None:
+    config = SimulationConfig(rooms=5, events=300, bad_event_ratio=0.0, seed=1, rate_per_second=1_000.0)
+    began = time.monotonic()
+    summary = await simulate(ListSink(), config, progress=False)
+    assert time.monotonic() - began >= 299 / 1_000.0
+    assert summary.total == 300
+
+
+async def test_simulate_through_the_broker_publishes_what_its_summary_says(
+    kafka_bootstrap: str, topic_factory: TopicFactory
+) -> None:
+    topic = await topic_factory(partitions=3)
+    config = SimulationConfig(rooms=20, events=3_000, bad_event_ratio=0.1, seed=2)
+    async with RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=False) as publisher:
+        summary = await simulate(publisher, config, progress=False)
+    records = await _consume(kafka_bootstrap, topic, 3_000)
+    assert len(records) == summary.total == 3_000
+
+    normalizer = Normalizer()
+    published: Counter[str] = Counter()
+    bad: Counter[str] = Counter()
+    for record in records:
+        reason = _verdict(normalizer, record.value, datetime.now(UTC))
+        if reason is None:
+            published[orjson.loads(record.value)["type"]] += 1
+        else:
+            bad[reason] += 1
+    assert summary == SimulationSummary(published=published, bad=bad, rooms_by_kind=summary.rooms_by_kind)
+    assert abs(summary.bad_total / summary.total - 0.1) < 0.03
+
+
+async def _consume(
+    bootstrap: str, topic: str, expected: int, timeout_seconds: float = 30.0
+) -> list[ConsumerRecord]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
+    await consumer.start()
+    try:
+        await consumer.topics()
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[ConsumerRecord] = []
+        deadline = time.monotonic() + timeout_seconds
+        while len(records) < expected and time.monotonic() < deadline:
+            for part in (await consumer.getmany(timeout_ms=200)).values():
+                records.extend(part)
+        for part in (await consumer.getmany(timeout_ms=300)).values():
+            records.extend(part)
+        return records
+    finally:
+        await consumer.stop()
