@@ -75,13 +75,13 @@ class DevStack:
     def start_worker(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
         env.update(self.settings.to_env())
-        log_file = open(self.work_dir / "worker.log", "ab")  # noqa: SIM115 - owned by the child
-        self.worker = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-        )
+        with open(self.work_dir / "worker.log", "ab") as log_file:  # the child keeps its own descriptor
+            self.worker = subprocess.Popen(
+                [sys.executable, "-m", "pipeline.cli", "worker"],
+                env=env,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+            )
         self.info["worker_pid"] = self.worker.pid
         self.info["worker_log"] = str(self.work_dir / "worker.log")
 

@@ -1,0 +1,147 @@
+"""Faults a deployment will meet: the worker killed mid-stream, PostgreSQL going away mid-stream.
+
+Both assert what an operator cares about: every event published is stored exactly once, nothing is
+dead-lettered because of the fault.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import uuid_utils
+from aiokafka import AIOKafkaProducer
+
+from pipeline.cli.progress import wait_caught_up
+from pipeline.settings import Settings
+from pipeline.stack import free_port
+from pipeline.storage import db
+
+pytestmark = pytest.mark.slow
+
+
+def chat_events(n: int, rooms: int = 50) -> Iterator[tuple[str, bytes, bytes]]:
+    from datetime import UTC, datetime, timedelta
+
+    base = datetime.now(UTC) - timedelta(minutes=30)
+    for i in range(n):
+        room = f"room-{i % rooms}"
+        eid = str(uuid_utils.uuid7())
+        value = orjson.dumps({
+            "event_id": eid, "type": "chat.message", "schema_version": 1, "room_id": room,
+            "occurred_at": (base + timedelta(milliseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+            "actor": {"user_id": f"u-{i % 300}", "display_name": "Someone"}, "data": {"text": f"message {i}"},
+        })
+        yield eid, room.encode(), value
+
+
+async def produce(settings: Settings, records: list[tuple[bytes, bytes]], *, per_second: float | None = None) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    try:
+        for i, (key, value) in enumerate(records):
+            await producer.send(settings.events_topic, value=value, key=key)
+            if per_second and i % 100 == 99:
+                await asyncio.sleep(100 / per_second)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def stored_ids(settings: Settings) -> list[str]:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        return [str(r[0]) for r in await conn.fetch("SELECT event_id FROM events")]
+    finally:
+        await conn.close()
+
+
+async def count(settings: Settings, table: str = "events") -> int:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        return int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+    finally:
+        await conn.close()
+
+
+def start_worker(settings: Settings, tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
+    env.update(settings.replace(metrics_port=free_port(), worker_data_dir=str(tmp_path / f"w{n}")).to_env())
+    with open(tmp_path / f"worker-{n}.log", "wb") as log:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+
+
+async def wait_for_count(settings: Settings, at_least: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        assert proc.poll() is None, "worker died on its own"
+        n = await count(settings)
+        if n >= at_least:
+            return n
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} rows after {timeout}s")
+
+
+async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
+    ingest_settings: Settings, tmp_path: Path
+) -> None:
+    s = ingest_settings.replace(batch_max_events=2_000)  # many small transactions: more places to die in
+    events = list(chat_events(60_000))
+    await produce(s, [(k, v) for _, k, v in events])
+
+    kills = []
+    for round_no, threshold in enumerate((8_000, 30_000)):
+        proc = start_worker(s, tmp_path, round_no)
+        try:
+            kills.append(await wait_for_count(s, threshold, proc, timeout=120))
+        finally:
+            proc.send_signal(signal.SIGKILL)
+            proc.wait()
+    assert kills[0] < len(events), "the first kill must land mid-stream"
+
+    proc = start_worker(s, tmp_path, 9)
+    try:
+        assert await wait_caught_up(s, 180, progress=False)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0, (tmp_path / "worker-9.log").read_text()[-3000:]
+
+    ids = await stored_ids(s)
+    assert len(ids) == len(events), f"killed at {kills} rows"
+    assert set(ids) == {eid for eid, _, _ in events}
+    assert await count(s, "dead_letters") == 0
+
+
+async def test_postgres_outage_mid_stream_pauses_and_loses_nothing(
+    ingest_settings: Settings, ingest_worker: Any, postgres_server: Any
+) -> None:
+    s = ingest_settings.replace(batch_max_events=1_000)
+    events = list(chat_events(40_000))
+    producing = asyncio.create_task(produce(s, [(k, v) for _, k, v in events], per_second=8_000))
+    async with ingest_worker(s) as w:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while w.service.totals["stored"] < 5_000:
+            assert loop.time() < deadline
+            await asyncio.sleep(0.1)
+        await asyncio.to_thread(postgres_server.stop)  # skips the test when the server is not ours
+        await asyncio.sleep(3)
+        assert w.metrics.paused._value.get() == 1, "the worker must notice and pause"
+        await asyncio.to_thread(postgres_server.restart)
+        await producing
+        assert await wait_caught_up(s, 120, progress=False)
+        assert w.metrics.storage_unavailable._value.get() > 0
+        assert w.metrics.paused._value.get() == 0
+    ids = await stored_ids(s)
+    assert len(ids) == len(events)
+    assert set(ids) == {eid for eid, _, _ in events}
+    assert await count(s, "dead_letters") == 0
