@@ -1,0 +1,60 @@
+"""Partition lifecycle and retention: partitions made ahead, expired days dropped, legal holds, proof.
+
+Retention classes (table `retention_classes`, changed at runtime) give each room's rows a retention in
+days; a row keeps the class it was written with. Enforcement drops whole (class, day) partitions, never
+deletes from them; rows of rooms under a legal hold are copied out first; every deletion is written to the
+deletion ledger in its own transaction. See `maintenance` for one run, `check` for the proof question.
+"""
+
+from pipeline.retention.check import CheckResult, Offending, check_retention
+from pipeline.retention.exceptions import (
+    HeldRowsSchemaError,
+    HoldNotFoundError,
+    InvalidHoldError,
+    RetentionError,
+    UnknownRetentionClassError,
+)
+from pipeline.retention.holds import Hold, active_rooms, list_holds, place_hold, release_hold
+from pipeline.retention.ledger import LedgerEntry, read_ledger
+from pipeline.retention.maintenance import DROP_LOCK_TIMEOUT_MS, maintain, maintenance_lock, run_maintenance
+from pipeline.retention.metrics import RetentionMetrics
+from pipeline.retention.plan import RetentionPlan, plan_retention
+from pipeline.retention.policy import RetentionClass, is_expired, load_classes, set_retention_days
+from pipeline.retention.report import DeferredPartition, DroppedPartition, MaintenanceReport, PurgedHeld
+from pipeline.retention.status import PartitionSetStatus, observe, partition_status
+
+__all__ = [
+    "DROP_LOCK_TIMEOUT_MS",
+    "CheckResult",
+    "DeferredPartition",
+    "DroppedPartition",
+    "HeldRowsSchemaError",
+    "Hold",
+    "HoldNotFoundError",
+    "InvalidHoldError",
+    "LedgerEntry",
+    "MaintenanceReport",
+    "Offending",
+    "PartitionSetStatus",
+    "PurgedHeld",
+    "RetentionClass",
+    "RetentionError",
+    "RetentionMetrics",
+    "RetentionPlan",
+    "UnknownRetentionClassError",
+    "active_rooms",
+    "check_retention",
+    "is_expired",
+    "list_holds",
+    "load_classes",
+    "maintain",
+    "maintenance_lock",
+    "observe",
+    "partition_status",
+    "place_hold",
+    "plan_retention",
+    "read_ledger",
+    "release_hold",
+    "run_maintenance",
+    "set_retention_days",
+]

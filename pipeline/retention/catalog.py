@@ -1,0 +1,82 @@
+"""What is stored: the day partitions of `events` and `dead_letters`, read from the PostgreSQL catalog.
+
+The catalog, not a cache, is the truth here: retention must see partitions another worker, an operator or
+an older version created. A leaf that is not a day partition (a DEFAULT catch-all someone added by hand,
+or an oddly named table) is listed with `day=None`, so the retention check can say it is under no rule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+
+import asyncpg
+
+from pipeline.storage.partitions import parse_day
+
+__all__ = ["StoredPartition", "count_rows", "ident", "list_partitions"]
+
+EVENTS = "events"
+DEAD_LETTERS = "dead_letters"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredPartition:
+    """One leaf partition holding log rows."""
+
+    #: the logical table: "events" or "dead_letters"
+    table: str
+    #: the partitioned table it is attached to: "events_<class>", "dead_letters" ("events": a stray leaf)
+    parent: str
+    name: str
+    #: None for dead letters and for leaves attached directly to `events`
+    retention_class: str | None
+    #: None when it is not a day partition
+    day: date | None
+    is_default: bool
+
+
+async def list_partitions(conn: asyncpg.Connection) -> list[StoredPartition]:
+    """Every leaf of `events` and `dead_letters` in the current schema, ordered by parent then day."""
+    rows = await conn.fetch(
+        """SELECT c.relname AS child, p.relname AS parent, c.relkind::text AS kind,
+                  coalesce(pg_get_expr(c.relpartbound, c.oid), '') AS bound
+             FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             JOIN pg_class p ON p.oid = i.inhparent
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE n.nspname = current_schema()"""
+    )
+    # Class tables are the partitioned children of `events` (LIST by class).
+    class_of = {
+        r["child"]: r["child"].removeprefix("events_")
+        for r in rows
+        if r["parent"] == EVENTS and r["kind"] == "p"
+    }
+    found: list[StoredPartition] = []
+    for r in rows:
+        if r["kind"] == "p":
+            continue  # an intermediate level; its leaves are listed
+        parent, child, is_default = r["parent"], r["child"], r["bound"] == "DEFAULT"
+        if parent in class_of:
+            table, cls = EVENTS, class_of[parent]
+        elif parent == EVENTS:
+            table, cls = EVENTS, None
+        elif parent == DEAD_LETTERS:
+            table, cls = DEAD_LETTERS, None
+        else:
+            continue  # some other partitioned table: not ours to judge
+        day = None if is_default else parse_day(child)
+        found.append(StoredPartition(table, parent, child, cls, day, is_default))
+    found.sort(key=lambda sp: (sp.parent, sp.day or date.min, sp.name))
+    return found
+
+
+async def count_rows(conn: asyncpg.Connection, partition: str) -> int:
+    """Exact row count of one partition (a scan: use for the few partitions being judged or dropped)."""
+    return int(await conn.fetchval(f"SELECT count(*) FROM {ident(partition)}"))
+
+
+def ident(name: str) -> str:
+    """A table name from the catalog, quoted for SQL (names come from PostgreSQL, never from users)."""
+    return '"' + name.replace('"', '""') + '"'
