@@ -1,0 +1,264 @@
+"""The query API as a Starlette app: routes, the one request wrapper, start-up and shutdown.
+
+`create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
+pool and a registry). Every /v1 route goes through `_endpoint`: request id, bearer token, rate limit, the
+handler, one JSON error shape, metrics. Unauthenticated routes: /openapi.json, /healthz, /metrics.
+
+Start-up opens a pool to the API's own database role and refuses to run when that role could edit or
+delete logs or audit rows (unless `allow_privileged_db_role`). Shutdown ends live tails, then closes the pool.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from pipeline.api import deletion, export, routes, tail
+from pipeline.api.access import AccessPolicy, CursorCodec
+from pipeline.api.auth import TokenVerifier
+from pipeline.api.context import ApiState, Call, JSONResponse, error_response
+from pipeline.api.errors import (
+    ApiError,
+    InternalError,
+    MethodNotAllowed,
+    NotFound,
+    QueryTimeout,
+    Unavailable,
+)
+from pipeline.api.metrics import ApiMetrics
+from pipeline.api.openapi import document
+from pipeline.api.params import Params
+from pipeline.api.ratelimit import RateLimiter, StreamQuota
+from pipeline.api.settings import ApiSettings
+from pipeline.errors import ConfigurationError
+from pipeline.storage import db
+
+log = logging.getLogger("roomlogs.api")
+
+Handler = Callable[[Call], Awaitable[Response]]
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    path: str
+    method: str
+    handler: Handler
+
+
+ROUTES: tuple[RouteSpec, ...] = (
+    RouteSpec("/v1/rooms/{room_id}/events", "GET", routes.list_events),
+    RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", routes.get_event),
+    RouteSpec("/v1/rooms/{room_id}/days", "GET", routes.room_days),
+    RouteSpec("/v1/rooms/{room_id}/export", "GET", export.export_events),
+    RouteSpec("/v1/rooms/{room_id}/tail", "GET", tail.tail_room),
+    RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs),
+    RouteSpec("/v1/users/{user_id}/moderation", "GET", routes.moderation_history),
+    RouteSpec("/v1/users/{user_id}/erasures", "POST", deletion.erase_user_chat),
+)
+
+
+def create_app(
+    settings: ApiSettings,
+    schema: str,
+    *,
+    pool: asyncpg.Pool | None = None,
+    registry: CollectorRegistry | None = None,
+    state_hook: Callable[[ApiState], None] | None = None,
+) -> Starlette:
+    """The ASGI app. With `pool`, the app uses it (and does not close it); otherwise it opens its own."""
+    state = ApiState(
+        settings=settings,
+        schema=schema,
+        verifier=TokenVerifier(settings),
+        policy=AccessPolicy(settings.staff_reason_pattern),
+        cursors=CursorCodec(settings.cursor_secret(), settings.cursor_ttl_seconds),
+        limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
+        streams=StreamQuota(settings.max_streams_per_caller),
+        metrics=ApiMetrics(registry if registry is not None else CollectorRegistry()),
+        pool=pool,
+    )
+    if state_hook is not None:
+        state_hook(state)
+    openapi_doc = document(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        own_pool = state.pool is None
+        if own_pool:
+            state.pool = await open_pool(settings, schema)
+        try:
+            yield
+        finally:
+            state.closing = True
+            if own_pool and state.pool is not None:
+                pool_, state.pool = state.pool, None
+                await pool_.close()
+
+    async def openapi(request: Request) -> Response:
+        return JSONResponse(openapi_doc)
+
+    async def healthz(request: Request) -> Response:
+        pool = state.pool
+        if pool is None:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        try:
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+        except db.CONNECTION_ERRORS:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    table = [Route(spec.path, _endpoint(state, spec), methods=[spec.method]) for spec in ROUTES]
+    table += [Route("/openapi.json", openapi, methods=["GET"]), Route("/healthz", healthz, methods=["GET"])]
+    if settings.metrics_path:
+        table.append(Route(settings.metrics_path, metrics, methods=["GET"]))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = getattr(exc, "status_code", 500)
+        error: ApiError = (
+            NotFound("no such route")
+            if status == 404
+            else MethodNotAllowed("method not allowed")
+            if status == 405
+            else InternalError("unexpected error")
+        )
+        state.metrics.observe("unmatched", error.status, 0.0)
+        return error_response(error, uuid.uuid4())
+
+    app = Starlette(routes=table, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app.state.api = state
+    return app
+
+
+def _endpoint(state: ApiState, spec: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
+    route = spec.path
+
+    async def endpoint(request: Request) -> Response:
+        started = time.perf_counter()
+        request_id = _request_id(request)
+        try:
+            try:
+                identity = state.verifier.identify(request.headers.get("authorization"))
+            except ApiError:
+                # failed authentication is charged to the client address, so guessing costs time too
+                host = request.client.host if request.client else "unknown"
+                state.limiter.take(f"address:{host}")
+                raise
+            state.limiter.take(identity.caller_key)
+            call = Call(
+                request, state, request_id, identity, route, Params(request.query_params, state.clock())
+            )
+            response = await spec.handler(call)
+        except ApiError as e:
+            response = _refusal(state, e, request_id)
+        except asyncpg.QueryCanceledError:
+            response = _refusal(
+                state,
+                QueryTimeout("the query ran past its time limit; narrow the range or filters"),
+                request_id,
+            )
+        except db.CONNECTION_ERRORS:
+            response = _refusal(state, Unavailable("the database is unavailable; retry shortly"), request_id)
+        except Exception:
+            log.exception("request %s to %s failed", request_id, route)
+            response = _refusal(state, InternalError("unexpected error; quote the request id"), request_id)
+        response.headers["X-Request-Id"] = str(request_id)
+        state.metrics.observe(route, response.status_code, time.perf_counter() - started)
+        return response
+
+    return endpoint
+
+
+def _refusal(state: ApiState, error: ApiError, request_id: uuid.UUID) -> Response:
+    if error.denial is not None:
+        state.metrics.denials.labels(error.denial).inc()
+    return error_response(error, request_id)
+
+
+def _request_id(request: Request) -> uuid.UUID:
+    given = request.headers.get("x-request-id")
+    if given:
+        with contextlib.suppress(ValueError):
+            return uuid.UUID(given)
+    return uuid.uuid4()
+
+
+# --- database ------------------------------------------------------------------------------------------
+async def open_pool(settings: ApiSettings, schema: str) -> asyncpg.Pool:
+    """A pool on the API's role, with the API's statement timeout; refuses a role that could edit logs."""
+    dsn = settings.postgres_dsn.get()
+    if not dsn:
+        raise ConfigurationError(
+            f"no DSN for the API: set ROOMLOGS_API_POSTGRES_DSN to connect as the role {schema}_api "
+            f"(created by `roomlogs migrate`; give it a password with ALTER ROLE {schema}_api PASSWORD '...')"
+        )
+    server_settings = {
+        **db.server_settings(schema),
+        "application_name": "roomlogs-api",
+        "statement_timeout": str(int(settings.statement_timeout_seconds * 1000)),
+        "idle_in_transaction_session_timeout": str(int(settings.long_statement_timeout_seconds * 1000)),
+    }
+    try:
+        pool = await asyncpg.create_pool(
+            dsn,
+            min_size=1,
+            max_size=settings.postgres_pool_size,
+            server_settings=server_settings,
+            init=db.init_connection,
+        )
+    except db.CONNECTION_ERRORS as e:
+        raise ConfigurationError(f"the API cannot connect to PostgreSQL: {e}") from e
+    assert pool is not None
+    try:
+        async with pool.acquire() as conn:
+            await check_role(conn, schema, allow_privileged=settings.allow_privileged_db_role)
+    except BaseException:
+        await pool.close()
+        raise
+    return pool
+
+
+async def check_role(conn: asyncpg.Connection, schema: str, *, allow_privileged: bool) -> None:
+    """ConfigurationError unless 0003 is applied and the role can only read logs and append audit rows."""
+    facts: Any = await conn.fetchrow(
+        """SELECT current_user AS role,
+                  (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
+                  to_regclass('access_audit') IS NOT NULL AS migrated""",
+    )
+    if not facts["migrated"]:
+        raise ConfigurationError(f"schema {schema!r} has no access_audit table: run `roomlogs migrate` first")
+    powers = await conn.fetchrow(
+        """SELECT has_table_privilege('events', 'UPDATE') OR has_table_privilege('events', 'DELETE')
+                  OR has_table_privilege('events', 'TRUNCATE') AS edit_logs,
+                  has_table_privilege('access_audit', 'UPDATE')
+                  OR has_table_privilege('access_audit', 'DELETE')
+                  OR has_table_privilege('access_audit', 'TRUNCATE') AS edit_audit,
+                  has_table_privilege('events', 'SELECT') AS read_logs,
+                  has_table_privilege('access_audit', 'INSERT') AS append_audit"""
+    )
+    assert powers is not None
+    if not (powers["read_logs"] and powers["append_audit"]):
+        raise ConfigurationError(
+            f"role {facts['role']!r} cannot read events or append to access_audit; connect as {schema}_api"
+        )
+    if (facts["superuser"] or powers["edit_logs"] or powers["edit_audit"]) and not allow_privileged:
+        raise ConfigurationError(
+            f"role {facts['role']!r} may edit or delete logs or audit rows; the API must connect as "
+            f"{schema}_api (or set ROOMLOGS_API_ALLOW_PRIVILEGED_DB_ROLE=true for local development)"
+        )

@@ -1,0 +1,138 @@
+"""Deletion, only through authorized and recorded requests. Logs are never edited.
+
+- A room's owner, or support staff with a ticket, deletes a room's logs:
+  ``POST /v1/rooms/{room_id}/deletions``.
+- Support staff with a ticket erase one user's chat text (an erasure request): that user's chat.message
+  rows are deleted in every room: ``POST /v1/users/{user_id}/erasures``.
+
+The API's role cannot DELETE from `events`. It calls `api_delete_room_logs` / `api_erase_user_chat`
+(migration 0003), SECURITY DEFINER functions that re-check the basis, delete under the
+`roomlogs.authorized_deletion` setting the events trigger requires, and write the `deletion_requests`
+ledger row; the access-audit row is written in the same transaction, so a deletion is recorded twice or
+not done at all.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from pipeline.api.access import Action, Grant
+from pipeline.api.context import Call, JSONResponse
+from pipeline.api.errors import Forbidden, InvalidBody
+
+_MAX_BODY_BYTES = 4096
+_NOTE_MAX_CHARS = 500
+
+
+async def delete_room_logs(call: Call) -> Response:
+    """POST /v1/rooms/{room_id}/deletions"""
+    room_id = call.path("room_id")
+    call.params.done()
+    note = await _note(call)
+    asked = {"note": note} if note else {}
+    async with call.connection() as conn:
+        grant = await call.authorize_room(conn, room_id, Action.DELETE, "room_logs.delete", asked)
+        reason = grant.staff_reason if grant.basis == "staff" else (note or "owner request")
+        async with conn.transaction():
+            await _long_timeout(call, conn)
+            deleted = await conn.fetchval(
+                "SELECT api_delete_room_logs($1, $2, $3, $4, $5, $6)",
+                call.request_id,
+                room_id,
+                call.identity.subject,
+                call.identity.kind.value,
+                grant.basis,
+                reason,
+            )
+            await call.audit(
+                conn,
+                call.entry(
+                    "room_logs.delete", grant=grant, room_id=room_id, filters=asked, row_count=deleted
+                ),
+            )
+    return JSONResponse(
+        {
+            "request_id": call.request_id,
+            "kind": "room_logs",
+            "room_id": room_id,
+            "basis": grant.basis,
+            "reason": reason,
+            "rows_deleted": deleted,
+        },
+        status_code=201,
+    )
+
+
+async def erase_user_chat(call: Call) -> Response:
+    """POST /v1/users/{user_id}/erasures"""
+    user_id = call.path("user_id")
+    call.params.done()
+    note = await _note(call)
+    asked = {"note": note} if note else {}
+    async with call.connection() as conn:
+        try:
+            ticket = call.state.policy.staff_reason(call.identity, call.stated_reason)
+        except Forbidden as e:
+            await call.audit(
+                conn,
+                call.entry(
+                    "user_chat.erase", user_id=user_id, filters=asked, outcome="denied", detail=e.code
+                ),
+            )
+            raise
+        grant = Grant("staff", ticket)
+        async with conn.transaction():
+            await _long_timeout(call, conn)
+            deleted = await conn.fetchval(
+                "SELECT api_erase_user_chat($1, $2, $3, $4, $5)",
+                call.request_id,
+                user_id,
+                call.identity.subject,
+                call.identity.kind.value,
+                ticket,
+            )
+            await call.audit(
+                conn,
+                call.entry("user_chat.erase", grant=grant, user_id=user_id, filters=asked, row_count=deleted),
+            )
+    return JSONResponse(
+        {
+            "request_id": call.request_id,
+            "kind": "user_chat_erasure",
+            "user_id": user_id,
+            "basis": "staff",
+            "reason": ticket,
+            "rows_deleted": deleted,
+        },
+        status_code=201,
+    )
+
+
+async def _long_timeout(call: Call, conn: Any) -> None:
+    await conn.execute(
+        f"SET LOCAL statement_timeout = {int(call.settings.long_statement_timeout_seconds * 1000)}"
+    )
+
+
+async def _note(call: Call) -> str | None:
+    """The optional JSON body ``{"note": "..."}``: the requester's own words, kept with the request."""
+    raw = await call.request.body()
+    if not raw.strip():
+        return None
+    if len(raw) > _MAX_BODY_BYTES:
+        raise InvalidBody(f"the body may be at most {_MAX_BODY_BYTES} bytes")
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise InvalidBody("the body must be a JSON object") from None
+    if not isinstance(body, dict) or set(body) - {"note"}:
+        raise InvalidBody('the body must be a JSON object with at most a "note"')
+    note = body.get("note")
+    if note is None:
+        return None
+    if not isinstance(note, str) or not 0 < len(note) <= _NOTE_MAX_CHARS or "\x00" in note:
+        raise InvalidBody(f"note must be 1..{_NOTE_MAX_CHARS} characters")
+    return note

@@ -1,0 +1,219 @@
+"""The query API's settings: one frozen object, read once at start-up from ``ROOMLOGS_API_*`` variables.
+
+Kept apart from `pipeline.settings.Settings` (the ingest side) so the two can evolve separately; the API
+also uses `Settings.postgres_schema` for the schema it reads. `ApiSettings.from_env(environ)` is called by
+the CLI; everything below receives the frozen object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import ConfigurationError
+from pipeline.settings import Secret
+
+API_ENV_PREFIX = "ROOMLOGS_API_"
+
+#: Algorithms a deployment may pin. "none" is never among them.
+HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
+PUBLIC_KEY_ALGORITHMS = frozenset(
+    {"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+)
+_MIN_SECRET_BYTES = 32
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    # --- database --------------------------------------------------------------------------------------
+    #: DSN of the API's own role (`<schema>_api`, created by migration 0003; set its password with
+    #: ALTER ROLE). The API refuses to start on a role that may edit or delete logs.
+    postgres_dsn: Secret = field(default_factory=lambda: Secret(""))
+    postgres_pool_size: int = 8
+    #: Every API query is cancelled after this long (PostgreSQL statement_timeout).
+    statement_timeout_seconds: float = 5.0
+    #: Exports and deletions stream or delete many rows: their own, longer timeout.
+    long_statement_timeout_seconds: float = 120.0
+    #: Start anyway on a role that may UPDATE/DELETE logs or audit rows (development only).
+    allow_privileged_db_role: bool = False
+    # --- bearer tokens ---------------------------------------------------------------------------------
+    #: HMAC secret (HS*) or PEM public key (RS*/PS*/ES*/EdDSA); or give a file with jwt_key_file.
+    jwt_key: Secret = field(default_factory=lambda: Secret(""))
+    jwt_key_file: str = ""
+    #: The one algorithm accepted; tokens signed otherwise (or with "none") are refused.
+    jwt_algorithm: str = "RS256"
+    #: When set, tokens must carry this `iss` / `aud`.
+    jwt_issuer: str = ""
+    jwt_audience: str = ""
+    jwt_leeway_seconds: float = 30.0
+    #: Role claim value that makes a user support staff.
+    staff_role: str = "support_staff"
+    #: What a staff member's stated reason must look like (a ticket or case id).
+    staff_reason_pattern: str = r"^[A-Z][A-Z0-9]{1,9}-[0-9]{1,10}$"
+    # --- pagination cursors ----------------------------------------------------------------------------
+    #: HMAC key signing pagination cursors (at least 32 bytes; the same on every API instance).
+    cursor_key: Secret = field(default_factory=lambda: Secret(""))
+    cursor_ttl_seconds: int = 3600
+    # --- limits ----------------------------------------------------------------------------------------
+    default_page_size: int = 100
+    max_page_size: int = 500
+    #: Longest time range one events, moderation-history or export request may cover.
+    max_range_days: int = 31
+    #: Longest range of the per-day activity summary.
+    max_days_range_days: int = 366
+    export_max_rows: int = 1_000_000
+    rate_limit_per_second: float = 20.0
+    rate_limit_burst: int = 40
+    #: What an export costs against the caller's rate limit, in requests.
+    export_rate_cost: int = 10
+    #: Concurrent exports and live tails per caller.
+    max_streams_per_caller: int = 2
+    # --- live tail -------------------------------------------------------------------------------------
+    tail_poll_seconds: float = 1.0
+    tail_max_seconds: float = 900.0
+    tail_heartbeat_seconds: float = 15.0
+    #: Events whose occurred_at is older than this when they are ingested are not tailed.
+    tail_late_window_seconds: float = 3600.0
+    # --- serving ---------------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Path of the Prometheus endpoint on the API's port; empty disables it.
+    metrics_path: str = "/metrics"
+
+    def __post_init__(self) -> None:
+        for name in (
+            "postgres_pool_size",
+            "default_page_size",
+            "max_page_size",
+            "max_range_days",
+            "max_days_range_days",
+            "export_max_rows",
+            "rate_limit_burst",
+            "max_streams_per_caller",
+            "cursor_ttl_seconds",
+            "export_rate_cost",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{API_ENV_PREFIX}{name.upper()} must be positive")
+        for name in (
+            "statement_timeout_seconds",
+            "long_statement_timeout_seconds",
+            "rate_limit_per_second",
+            "tail_poll_seconds",
+            "tail_max_seconds",
+            "tail_heartbeat_seconds",
+        ):
+            if getattr(self, name) <= 0:
+                raise ConfigurationError(f"{API_ENV_PREFIX}{name.upper()} must be positive")
+        if self.default_page_size > self.max_page_size:
+            raise ConfigurationError(
+                "ROOMLOGS_API_DEFAULT_PAGE_SIZE must not exceed ROOMLOGS_API_MAX_PAGE_SIZE"
+            )
+        if self.jwt_algorithm not in HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS:
+            raise ConfigurationError(
+                f"ROOMLOGS_API_JWT_ALGORITHM={self.jwt_algorithm!r}: use one of "
+                f"{', '.join(sorted(HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS))}"
+            )
+        try:
+            re.compile(self.staff_reason_pattern)
+        except re.error as e:
+            raise ConfigurationError(
+                f"ROOMLOGS_API_STAFF_REASON_PATTERN is not a regular expression: {e}"
+            ) from e
+
+    # --- derived ---------------------------------------------------------------------------------------
+    def verification_key(self) -> str:
+        """The key tokens are verified with; ConfigurationError (with the fix) when missing or unsafe."""
+        key = self.jwt_key.get()
+        if self.jwt_key_file:
+            try:
+                key = Path(self.jwt_key_file).read_text(encoding="utf-8")
+            except OSError as e:
+                raise ConfigurationError(f"ROOMLOGS_API_JWT_KEY_FILE={self.jwt_key_file!r}: {e}") from e
+        if not key:
+            raise ConfigurationError(
+                "no token key: set ROOMLOGS_API_JWT_KEY (HMAC secret or PEM public key) "
+                "or ROOMLOGS_API_JWT_KEY_FILE"
+            )
+        looks_pem = "-----BEGIN" in key
+        if self.jwt_algorithm in HMAC_ALGORITHMS:
+            if looks_pem:
+                # A public key used as an HMAC secret lets anyone who has it mint tokens.
+                raise ConfigurationError(
+                    f"ROOMLOGS_API_JWT_ALGORITHM={self.jwt_algorithm} with a PEM key: pin the key's own "
+                    "algorithm (RS256, ES256, EdDSA ...) instead"
+                )
+            if len(key.encode()) < _MIN_SECRET_BYTES:
+                raise ConfigurationError(
+                    f"ROOMLOGS_API_JWT_KEY must be at least {_MIN_SECRET_BYTES} bytes for HMAC"
+                )
+        elif not looks_pem:
+            raise ConfigurationError(
+                f"ROOMLOGS_API_JWT_ALGORITHM={self.jwt_algorithm} needs a PEM public key "
+                "in ROOMLOGS_API_JWT_KEY or ROOMLOGS_API_JWT_KEY_FILE"
+            )
+        return key
+
+    def cursor_secret(self) -> bytes:
+        key = self.cursor_key.get().encode()
+        if len(key) < _MIN_SECRET_BYTES:
+            raise ConfigurationError(
+                f"ROOMLOGS_API_CURSOR_KEY must be set to at least {_MIN_SECRET_BYTES} random bytes "
+                "(e.g. `python -c 'import secrets; print(secrets.token_urlsafe(48))'`), "
+                "the same on every instance"
+            )
+        return key
+
+    def replace(self, **changes: Any) -> ApiSettings:
+        return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ApiSettings:
+        """Read every ``ROOMLOGS_API_*`` variable; an unknown one is an error (a typo must not pass)."""
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        values: dict[str, Any] = {}
+        for key, raw in environ.items():
+            if not key.startswith(API_ENV_PREFIX):
+                continue
+            name = key[len(API_ENV_PREFIX) :].lower()
+            if name not in known:
+                raise ConfigurationError(f"unknown setting {key}; see `roomlogs api --help` and README.md")
+            values[name] = _parse(key, raw, known[name])
+        values.update(overrides)
+        return cls(**values)
+
+    @staticmethod
+    def env_names() -> list[str]:
+        return [API_ENV_PREFIX + f.name.upper() for f in dataclasses.fields(ApiSettings)]
+
+
+_BOOLS = {
+    "1": True,
+    "true": True,
+    "yes": True,
+    "on": True,
+    "0": False,
+    "false": False,
+    "no": False,
+    "off": False,
+}
+
+
+def _parse(key: str, raw: str, f: dataclasses.Field[Any]) -> Any:
+    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+    if kind == "Secret":
+        return Secret(raw)
+    if kind == "bool":
+        if raw.strip().lower() not in _BOOLS:
+            raise ConfigurationError(f"{key}={raw!r} is not a valid bool (true/false)")
+        return _BOOLS[raw.strip().lower()]
+    if kind not in ("int", "float"):
+        return raw
+    try:
+        return int(raw) if kind == "int" else float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{key}={raw!r} is not a valid {kind}") from None

@@ -1,0 +1,151 @@
+"""Live tail of a room as Server-Sent Events, for the people watching it (owner, moderators, staff).
+
+The stream polls PostgreSQL every `tail_poll_seconds` for events of the room ingested since the last
+poll, and re-checks the caller's access on every poll: a moderator removed from the room gets an
+`event: revoked` and the stream ends. It also ends after `tail_max_seconds` (`event: end`; reconnect to
+go on) and when the API shuts down.
+
+Events are ordered by when they were ingested. An ingest transaction stamps its rows when it starts and
+they appear when it commits, so each poll looks back `LOOKBACK` before the newest ingestion it has seen
+and skips the event ids it already sent. Events that arrive more than `tail_late_window_seconds` after
+they occurred are stored but not tailed.
+
+SSE frames: ``event: event`` with the event as JSON (``id:`` is the event id); ``event: revoked``;
+``event: end``; ``: keepalive`` comments every `tail_heartbeat_seconds` of silence.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+
+import anyio
+import orjson
+from starlette.responses import Response, StreamingResponse
+
+from pipeline.api import audit, queries
+from pipeline.api.access import Action, Grant
+from pipeline.api.context import JSON_OPTIONS, Call
+from pipeline.api.errors import Forbidden
+
+log = logging.getLogger("roomlogs.api.tail")
+
+LOOKBACK = timedelta(seconds=10)
+_PAGE = 1_000
+_MAX_PAGES_PER_POLL = 20
+_NIL = uuid.UUID(int=0)
+
+
+async def tail_room(call: Call) -> Response:
+    """GET /v1/rooms/{room_id}/tail"""
+    room_id = call.path("room_id")
+    call.params.done()
+    caller = call.identity.caller_key
+    call.state.streams.acquire(caller)
+    try:
+        async with call.connection() as conn:
+            grant = await call.authorize_room(conn, room_id, Action.TAIL, "tail", {})
+            started_at: datetime = await conn.fetchval("SELECT now()")
+            await call.audit(conn, call.entry("tail", grant=grant, room_id=room_id, outcome="started"))
+    except BaseException:
+        call.state.streams.release(caller)
+        raise
+    return StreamingResponse(
+        _frames(call, grant, room_id, started_at),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) -> AsyncIterator[bytes]:
+    state = call.state
+    s = state.settings
+    sent = 0
+    outcome, detail = "aborted", "client_disconnected"
+    seen: dict[uuid.UUID, datetime] = {}
+    newest = started_at
+    deadline = time.monotonic() + s.tail_max_seconds
+    quiet_since = time.monotonic()
+    late = timedelta(seconds=s.tail_late_window_seconds)
+    try:
+        yield f"retry: 3000\n: tail of {len(room_id)}-character room id started\n\n".encode()
+        while True:
+            if state.closing or time.monotonic() >= deadline:
+                reason = "shutdown" if state.closing else "max_duration"
+                yield _frame("end", {"reason": reason})
+                outcome, detail = "finished", reason
+                break
+            pool = state.pool
+            if pool is None:
+                outcome, detail = "finished", "shutdown"
+                break
+            async with pool.acquire() as conn:
+                try:
+                    await state.policy.room(conn, call.identity, room_id, Action.TAIL, call.stated_reason)
+                except Forbidden as e:
+                    yield _frame("revoked", {"code": e.code, "message": "access to this room was withdrawn"})
+                    outcome, detail = "finished", "access_revoked"
+                    break
+                fresh = []
+                after = (newest - LOOKBACK, _NIL)
+                for _ in range(_MAX_PAGES_PER_POLL):
+                    rows = await queries.tail_batch(conn, room_id, newest - late, after, _PAGE)
+                    for r in rows:
+                        if r["event_id"] not in seen:
+                            seen[r["event_id"]] = r["ingested_at"]
+                            fresh.append(r)
+                    if len(rows) < _PAGE:
+                        break
+                    after = (rows[-1]["ingested_at"], rows[-1]["event_id"])
+            if fresh:
+                newest = max(newest, max(r["ingested_at"] for r in fresh))
+                yield b"".join(_event_frame(r) for r in fresh)
+                sent += len(fresh)
+                quiet_since = time.monotonic()
+                horizon = newest - LOOKBACK
+                for event_id in [e for e, at in seen.items() if at < horizon]:
+                    del seen[event_id]
+            elif time.monotonic() - quiet_since >= s.tail_heartbeat_seconds:
+                yield b": keepalive\n\n"
+                quiet_since = time.monotonic()
+            await anyio.sleep(s.tail_poll_seconds)
+    finally:
+        with anyio.CancelScope(shield=True):
+            try:
+                if state.pool is not None:
+                    async with state.pool.acquire() as conn:
+                        await audit.record(
+                            conn,
+                            call.entry(
+                                "tail",
+                                grant=grant,
+                                room_id=room_id,
+                                row_count=sent,
+                                outcome=outcome,
+                                detail=detail,
+                            ),
+                        )
+            except Exception:
+                log.exception(
+                    "could not record the end of live tail %s (%d events sent)", call.request_id, sent
+                )
+        state.streams.release(call.identity.caller_key)
+        state.metrics.rows.labels(call.route).inc(sent)
+
+
+def _frame(event: str, data: object) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data, option=JSON_OPTIONS) + b"\n\n"
+
+
+def _event_frame(record: object) -> bytes:
+    row = dict(record.items())  # type: ignore[attr-defined]
+    return (
+        b"id: "
+        + str(row["event_id"]).encode()
+        + b"\nevent: event\ndata: "
+        + orjson.dumps(row, option=JSON_OPTIONS)
+        + b"\n\n"
+    )
