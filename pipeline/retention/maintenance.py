@@ -311,6 +311,7 @@ async def _drop_one(
     lock_timeout_ms: int,
 ) -> DroppedPartition:
     sp = exp.partition
+    started = time.perf_counter()
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
         # Parent first, then the partition: the order DROP and queries take them (no deadlock).
@@ -337,7 +338,9 @@ async def _drop_one(
                 )
         else:
             total = await count_rows(conn, sp.name)
+        drop_started = time.perf_counter()
         await conn.execute(f"DROP TABLE {ident(sp.name)}")
+        drop_seconds = time.perf_counter() - drop_started
         await ledger.record(
             conn,
             run_id=run_id,
@@ -352,7 +355,8 @@ async def _drop_one(
             as_of=as_of,
         )
     return DroppedPartition(
-        sp.table, sp.retention_class, exp.day, sp.name, total, held_rows, exp.retention_days
+        sp.table, sp.retention_class, exp.day, sp.name, total, held_rows, exp.retention_days,
+        seconds=time.perf_counter() - started, drop_seconds=drop_seconds,
     )
 
 

@@ -22,6 +22,9 @@ class DroppedPartition:
     #: rows of held rooms copied to held_events first (in a dry run: that would be)
     rows_held: int
     retention_days: int
+    #: the partition's whole transaction (locks, count, held-row copy, DROP, ledger) and the DROP alone
+    seconds: float = 0.0
+    drop_seconds: float = 0.0
 
     @property
     def rows_deleted(self) -> int:
