@@ -28,6 +28,18 @@ from pipeline.api.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
+_PG_UUID: type = type(asyncpg.pgproto.pgproto.UUID(bytes(16)))  # asyncpg's own UUID, unknown to orjson
+
+
+def json_default(value: Any) -> Any:
+    if isinstance(value, _PG_UUID | uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def dumps(value: Any) -> bytes:
+    """JSON as the API writes it: orjson, UTC times with a Z, UUIDs as strings."""
+    return orjson.dumps(value, default=json_default, option=JSON_OPTIONS)
 
 
 def utc_now() -> datetime:
@@ -57,7 +69,7 @@ class JSONResponse(Response):
     media_type = "application/json"
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=JSON_OPTIONS)
+        return dumps(content)
 
 
 def error_response(error: ApiError, request_id: uuid.UUID | str) -> JSONResponse:

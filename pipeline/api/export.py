@@ -24,7 +24,7 @@ from starlette.responses import Response, StreamingResponse
 
 from pipeline.api import audit, queries
 from pipeline.api.access import Action, Grant
-from pipeline.api.context import JSON_OPTIONS, Call
+from pipeline.api.context import Call, dumps
 from pipeline.api.errors import ExportTooLarge, Unavailable
 from pipeline.api.params import EventFilters, TimeRange
 
@@ -171,8 +171,7 @@ def _check_cap(matching: int, cap: int) -> None:
 
 
 def _ndjson(rows: list[asyncpg.Record], first: bool) -> bytes:
-    dumps = orjson.dumps
-    return b"".join(dumps(dict(r.items()), option=JSON_OPTIONS) + b"\n" for r in rows)
+    return b"".join(dumps(dict(r.items())) + b"\n" for r in rows)
 
 
 def _csv(rows: list[asyncpg.Record], first: bool) -> bytes:

@@ -23,12 +23,11 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import anyio
-import orjson
 from starlette.responses import Response, StreamingResponse
 
 from pipeline.api import audit, queries
 from pipeline.api.access import Action, Grant
-from pipeline.api.context import JSON_OPTIONS, Call
+from pipeline.api.context import Call, dumps
 from pipeline.api.errors import Forbidden
 
 log = logging.getLogger("roomlogs.api.tail")
@@ -137,7 +136,7 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
 
 
 def _frame(event: str, data: object) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + orjson.dumps(data, option=JSON_OPTIONS) + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + dumps(data) + b"\n\n"
 
 
 def _event_frame(record: object) -> bytes:
@@ -146,6 +145,6 @@ def _event_frame(record: object) -> bytes:
         b"id: "
         + str(row["event_id"]).encode()
         + b"\nevent: event\ndata: "
-        + orjson.dumps(row, option=JSON_OPTIONS)
+        + dumps(row)
         + b"\n\n"
     )
