@@ -16,7 +16,7 @@ A run, in order:
    partition's transaction back and defers it to the next run; nothing waits longer than the timeout;
 4. deletes preserved rows of rooms no longer held once they are past their class's retention (the only
    DELETE in retention, authorized with `roomlogs.authorized_deletion`, written to the ledger);
-5. records the run in `maintenance_runs` and refreshes the metrics.
+5. records the run in `maintenance_runs` (idle runs are forgotten after 30 days) and refreshes the metrics.
 
 Failure semantics: an unexpected PostgreSQL error on one partition is reported and that partition retried
 next run; the others proceed. If PostgreSQL becomes unreachable the run stops with `report.error` set
@@ -31,7 +31,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
@@ -60,6 +60,8 @@ log = logging.getLogger("roomlogs.retention")
 #: How long a DROP may wait for a reader's lock before the partition is deferred to the next run. Ingest
 #: writes of the same class queue behind a waiting DROP, so this is also the longest stall it can cause.
 DROP_LOCK_TIMEOUT_MS = 1_000
+#: How long the record of a run that changed nothing is kept (runs that did something are kept for good).
+IDLE_RUN_HISTORY_DAYS = 30
 #: Advisory lock key: (namespace, hashtext(schema)), so schemas (and test runs) never block each other.
 _LOCK_NAMESPACE = 0x726C7274  # "rlrt"
 
@@ -187,6 +189,13 @@ async def _enforce(
     if partitions is not None and report.dropped:
         await partitions.load(conn)  # the ingest cache must not believe dropped days still exist
     await _finish(conn, report, outcome=report.outcome, detail="")
+    # Runs that changed nothing prove nothing: keep a month of them, not one row a minute forever.
+    await conn.execute(
+        """DELETE FROM maintenance_runs
+            WHERE as_of < $1 AND outcome = 'ok' AND partitions_created = 0 AND partitions_dropped = 0
+              AND partitions_deferred = 0 AND rows_deleted = 0 AND rows_held = 0""",
+        report.as_of - timedelta(days=IDLE_RUN_HISTORY_DAYS),
+    )
 
 
 async def _finish(conn: asyncpg.Connection, report: MaintenanceReport, *, outcome: str, detail: str) -> None:
@@ -355,8 +364,15 @@ async def _drop_one(
             as_of=as_of,
         )
     return DroppedPartition(
-        sp.table, sp.retention_class, exp.day, sp.name, total, held_rows, exp.retention_days,
-        seconds=time.perf_counter() - started, drop_seconds=drop_seconds,
+        sp.table,
+        sp.retention_class,
+        exp.day,
+        sp.name,
+        total,
+        held_rows,
+        exp.retention_days,
+        seconds=time.perf_counter() - started,
+        drop_seconds=drop_seconds,
     )
 
 

@@ -8,6 +8,17 @@ Expiry rule, shared with the ingest stage (`pipeline.storage.partitions.horizon`
 the partition of UTC day d is kept through day d + N and expires when day d + N + 1 begins; the next
 maintenance run drops it. So every row is kept at least N full days and at most N + 1 days plus one
 maintenance interval.
+
+When a room changes class (a public room made private, a room growing past `busy_room_min_occupancy`):
+rows already stored keep the class they were written with, and so that class's retention; the room's
+events from the change on are written under the new class. Stored rows never move between classes (rows
+cannot be edited, and moving them would re-time deletions already promised). A room's history may
+therefore span classes: e.g. a public room made private keeps its public-era rows 14 days and its
+private-era rows 30. A legal hold applies to all of a room's rows, whatever their class.
+
+When a class's retention changes: the next maintenance run applies the new number of days to every row of
+the class, including rows stored before the change. Shortening deletes more at that run; lengthening
+keeps what is still stored longer, but cannot bring back what is already dropped.
 """
 
 from __future__ import annotations
