@@ -33,7 +33,7 @@ from pipeline.storage import db
 from pipeline.storage.migrate import migrate
 from pipeline.storage.partitions import PartitionManager
 
-JWT_KEY = "test-signing-key-" + "k" * 40
+JWT_KEY = "test-signing-key-" + "k" * 60
 CURSOR_KEY = "test-cursor-key-" + "c" * 40
 STAFF_TICKET = "SUP-1234"
 NOW = datetime.now(UTC).replace(microsecond=0)

@@ -11,7 +11,9 @@ OWNER = bearer("u-owner")
 MOD = bearer("u-mod")
 
 
-async def test_owner_reads_the_rooms_events_newest_first(api: httpx.AsyncClient, pipeline_world: World) -> None:
+async def test_owner_reads_the_rooms_events_newest_first(
+    api: httpx.AsyncClient, pipeline_world: World
+) -> None:
     r = await api.get("/v1/rooms/room-1/events", params=RANGE, headers=OWNER)
     assert r.status_code == 200, r.text
     events = r.json()["events"]
@@ -23,7 +25,11 @@ async def test_owner_reads_the_rooms_events_newest_first(api: httpx.AsyncClient,
 
 
 async def test_filters_combine(api: httpx.AsyncClient, pipeline_world: World) -> None:
-    params = {**RANGE, "type": ["moderation.warn", "moderation.mute", "moderation.kick"], "target": "u-target"}
+    params = {
+        **RANGE,
+        "type": ["moderation.warn", "moderation.mute", "moderation.kick"],
+        "target": "u-target",
+    }
     r = await api.get("/v1/rooms/room-1/events", params=params, headers=MOD)
     assert r.status_code == 200, r.text
     got = {e["event_id"] for e in r.json()["events"]}
@@ -32,7 +38,9 @@ async def test_filters_combine(api: httpx.AsyncClient, pipeline_world: World) ->
     assert {e["event_id"] for e in r.json()["events"]} == {pipeline_world.ids[n] for n in ("warn1", "mute1")}
 
 
-async def test_text_search_is_case_insensitive_and_literal(api: httpx.AsyncClient, pipeline_world: World) -> None:
+async def test_text_search_is_case_insensitive_and_literal(
+    api: httpx.AsyncClient, pipeline_world: World
+) -> None:
     async def search(q: str) -> list[str]:
         r = await api.get("/v1/rooms/room-1/events", params={**RANGE, "q": q}, headers=OWNER)
         assert r.status_code == 200, r.text
@@ -46,7 +54,9 @@ async def test_text_search_is_case_insensitive_and_literal(api: httpx.AsyncClien
     assert await search("spamming") == ["still spamming", "spamming"]  # moderation reasons too
 
 
-async def test_oldest_first_and_pagination_visit_every_event_once(api: httpx.AsyncClient, pipeline_world: World) -> None:
+async def test_oldest_first_and_pagination_visit_every_event_once(
+    api: httpx.AsyncClient, pipeline_world: World
+) -> None:
     seen: list[str] = []
     params: dict[str, str | int] = {**RANGE, "order": "asc", "limit": 4}
     pages = 0
@@ -64,7 +74,9 @@ async def test_oldest_first_and_pagination_visit_every_event_once(api: httpx.Asy
     assert pages == -(-pipeline_world.counts["room-1"] // 4)
 
 
-async def test_one_event_by_id_only_through_its_own_room(api: httpx.AsyncClient, pipeline_world: World) -> None:
+async def test_one_event_by_id_only_through_its_own_room(
+    api: httpx.AsyncClient, pipeline_world: World
+) -> None:
     event_id = pipeline_world.ids["ban2"]
     r = await api.get(f"/v1/rooms/room-2/events/{event_id}", headers=bearer("u-owner2"))
     assert r.status_code == 200, r.text
@@ -110,7 +122,9 @@ async def test_default_range_is_the_last_day(api: httpx.AsyncClient) -> None:
     assert r.status_code == 200
     body = r.json()
     assert body["events"], "the world's events are from the last few hours"
-    r = await api.get("/v1/rooms/room-1/events", params={"until": iso(NOW - timedelta(days=2))}, headers=OWNER)
+    r = await api.get(
+        "/v1/rooms/room-1/events", params={"until": iso(NOW - timedelta(days=2))}, headers=OWNER
+    )
     assert r.json()["events"] == []
 
 
