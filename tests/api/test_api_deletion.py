@@ -1,0 +1,129 @@
+"""Deletion only through authorized, recorded requests: a room's logs (owner or staff), one user's chat
+text (staff, erasure request). Each test has a schema of its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+from api_world import STAFF_TICKET, World, bearer, service, staff
+
+
+async def _count(world: World, sql: str = "SELECT count(*) AS n FROM events", *args: Any) -> int:
+    return int((await world.fetch(sql, *args))[0]["n"])
+
+
+async def test_the_owner_deletes_the_rooms_logs(app_factory: Any, small_world: World) -> None:
+    client, _ = await app_factory(small_world)
+    r = await client.post(
+        "/v1/rooms/room-a/deletions", json={"note": "closing my room"}, headers=bearer("u-owner")
+    )
+    assert r.status_code == 201, r.text
+    body = r.json()
+    assert (body["rows_deleted"], body["basis"], body["reason"]) == (30, "owner", "closing my room")
+    assert await _count(small_world, "SELECT count(*) AS n FROM events WHERE room_id = 'room-a'") == 0
+    assert await _count(small_world, "SELECT count(*) AS n FROM events WHERE room_id = 'room-b'") == 30
+    ledger = await small_world.fetch("SELECT * FROM deletion_requests")
+    assert [(d["kind"], d["room_id"], d["requested_by"], d["rows_deleted"]) for d in ledger] == [
+        ("room_logs", "room-a", "u-owner", 30)
+    ]
+    audit = await small_world.audit_rows(r.headers["x-request-id"])
+    assert [(a["action"], a["outcome"], a["row_count"]) for a in audit] == [("room_logs.delete", "ok", 30)]
+    # and the trigger is armed again afterwards: nothing else can delete
+    conn = await small_world.admin()
+    try:
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await conn.execute("DELETE FROM events WHERE room_id = 'room-b'")
+    finally:
+        await conn.close()
+
+
+@pytest.mark.parametrize(
+    ("who", "headers", "code"),
+    [
+        ("moderator", bearer("u-mod"), "forbidden"),
+        ("stranger", bearer("u-guest"), "forbidden"),
+        ("owner_of_another_room", bearer("u-owner-b"), "forbidden"),
+        ("staff_without_reason", staff(reason=None), "reason_required"),
+        ("service", service("svc", "rooms:read", "rooms:export", "rooms:tail"), "forbidden"),
+    ],
+)
+async def test_others_cannot_delete(
+    app_factory: Any, small_world: World, who: str, headers: dict[str, str], code: str
+) -> None:
+    client, _ = await app_factory(small_world)
+    r = await client.post("/v1/rooms/room-a/deletions", headers=headers)
+    assert (r.status_code, r.json()["error"]["code"]) == (403, code), who
+    assert await _count(small_world) == 60
+    assert await small_world.fetch("SELECT * FROM deletion_requests") == []
+    audit = await small_world.audit_rows(r.headers["x-request-id"])
+    assert [(a["outcome"], a["detail"]) for a in audit] == [("denied", code)]
+
+
+async def test_staff_delete_a_room_with_a_ticket(app_factory: Any, small_world: World) -> None:
+    client, _ = await app_factory(small_world)
+    r = await client.post("/v1/rooms/room-b/deletions", headers=staff())
+    assert r.status_code == 201, r.text
+    assert (r.json()["basis"], r.json()["reason"], r.json()["rows_deleted"]) == ("staff", STAFF_TICKET, 30)
+    ledger = await small_world.fetch("SELECT identity_type, basis, reason FROM deletion_requests")
+    assert [tuple(d.values()) for d in ledger] == [("staff", "staff", STAFF_TICKET)]
+
+
+async def test_staff_erase_one_users_chat_text_everywhere(app_factory: Any, small_world: World) -> None:
+    client, _ = await app_factory(small_world)
+    before_other = await _count(small_world, "SELECT count(*) AS n FROM events WHERE actor_id = 'u-other'")
+    before_chat_entries = await _count(
+        small_world,
+        "SELECT count(*) AS n FROM events WHERE actor_id = 'u-chat' AND event_type <> 'chat.message'",
+    )
+    chats = await _count(
+        small_world,
+        "SELECT count(*) AS n FROM events WHERE actor_id = 'u-chat' AND event_type = 'chat.message'",
+    )
+    r = await client.post("/v1/users/u-chat/erasures", json={"note": "GDPR art. 17"}, headers=staff())
+    assert r.status_code == 201, r.text
+    assert r.json()["rows_deleted"] == chats > 0
+    assert await _count(small_world, "SELECT count(*) AS n FROM events WHERE body LIKE '%u-chat%'") == 0
+    assert (
+        await _count(small_world, "SELECT count(*) AS n FROM events WHERE actor_id = 'u-other'")
+        == before_other
+    )
+    assert (
+        await _count(
+            small_world,
+            "SELECT count(*) AS n FROM events WHERE actor_id = 'u-chat' AND event_type <> 'chat.message'",
+        )
+        == before_chat_entries
+    )
+    ledger = await small_world.fetch("SELECT kind, user_id, reason, rows_deleted FROM deletion_requests")
+    assert [tuple(d.values()) for d in ledger] == [("user_chat_erasure", "u-chat", STAFF_TICKET, chats)]
+    audit = await small_world.audit_rows(r.headers["x-request-id"])
+    assert [(a["action"], a["user_id"], a["row_count"]) for a in audit] == [
+        ("user_chat.erase", "u-chat", chats)
+    ]
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [bearer("u-owner"), staff(reason=None), staff(reason="no ticket"), service("svc", "moderation:read")],
+)
+async def test_only_staff_with_a_ticket_erase(
+    app_factory: Any, small_world: World, headers: dict[str, str]
+) -> None:
+    client, _ = await app_factory(small_world)
+    r = await client.post("/v1/users/u-chat/erasures", headers=headers)
+    assert r.status_code == 403
+    assert await _count(small_world) == 60
+    audit = await small_world.audit_rows(r.headers["x-request-id"])
+    assert [a["outcome"] for a in audit] == ["denied"]
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[]", b'{"note": 5}', b'{"other": "x"}', b'{"note": ""}'])
+async def test_a_malformed_body_is_a_400_and_deletes_nothing(
+    app_factory: Any, small_world: World, body: bytes
+) -> None:
+    client, _ = await app_factory(small_world)
+    r = await client.post("/v1/rooms/room-a/deletions", content=body, headers=bearer("u-owner"))
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_body")
+    assert await _count(small_world) == 60
