@@ -160,7 +160,7 @@ class IngestService:
                     await self._finish_pending()
                     continue
                 now = self._clock()
-                pass1 = normalize_records(
+                pass1 = await normalize_records(
                     s.events_topic, {tp.partition: msgs for tp, msgs in records.items()}, self.normalizer, now
                 )
                 await self._finish_pending()

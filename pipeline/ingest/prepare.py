@@ -1,13 +1,14 @@
 """Kafka records -> one WriteBatch: normalize, classify by room, drop expired, set bad input aside.
 
 Called by the consumer loop for each polled batch, in two passes around one await:
-`normalize_records()` (pure CPU, overlaps the previous batch's write) then, once the rooms it mentions are
+`normalize_records()` (CPU, yielding now and then so the previous batch's write streams meanwhile) then, once the rooms it mentions are
 known, `build_batch()`. Nothing here raises for bad input: every record ends up as a row, a dead letter,
 or an expired count.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -49,7 +50,12 @@ class BatchStats:
     expired_by_class: Counter[str] = field(default_factory=Counter)
 
 
-def normalize_records(
+#: Records normalized between two yields to the event loop. The previous batch's COPY is streamed by the
+#: event loop; a batch normalized in one go would hold it and serialize Python and PostgreSQL work.
+YIELD_EVERY_RECORDS = 1_000
+
+
+async def normalize_records(
     topic: str,
     records: Mapping[int, Sequence[KafkaRecord]],
     normalizer: Normalizer,
@@ -65,14 +71,16 @@ def normalize_records(
         out.first_offsets[partition] = msgs[0].offset
         out.next_offsets[partition] = msgs[-1].offset + 1
         out.consumed += len(msgs)
-        for m in msgs:
-            try:
-                events.append((partition, m.offset, normalize(m.value, now)))
-            except Invalid as e:
-                dls.append(
-                    (now, e.reason.value, e.detail, topic, partition, m.offset,
-                     None if e.reason in RAW_WITHHELD else m.value)
-                )
+        for start in range(0, len(msgs), YIELD_EVERY_RECORDS):
+            for m in msgs[start : start + YIELD_EVERY_RECORDS]:
+                try:
+                    events.append((partition, m.offset, normalize(m.value, now)))
+                except Invalid as e:
+                    dls.append(
+                        (now, e.reason.value, e.detail, topic, partition, m.offset,
+                         None if e.reason in RAW_WITHHELD else m.value)
+                    )
+            await asyncio.sleep(0)
     out.rooms = {ev[ROOM_ID] for _, _, ev in events}
     return out
 

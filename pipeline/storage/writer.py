@@ -189,45 +189,47 @@ def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: s
 
 
 async def apply_room_changes(conn: asyncpg.Connection, changes: Sequence[RoomChange]) -> None:
-    """Fold the batch's settings and permission changes into `rooms` / `room_moderators`, in event order."""
+    """Fold the batch's settings and permission changes into `rooms` / `room_moderators`.
+
+    Changes are folded in event order first (last settings per room, last owner per room, last add/remove
+    per moderator), then written with one `executemany` per kind: a handful of round trips per batch
+    whatever the number of changes.
+    """
+    settings: dict[str, RoomChange] = {}
+    owners: dict[str, RoomChange] = {}
+    moderators: dict[tuple[str, str], RoomChange] = {}
+    known: dict[str, RoomChange] = {}
     for ch in changes:
+        known.setdefault(ch.room_id, ch)
         if ch.kind == "settings":
-            await conn.execute(
-                """INSERT INTO rooms (room_id, privacy, max_occupancy, retention_class, updated_at)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (room_id) DO UPDATE SET
-                       privacy = EXCLUDED.privacy, max_occupancy = EXCLUDED.max_occupancy,
-                       retention_class = EXCLUDED.retention_class, updated_at = EXCLUDED.updated_at""",
-                ch.room_id,
-                ch.privacy,
-                ch.max_occupancy,
-                ch.retention_class,
-                ch.occurred_at,
-            )
-            continue
-        await conn.execute(
-            """INSERT INTO rooms (room_id, retention_class, updated_at) VALUES ($1, $2, $3)
-               ON CONFLICT (room_id) DO NOTHING""",
-            ch.room_id,
-            ch.retention_class,
-            ch.occurred_at,
+            settings[ch.room_id] = ch
+        elif ch.kind == "owner_transferred":
+            owners[ch.room_id] = ch
+        elif ch.kind in ("moderator_added", "moderator_removed") and ch.user_id is not None:
+            moderators[(ch.room_id, ch.user_id)] = ch
+    await conn.executemany(
+        """INSERT INTO rooms (room_id, retention_class, updated_at) VALUES ($1, $2, $3)
+           ON CONFLICT (room_id) DO NOTHING""",
+        [(c.room_id, c.retention_class, c.occurred_at) for c in known.values()],
+    )
+    if settings:
+        await conn.executemany(
+            """UPDATE rooms SET privacy = $2, max_occupancy = $3, retention_class = $4, updated_at = $5
+                WHERE room_id = $1""",
+            [(c.room_id, c.privacy, c.max_occupancy, c.retention_class, c.occurred_at) for c in settings.values()],
         )
-        if ch.kind == "owner_transferred":
-            await conn.execute(
-                "UPDATE rooms SET owner_id = $2, updated_at = $3 WHERE room_id = $1",
-                ch.room_id,
-                ch.user_id,
-                ch.occurred_at,
-            )
-        elif ch.kind == "moderator_added":
-            await conn.execute(
-                """INSERT INTO room_moderators (room_id, user_id, since) VALUES ($1, $2, $3)
-                   ON CONFLICT DO NOTHING""",
-                ch.room_id,
-                ch.user_id,
-                ch.occurred_at,
-            )
-        elif ch.kind == "moderator_removed":
-            await conn.execute(
-                "DELETE FROM room_moderators WHERE room_id = $1 AND user_id = $2", ch.room_id, ch.user_id
-            )
+    if owners:
+        await conn.executemany(
+            "UPDATE rooms SET owner_id = $2, updated_at = $3 WHERE room_id = $1",
+            [(c.room_id, c.user_id, c.occurred_at) for c in owners.values()],
+        )
+    added = [(c.room_id, c.user_id, c.occurred_at) for c in moderators.values() if c.kind == "moderator_added"]
+    removed = [(c.room_id, c.user_id) for c in moderators.values() if c.kind == "moderator_removed"]
+    if added:
+        await conn.executemany(
+            """INSERT INTO room_moderators (room_id, user_id, since) VALUES ($1, $2, $3)
+               ON CONFLICT DO NOTHING""",
+            added,
+        )
+    if removed:
+        await conn.executemany("DELETE FROM room_moderators WHERE room_id = $1 AND user_id = $2", removed)
