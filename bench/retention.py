@@ -112,6 +112,7 @@ async def bench(conn: asyncpg.Connection, schema: str, dsn: str, rows: int, smal
     print(f"loaded {total:,} rows with binary COPY ({2 * rows / load_seconds:,.0f} rows/s for the big days)")
 
     delete_table = event_partition(CLASS, delete_day)
+    indexes = await conn.fetchval("SELECT count(*) FROM pg_index WHERE indrelid = $1::regclass", delete_table)
     size_before = await conn.fetchval("SELECT pg_total_relation_size($1)", delete_table)
     started = time.perf_counter()
     async with conn.transaction():
@@ -146,7 +147,7 @@ async def bench(conn: asyncpg.Connection, schema: str, dsn: str, rows: int, smal
     print()
     print(f"one day of {rows:,} rows ({size_before / 2**20:,.0f} MiB with indexes):")
     _line(
-        "DELETE (authorized, row trigger, 3 indexes)",
+        f"DELETE (authorized, row trigger, {indexes} indexes)",
         delete_seconds,
         "s",
         f"table still {size_after_delete / 2**20:,.0f} MiB until vacuumed",

@@ -384,13 +384,13 @@ async def _lock(conn: asyncpg.Connection, sql: str, what: str) -> None:
 
 
 async def _counts(conn: asyncpg.Connection, partition: str, held: list[str]) -> tuple[int, int]:
-    row = await conn.fetchrow(
-        f"""SELECT count(*) AS total, count(*) FILTER (WHERE room_id = ANY($1::text[])) AS held
-              FROM {ident(partition)}""",
-        held,
-    )
-    assert row is not None
-    return int(row["total"]), int(row["held"])
+    """(all rows, rows of held rooms). Two queries: a bare count(*) is several times faster than one with a
+    per-row filter, and the held rooms' rows are found through the room index."""
+    total = await count_rows(conn, partition)
+    if not held or not total:
+        return total, 0
+    n = await conn.fetchval(f"SELECT count(*) FROM {ident(partition)} WHERE room_id = ANY($1::text[])", held)
+    return total, int(n)
 
 
 async def _held_columns(conn: asyncpg.Connection) -> list[str]:
