@@ -17,10 +17,10 @@ from api_world import (
     NOW,
     SMALL_ROOMS,
     World,
-    drop_schema,
-    new_schema,
     api_settings,
+    drop_schema,
     load_rows,
+    new_schema,
     run_pipeline,
     scripted_events,
     small_rows,
@@ -56,7 +56,8 @@ async def small_world(postgres_dsn: str) -> AsyncIterator[World]:
         try:
             for room, (owner, mods) in SMALL_ROOMS.items():
                 await conn.execute(
-                    "INSERT INTO rooms (room_id, privacy, retention_class, owner_id) VALUES ($1, 'private', 'private', $2)",
+                    "INSERT INTO rooms (room_id, privacy, retention_class, owner_id) "
+                    "VALUES ($1, 'private', 'private', $2)",
                     room,
                     owner,
                 )
@@ -77,7 +78,7 @@ AppFactory = Callable[..., Awaitable[tuple[httpx.AsyncClient, ApiState]]]
 
 @pytest.fixture
 async def app_factory() -> AsyncIterator[AppFactory]:
-    """`client, state = await app_factory(world, **setting_overrides)`: an in-process client of a fresh app."""
+    """`client, state = await app_factory(world, **overrides)`: an in-process client of a fresh app."""
     clients: list[httpx.AsyncClient] = []
 
     async def build(world: World, **overrides: Any) -> tuple[httpx.AsyncClient, ApiState]:

@@ -101,7 +101,7 @@ async def test_moderation_history_needs_the_scope_for_services(api: httpx.AsyncC
     assert r.status_code == 200 and r.json()["scope"] == "all_rooms"
 
 
-# --- tokens ---------------------------------------------------------------------------------------------------
+# --- tokens ---------------------------------------------------------------------------------------------
 def _rsa_token() -> str:
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     pem = key.private_bytes(
@@ -165,7 +165,7 @@ async def test_issuer_and_audience_are_enforced_when_configured(
         assert r.status_code == 401, claims
 
 
-# --- cursors --------------------------------------------------------------------------------------------------
+# --- cursors --------------------------------------------------------------------------------------------
 async def _first_page(api: httpx.AsyncClient, room: str, headers: dict[str, str], **extra: Any) -> str:
     r = await api.get(f"/v1/rooms/{room}/events", params={**RANGE, "limit": 2, **extra}, headers=headers)
     assert r.status_code == 200, r.text

@@ -1,4 +1,4 @@
-"""What owners, moderators and staff can ask: events by range and filters, one event, days, moderation history."""
+"""What owners, moderators and staff can ask: events by range and filters, one event, days, histories."""
 
 from __future__ import annotations
 

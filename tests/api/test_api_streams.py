@@ -81,7 +81,8 @@ async def _insert_event(world: World, room: str, body: str) -> str:
     conn = await world.admin()
     try:
         await conn.execute(
-            """INSERT INTO events (event_id, occurred_at, retention_class, room_id, event_type, schema_version,
+            """INSERT INTO events (event_id, occurred_at, retention_class, room_id, event_type,
+                                   schema_version,
                                    actor_id, body, payload, src_partition, src_offset)
                VALUES ($1, now(), 'private', $2, 'chat.message', 1, 'u-guest', $3, '{}'::jsonb, 0, 0)""",
             uuid.UUID(event_id),
