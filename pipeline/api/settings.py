@@ -147,9 +147,10 @@ class ApiSettings:
                     f"ROOMLOGS_API_JWT_ALGORITHM={self.jwt_algorithm} with a PEM key: pin the key's own "
                     "algorithm (RS256, ES256, EdDSA ...) instead"
                 )
-            if len(key.encode()) < _MIN_SECRET_BYTES:
+            needed = int(self.jwt_algorithm[2:]) // 8  # RFC 7518 3.2: at least the hash's size
+            if len(key.encode()) < needed:
                 raise ConfigurationError(
-                    f"ROOMLOGS_API_JWT_KEY must be at least {_MIN_SECRET_BYTES} bytes for HMAC"
+                    f"ROOMLOGS_API_JWT_KEY must be at least {needed} bytes for {self.jwt_algorithm}"
                 )
         elif not looks_pem:
             raise ConfigurationError(

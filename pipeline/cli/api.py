@@ -1,0 +1,125 @@
+"""`roomlogs api ...`: serve the query API, print its OpenAPI document, mint development tokens.
+
+Wiring: `pipeline.cli` calls `add_commands(subparsers)` when it builds its parser and dispatches
+`args.command` through `COMMANDS`, like its own commands. API settings are the ``ROOMLOGS_API_*``
+variables (`pipeline.api.settings.ApiSettings`), read once here; the schema is the pipeline's
+``ROOMLOGS_POSTGRES_SCHEMA``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+from typing import TYPE_CHECKING
+
+from pipeline.errors import ConfigurationError
+from pipeline.settings import Settings
+
+if TYPE_CHECKING:
+    from pipeline.api.settings import ApiSettings
+
+__all__ = ["COMMANDS", "add_commands"]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    api = subparsers.add_parser(
+        "api",
+        help="the query API: serve it, print its OpenAPI document, mint development tokens",
+        description="Settings: ROOMLOGS_API_* (see README.md, 'Query API').",
+    )
+    sub = api.add_subparsers(dest="api_command")
+    serve = sub.add_parser("serve", help="serve the API with uvicorn until SIGINT/SIGTERM")
+    serve.add_argument("--host", default=None, help="listen address (default ROOMLOGS_API_HOST, 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=None, help="listen port (default ROOMLOGS_API_PORT, 8080)")
+    sub.add_parser("openapi", help="print the OpenAPI document (JSON) and exit")
+    token = sub.add_parser(
+        "token",
+        help="print a signed token for local development (HMAC keys only; production tokens come from SSO)",
+    )
+    token.add_argument("--sub", required=True, help="user id, or service name with --service")
+    token.add_argument("--staff", action="store_true", help="give the user the support-staff role")
+    token.add_argument("--service", action="store_true", help="a service identity (use --scope)")
+    token.add_argument(
+        "--scope", action="append", default=[], help="a service scope, e.g. rooms:read (repeat)"
+    )
+    token.add_argument("--ttl-seconds", type=int, default=3600)
+
+
+def _api(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.api.settings import ApiSettings
+
+    api_settings = ApiSettings.from_env(os.environ)  # read once, here
+    command = getattr(args, "api_command", None)
+    if command == "serve":
+        return _serve(settings, api_settings, args)
+    if command == "openapi":
+        from pipeline.api.openapi import document
+
+        print(json.dumps(document(api_settings), indent=2))
+        return 0
+    if command == "token":
+        print(_token(api_settings, args))
+        return 0
+    print("usage: roomlogs api {serve,openapi,token} (see roomlogs api --help)", file=sys.stderr)
+    return 2
+
+
+def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from pipeline.api import create_app
+    from pipeline.api.context import ApiState
+
+    states: list[ApiState] = []
+    app = create_app(api_settings, settings.postgres_schema, state_hook=states.append)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            # End live tails at their next poll instead of holding shutdown until the grace period ends.
+            for state in states:
+                state.closing = True
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(
+        app,
+        host=args.host or api_settings.host,
+        port=args.port or api_settings.port,
+        lifespan="on",
+        log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=30,
+        server_header=False,
+    )
+    Server(config).run()
+    return 0
+
+
+def _token(api_settings: ApiSettings, args: argparse.Namespace) -> str:
+    import jwt
+
+    from pipeline.api.settings import HMAC_ALGORITHMS
+
+    if api_settings.jwt_algorithm not in HMAC_ALGORITHMS:
+        raise ConfigurationError(
+            f"`roomlogs api token` signs with the HMAC key only; ROOMLOGS_API_JWT_ALGORITHM is "
+            f"{api_settings.jwt_algorithm} (tokens for it come from your identity provider)"
+        )
+    now = int(time.time())
+    claims: dict[str, object] = {"sub": args.sub, "iat": now, "exp": now + args.ttl_seconds}
+    if api_settings.jwt_issuer:
+        claims["iss"] = api_settings.jwt_issuer
+    if api_settings.jwt_audience:
+        claims["aud"] = api_settings.jwt_audience
+    if args.service:
+        claims["kind"] = "service"
+        claims["scope"] = " ".join(args.scope)
+    elif args.staff:
+        claims["roles"] = [api_settings.staff_role]
+    return jwt.encode(claims, api_settings.verification_key(), algorithm=api_settings.jwt_algorithm)
+
+
+COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], int]] = {"api": _api}
