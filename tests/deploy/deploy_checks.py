@@ -6,10 +6,12 @@ Kept apart from conftest.py so the tests import plain functions; fixtures live i
 from __future__ import annotations
 
 import importlib
+import json
 import re
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry
@@ -81,6 +83,27 @@ def exported_metrics() -> ExportedMetrics:
         getattr(module, class_name)(registry)
         out.by_class[class_name] = series_names(registry)
     return out
+
+
+# --- dashboards -------------------------------------------------------------------------------------------
+def dashboard_queries(path: Path) -> list[tuple[str, str]]:
+    """(where, query) for every panel target and every query variable of a dashboard."""
+    board = json.loads(path.read_text(encoding="utf-8"))
+    found: list[tuple[str, str]] = []
+
+    def walk(panels: list[dict[str, Any]]) -> None:
+        for panel in panels:
+            for target in panel.get("targets", []):
+                found.append((f"panel {panel.get('title')!r} {target.get('refId')}", target["expr"]))
+            walk(panel.get("panels", []))
+
+    walk(board["panels"])
+    for var in board.get("templating", {}).get("list", []):
+        if var.get("type") == "query":
+            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
+            found.append((f"variable ${var['name']}", query))
+    return found
+
 
 
 # --- PromQL ------------------------------------------------------------------------------------------------

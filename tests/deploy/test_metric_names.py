@@ -7,9 +7,7 @@ an alert that can never fire.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -19,30 +17,12 @@ from deploy_checks import (
     PROMETHEUS_BUILTINS,
     PROMETHEUS_DIR,
     ExportedMetrics,
+    dashboard_queries,
     metric_names,
 )
 
 DASHBOARDS = sorted(DASHBOARDS_DIR.glob("*.json"))
 RULE_FILES = [PROMETHEUS_DIR / "alerts.yml", PROMETHEUS_DIR / "alerts_retention_api.yml"]
-
-
-def dashboard_queries(path: Path) -> list[tuple[str, str]]:
-    """(where, query) for every panel target and every query variable of a dashboard."""
-    board = json.loads(path.read_text(encoding="utf-8"))
-    found: list[tuple[str, str]] = []
-
-    def walk(panels: list[dict[str, Any]]) -> None:
-        for panel in panels:
-            for target in panel.get("targets", []):
-                found.append((f"panel {panel.get('title')!r} {target.get('refId')}", target["expr"]))
-            walk(panel.get("panels", []))
-
-    walk(board["panels"])
-    for var in board.get("templating", {}).get("list", []):
-        if var.get("type") == "query":
-            query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
-            found.append((f"variable ${var['name']}", query))
-    return found
 
 
 def rule_expressions(path: Path) -> list[tuple[str, str]]:

@@ -26,8 +26,7 @@ import pytest
 import uuid_utils
 import yaml
 from aiokafka import AIOKafkaProducer
-from deploy_checks import DASHBOARDS_DIR, PROMETHEUS_DIR, metric_names, require_tool
-from test_metric_names import dashboard_queries
+from deploy_checks import DASHBOARDS_DIR, PROMETHEUS_DIR, dashboard_queries, metric_names, require_tool
 
 from pipeline.settings import Secret, Settings
 from pipeline.stack.process import free_port
