@@ -196,6 +196,9 @@ async def moderation_history(
         )
     )
     q.where.append(f"event_type = ANY({q.param(list(types or MODERATION_TYPE_VALUES))}::text[])")
+    # repeats the predicate of the partial index events_moderator_time (actor_id, occurred_at), so the
+    # planner can use it for role=actor
+    q.where.append("event_type LIKE 'moderation.%'")
     _range(q, rng, order, after)
     if restrict_to_rooms_of is not None:
         q.where.append(f"room_id IN ({ROOMS_OF_USER_SQL.format(p=q.param(restrict_to_rooms_of))})")
