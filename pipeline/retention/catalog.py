@@ -73,8 +73,25 @@ async def list_partitions(conn: asyncpg.Connection) -> list[StoredPartition]:
 
 
 async def count_rows(conn: asyncpg.Connection, partition: str) -> int:
-    """Exact row count of one partition (a scan: use for the few partitions being judged or dropped)."""
-    return int(await conn.fetchval(f"SELECT count(*) FROM {ident(partition)}"))
+    """Exact row count of one partition (a scan: use for the few partitions being judged or dropped).
+
+    An expired day is days old, so autovacuum has marked its pages all-visible: then the count reads the
+    primary-key index (an index-only scan, several times less data than the heap) instead of letting the
+    planner pick a sequential scan of the table. Still exact either way; only the speed differs.
+    """
+    async with conn.transaction():  # a savepoint when called inside a drop's transaction
+        visible = await conn.fetchrow(
+            "SELECT relpages, relallvisible FROM pg_class WHERE oid = $1::regclass", ident(partition)
+        )
+        if (
+            visible is not None
+            and visible["relpages"] > 0
+            and visible["relallvisible"] >= 0.9 * visible["relpages"]
+        ):
+            await conn.execute("SET LOCAL enable_seqscan = off")
+        n = await conn.fetchval(f"SELECT count(*) FROM {ident(partition)}")
+        await conn.execute("SET LOCAL enable_seqscan TO DEFAULT")
+    return int(n)
 
 
 def ident(name: str) -> str:

@@ -56,7 +56,7 @@ async def _ingest(
     pool: asyncpg.Pool, conn: asyncpg.Connection, group: str, values: list[bytes], now: datetime
 ) -> dict[str, int]:
     records = [Record(i, b"room-late", v) for i, v in enumerate(values)]
-    pass1 = normalize_records(TOPIC, {0: records}, Normalizer(max_future_skew_seconds=300), now)
+    pass1 = await normalize_records(TOPIC, {0: records}, Normalizer(max_future_skew_seconds=300), now)
     rooms = RoomDirectory(default_class="public", busy_min_occupancy=50)
     await rooms.load(conn, pass1.rooms)
     horizons = {c.name: horizon(now.date(), c.retention_days) for c in (await load_classes(conn)).values()}
