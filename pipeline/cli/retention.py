@@ -293,6 +293,9 @@ def _with_connection(settings: Settings, body: Callable[[asyncpg.Connection], Aw
                     f"schema {settings.postgres_schema!r} lacks the retention tables: run `roomlogs migrate`"
                 )
             return await body(conn)
+        except asyncpg.IntegrityConstraintViolationError as e:
+            # a value the schema refuses (an over-long room id, ...): the user's input, not a crash
+            raise RetentionError(f"refused by PostgreSQL: {e}") from e
         finally:
             await conn.close()
 

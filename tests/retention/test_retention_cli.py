@@ -98,6 +98,10 @@ async def test_support_places_lists_and_releases_a_hold(
     assert out.strip() == "no holds"
     code, out = await roomlogs(settings, capsys, "retention", "hold", "list", "--all")
     assert "by support:bo" in out
+    with pytest.raises(RetentionError, match="refused by PostgreSQL"):
+        await roomlogs(
+            settings, capsys, "retention", "hold", "place", "r" * 300, "--reason", "x", "--by", "y"
+        )
 
 
 async def test_operator_changes_a_class_retention(
