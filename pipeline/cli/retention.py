@@ -63,7 +63,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     check = sub.add_parser(
         "check", help="is any log older than its class's retention still stored? exit 1 if so"
     )
-    check.add_argument("--as-of", type=_day, help="judge as of this UTC day (YYYY-MM-DD; default today)")
+    check.add_argument(
+        "--as-of",
+        type=_day,
+        default=argparse.SUPPRESS,
+        help="judge as of this UTC day (YYYY-MM-DD; default today)",
+    )
 
     hold = sub.add_parser("hold", help="legal holds: keep a room's logs past retention")
     hsub = hold.add_subparsers(dest="hold_command", required=True)

@@ -47,6 +47,10 @@ async def test_check_then_enforce_then_check(
     code, out = await roomlogs(settings, capsys, "retention", "check")
     assert code == 1
     assert out.startswith("yes: 1 item(s)") and f"{name}  (3 rows)" in out
+    code, out = await roomlogs(
+        settings, capsys, "retention", "check", "--as-of", str(old + timedelta(days=3))
+    )
+    assert code == 0 and out.startswith("no:")  # on its last day of retention nothing is late
 
     code, out = await roomlogs(settings, capsys, "retention", "--dry-run")
     assert code == 0 and f"would drop {name} (3 rows, retention 3 days)" in out
