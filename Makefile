@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo up test lint bench clean
+.PHONY: setup demo up test lint bench clean prometheus-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,13 +19,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+# promtool and prometheus for the alert-rule tests and the real-scrape test (Debian's package).
+prometheus-tools:
+	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+
 demo: setup
 	$(BIN)/roomlogs demo
 
 up: setup
 	$(BIN)/roomlogs up
 
-test: setup
+test: setup prometheus-tools
 	$(BIN)/python -m pytest
 
 lint: setup

@@ -18,6 +18,7 @@ from typing import Any
 from pipeline.errors import ConfigurationError
 
 ENV_PREFIX = "ROOMLOGS_"
+_OTHER_PREFIXES = (ENV_PREFIX + "TEST_", ENV_PREFIX + "API_")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
 
 
@@ -96,6 +97,8 @@ class Settings:
     #: Partition upkeep (premake) and room-class refresh interval.
     maintenance_interval_seconds: float = 60.0
     log_level: str = "info"
+    #: "json" (one object per line, one shape for every process) or "text" for a terminal.
+    log_format: str = "text"
 
     def __post_init__(self) -> None:
         if not _SCHEMA_NAME.match(self.postgres_schema):
@@ -105,6 +108,8 @@ class Settings:
         for name in ("batch_max_events", "max_event_bytes", "events_topic_partitions", "postgres_pool_size"):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"ROOMLOGS_{name.upper()} must be positive")
+        if self.log_format not in ("json", "text"):
+            raise ConfigurationError(f"ROOMLOGS_LOG_FORMAT={self.log_format!r}: use json or text")
         if self.kafka_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
             raise ConfigurationError(
                 f"ROOMLOGS_KAFKA_COMPRESSION={self.kafka_compression!r}: use none, gzip, snappy, lz4 or zstd"
@@ -117,8 +122,8 @@ class Settings:
         known = {f.name: f for f in dataclasses.fields(cls)}
         values: dict[str, Any] = {}
         for key, raw in env.items():
-            if not key.startswith(ENV_PREFIX) or key.startswith(ENV_PREFIX + "TEST_"):
-                continue
+            if not key.startswith(ENV_PREFIX) or key.startswith(_OTHER_PREFIXES):
+                continue  # the tests' and the API's own settings are read by their own objects
             name = key[len(ENV_PREFIX) :].lower()
             if name not in known:
                 raise ConfigurationError(f"unknown setting {key}; see the Configuration section of README.md")

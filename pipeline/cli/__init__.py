@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import signal
 import sys
 import threading
 from pathlib import Path
 
 from pipeline.errors import RoomlogsError
+from pipeline.logs import configure_logging, logging_config
 from pipeline.settings import Settings
 
 __all__ = ["main"]
@@ -27,11 +27,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         settings = Settings.from_env()
-        logging.basicConfig(
-            level=settings.log_level.upper(),
-            format="%(asctime)s %(levelname)s %(name)s %(message)s",
-            stream=sys.stderr,
-        )
+        configure_logging(settings.log_level, json=settings.log_format == "json", process=args.command)
         handler = _COMMANDS[args.command]
         return handler(settings, args)
     except RoomlogsError as e:
@@ -94,7 +90,12 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     if not settings.postgres_dsn:
         raise RoomlogsError("ROOMLOGS_POSTGRES_DSN is not set (`roomlogs up` starts a stack with one)")
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.log_level,
+        quiet=True,
+        logging_config=logging_config(settings.log_level, json=settings.log_format == "json", process="worker"),
+    )
     worker.execute_from_commandline()
     return 0
 

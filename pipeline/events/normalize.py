@@ -15,6 +15,7 @@ It does not know about retention classes or expiry: the ingest batch decides tho
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import re
 from collections import Counter
@@ -32,13 +33,24 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAYBE_PII = re.compile(r"[@\d]")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
-_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,18}(?![\d-])")
-_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?![\d.])")
+_CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,}(?![\d-])")
+_IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
+_IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])")
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
 EMAIL_MASK = "[email removed]"
 CARD_MASK = "[card number removed]"
 IP_MASK = "[ip removed]"
+
+_NO_FIELDS: frozenset[str] = frozenset()
+_CHAT_FIELDS = frozenset({"text", "reply_to"})
+_LEFT_FIELDS = frozenset({"how"})
+_MODERATION_FIELDS = frozenset({"target", "reason"})
+_TIMED_MODERATION_FIELDS = frozenset({"target", "reason", "duration_seconds"})
+_SETTINGS_FIELDS = frozenset({"changes"})
+_PERMISSION_FIELDS = frozenset({"change", "target"})
+_ITEM_FIELDS = frozenset({"item_id", "name"})
+_GIFT_FIELDS = frozenset({"recipient", "item", "credits"})
 
 # Positions in the tuple `normalize()` returns (a plain tuple: this is the hot path).
 EVENT_ID, OCCURRED_AT, ROOM_ID, EVENT_TYPE, ACTOR_ID, TARGET_ID, BODY, PAYLOAD, ROOM_CHANGE = range(9)
@@ -166,20 +178,20 @@ class Normalizer:
             if type(reply_to) is not str or not _UUID.fullmatch(reply_to):
                 raise Invalid(Reason.INVALID_VALUE, "data.reply_to: expected an event UUID")
             payload["reply_to"] = reply_to.lower()
-        self._count_extra(data, ("text", "reply_to"), EventType.CHAT_MESSAGE)
+        self._count_extra(data, _CHAT_FIELDS, EventType.CHAT_MESSAGE)
         return None, text, None
 
     def _entered(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
-        self._count_extra(data, (), EventType.USER_ENTERED)
+        self._count_extra(data, _NO_FIELDS, EventType.USER_ENTERED)
         return None, None, None
 
     def _left(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
         how = data.get("how")
-        if how not in c.LEAVE_HOW:
+        if type(how) is not str or how not in c.LEAVE_HOW:
             _require(how, "data.how")
             raise Invalid(Reason.INVALID_VALUE, f"data.how: expected one of {sorted(c.LEAVE_HOW)}")
         payload["how"] = how
-        self._count_extra(data, ("how",), EventType.USER_LEFT)
+        self._count_extra(data, _LEFT_FIELDS, EventType.USER_LEFT)
         return None, None, None
 
     def _moderation(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
@@ -192,7 +204,7 @@ class Normalizer:
             _require(reason, "data.reason")
             raise Invalid(Reason.WRONG_TYPE, "data.reason: expected a string")
         reason = self._clean(reason)[: self.reason_max_chars]
-        allowed: tuple[str, ...] = ("target", "reason")
+        allowed = _MODERATION_FIELDS
         if "duration_seconds" in data:
             duration = data["duration_seconds"]
             if duration is not None and (
@@ -203,7 +215,7 @@ class Normalizer:
                     f"data.duration_seconds: expected null or an integer 1..{c.DURATION_MAX_SECONDS}",
                 )
             payload["duration_seconds"] = duration
-            allowed = ("target", "reason", "duration_seconds")
+            allowed = _TIMED_MODERATION_FIELDS
         self._count_extra(data, allowed, "moderation")
         return target_id, reason, None
 
@@ -230,7 +242,7 @@ class Normalizer:
         if privacy is not None and privacy not in c.ROOM_PRIVACY:
             raise Invalid(Reason.INVALID_VALUE, f"data.changes.privacy: expected one of {sorted(c.ROOM_PRIVACY)}")
         payload["changes"] = kept
-        self._count_extra(data, ("changes",), EventType.ROOM_SETTINGS_CHANGED)
+        self._count_extra(data, _SETTINGS_FIELDS, EventType.ROOM_SETTINGS_CHANGED)
         room_change = None
         if "privacy" in kept or "max_occupancy" in kept:
             room_change = ("settings", privacy, kept.get("max_occupancy", {}).get("new"))
@@ -238,7 +250,7 @@ class Normalizer:
 
     def _permissions(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
         change = data.get("change")
-        if change not in c.PERMISSION_CHANGES:
+        if type(change) is not str or change not in c.PERMISSION_CHANGES:
             _require(change, "data.change")
             raise Invalid(Reason.INVALID_VALUE, f"data.change: expected one of {sorted(c.PERMISSION_CHANGES)}")
         target = data.get("target")
@@ -246,7 +258,7 @@ class Normalizer:
             raise Invalid(Reason.MISSING_FIELD, "data.target: required")
         target_id, payload["target"] = self._user(target, "data.target", EventType.ROOM_PERMISSIONS_CHANGED)
         payload["change"] = change
-        self._count_extra(data, ("change", "target"), EventType.ROOM_PERMISSIONS_CHANGED)
+        self._count_extra(data, _PERMISSION_FIELDS, EventType.ROOM_PERMISSIONS_CHANGED)
         return target_id, None, ("permissions", change, target_id)
 
     def _gift(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
@@ -264,14 +276,14 @@ class Normalizer:
             if type(name) is not str:
                 raise Invalid(Reason.WRONG_TYPE, "data.item.name: expected a string")
             item_out["name"] = self._clean(name)[: c.ITEM_NAME_MAX_CHARS]
-        self._count_extra(item, ("item_id", "name"), EventType.GIFT_SENT)
+        self._count_extra(item, _ITEM_FIELDS, EventType.GIFT_SENT)
         credits = data.get("credits")
         if type(credits) is not int or not 0 <= credits <= c.CREDITS_MAX:
             _require(credits, "data.credits")
             raise Invalid(Reason.INVALID_VALUE, f"data.credits: expected an integer 0..{c.CREDITS_MAX}")
         payload["item"] = item_out
         payload["credits"] = credits
-        self._count_extra(data, ("recipient", "item", "credits"), EventType.GIFT_SENT)
+        self._count_extra(data, _GIFT_FIELDS, EventType.GIFT_SENT)
         return target_id, None, None
 
     # --- field helpers -----------------------------------------------------------------------------------
@@ -298,10 +310,9 @@ class Normalizer:
                 if type(url) is not str or not url.startswith("https://") or len(url) > c.URL_MAX_CHARS:
                     raise Invalid(Reason.INVALID_VALUE, f"{path}.avatar.url: expected an https URL")
                 kept["url"] = self._clean(url)
-            self._count_extra(avatar, ("avatar_id", "url"), etype)
+            self._count_extra(avatar, c.AVATAR_FIELDS, etype)
             out["avatar"] = kept
-        if len(value) > 1:
-            self._count_extra(value, ("user_id", "display_name", "avatar"), etype)
+        self._count_extra(value, c.USER_FIELDS, etype)
         return user_id, out
 
     def _timestamp(self, value: Any, now: datetime) -> datetime:
@@ -315,7 +326,11 @@ class Normalizer:
         if ts.tzinfo is None:
             raise Invalid(Reason.INVALID_TIMESTAMP, "occurred_at: has no UTC offset")
         if ts.tzinfo is not UTC:
-            ts = ts.astimezone(UTC)
+            try:
+                ts = ts.astimezone(UTC)
+            except OverflowError:  # year 1 or 9999 with an offset: off the calendar in UTC
+                reason = Reason.TIMESTAMP_IN_FUTURE if ts.year > 2000 else Reason.INVALID_TIMESTAMP
+                raise Invalid(reason, f"occurred_at: {value[:40]} is out of range") from None
         if ts < _EARLIEST:
             raise Invalid(Reason.INVALID_TIMESTAMP, f"occurred_at: {value[:40]} is before 2000")
         if ts > now + self.max_future_skew:
@@ -345,12 +360,15 @@ class Normalizer:
             masked = text.count(CARD_MASK)
             self.masked["card"] += masked
         text, n = _IPV4.subn(_ip_or_keep, text)
+        if ":" in text:
+            text, n6 = _IPV6.subn(_ipv6_or_keep, text)
+            n += n6
         if n:
             self.masked["ip"] += text.count(IP_MASK)
         return text
 
-    def _count_extra(self, obj: dict[str, Any], allowed: tuple[str, ...], label: str) -> None:
-        if len(obj) > len(allowed) or any(k not in allowed for k in obj):
+    def _count_extra(self, obj: dict[str, Any], allowed: frozenset[str], label: str) -> None:
+        if not allowed.issuperset(obj):
             self.dropped_fields[label] += sum(1 for k in obj if k not in allowed)
 
 
@@ -388,8 +406,25 @@ def _luhn_ok(digits: str) -> bool:
 
 
 def _card_or_keep(m: re.Match[str]) -> str:
-    digits = re.sub(r"[ -]", "", m.group(0))
-    return CARD_MASK if 13 <= len(digits) <= 19 and _luhn_ok(digits) else m.group(0)
+    """Mask the longest card number (13-19 digits, Luhn-valid) a digit run starts with.
+
+    A run may go on past the card (its security code typed after it): what follows is kept.
+    """
+    run = m.group(0)
+    digit_ends = [i + 1 for i, ch in enumerate(run) if ch.isdigit()]
+    for length in range(min(19, len(digit_ends)), 12, -1):
+        end = digit_ends[length - 1]
+        if _luhn_ok(re.sub(r"[ -]", "", run[:end])):
+            return CARD_MASK + run[end:]
+    return run
+
+
+def _ipv6_or_keep(m: re.Match[str]) -> str:
+    try:
+        ipaddress.IPv6Address(m.group(0))
+    except ValueError:
+        return m.group(0)
+    return IP_MASK
 
 
 def _ip_or_keep(m: re.Match[str]) -> str:

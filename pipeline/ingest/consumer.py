@@ -104,6 +104,8 @@ class IngestService:
         self._retention_days: dict[str, int] = {}
         self._retention_loaded_at = 0.0
         self._paused = False
+        #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
+        self._written: dict[int, int] = {}
         #: Totals since start (also exported as metrics); handy for tests, the demo and the benchmark.
         self.totals: dict[str, int] = {"consumed": 0, "stored": 0, "dead_lettered": 0, "expired": 0}
 
@@ -156,6 +158,7 @@ class IngestService:
             while not self._stopping.is_set():
                 records = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_events)
                 generation = self._generation
+                self._update_lag(consumer)
                 if not records:
                     await self._finish_pending()
                     continue
@@ -271,9 +274,7 @@ class IngestService:
             tp = TopicPartition(batch.topic, p)
             if tp in assigned:
                 offsets[tp] = OffsetAndMetadata(nxt, "")
-                high = consumer.highwater(tp)
-                if high is not None:
-                    self.metrics.lag.labels(str(p)).set(max(0, high - nxt))
+                self._written[p] = nxt
         if not offsets:
             return
         started = time.perf_counter()
@@ -282,6 +283,14 @@ class IngestService:
         except KafkaError as e:  # informational only: PostgreSQL holds the offsets of record
             log.info("Kafka offset commit skipped (%s); PostgreSQL offsets stand", type(e).__name__)
         self.metrics.commit_seconds.observe(time.perf_counter() - started)
+
+    def _update_lag(self, consumer: AIOKafkaConsumer) -> None:
+        """Lag = end of partition - next offset durably written (not merely fetched)."""
+        for tp in consumer.assignment():
+            high = consumer.highwater(tp)
+            written = self._written.get(tp.partition)
+            if high is not None and written is not None:
+                self.metrics.lag.labels(str(tp.partition)).set(max(0, high - written))
 
     def _count_batch(self, batch: WriteBatch, stats: BatchStats) -> None:
         """Count what a written batch decided (skipped when the whole batch had been written before)."""
@@ -360,6 +369,9 @@ class IngestService:
     # --- rebalance -------------------------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._generation += 1
+        for tp in revoked:  # a partition we no longer own must not keep reporting our stale lag
+            with contextlib.suppress(KeyError):
+                self.metrics.lag.remove(str(tp.partition))
         if self._pending is not None:
             # Let the write in flight land (or fail) before another worker takes these partitions.
             with contextlib.suppress(Exception):
@@ -399,5 +411,7 @@ class IngestService:
         # Explicit offsets: seek_to_beginning() resets lazily and can rewind a partition after its first fetch.
         beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
-            consumer.seek(tp, stored[tp.partition] if tp.partition in stored else beginnings[tp])
+            position = stored[tp.partition] if tp.partition in stored else beginnings[tp]
+            consumer.seek(tp, position)
+            self._written[tp.partition] = position
         log.info("assigned %s; resuming from PostgreSQL offsets %s", sorted(tp.partition for tp in assigned), stored)
