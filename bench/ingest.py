@@ -49,7 +49,11 @@ async def publish(bootstrap: str, topic: str, n: int, rooms: int) -> tuple[int, 
     await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
     await admin.close()
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=512 * 1024, compression_type="gzip"
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=10,
+        max_batch_size=512 * 1024,
+        compression_type="gzip",
     )
     await producer.start()
     config = SimulationConfig(rooms=rooms, events=n, bad_event_ratio=0.01, seed=1)
@@ -72,8 +76,10 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
     pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema, 2)
     # Manual assignment, no group: the ceiling pays for no rebalance and no offset commit.
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False,
-        max_partition_fetch_bytes=8 << 20, fetch_max_bytes=64 << 20,
+        bootstrap_servers=settings.kafka_bootstrap,
+        enable_auto_commit=False,
+        max_partition_fetch_bytes=8 << 20,
+        fetch_max_bytes=64 << 20,
     )
     await consumer.start()
     tps = [TopicPartition(settings.events_topic, p) for p in range(PARTITIONS)]
@@ -104,11 +110,22 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
                         target = data.get("target") or data.get("recipient") or {}
                         # The same columns the worker fills, straight from the document: payload is the
                         # event as received, body the chat text, no validation or normalization.
-                        rows.append((
-                            d["event_id"], ts, "public", d["room_id"], d["type"], 1,
-                            (d.get("actor") or {}).get("user_id"), target.get("user_id"),
-                            data.get("text") or data.get("reason"), m.value, tp.partition, m.offset,
-                        ))
+                        rows.append(
+                            (
+                                d["event_id"],
+                                ts,
+                                "public",
+                                d["room_id"],
+                                d["type"],
+                                1,
+                                (d.get("actor") or {}).get("user_id"),
+                                target.get("user_id"),
+                                data.get("text") or data.get("reason"),
+                                m.value,
+                                tp.partition,
+                                m.offset,
+                            )
+                        )
                     except Exception:  # the 1% bad events: the ceiling skips them
                         pass
                 done += len(msgs)
@@ -125,20 +142,28 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
 async def stored_total(settings: Settings) -> int:
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
-        return int(await conn.fetchval(
-            "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets WHERE consumer_group = $1",
-            settings.consumer_group,
-        ))
+        return int(
+            await conn.fetchval(
+                "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets WHERE consumer_group = $1",
+                settings.consumer_group,
+            )
+        )
     finally:
         await conn.close()
 
 
-async def real_worker(settings: Settings, n: int, work_dir: Path) -> tuple[float, int, list[tuple[int, int]]]:
-    """Run `roomlogs worker`; return (events/s from first to last commit, peak RSS bytes, RSS by progress)."""
+def _spawn_worker(settings: Settings, work_dir: Path) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
     env.update(settings.to_env())
     with open(work_dir / "worker.log", "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log
+        )
+
+
+async def real_worker(settings: Settings, n: int, work_dir: Path) -> tuple[float, int, list[tuple[int, int]]]:
+    """Run `roomlogs worker`; return (events/s from first to last commit, peak RSS bytes, RSS by progress)."""
+    proc = _spawn_worker(settings, work_dir)
     ps = psutil.Process(proc.pid)
     peak = 0
     samples: list[tuple[int, int]] = []
@@ -188,8 +213,13 @@ async def prepare_schema(settings: Settings, today: datetime) -> None:
 async def main_async(args: argparse.Namespace, bootstrap: str, dsn: str, work_dir: Path) -> None:
     topic = f"bench-{int(time.time())}"
     base = Settings(
-        kafka_bootstrap=bootstrap, events_topic=topic, postgres_dsn=Secret(dsn), events_topic_partitions=PARTITIONS,
-        dead_letter_topic=f"{topic}-dlq", metrics_port=free_port(), worker_data_dir=str(work_dir / "worker"),
+        kafka_bootstrap=bootstrap,
+        events_topic=topic,
+        postgres_dsn=Secret(dsn),
+        events_topic_partitions=PARTITIONS,
+        dead_letter_topic=f"{topic}-dlq",
+        metrics_port=free_port(),
+        worker_data_dir=str(work_dir / "worker"),
         log_level="warning",
     )
     today = datetime.now(UTC)
@@ -208,12 +238,16 @@ async def main_async(args: argparse.Namespace, bootstrap: str, dsn: str, work_di
     rate, peak, samples = await real_worker(worker, n, work_dir)
     print(f"real worker (normalize, classify, dead-letter, offsets of record): {rate:,.0f} events/s")
     print(f"ratio worker / ceiling: {rate / ceiling:.2f}")
-    print(f"worker peak RSS: {peak / 2**20:,.0f} MiB; at " + ", ".join(
-        f"{pct}%: {rss / 2**20:,.0f} MiB" for pct, rss in samples))
+    print(
+        f"worker peak RSS: {peak / 2**20:,.0f} MiB; at "
+        + ", ".join(f"{pct}%: {rss / 2**20:,.0f} MiB" for pct, rss in samples)
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rooms", type=int, default=2_000)
     parser.add_argument("--dsn", default="", help="PostgreSQL to use (default: start an embedded one)")

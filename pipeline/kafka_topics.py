@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -19,15 +20,15 @@ async def ensure_topics(settings: Settings) -> list[str]:
     try:
         existing = set(await admin.list_topics())
         wanted = [
-            NewTopic(settings.events_topic, settings.events_topic_partitions, settings.kafka_replication_factor),
+            NewTopic(
+                settings.events_topic, settings.events_topic_partitions, settings.kafka_replication_factor
+            ),
             NewTopic(settings.dead_letter_topic, 1, settings.kafka_replication_factor),
         ]
         missing = [t for t in wanted if t.name not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # created by another process meanwhile
                 await admin.create_topics(missing)
-            except TopicAlreadyExistsError:
-                pass  # created by another process meanwhile
             log.info("created topics %s", [t.name for t in missing])
         return [t.name for t in missing]
     finally:

@@ -16,12 +16,16 @@ class IngestMetrics:
     def __init__(self, registry: CollectorRegistry, prefix: str = "roomlogs") -> None:
         p = prefix
         self.registry = registry
-        self.consumed = Counter(f"{p}_events_consumed", "Kafka records read by the ingest worker", registry=registry)
+        self.consumed = Counter(
+            f"{p}_events_consumed", "Kafka records read by the ingest worker", registry=registry
+        )
         self.stored = Counter(
             f"{p}_events_stored", "Room-log events committed to PostgreSQL", ["event_type"], registry=registry
         )
         self.dead_lettered = Counter(
-            f"{p}_events_dead_lettered", "Records set aside with a reason instead of stored", ["reason"],
+            f"{p}_events_dead_lettered",
+            "Records set aside with a reason instead of stored",
+            ["reason"],
             registry=registry,
         )
         self.expired = Counter(
@@ -31,7 +35,9 @@ class IngestMetrics:
             registry=registry,
         )
         self.duplicates = Counter(
-            f"{p}_events_duplicate", "Events whose id was already stored (producer retries)", registry=registry
+            f"{p}_events_duplicate",
+            "Events whose id was already stored (producer retries)",
+            registry=registry,
         )
         self.fenced = Counter(
             f"{p}_records_redelivered",
@@ -39,7 +45,9 @@ class IngestMetrics:
             registry=registry,
         )
         self.fields_dropped = Counter(
-            f"{p}_fields_dropped", "Undeclared fields dropped by the normalizer (never stored)", ["event_type"],
+            f"{p}_fields_dropped",
+            "Undeclared fields dropped by the normalizer (never stored)",
+            ["event_type"],
             registry=registry,
         )
         self.text_masked = Counter(
@@ -49,12 +57,16 @@ class IngestMetrics:
             f"{p}_batch_events", "Records per ingest batch", buckets=_BATCH_SIZE_BUCKETS, registry=registry
         )
         self.write_seconds = Histogram(
-            f"{p}_batch_write_seconds", "Time to commit one batch to PostgreSQL", buckets=_SECONDS_BUCKETS,
+            f"{p}_batch_write_seconds",
+            "Time to commit one batch to PostgreSQL",
+            buckets=_SECONDS_BUCKETS,
             registry=registry,
         )
         self.commit_seconds = Histogram(
-            f"{p}_offset_commit_seconds", "Time to commit Kafka offsets after a batch is durable",
-            buckets=_SECONDS_BUCKETS, registry=registry,
+            f"{p}_offset_commit_seconds",
+            "Time to commit Kafka offsets after a batch is durable",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
         )
         self.last_write = Gauge(
             f"{p}_last_successful_write_timestamp_seconds",
@@ -62,11 +74,14 @@ class IngestMetrics:
             registry=registry,
         )
         self.lag = Gauge(
-            f"{p}_consumer_lag_messages", "Records behind the end of each assigned partition", ["partition"],
+            f"{p}_consumer_lag_messages",
+            "Records behind the end of each assigned partition",
+            ["partition"],
             registry=registry,
         )
         self.storage_unavailable = Counter(
-            f"{p}_storage_unavailable", "Write attempts that found PostgreSQL unreachable (then retried)",
+            f"{p}_storage_unavailable",
+            "Write attempts that found PostgreSQL unreachable (then retried)",
             registry=registry,
         )
         self.paused = Gauge(
@@ -76,6 +91,7 @@ class IngestMetrics:
             f"{p}_partitions_created", "Partitions created (ahead of time or on demand)", registry=registry
         )
         self.dead_letter_publish_errors = Counter(
-            f"{p}_dead_letter_publish_errors", "Dead letters stored in PostgreSQL but not sent to the topic",
+            f"{p}_dead_letter_publish_errors",
+            "Dead letters stored in PostgreSQL but not sent to the topic",
             registry=registry,
         )

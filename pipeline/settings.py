@@ -8,6 +8,7 @@ Every variable has the prefix ``ROOMLOGS_``; the README lists them all (a test c
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -61,7 +62,8 @@ class Settings:
     #: Never guessed: set it to match the broker.
     kafka_idempotent_producer: bool = False
     kafka_compression: str = "gzip"
-    #: Replication of the topics roomlogs creates (events, dead letters, the worker app's own): 3 in production.
+    #: Replication of the topics roomlogs creates (events, dead letters, the worker app's own).
+    #: 3 in production.
     kafka_replication_factor: int = 1
     # --- PostgreSQL ------------------------------------------------------------------------------------
     #: Empty means "start an embedded server" (only `roomlogs up` / `demo` do that; `worker` requires a DSN).
@@ -153,20 +155,15 @@ class Settings:
 
 def _parse(key: str, raw: str, f: dataclasses.Field[Any]) -> Any:
     kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    try:
-        if kind == "bool":
-            lowered = raw.strip().lower()
-            if lowered in ("1", "true", "yes", "on"):
-                return True
-            if lowered in ("0", "false", "no", "off"):
-                return False
-            raise ValueError(raw)
-        if kind == "int":
-            return int(raw)
-        if kind == "float":
-            return float(raw)
-        if kind == "Secret":
-            return Secret(raw)
+    if kind == "bool":
+        lowered = raw.strip().lower()
+        if lowered in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+            return lowered in ("1", "true", "yes", "on")
+    elif kind in ("int", "float"):
+        with contextlib.suppress(ValueError):
+            return int(raw) if kind == "int" else float(raw)
+    elif kind == "Secret":
+        return Secret(raw)
+    else:
         return raw
-    except ValueError:
-        raise ConfigurationError(f"{key}={raw!r} is not a valid {kind}") from None
+    raise ConfigurationError(f"{key}={raw!r} is not a valid {kind}")

@@ -26,7 +26,6 @@ import asyncpg
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
-
 from prometheus_client import CollectorRegistry
 
 from pipeline.ingest.consumer import IngestService

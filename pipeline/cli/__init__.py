@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pipeline.cli import retention as retention_cli
 from pipeline.errors import RoomlogsError
 from pipeline.logs import configure_logging, logging_config
 from pipeline.settings import Settings
@@ -45,10 +46,13 @@ def _parser() -> argparse.ArgumentParser:
     sim = sub.add_parser("simulate", help="publish realistic room traffic to the configured broker")
     _sim_args(sim)
     up = sub.add_parser("up", help="start broker, PostgreSQL (unless a DSN is set), migrations and a worker")
-    up.add_argument("--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)")
+    up.add_argument(
+        "--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)"
+    )
     demo = sub.add_parser("demo", help="`up`, a short simulation, a summary of what was stored, then stop")
     demo.add_argument("--work-dir", type=Path, default=Path(".roomlogs"))
     _sim_args(demo, events=50_000)
+    retention_cli.add_commands(sub)
     return p
 
 
@@ -57,7 +61,9 @@ def _sim_args(p: argparse.ArgumentParser, events: int = 100_000) -> None:
     p.add_argument("--rooms", type=int, default=200, help="rooms to simulate (default 200)")
     p.add_argument("--bad-ratio", type=float, default=0.02, help="share of deliberately bad events (0.02)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--rate", type=float, default=None, help="events per second (default: as fast as possible)")
+    p.add_argument(
+        "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
+    )
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -94,7 +100,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
         app,
         loglevel=settings.log_level,
         quiet=True,
-        logging_config=logging_config(settings.log_level, json=settings.log_format == "json", process="worker"),
+        logging_config=logging_config(
+            settings.log_level, json=settings.log_format == "json", process="worker"
+        ),
     )
     worker.execute_from_commandline()
     return 0
@@ -113,7 +121,10 @@ async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type
 
     await ensure_topics(settings)
     config = SimulationConfig(
-        rooms=args.rooms, events=args.events, bad_event_ratio=args.bad_ratio, seed=args.seed,
+        rooms=args.rooms,
+        events=args.events,
+        bad_event_ratio=args.bad_ratio,
+        seed=args.seed,
         rate_per_second=args.rate,
     )
     async with RoomEventPublisher.from_settings(settings) as publisher:
@@ -153,8 +164,11 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     try:
         settings = stack.start()
         stack.start_worker()
-        print(f"broker {settings.kafka_bootstrap}, PostgreSQL {stack.info['postgres_dsn']}, "
-              f"metrics {stack.info['metrics_url']}", flush=True)
+        print(
+            f"broker {settings.kafka_bootstrap}, PostgreSQL {stack.info['postgres_dsn']}, "
+            f"metrics {stack.info['metrics_url']}",
+            flush=True,
+        )
         summary = asyncio.run(_run_simulation(settings, args))
         print(summary.render(), flush=True)
         caught_up = asyncio.run(wait_caught_up(settings, 600, progress=not args.no_progress))
@@ -177,4 +191,5 @@ _COMMANDS = {
     "simulate": _simulate,
     "up": _up,
     "demo": _demo,
+    **retention_cli.COMMANDS,
 }

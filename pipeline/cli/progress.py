@@ -79,9 +79,13 @@ async def stored_report(settings: Settings) -> StoredReport:
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
         rep = StoredReport()
-        for r in await conn.fetch("SELECT event_type, retention_class, count(*) AS n FROM events GROUP BY 1, 2"):
+        for r in await conn.fetch(
+            "SELECT event_type, retention_class, count(*) AS n FROM events GROUP BY 1, 2"
+        ):
             rep.events_by_type[r["event_type"]] = rep.events_by_type.get(r["event_type"], 0) + r["n"]
-            rep.events_by_class[r["retention_class"]] = rep.events_by_class.get(r["retention_class"], 0) + r["n"]
+            rep.events_by_class[r["retention_class"]] = (
+                rep.events_by_class.get(r["retention_class"], 0) + r["n"]
+            )
         for r in await conn.fetch("SELECT reason, count(*) AS n FROM dead_letters GROUP BY 1"):
             rep.dead_letters_by_reason[r["reason"]] = r["n"]
         rep.rooms = await conn.fetchval("SELECT count(DISTINCT room_id) FROM events") or 0

@@ -240,7 +240,9 @@ class Normalizer:
             raise Invalid(Reason.INVALID_VALUE, "data.changes: no known setting changed")
         privacy = kept.get("privacy", {}).get("new")
         if privacy is not None and privacy not in c.ROOM_PRIVACY:
-            raise Invalid(Reason.INVALID_VALUE, f"data.changes.privacy: expected one of {sorted(c.ROOM_PRIVACY)}")
+            raise Invalid(
+                Reason.INVALID_VALUE, f"data.changes.privacy: expected one of {sorted(c.ROOM_PRIVACY)}"
+            )
         payload["changes"] = kept
         self._count_extra(data, _SETTINGS_FIELDS, EventType.ROOM_SETTINGS_CHANGED)
         room_change = None
@@ -252,7 +254,9 @@ class Normalizer:
         change = data.get("change")
         if type(change) is not str or change not in c.PERMISSION_CHANGES:
             _require(change, "data.change")
-            raise Invalid(Reason.INVALID_VALUE, f"data.change: expected one of {sorted(c.PERMISSION_CHANGES)}")
+            raise Invalid(
+                Reason.INVALID_VALUE, f"data.change: expected one of {sorted(c.PERMISSION_CHANGES)}"
+            )
         target = data.get("target")
         if target is None:
             raise Invalid(Reason.MISSING_FIELD, "data.target: required")
@@ -334,7 +338,10 @@ class Normalizer:
         if ts < _EARLIEST:
             raise Invalid(Reason.INVALID_TIMESTAMP, f"occurred_at: {value[:40]} is before 2000")
         if ts > now + self.max_future_skew:
-            raise Invalid(Reason.TIMESTAMP_IN_FUTURE, f"occurred_at: {value[:40]} is ahead of the clock ({now:%Y-%m-%dT%H:%M:%SZ})")
+            raise Invalid(
+                Reason.TIMESTAMP_IN_FUTURE,
+                f"occurred_at: {value[:40]} is ahead of the clock ({now:%Y-%m-%dT%H:%M:%SZ})",
+            )
         return ts
 
     def _setting(self, value: Any, kinds: tuple[type, ...], name: str) -> Any:
@@ -433,7 +440,7 @@ def _ip_or_keep(m: re.Match[str]) -> str:
 
 
 def _lenient_parse(raw: bytes) -> Any:
-    """Second chance for what orjson refuses: lone surrogates (replaced) and NaN (left for the field checks)."""
+    """Second chance for what orjson refuses: lone surrogates (replaced), NaN (left for the field checks)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:

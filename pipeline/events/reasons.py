@@ -26,11 +26,12 @@ class Reason(StrEnum):
     STORAGE_REJECTED = "storage_rejected"
 
 
-#: Reasons whose raw bytes must not be kept in the dead-letter record (they would store what we promise not to).
+#: Reasons whose raw bytes must not be kept in the dead-letter record
+#: (keeping them would store what we promise never to store).
 RAW_WITHHELD = frozenset({Reason.PRIVATE_MESSAGE})
 
 
-class Invalid(Exception):  # noqa: N818 - a control-flow signal inside the normalizer, not an error class
+class Invalid(Exception):
     """Raised inside the normalizer; turned into a dead-letter record by the caller."""
 
     __slots__ = ("detail", "reason")

@@ -337,9 +337,6 @@ class IngestService:
         while True:
             try:
                 await fn(*args)
-                if self._paused:
-                    self._set_paused(False)
-                return True
             except CONNECTION_ERRORS:
                 self.metrics.storage_unavailable.inc()
                 self._set_paused(True)
@@ -347,6 +344,10 @@ class IngestService:
                     return False
                 await self._idle_poll(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_seconds)
+                continue
+            if self._paused:
+                self._set_paused(False)
+            return True
 
     def _set_paused(self, paused: bool) -> None:
         consumer = self._consumer
@@ -408,10 +409,14 @@ class IngestService:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_seconds)
         fresh = [tp for tp in assigned if tp.partition not in stored]
-        # Explicit offsets: seek_to_beginning() resets lazily and can rewind a partition after its first fetch.
+        # Explicit offsets: seek_to_beginning() resets lazily and can rewind a partition after a fetch.
         beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
         for tp in assigned:
             position = stored[tp.partition] if tp.partition in stored else beginnings[tp]
             consumer.seek(tp, position)
             self._written[tp.partition] = position
-        log.info("assigned %s; resuming from PostgreSQL offsets %s", sorted(tp.partition for tp in assigned), stored)
+        log.info(
+            "assigned %s; resuming from PostgreSQL offsets %s",
+            sorted(tp.partition for tp in assigned),
+            stored,
+        )

@@ -1,7 +1,8 @@
 """Kafka records -> one WriteBatch: normalize, classify by room, drop expired, set bad input aside.
 
 Called by the consumer loop for each polled batch, in two passes around one await:
-`normalize_records()` (CPU, yielding now and then so the previous batch's write streams meanwhile) then, once the rooms it mentions are
+`normalize_records()` (CPU, yielding now and then so the previous batch's write streams meanwhile)
+then, once the rooms it mentions are
 known, `build_batch()`. Nothing here raises for bad input: every record ends up as a row, a dead letter,
 or an expired count.
 """
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
-from pipeline.events.normalize import ROOM_CHANGE, ROOM_ID, Normalized, Normalizer
+from pipeline.events.normalize import Normalized, Normalizer
 from pipeline.events.reasons import RAW_WITHHELD, Invalid
 from pipeline.ingest.rooms import RoomDirectory
 from pipeline.storage.batch import RoomChange, WriteBatch
@@ -77,11 +78,18 @@ async def normalize_records(
                     events.append((partition, m.offset, normalize(m.value, now)))
                 except Invalid as e:
                     dls.append(
-                        (now, e.reason.value, e.detail, topic, partition, m.offset,
-                         None if e.reason in RAW_WITHHELD else m.value)
+                        (
+                            now,
+                            e.reason.value,
+                            e.detail,
+                            topic,
+                            partition,
+                            m.offset,
+                            None if e.reason in RAW_WITHHELD else m.value,
+                        )
                     )
             await asyncio.sleep(0)
-    out.rooms = {ev[ROOM_ID] for _, _, ev in events}
+    out.rooms = {ev[2] for _, _, ev in events}  # ev[ROOM_ID], spelled so mypy knows the type
     return out
 
 
@@ -109,7 +117,7 @@ def build_batch(
     far_past = date.min
     for partition, offset, ev in pass1.events:
         room_id = ev[2]
-        change = ev[ROOM_CHANGE]
+        change = ev[8]  # ev[ROOM_CHANGE]
         if change is not None:
             cls = _room_change(batch, rooms, partition, offset, ev, change)
         else:
@@ -142,10 +150,20 @@ def _room_change(
     if change[0] == "settings":
         state = rooms.apply_settings(room_id, change[1], change[2])
         batch.room_changes.append(
-            RoomChange(partition, offset, room_id, "settings", occurred_at, state.retention_class,
-                       privacy=state.privacy, max_occupancy=state.max_occupancy)
+            RoomChange(
+                partition,
+                offset,
+                room_id,
+                "settings",
+                occurred_at,
+                state.retention_class,
+                privacy=state.privacy,
+                max_occupancy=state.max_occupancy,
+            )
         )
         return state.retention_class
     cls = rooms.class_of(room_id)
-    batch.room_changes.append(RoomChange(partition, offset, room_id, change[1], occurred_at, cls, user_id=change[2]))
+    batch.room_changes.append(
+        RoomChange(partition, offset, room_id, change[1], occurred_at, cls, user_id=change[2])
+    )
     return cls

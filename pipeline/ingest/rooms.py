@@ -46,7 +46,8 @@ class RoomDirectory:
         if len(self._rooms) + len(room_ids) > self.capacity:
             self._rooms.clear()  # simple and bounded; the next batches re-read what they need
         rows = await conn.fetch(
-            "SELECT room_id, privacy, max_occupancy, retention_class FROM rooms WHERE room_id = ANY($1::text[])",
+            """SELECT room_id, privacy, max_occupancy, retention_class
+                 FROM rooms WHERE room_id = ANY($1::text[])""",
             list(room_ids),
         )
         for r in rows:

@@ -58,7 +58,9 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[Migration]:
                    checksum text NOT NULL,
                    applied_at timestamptz NOT NULL DEFAULT now())"""
         )
-        done = {r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")}
+        done = {
+            r["version"]: r for r in await conn.fetch("SELECT version, name, checksum FROM schema_migrations")
+        }
         for mig in available():
             row = done.get(mig.version)
             if row is not None:

@@ -97,9 +97,12 @@ class PartitionManager:
         return {w for w in wanted if w not in self._events}
 
     async def ensure(
-        self, conn: asyncpg.Connection, event_days: Iterable[tuple[str, date]], dead_letter_days: Iterable[date] = ()
+        self,
+        conn: asyncpg.Connection,
+        event_days: Iterable[tuple[str, date]],
+        dead_letter_days: Iterable[date] = (),
     ) -> int:
-        """Create the partitions these (class, day) pairs and dead-letter days need; return how many were made."""
+        """Create the partitions these (class, day) pairs and dead-letter days need; return how many."""
         made = 0
         for cls, day in sorted(self.missing(event_days)):
             made += await self._create_event_day(conn, cls, day)

@@ -68,7 +68,9 @@ class BatchWriter:
         outcome.write_seconds = time.perf_counter() - started
         return outcome
 
-    async def _write(self, conn: asyncpg.Connection, batch: WriteBatch, received_at: datetime) -> WriteOutcome:
+    async def _write(
+        self, conn: asyncpg.Connection, batch: WriteBatch, received_at: datetime
+    ) -> WriteOutcome:
         outcome = WriteOutcome()
         outcome.partitions_created = await self._partitions.ensure(
             conn, batch.event_days, batch.dead_letter_days
@@ -80,9 +82,7 @@ class BatchWriter:
                 rows = [r for r in rows if r[ROW_OFFSET] >= fenced.get(r[ROW_PARTITION], -1)]
                 dead_letters = [d for d in dead_letters if d[DL_OFFSET] >= fenced.get(d[DL_PARTITION], -1)]
                 changes = [c for c in changes if c.src_offset >= fenced.get(c.src_partition, -1)]
-                outcome.fenced = (
-                    len(batch.rows) + len(batch.dead_letters) - len(rows) - len(dead_letters)
-                )
+                outcome.fenced = len(batch.rows) + len(batch.dead_letters) - len(rows) - len(dead_letters)
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome)
             if outcome.rejected:
@@ -105,7 +105,7 @@ class BatchWriter:
         return outcome
 
     async def _fence(self, conn: asyncpg.Connection, batch: WriteBatch) -> dict[int, int]:
-        """Lock this batch's offset rows; return {partition: stored next offset} where it overlaps the batch."""
+        """Lock this batch's offset rows; return {partition: stored next offset} where it overlaps."""
         stored = await conn.fetch(
             """SELECT partition, next_offset FROM ingest_offsets
                 WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])
@@ -131,8 +131,6 @@ class BatchWriter:
         try:
             async with conn.transaction():
                 await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
-            outcome.stored += len(rows)
-            return
         except asyncpg.UniqueViolationError:
             pass  # the same event id twice (a producer retry): the slow path skips the copies
         except asyncpg.CheckViolationError:
@@ -144,6 +142,9 @@ class BatchWriter:
             mid = len(rows) // 2
             await self._copy_events(conn, rows[:mid], topic, received_at, outcome)
             await self._copy_events(conn, rows[mid:], topic, received_at, outcome)
+            return
+        else:
+            outcome.stored += len(rows)
             return
         await self._insert_skipping_duplicates(conn, rows, topic, received_at, outcome)
 
@@ -185,7 +186,15 @@ class BatchWriter:
 def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: str) -> tuple[Any, ...]:
     # The raw Kafka bytes are not at hand here; keep the normalized event's identity for the operator.
     ident = f"{detail}: event {row[0]} of type {row[4]} in room {row[3]}"
-    return (received_at, Reason.STORAGE_REJECTED.value, ident, topic, row[ROW_PARTITION], row[ROW_OFFSET], None)
+    return (
+        received_at,
+        Reason.STORAGE_REJECTED.value,
+        ident,
+        topic,
+        row[ROW_PARTITION],
+        row[ROW_OFFSET],
+        None,
+    )
 
 
 async def apply_room_changes(conn: asyncpg.Connection, changes: Sequence[RoomChange]) -> None:
@@ -216,14 +225,19 @@ async def apply_room_changes(conn: asyncpg.Connection, changes: Sequence[RoomCha
         await conn.executemany(
             """UPDATE rooms SET privacy = $2, max_occupancy = $3, retention_class = $4, updated_at = $5
                 WHERE room_id = $1""",
-            [(c.room_id, c.privacy, c.max_occupancy, c.retention_class, c.occurred_at) for c in settings.values()],
+            [
+                (c.room_id, c.privacy, c.max_occupancy, c.retention_class, c.occurred_at)
+                for c in settings.values()
+            ],
         )
     if owners:
         await conn.executemany(
             "UPDATE rooms SET owner_id = $2, updated_at = $3 WHERE room_id = $1",
             [(c.room_id, c.user_id, c.occurred_at) for c in owners.values()],
         )
-    added = [(c.room_id, c.user_id, c.occurred_at) for c in moderators.values() if c.kind == "moderator_added"]
+    added = [
+        (c.room_id, c.user_id, c.occurred_at) for c in moderators.values() if c.kind == "moderator_added"
+    ]
     removed = [(c.room_id, c.user_id) for c in moderators.values() if c.kind == "moderator_removed"]
     if added:
         await conn.executemany(

@@ -20,6 +20,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pipeline.ingest.consumer import IngestService
 from pipeline.kafka_topics import ensure_topics
 from pipeline.metrics import IngestMetrics
+from pipeline.retention import RetentionMetrics, run_maintenance
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.migrate import available
@@ -46,6 +47,7 @@ async def check_schema(conn: Any, schema: str) -> None:
 def create_app(settings: Settings, registry: CollectorRegistry | None = None) -> faust.App:
     registry = registry or CollectorRegistry()
     metrics = IngestMetrics(registry)
+    retention_metrics = RetentionMetrics(registry)
     app = faust.App(
         f"{settings.consumer_group}-app",
         broker=f"kafka://{settings.kafka_bootstrap}",
@@ -66,13 +68,14 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     )
     state: dict[str, Any] = {}
 
-    class IngestWorker(mode.Service):  # type: ignore[misc]
+    class IngestWorker(mode.Service):
         """Starts the pool and the ingest loop; on stop, drains the batch in hand and commits."""
 
         async def on_start(self) -> None:
             await ensure_topics(settings)
-            pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema,
-                                        settings.postgres_pool_size)
+            pool = await db.create_pool(
+                settings.postgres_dsn.get(), settings.postgres_schema, settings.postgres_pool_size
+            )
             async with pool.acquire() as conn:
                 await check_schema(conn, settings.postgres_schema)
             ingest = IngestService(settings, pool, metrics)
@@ -89,10 +92,11 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             log.info("ingesting %s as group %s", settings.events_topic, settings.consumer_group)
 
         def _ingest_done(self, task: asyncio.Future[None]) -> None:
-            if not task.cancelled() and task.exception() is not None:
+            exc = None if task.cancelled() else task.exception()
+            if exc is not None:
                 # An unexpected error in the ingest loop must end the worker (and be seen), not idle it.
-                log.error("ingest loop crashed: %r", task.exception())
-                asyncio.ensure_future(self.crash(task.exception()))
+                log.error("ingest loop crashed: %r", exc)
+                self.crash_task = asyncio.ensure_future(self.crash(exc))
 
         async def on_stop(self) -> None:
             ingest: IngestService | None = state.get("ingest")
@@ -108,28 +112,34 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
 
     app.service(IngestWorker)
 
-    @app.timer(interval=settings.maintenance_interval_seconds)
-    async def partition_upkeep() -> None:
+    @app.timer(interval=settings.maintenance_interval_seconds)  # type: ignore[untyped-decorator]
+    async def maintenance() -> None:
+        """Partitions ahead, expired partitions dropped, legal holds honoured, deletions recorded.
+
+        Several workers run this; an advisory lock lets one at a time do it. It never raises for a
+        PostgreSQL problem (the report carries the error and a failure is counted).
+        """
         ingest: IngestService | None = state.get("ingest")
         if ingest is None:
             return
-        async with state["pool"].acquire() as conn:
-            made = await ingest.partitions.premake(
-                conn, await _classes(conn), datetime.now(UTC).date(), settings.partitions_ahead_days
-            )
-        if made:
-            metrics.partitions_created.inc(made)
+        report = await run_maintenance(
+            state["pool"], settings, retention_metrics, now=datetime.now(UTC), partitions=ingest.partitions
+        )
+        if report.error:
+            log.warning("maintenance failed: %s", report.error)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         # aiohttp wants the charset apart from the content type
-        return web.bytes(generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4")
+        return web.bytes(
+            generate_latest(registry), content_type=CONTENT_TYPE_LATEST.split(";")[0] + "; version=0.0.4"
+        )
 
     @app.page("/health")
     async def health_page(web: Any, request: Any) -> Any:
         task = state.get("task")
         ok = task is not None and not task.done()
-        body = {"status": "ok" if ok else "failing", "ingest_running": ok}
+        body: dict[str, Any] = {"status": "ok" if ok else "failing", "ingest_running": ok}
         ingest: IngestService | None = state.get("ingest")
         if ingest is not None:
             body["totals"] = dict(ingest.totals)

@@ -7,6 +7,7 @@ dead-lettered because of the fault.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -35,15 +36,23 @@ def chat_events(n: int, rooms: int = 50) -> Iterator[tuple[str, bytes, bytes]]:
     for i in range(n):
         room = f"room-{i % rooms}"
         eid = str(uuid_utils.uuid7())
-        value = orjson.dumps({
-            "event_id": eid, "type": "chat.message", "schema_version": 1, "room_id": room,
-            "occurred_at": (base + timedelta(milliseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
-            "actor": {"user_id": f"u-{i % 300}", "display_name": "Someone"}, "data": {"text": f"message {i}"},
-        })
+        value = orjson.dumps(
+            {
+                "event_id": eid,
+                "type": "chat.message",
+                "schema_version": 1,
+                "room_id": room,
+                "occurred_at": (base + timedelta(milliseconds=i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+                "actor": {"user_id": f"u-{i % 300}", "display_name": "Someone"},
+                "data": {"text": f"message {i}"},
+            }
+        )
         yield eid, room.encode(), value
 
 
-async def produce(settings: Settings, records: list[tuple[bytes, bytes]], *, per_second: float | None = None) -> None:
+async def produce(
+    settings: Settings, records: list[tuple[bytes, bytes]], *, per_second: float | None = None
+) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all", linger_ms=5)
     await producer.start()
     try:
@@ -76,19 +85,23 @@ def start_worker(settings: Settings, tmp_path: Path, n: int) -> subprocess.Popen
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
     env.update(settings.replace(metrics_port=free_port(), worker_data_dir=str(tmp_path / f"w{n}")).to_env())
     with open(tmp_path / f"worker-{n}.log", "wb") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen([sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log)
+        return subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log
+        )
 
 
-async def wait_for_count(settings: Settings, at_least: int, proc: subprocess.Popen[bytes], timeout: float) -> int:
+async def wait_for_count(
+    settings: Settings, at_least: int, proc: subprocess.Popen[bytes], within_seconds: float
+) -> int:
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within_seconds
     while loop.time() < deadline:
         assert proc.poll() is None, "worker died on its own"
         n = await count(settings)
         if n >= at_least:
             return n
         await asyncio.sleep(0.2)
-    raise AssertionError(f"fewer than {at_least} rows after {timeout}s")
+    raise AssertionError(f"fewer than {at_least} rows after {within_seconds}s")
 
 
 async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
@@ -102,7 +115,7 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
     for round_no, threshold in enumerate((8_000, 30_000)):
         proc = start_worker(s, tmp_path, round_no)
         try:
-            kills.append(await wait_for_count(s, threshold, proc, timeout=120))
+            kills.append(await wait_for_count(s, threshold, proc, within_seconds=120))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
@@ -126,21 +139,27 @@ async def test_postgres_outage_mid_stream_pauses_and_loses_nothing(
 ) -> None:
     s = ingest_settings.replace(batch_max_events=1_000)
     events = list(chat_events(40_000))
-    producing = asyncio.create_task(produce(s, [(k, v) for _, k, v in events], per_second=8_000))
-    async with ingest_worker(s) as w:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + 60
-        while w.service.totals["stored"] < 5_000:
-            assert loop.time() < deadline
-            await asyncio.sleep(0.1)
-        await asyncio.to_thread(postgres_server.stop)  # skips the test when the server is not ours
-        await asyncio.sleep(3)
-        assert w.metrics.paused._value.get() == 1, "the worker must notice and pause"
-        await asyncio.to_thread(postgres_server.restart)
-        await producing
-        assert await wait_caught_up(s, 120, progress=False)
-        assert w.metrics.storage_unavailable._value.get() > 0
-        assert w.metrics.paused._value.get() == 0
+    producing = asyncio.create_task(produce(s, [(k, v) for _, k, v in events], per_second=8_000))  # noqa: RUF006 - awaited or cancelled below
+    try:
+        async with ingest_worker(s) as w:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + 60
+            while w.service.totals["stored"] < 5_000:
+                assert loop.time() < deadline
+                await asyncio.sleep(0.1)
+            await asyncio.to_thread(postgres_server.stop)  # skips the test when the server is not ours
+            await asyncio.sleep(3)
+            assert w.metrics.paused._value.get() == 1, "the worker must notice and pause"
+            await asyncio.to_thread(postgres_server.restart)
+            await producing
+            assert await wait_caught_up(s, 120, progress=False)
+            assert w.metrics.storage_unavailable._value.get() > 0
+            assert w.metrics.paused._value.get() == 0
+    finally:
+        if not producing.done():
+            producing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await producing
     ids = await stored_ids(s)
     assert len(ids) == len(events)
     assert set(ids) == {eid for eid, _, _ in events}

@@ -7,7 +7,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
-import pytest
 import uuid_utils
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -108,7 +107,10 @@ async def test_every_event_type_lands_exactly_once_even_when_sent_twice(
     mute = by_id[events[6]["event_id"]]
     assert (mute["target_id"], mute["body"], mute["payload"]["duration_seconds"]) == ("guest-7", "spam", 600)
     gift = by_id[events[11]["event_id"]]
-    assert gift["payload"]["credits"] == 25 and gift["payload"]["item"] == {"item_id": "rose-1", "name": "Rose"}
+    assert gift["payload"]["credits"] == 25 and gift["payload"]["item"] == {
+        "item_id": "rose-1",
+        "name": "Rose",
+    }
     assert gift["payload"]["actor"]["avatar"] == {"avatar_id": "av-9", "url": "https://cdn.example/av9.png"}
     left = by_id[events[12]["event_id"]]
     assert left["payload"]["how"] == "kicked"
@@ -126,8 +128,15 @@ async def test_every_event_type_lands_exactly_once_even_when_sent_twice(
 
 def _good(room: str, text: str) -> bytes:
     return orjson.dumps(
-        {"event_id": event_id(), "type": "chat.message", "schema_version": 1, "room_id": room,
-         "occurred_at": stamp(-1), "actor": {"user_id": "u-1"}, "data": {"text": text}}
+        {
+            "event_id": event_id(),
+            "type": "chat.message",
+            "schema_version": 1,
+            "room_id": room,
+            "occurred_at": stamp(-1),
+            "actor": {"user_id": "u-1"},
+            "data": {"text": text},
+        }
     )
 
 
@@ -136,30 +145,104 @@ BAD_INPUTS: list[tuple[str, bytes | None, str]] = [
     ("not an object", b"[1, 2, 3]", "not_an_object"),
     ("unknown type", orjson.dumps({"type": "room.exploded", "schema_version": 1}), "unknown_type"),
     ("version 2", orjson.dumps({"type": "chat.message", "schema_version": 2}), "unsupported_version"),
-    ("missing data.text", orjson.dumps(
-        {"event_id": event_id(), "type": "chat.message", "schema_version": 1, "room_id": "r",
-         "occurred_at": stamp(), "actor": {"user_id": "u"}, "data": {}}), "missing_field"),
-    ("credits as string", orjson.dumps(
-        {"event_id": event_id(), "type": "gift.sent", "schema_version": 1, "room_id": "r", "occurred_at": stamp(),
-         "actor": {"user_id": "u"}, "data": {"recipient": {"user_id": "v"}, "item": {"item_id": "i"},
-                                             "credits": "12"}}), "invalid_value"),
-    ("NaN credits", (
-        b'{"event_id": "%s", "type": "gift.sent", "schema_version": 1, "room_id": "r", "occurred_at": "%s",'
-        b' "actor": {"user_id": "u"}, "data": {"recipient": {"user_id": "v"}, "item": {"item_id": "i"},'
-        b' "credits": NaN}}' % (event_id().encode(), stamp().encode())), "invalid_value"),
+    (
+        "missing data.text",
+        orjson.dumps(
+            {
+                "event_id": event_id(),
+                "type": "chat.message",
+                "schema_version": 1,
+                "room_id": "r",
+                "occurred_at": stamp(),
+                "actor": {"user_id": "u"},
+                "data": {},
+            }
+        ),
+        "missing_field",
+    ),
+    (
+        "credits as string",
+        orjson.dumps(
+            {
+                "event_id": event_id(),
+                "type": "gift.sent",
+                "schema_version": 1,
+                "room_id": "r",
+                "occurred_at": stamp(),
+                "actor": {"user_id": "u"},
+                "data": {"recipient": {"user_id": "v"}, "item": {"item_id": "i"}, "credits": "12"},
+            }
+        ),
+        "invalid_value",
+    ),
+    (
+        "NaN credits",
+        (
+            b'{"event_id": "%s", "type": "gift.sent", "schema_version": 1, "room_id": "r",'
+            b' "occurred_at": "%s",'
+            b' "actor": {"user_id": "u"}, "data": {"recipient": {"user_id": "v"}, "item": {"item_id": "i"},'
+            b' "credits": NaN}}' % (event_id().encode(), stamp().encode())
+        ),
+        "invalid_value",
+    ),
     ("oversize", _good("r", "x" * 70_000), "oversize"),
-    ("from the future", orjson.dumps(
-        {"event_id": event_id(), "type": "user.entered", "schema_version": 1, "room_id": "r",
-         "occurred_at": stamp(86_400), "actor": {"user_id": "u"}}), "timestamp_in_future"),
-    ("naive timestamp", orjson.dumps(
-        {"event_id": event_id(), "type": "user.entered", "schema_version": 1, "room_id": "r",
-         "occurred_at": "2026-01-01T10:00:00", "actor": {"user_id": "u"}}), "invalid_timestamp"),
-    ("whisper", orjson.dumps(
-        {"event_id": event_id(), "type": "chat.whisper", "schema_version": 1, "room_id": "r",
-         "occurred_at": stamp(), "actor": {"user_id": "u"}, "data": {"text": "secret"}}), "private_message"),
-    ("bad event id", orjson.dumps(
-        {"event_id": "1234", "type": "user.entered", "schema_version": 1, "room_id": "r",
-         "occurred_at": stamp(), "actor": {"user_id": "u"}}), "invalid_value"),
+    (
+        "from the future",
+        orjson.dumps(
+            {
+                "event_id": event_id(),
+                "type": "user.entered",
+                "schema_version": 1,
+                "room_id": "r",
+                "occurred_at": stamp(86_400),
+                "actor": {"user_id": "u"},
+            }
+        ),
+        "timestamp_in_future",
+    ),
+    (
+        "naive timestamp",
+        orjson.dumps(
+            {
+                "event_id": event_id(),
+                "type": "user.entered",
+                "schema_version": 1,
+                "room_id": "r",
+                "occurred_at": "2026-01-01T10:00:00",
+                "actor": {"user_id": "u"},
+            }
+        ),
+        "invalid_timestamp",
+    ),
+    (
+        "whisper",
+        orjson.dumps(
+            {
+                "event_id": event_id(),
+                "type": "chat.whisper",
+                "schema_version": 1,
+                "room_id": "r",
+                "occurred_at": stamp(),
+                "actor": {"user_id": "u"},
+                "data": {"text": "secret"},
+            }
+        ),
+        "private_message",
+    ),
+    (
+        "bad event id",
+        orjson.dumps(
+            {
+                "event_id": "1234",
+                "type": "user.entered",
+                "schema_version": 1,
+                "room_id": "r",
+                "occurred_at": stamp(),
+                "actor": {"user_id": "u"},
+            }
+        ),
+        "invalid_value",
+    ),
     ("not UTF-8", b'{"text": "\xff\xfe"}', "invalid_json"),
     ("tombstone", None, "not_an_object"),
 ]
@@ -173,14 +256,29 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_neighbours_are_sto
     expected_good: list[str] = []
     for i, (_, raw, _reason) in enumerate(BAD_INPUTS):
         before, after = f"good before {i}", f"good after {i}"
-        records += [(b"room-a", _good("room-a", before)), (b"room-a", raw), (b"room-a", _good("room-a", after))]  # type: ignore[list-item]
+        records += [
+            (b"room-a", _good("room-a", before)),
+            (b"room-a", raw),
+            (b"room-a", _good("room-a", after)),
+        ]  # type: ignore[list-item]
         expected_good += [before, after]
     # Characters PostgreSQL refuses, inside otherwise good events: stored, cleaned.
-    nul = orjson.dumps({"event_id": event_id(), "type": "chat.message", "schema_version": 1, "room_id": "room-a",
-                        "occurred_at": stamp(-1), "actor": {"user_id": "u-1"}, "data": {"text": "a\x00b"}})
-    surrogate = (b'{"event_id": "%s", "type": "chat.message", "schema_version": 1, "room_id": "room-a",'
-                 b' "occurred_at": "%s", "actor": {"user_id": "u-1"}, "data": {"text": "x\\ud800y"}}'
-                 % (event_id().encode(), stamp(-1).encode()))
+    nul = orjson.dumps(
+        {
+            "event_id": event_id(),
+            "type": "chat.message",
+            "schema_version": 1,
+            "room_id": "room-a",
+            "occurred_at": stamp(-1),
+            "actor": {"user_id": "u-1"},
+            "data": {"text": "a\x00b"},
+        }
+    )
+    surrogate = (
+        b'{"event_id": "%s", "type": "chat.message", "schema_version": 1, "room_id": "room-a",'
+        b' "occurred_at": "%s", "actor": {"user_id": "u-1"}, "data": {"text": "x\\ud800y"}}'
+        % (event_id().encode(), stamp(-1).encode())
+    )
     records += [(b"room-a", nul), (b"room-a", surrogate)]
     await produce_raw(s, records)
 
@@ -217,22 +315,47 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_neighbours_are_sto
     assert reasons == [reason for _, _, reason in BAD_INPUTS]
 
 
-async def test_undeclared_personal_fields_are_never_stored(ingest_settings: Settings, ingest_worker: Any) -> None:
+async def test_undeclared_personal_fields_are_never_stored(
+    ingest_settings: Settings, ingest_worker: Any
+) -> None:
     s = ingest_settings
-    raw = orjson.dumps({
-        "event_id": event_id(), "type": "chat.message", "schema_version": 1, "room_id": "room-p",
-        "occurred_at": stamp(-1), "ip": "203.0.113.9", "email": "alice@example.com",
-        "actor": {"user_id": "u-1", "display_name": "Al", "email": "alice@example.com", "real_name": "Alice Doe",
-                  "payment": {"card": "4111111111111111"}},
-        "data": {"text": "mail alice@example.com, card 4111 1111 1111 1111, ip 203.0.113.9", "ip": "1.2.3.4"},
-    })
+    raw = orjson.dumps(
+        {
+            "event_id": event_id(),
+            "type": "chat.message",
+            "schema_version": 1,
+            "room_id": "room-p",
+            "occurred_at": stamp(-1),
+            "ip": "203.0.113.9",
+            "email": "alice@example.com",
+            "actor": {
+                "user_id": "u-1",
+                "display_name": "Al",
+                "email": "alice@example.com",
+                "real_name": "Alice Doe",
+                "payment": {"card": "4111111111111111"},
+            },
+            "data": {
+                "text": "mail alice@example.com, card 4111 1111 1111 1111, ip 203.0.113.9",
+                "ip": "1.2.3.4",
+            },
+        }
+    )
     await produce_raw(s, [(b"room-p", raw)])
     async with ingest_worker(s) as w:
         assert await wait_caught_up(s, 60, progress=False)
         dropped = w.metrics.fields_dropped.labels("chat.message")._value.get()
     (row,) = await fetch(s, "SELECT body, payload, payload::text AS payload_text FROM events")
     stored = row["body"] + row["payload_text"]
-    for secret in ("alice@example.com", "4111", "203.0.113.9", "1.2.3.4", "Alice Doe", "real_name", "payment"):
+    for secret in (
+        "alice@example.com",
+        "4111",
+        "203.0.113.9",
+        "1.2.3.4",
+        "Alice Doe",
+        "real_name",
+        "payment",
+    ):
         assert secret not in stored
     assert row["payload"] == {"actor": {"user_id": "u-1", "display_name": "Al"}}
     assert row["body"] == "mail [email removed], card [card number removed], ip [ip removed]"
@@ -243,8 +366,16 @@ async def test_replayed_events_older_than_retention_are_not_reinserted(
     ingest_settings: Settings, ingest_worker: Any
 ) -> None:
     s = ingest_settings
-    old = orjson.dumps({"event_id": event_id(), "type": "user.entered", "schema_version": 1, "room_id": "room-r",
-                        "occurred_at": stamp(-40 * 86_400), "actor": {"user_id": "u"}})
+    old = orjson.dumps(
+        {
+            "event_id": event_id(),
+            "type": "user.entered",
+            "schema_version": 1,
+            "room_id": "room-r",
+            "occurred_at": stamp(-40 * 86_400),
+            "actor": {"user_id": "u"},
+        }
+    )
     fresh = _good("room-r", "still here")
     await produce_raw(s, [(b"room-r", old), (b"room-r", fresh)])
     async with ingest_worker(s) as w:
