@@ -141,10 +141,4 @@ def _frame(event: str, data: object) -> bytes:
 
 def _event_frame(record: object) -> bytes:
     row = dict(record.items())  # type: ignore[attr-defined]
-    return (
-        b"id: "
-        + str(row["event_id"]).encode()
-        + b"\nevent: event\ndata: "
-        + dumps(row)
-        + b"\n\n"
-    )
+    return b"id: " + str(row["event_id"]).encode() + b"\nevent: event\ndata: " + dumps(row) + b"\n\n"
