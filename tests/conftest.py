@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import os
 import re
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -24,8 +25,10 @@ from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
+from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
 from pipeline.ingest.consumer import IngestService
@@ -213,3 +216,41 @@ def pytest_report_header(config: pytest.Config) -> list[str]:
     kafka = os.environ.get(KAFKA_BOOTSTRAP_ENV) or "embedded Tansu"
     postgres = "external (" + POSTGRES_DSN_ENV + ")" if os.environ.get(POSTGRES_DSN_ENV) else "embedded 18"
     return [f"roomlogs stack: kafka={kafka}, postgres={postgres}"]
+
+
+# --- reading a topic back ---------------------------------------------------------------------------------
+Consume = Callable[..., Awaitable[list[ConsumerRecord]]]
+
+
+@pytest.fixture
+def consume(kafka_bootstrap: str) -> Consume:
+    """``await consume(topic, expected, timeout_seconds=30.0)``: every record of `topic`, from the beginning.
+
+    Reads until `expected` records arrived (or the time ran out), then a moment longer, so that anything
+    beyond `expected` (a duplicate, a stray event) shows up too. Each call has its own consumer, no group,
+    and stops it before returning.
+    """
+
+    async def read(topic: str, expected: int, *, timeout_seconds: float = 30.0) -> list[ConsumerRecord]:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=kafka_bootstrap, enable_auto_commit=False, group_id=None
+        )
+        await consumer.start()
+        try:
+            await consumer.topics()  # fetches the metadata partitions_for_topic() reads
+            numbers = sorted(consumer.partitions_for_topic(topic) or ())
+            partitions = [TopicPartition(topic, p) for p in numbers]
+            consumer.assign(partitions)
+            await consumer.seek_to_beginning(*partitions)
+            records: list[ConsumerRecord] = []
+            deadline = time.monotonic() + timeout_seconds
+            while len(records) < expected and time.monotonic() < deadline:
+                for part in (await consumer.getmany(timeout_ms=200)).values():
+                    records.extend(part)
+            for part in (await consumer.getmany(timeout_ms=300)).values():
+                records.extend(part)
+            return records
+        finally:
+            await consumer.stop()
+
+    return read

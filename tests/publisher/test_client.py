@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -13,7 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition, codec
+from aiokafka import codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
 
@@ -26,34 +25,9 @@ from pipeline.settings import Settings
 from pipeline.stack import EmbeddedKafka, free_port
 
 TopicFactory = Callable[..., Awaitable[str]]
+Consume = Callable[..., Awaitable[list[ConsumerRecord]]]
 ANN = ev.user("u-ann", "Ann", avatar_id="av-1", avatar_url="https://cdn.example.net/a/1.png")
 BOB = ev.user("u-bob", "Bob")
-
-
-async def consume(
-    bootstrap: str, topic: str, expected: int, *, timeout_seconds: float = 30.0
-) -> list[ConsumerRecord]:
-    """Every record of `topic` from the beginning, once `expected` arrived (or the time ran out)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()  # fetches the metadata partitions_for_topic() reads
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_seconds
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=200)
-            for part in batch.values():
-                records.extend(part)
-        # anything beyond `expected` would be a duplicate or a stray event: give it a moment to show up
-        extra = await consumer.getmany(timeout_ms=300)
-        for part in extra.values():
-            records.extend(part)
-        return records
-    finally:
-        await consumer.stop()
 
 
 @pytest.fixture
@@ -77,7 +51,7 @@ def _chat(room: str, n: int) -> dict[str, Any]:
 
 
 async def test_events_arrive_exactly_as_sent_and_each_room_in_order(
-    publisher: RoomEventPublisher, kafka_bootstrap: str, topic: str
+    publisher: RoomEventPublisher, consume: Consume, topic: str
 ) -> None:
     sent: list[dict[str, Any]] = []
     for n in range(300):
@@ -91,7 +65,7 @@ async def test_events_arrive_exactly_as_sent_and_each_room_in_order(
     await publisher.flush()
     assert (publisher.sent, publisher.acked, publisher.failed, publisher.in_flight) == (300, 300, 0, 0)
 
-    records = await consume(kafka_bootstrap, topic, 300)
+    records = await consume(topic, 300)
     assert len(records) == 300
     received = {orjson.loads(r.value)["event_id"]: orjson.loads(r.value) for r in records}
     assert received == {e["event_id"]: e for e in sent}
@@ -108,7 +82,7 @@ async def test_events_arrive_exactly_as_sent_and_each_room_in_order(
 
 
 async def test_missing_envelope_fields_are_filled_without_touching_the_callers_dict(
-    publisher: RoomEventPublisher, kafka_bootstrap: str, topic: str
+    publisher: RoomEventPublisher, consume: Consume, topic: str
 ) -> None:
     event = ev.user_entered("room-fill", ANN)
     del event["schema_version"]
@@ -117,7 +91,7 @@ async def test_missing_envelope_fields_are_filled_without_touching_the_callers_d
     await publisher.flush()
     assert event == before
 
-    (record,) = await consume(kafka_bootstrap, topic, 1)
+    (record,) = await consume(topic, 1)
     doc = orjson.loads(record.value)
     assert uuid.UUID(doc["event_id"]).version == 7
     assert doc["schema_version"] == 1
@@ -156,7 +130,7 @@ async def test_missing_envelope_fields_are_filled_without_touching_the_callers_d
     ],
 )
 async def test_an_event_that_breaks_the_contract_raises_and_nothing_is_sent(
-    publisher: RoomEventPublisher, kafka_bootstrap: str, topic: str, event: dict[str, Any], reason: Reason
+    publisher: RoomEventPublisher, consume: Consume, topic: str, event: dict[str, Any], reason: Reason
 ) -> None:
     with pytest.raises(ContractError) as caught:
         await publisher.send(event)
@@ -166,11 +140,13 @@ async def test_an_event_that_breaks_the_contract_raises_and_nothing_is_sent(
     marker = _chat("room-x", 1)
     await publisher.send(marker)
     await publisher.flush()
-    records = await consume(kafka_bootstrap, topic, 1)
+    records = await consume(topic, 1)
     assert [orjson.loads(r.value) for r in records] == [marker]
 
 
-async def test_close_delivers_every_buffered_event(kafka_bootstrap: str, topic: str) -> None:
+async def test_close_delivers_every_buffered_event(
+    kafka_bootstrap: str, consume: Consume, topic: str
+) -> None:
     publisher = RoomEventPublisher(
         bootstrap=kafka_bootstrap, topic=topic, idempotent=False,
         linger_seconds=30.0, max_batch_bytes=1024 * 1024,
@@ -182,13 +158,13 @@ async def test_close_delivers_every_buffered_event(kafka_bootstrap: str, topic: 
     await publisher.close()  # sends them now, not after the 30-second linger (the test timeout is shorter)
     assert (publisher.acked, publisher.failed) == (2000, 0)
 
-    records = await consume(kafka_bootstrap, topic, 2000)
+    records = await consume(topic, 2000)
     assert len(records) == 2000
     assert len({orjson.loads(r.value)["event_id"] for r in records}) == 2000
 
 
 async def test_send_waits_once_max_buffered_events_are_unacknowledged(
-    kafka_bootstrap: str, topic: str
+    kafka_bootstrap: str, consume: Consume, topic: str
 ) -> None:
     bound = 8
     publisher = RoomEventPublisher(
@@ -220,7 +196,7 @@ async def test_send_waits_once_max_buffered_events_are_unacknowledged(
         await watcher
     assert max(observed) <= bound
     assert publisher.peak_in_flight == bound
-    assert len(await consume(kafka_bootstrap, topic, 60)) == 60
+    assert len(await consume(topic, 60)) == 60
 
 
 async def test_flush_returns_while_other_tasks_keep_sending(publisher: RoomEventPublisher) -> None:
@@ -243,7 +219,7 @@ async def test_flush_returns_while_other_tasks_keep_sending(publisher: RoomEvent
     assert publisher.acked == publisher.sent and publisher.failed == 0
 
 
-async def test_send_after_close_raises(kafka_bootstrap: str, topic: str) -> None:
+async def test_send_after_close_raises(kafka_bootstrap: str, consume: Consume, topic: str) -> None:
     publisher = RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=False)
     with pytest.raises(PublisherClosedError, match="not started"):
         await publisher.send(_chat("room-c", 0))
@@ -254,11 +230,11 @@ async def test_send_after_close_raises(kafka_bootstrap: str, topic: str) -> None
     with pytest.raises(PublisherClosedError):
         await publisher.send_raw(b"room-c", b"{}")
     await publisher.close()  # a second close is a no-op
-    assert len(await consume(kafka_bootstrap, topic, 1)) == 1
+    assert len(await consume(topic, 1)) == 1
 
 
 async def test_validate_false_and_send_raw_send_bad_events_as_they_are(
-    kafka_bootstrap: str, topic: str
+    kafka_bootstrap: str, consume: Consume, topic: str
 ) -> None:
     broken = b'{"type": "chat.message", '
     async with RoomEventPublisher(
@@ -266,7 +242,7 @@ async def test_validate_false_and_send_raw_send_bad_events_as_they_are(
     ) as pub:
         await pub.send(ev.envelope("chat.whisper", "room-raw", ANN, {"text": "psst"}))
         await pub.send_raw(b"room-raw", broken)
-    records = await consume(kafka_bootstrap, topic, 2)
+    records = await consume(topic, 2)
     assert [r.value for r in records][1] == broken
     assert orjson.loads(records[0].value)["type"] == "chat.whisper"
 

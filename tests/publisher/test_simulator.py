@@ -10,7 +10,6 @@ from typing import Any
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord
 
 from pipeline.events.contract import LEAVE_HOW, MODERATION_TYPES
@@ -19,6 +18,7 @@ from pipeline.events.reasons import Invalid, Reason
 from pipeline.publisher import RoomEventPublisher, SimulationConfig, SimulationSummary, iter_events, simulate
 
 TopicFactory = Callable[..., Awaitable[str]]
+Consume = Callable[..., Awaitable[list[ConsumerRecord]]]
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 
 
@@ -129,13 +129,13 @@ async def test_a_paced_simulation_keeps_its_rate() -> None:
 
 
 async def test_simulate_through_the_broker_publishes_what_its_summary_says(
-    kafka_bootstrap: str, topic_factory: TopicFactory
+    kafka_bootstrap: str, topic_factory: TopicFactory, consume: Consume
 ) -> None:
     topic = await topic_factory(partitions=3)
     config = SimulationConfig(rooms=20, events=3_000, bad_event_ratio=0.1, seed=2)
     async with RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=False) as publisher:
         summary = await simulate(publisher, config, progress=False)
-    records = await _consume(kafka_bootstrap, topic, 3_000)
+    records = await consume(topic, 3_000)
     assert len(records) == summary.total == 3_000
 
     normalizer = Normalizer()
@@ -149,25 +149,3 @@ async def test_simulate_through_the_broker_publishes_what_its_summary_says(
             bad[reason] += 1
     assert summary == SimulationSummary(published=published, bad=bad, rooms_by_kind=summary.rooms_by_kind)
     assert abs(summary.bad_total / summary.total - 0.1) < 0.03
-
-
-async def _consume(
-    bootstrap: str, topic: str, expected: int, timeout_seconds: float = 30.0
-) -> list[ConsumerRecord]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None)
-    await consumer.start()
-    try:
-        await consumer.topics()
-        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        records: list[ConsumerRecord] = []
-        deadline = time.monotonic() + timeout_seconds
-        while len(records) < expected and time.monotonic() < deadline:
-            for part in (await consumer.getmany(timeout_ms=200)).values():
-                records.extend(part)
-        for part in (await consumer.getmany(timeout_ms=300)).values():
-            records.extend(part)
-        return records
-    finally:
-        await consumer.stop()
