@@ -71,6 +71,10 @@ async def publish(bootstrap: str, topic: str, n: int, rooms: int) -> tuple[int, 
     return sent, time.perf_counter() - started
 
 
+def _str(value: object) -> str | None:
+    return value if type(value) is str else None
+
+
 async def raw_ceiling(settings: Settings, n: int) -> float:
     """getmany + orjson + binary COPY, nothing else. Returns events/s."""
     pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema, 2)
@@ -103,24 +107,33 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
                         continue
                     try:
                         d = loads(m.value)
-                        data = d.get("data") or {}
+                        data, actor = d.get("data") or {}, d.get("actor") or {}
                         ts = fromiso(d["occurred_at"])
-                        if len(d["event_id"]) != 36 or type(d["room_id"]) is not str or not lo < ts < hi:
+                        eid, room, etype = d["event_id"], d["room_id"], d["type"]
+                        if not (
+                            type(data) is dict
+                            and type(actor) is dict
+                            and type(room) is str
+                            and type(etype) is str
+                            and len(eid) == 36
+                            and lo < ts < hi
+                        ):
                             continue  # just enough checking that COPY does not fail on the 1% bad events
                         target = data.get("target") or data.get("recipient") or {}
+                        body = data.get("text") or data.get("reason")
                         # The same columns the worker fills, straight from the document: payload is the
                         # event as received, body the chat text, no validation or normalization.
                         rows.append(
                             (
-                                d["event_id"],
+                                eid,
                                 ts,
                                 "public",
-                                d["room_id"],
-                                d["type"],
+                                room,
+                                etype,
                                 1,
-                                (d.get("actor") or {}).get("user_id"),
-                                target.get("user_id"),
-                                data.get("text") or data.get("reason"),
+                                _str(actor.get("user_id")),
+                                _str(target.get("user_id")) if type(target) is dict else None,
+                                _str(body),
                                 m.value,
                                 tp.partition,
                                 m.offset,

@@ -12,6 +12,7 @@ import sys
 import threading
 from pathlib import Path
 
+from pipeline.cli import api as api_cli
 from pipeline.cli import retention as retention_cli
 from pipeline.errors import RoomlogsError
 from pipeline.logs import configure_logging, logging_config
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--work-dir", type=Path, default=Path(".roomlogs"))
     _sim_args(demo, events=50_000)
     retention_cli.add_commands(sub)
+    api_cli.add_commands(sub)
     return p
 
 
@@ -192,4 +194,5 @@ _COMMANDS = {
     "up": _up,
     "demo": _demo,
     **retention_cli.COMMANDS,
+    **api_cli.COMMANDS,
 }

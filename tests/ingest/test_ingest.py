@@ -403,3 +403,37 @@ async def test_a_restarted_worker_resumes_after_the_last_written_batch(
         assert w.service.totals["consumed"] >= len(second)
     (row,) = await fetch(s, "SELECT count(*) AS n, count(DISTINCT event_id) AS d FROM events")
     assert row["n"] == row["d"] == len(first) + len(second)
+
+
+async def test_late_events_get_their_day_created_on_demand(
+    ingest_settings: Settings, ingest_worker: Any
+) -> None:
+    """A day nobody made a partition for (late delivery) is created by the writer: no crash, no loss."""
+    s = ingest_settings
+    private = ev.settings_changed("room-late", None, {"privacy": (None, "private")})
+    private["event_id"], private["occurred_at"] = event_id(), stamp(-25 * 86_400)
+    late = [(b"room-late", orjson.dumps(private))]
+    for days in (25, 20, 9):  # inside private retention (30 days), on days with no partition yet
+        late.append(
+            (
+                b"room-late",
+                orjson.dumps(
+                    {
+                        "event_id": event_id(),
+                        "type": "chat.message",
+                        "schema_version": 1,
+                        "room_id": "room-late",
+                        "occurred_at": stamp(-days * 86_400),
+                        "actor": {"user_id": "u"},
+                        "data": {"text": f"{days}d"},
+                    }
+                ),
+            )
+        )
+    await produce_raw(s, late)
+    async with ingest_worker(s) as w:
+        assert await wait_caught_up(s, 60, progress=False)
+        assert w.metrics.partitions_created._value.get() >= 4
+    rows = await fetch(s, "SELECT body, retention_class FROM events WHERE event_type = 'chat.message'")
+    assert sorted(r["body"] for r in rows) == ["20d", "25d", "9d"]
+    assert {r["retention_class"] for r in rows} == {"private"}

@@ -1,0 +1,54 @@
+"""The README's first command: `roomlogs demo` starts everything, simulates, reports, and stops."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import psutil
+import pytest
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_publishes_stores_reports_and_cleans_up(tmp_path: Path, postgres_dsn: str) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
+    # An explicit DSN wins over starting an embedded server (the session's server stands in for "yours").
+    env["ROOMLOGS_POSTGRES_DSN"] = postgres_dsn
+    env["ROOMLOGS_POSTGRES_SCHEMA"] = "demo_" + tmp_path.name[-8:].lower().replace("-", "_")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "demo",
+            "--events",
+            "4000",
+            "--rooms",
+            "40",
+            "--no-progress",
+            "--work-dir",
+            str(tmp_path / "work"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = done.stdout
+    published = int(re.search(r"published[^\d]*([\d,]+)", out, re.IGNORECASE).group(1).replace(",", ""))  # type: ignore[union-attr]
+    stored = int(re.search(r"stored events: ([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    dead = int(re.search(r"dead-lettered: ([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
+    assert published == 4000
+    assert 0 < dead < published * 0.1
+    assert stored + dead <= published and stored > published * 0.8
+    port = re.search(r"broker 127\.0\.0\.1:(\d+)", out).group(1)  # type: ignore[union-attr]
+    leftovers = [
+        p for p in psutil.process_iter(["cmdline"]) if f":{port}" in " ".join(p.info["cmdline"] or [])
+    ]
+    assert not leftovers, "demo must stop the broker it started"
