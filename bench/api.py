@@ -4,8 +4,8 @@
                         [--schema NAME] [--samples 300]
 
 1. Loads N events over `--rooms` rooms and the last `--days` days into a fresh schema by binary COPY (with
-   every index of migrations 0001-0003 in place, the trigram index included, as the ingest worker would
-   write them). Room activity is Zipf-like (a few busy rooms, a long tail); 75% of events are chat.
+   every index of migrations 0001-0003 in place, as the ingest worker would write them). Room activity
+   is Zipf-like (a few busy rooms, a long tail); 75% of events are chat.
    With --schema NAME and a schema of that name already loaded, the load is skipped (repeat runs).
 2. Measures, through the API app in process (httpx ASGI transport: token check, access check against
    rooms/room_moderators, query, audit insert, JSON), as the room's owner connected as the API's role:
@@ -278,8 +278,6 @@ async def main_async(args: argparse.Namespace, dsn: str) -> None:
         if loaded:
             print(f"schema {schema} already loaded: measuring only", flush=True)
         else:
-            if args.without_trigram:
-                await conn.execute("DROP INDEX events_body_trgm")
             rate = await load(conn, args.events, args.rooms, args.days)
             print(
                 f"loaded {args.events:,} events over {args.rooms:,} rooms and {args.days} days "
@@ -293,17 +291,8 @@ async def main_async(args: argparse.Namespace, dsn: str) -> None:
                 WHERE c.relname = 'events' AND c.relnamespace = $1::regnamespace GROUP BY 1""",
             schema,
         )
-        trgm = await conn.fetchval(
-            """SELECT coalesce(sum(pg_relation_size(i.indexrelid)), 0) FROM pg_index i
-                 JOIN pg_class c ON c.oid = i.indexrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = $1 AND c.relname LIKE '%body%'""",
-            schema,
-        )
         for s in sizes:
-            print(
-                f"events: {float(s['bytes']) / 1e9:.2f} GB with indexes, "
-                f"of which trigram index {float(trgm) / 1e9:.2f} GB"
-            )
+            print(f"events: {float(s['bytes']) / 1e9:.2f} GB with indexes")
         password = secrets.token_hex(16)
         await conn.execute(f"ALTER ROLE {schema}_api PASSWORD '{password}'")
     finally:
@@ -332,11 +321,6 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="requests per measured query (default 300)")
     parser.add_argument("--dsn", default="", help="PostgreSQL to use (default: start an embedded one)")
     parser.add_argument("--schema", default="", help="reuse (or create and keep) this schema")
-    parser.add_argument(
-        "--without-trigram",
-        action="store_true",
-        help="drop the chat-text trigram index first (to weigh its cost)",
-    )
     args = parser.parse_args()
     if args.dsn:
         asyncio.run(main_async(args, args.dsn))
