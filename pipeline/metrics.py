@@ -34,6 +34,12 @@ class IngestMetrics:
             ["retention_class"],
             registry=registry,
         )
+        self.suppressed = Counter(
+            f"{p}_events_suppressed",
+            "Events an authorized deletion covers (a replay of deleted logs), not re-inserted",
+            ["reason"],
+            registry=registry,
+        )
         self.duplicates = Counter(
             f"{p}_events_duplicate",
             "Events whose id was already stored (producer retries)",

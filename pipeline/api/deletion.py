@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import orjson
 from starlette.responses import Response
 
 from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, JSONResponse
-from pipeline.api.errors import Forbidden, InvalidBody
+from pipeline.api.errors import Forbidden, InvalidBody, LegalHold
 
 _MAX_BODY_BYTES = 4096
 _NOTE_MAX_CHARS = 500
@@ -36,23 +37,37 @@ async def delete_room_logs(call: Call) -> Response:
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.DELETE, "room_logs.delete", asked)
         reason = grant.staff_reason if grant.basis == "staff" else (note or "owner request")
-        async with conn.transaction():
-            await _long_timeout(call, conn)
-            deleted = await conn.fetchval(
-                "SELECT api_delete_room_logs($1, $2, $3, $4, $5, $6)",
-                call.request_id,
-                room_id,
-                call.identity.subject,
-                call.identity.kind.value,
-                grant.basis,
-                reason,
-            )
+        try:
+            async with conn.transaction():
+                await _long_timeout(call, conn)
+                deleted = await conn.fetchval(
+                    "SELECT api_delete_room_logs($1, $2, $3, $4, $5, $6)",
+                    call.request_id,
+                    room_id,
+                    call.identity.subject,
+                    call.identity.kind.value,
+                    grant.basis,
+                    reason,
+                )
+                await call.audit(
+                    conn,
+                    call.entry(
+                        "room_logs.delete", grant=grant, room_id=room_id, filters=asked, row_count=deleted
+                    ),
+                )
+        except asyncpg.ObjectInUseError:  # raised by api_delete_room_logs for a room under legal hold
             await call.audit(
                 conn,
                 call.entry(
-                    "room_logs.delete", grant=grant, room_id=room_id, filters=asked, row_count=deleted
+                    "room_logs.delete",
+                    grant=grant,
+                    room_id=room_id,
+                    filters=asked,
+                    outcome="denied",
+                    detail=LegalHold.code,
                 ),
             )
+            raise LegalHold(f"room {room_id!r} is under legal hold; its logs cannot be deleted") from None
     return JSONResponse(
         {
             "request_id": call.request_id,

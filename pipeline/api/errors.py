@@ -109,6 +109,13 @@ class ExportTooLarge(ApiError):
     code = "export_too_large"
 
 
+class LegalHold(ApiError):
+    """The room is under legal hold: its logs cannot be deleted until the hold is released."""
+
+    status = 409
+    code = "legal_hold"
+
+
 class QueryTimeout(ApiError):
     """The query ran past its statement timeout: a narrower range or filter will do."""
 
@@ -169,6 +176,7 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 NotFound,
                 MethodNotAllowed,
                 ExportTooLarge,
+                LegalHold,
                 QueryTimeout,
                 RateLimited,
                 TooManyStreams,

@@ -38,6 +38,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing, invalid or expired bearer token",
         403: "Not permitted (no role in the room, missing staff reason, missing scope)",
         404: "Not found",
+        409: "The room is under legal hold",
         413: "Export larger than the cap",
         422: "The query ran past its time limit: narrow it",
         429: "Rate limit or stream quota exceeded",
@@ -214,7 +215,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                         "description": "Deleted and recorded",
                         "content": {"application/json": {"schema": _ref("Deletion")}},
                     },
-                    **_errors(),
+                    **_errors(409),
                 },
             }
         },

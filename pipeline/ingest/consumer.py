@@ -35,6 +35,7 @@ from pipeline.errors import StorageUnavailableError
 from pipeline.events.normalize import Normalizer
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
+from pipeline.ingest.tombstones import Tombstones
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.storage.batch import WriteBatch, WriteOutcome
@@ -102,6 +103,7 @@ class IngestService:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._retention_days: dict[str, int] = {}
+        self.tombstones = Tombstones()
         self._retention_loaded_at = 0.0
         self._paused = False
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
@@ -181,6 +183,7 @@ class IngestService:
                     rooms=self.rooms,
                     horizons=self._horizons(now.date()),
                     now=now,
+                    tombstones=self.tombstones,
                 )
                 self.metrics.consumed.inc(pass1.consumed)
                 self.totals["consumed"] += pass1.consumed
@@ -303,6 +306,9 @@ class IngestService:
         for cls, n in stats.expired_by_class.items():
             m.expired.labels(cls).inc(n)
             self.totals["expired"] += n
+        for reason, n in stats.suppressed_by_reason.items():
+            m.suppressed.labels(reason).inc(n)
+            self.totals["suppressed"] = self.totals.get("suppressed", 0) + n
         dropped = self.normalizer.dropped_fields
         if dropped:
             for etype, n in dropped.items():
@@ -323,8 +329,10 @@ class IngestService:
                 await self._load_retention(conn)
 
     async def _load_retention(self, conn: asyncpg.Connection) -> None:
+        """Retention classes and authorized deletions: what the batch builder must not (re-)insert."""
         rows = await conn.fetch("SELECT name, retention_days FROM retention_classes")
         self._retention_days = {r["name"]: r["retention_days"] for r in rows}
+        await self.tombstones.load(conn)
         self._retention_loaded_at = time.monotonic()
 
     def _horizons(self, today: date) -> dict[str, date]:

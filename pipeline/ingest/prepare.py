@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from pipeline.events.normalize import Normalized, Normalizer
 from pipeline.events.reasons import RAW_WITHHELD, Invalid
 from pipeline.ingest.rooms import RoomDirectory
+from pipeline.ingest.tombstones import Tombstones
 from pipeline.storage.batch import RoomChange, WriteBatch
 
 
@@ -49,6 +50,8 @@ class BatchStats:
     stored_by_type: Counter[str] = field(default_factory=Counter)
     dead_lettered_by_reason: Counter[str] = field(default_factory=Counter)
     expired_by_class: Counter[str] = field(default_factory=Counter)
+    #: Events an authorized deletion covers (a replay of deleted logs), by tombstones reason.
+    suppressed_by_reason: Counter[str] = field(default_factory=Counter)
 
 
 #: Records normalized between two yields to the event loop. The previous batch's COPY is streamed by the
@@ -100,8 +103,9 @@ def build_batch(
     rooms: RoomDirectory,
     horizons: Mapping[str, date],
     now: datetime,
+    tombstones: Tombstones | None = None,
 ) -> tuple[WriteBatch, BatchStats]:
-    """Assign retention classes (following room changes in event order), drop expired events."""
+    """Assign retention classes (following room changes in event order), drop expired and deleted events."""
     batch = WriteBatch(
         topic=pass1.topic,
         consumer_group=consumer_group,
@@ -126,6 +130,9 @@ def build_batch(
         day = occurred_at.date()
         if day < horizons.get(cls, far_past):
             expired[cls] += 1
+            continue
+        if tombstones and (gone := tombstones.covers(room_id, ev[3], ev[4], occurred_at)):
+            stats.suppressed_by_reason[gone] += 1
             continue
         days.add((cls, day))
         rows.append(

@@ -127,3 +127,54 @@ async def test_a_malformed_body_is_a_400_and_deletes_nothing(
     r = await client.post("/v1/rooms/room-a/deletions", content=body, headers=bearer("u-owner"))
     assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_body")
     assert await _count(small_world) == 60
+
+
+async def _hold(world: World, room_id: str) -> None:
+    conn = await world.admin()
+    try:
+        await conn.execute(
+            """INSERT INTO legal_holds (room_id, reason, requested_by, placed_at)
+               VALUES ($1, 'case 7: harassment complaint', 'legal-team', now())""",
+            room_id,
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_room_under_legal_hold_cannot_be_deleted_and_the_refusal_is_recorded(
+    app_factory: Any, small_world: World
+) -> None:
+    await _hold(small_world, "room-a")
+    client, _ = await app_factory(small_world)
+    r = await client.post("/v1/rooms/room-a/deletions", headers=bearer("u-owner"))
+    assert (r.status_code, r.json()["error"]["code"]) == (409, "legal_hold")
+    r2 = await client.post("/v1/rooms/room-a/deletions", headers=staff())
+    assert (r2.status_code, r2.json()["error"]["code"]) == (409, "legal_hold")
+    assert await _count(small_world) == 60
+    assert await small_world.fetch("SELECT * FROM deletion_requests") == []
+    audit = await small_world.audit_rows(r.headers["x-request-id"])
+    assert [(a["action"], a["outcome"], a["detail"]) for a in audit] == [
+        ("room_logs.delete", "denied", "legal_hold")
+    ]
+
+
+async def test_an_erasure_spares_rooms_under_legal_hold(app_factory: Any, small_world: World) -> None:
+    held = await small_world.fetch(
+        "SELECT room_id FROM events WHERE actor_id = 'u-chat' AND event_type = 'chat.message' LIMIT 1"
+    )
+    held_room = held[0]["room_id"]
+    await _hold(small_world, held_room)
+    in_held = await _count(
+        small_world,
+        "SELECT count(*) AS n FROM events WHERE actor_id = 'u-chat' AND event_type = 'chat.message'"
+        " AND room_id = $1",
+        held_room,
+    )
+    client, _ = await app_factory(small_world)
+    r = await client.post("/v1/users/u-chat/erasures", headers=staff())
+    assert r.status_code == 201, r.text
+    left = await small_world.fetch(
+        "SELECT room_id, count(*) AS n FROM events WHERE actor_id = 'u-chat' AND event_type = 'chat.message'"
+        " GROUP BY 1"
+    )
+    assert [(x["room_id"], x["n"]) for x in left] == [(held_room, in_held)]

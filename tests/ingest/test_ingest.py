@@ -437,3 +437,52 @@ async def test_late_events_get_their_day_created_on_demand(
     rows = await fetch(s, "SELECT body, retention_class FROM events WHERE event_type = 'chat.message'")
     assert sorted(r["body"] for r in rows) == ["20d", "25d", "9d"]
     assert {r["retention_class"] for r in rows} == {"private"}
+
+
+async def test_a_replay_does_not_bring_back_logs_an_authorized_request_deleted(
+    ingest_settings: Settings, ingest_worker: Any
+) -> None:
+    s = ingest_settings
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:  # what the API records when an owner deletes a room and staff erase a user (see migration 0003)
+        await conn.execute(
+            """INSERT INTO deletion_requests (request_id, requested_at, kind, room_id, user_id, requested_by,
+                                              identity_type, basis, reason, rows_deleted)
+               VALUES ($1, $2, 'room_logs', 'room-gone', NULL, 'owner-1', 'user', 'owner', 'owner request', 3),
+                      ($3, $2, 'user_chat_erasure', NULL, 'u-erased', 'staff-1', 'staff', 'staff', 'T-42', 2)""",
+            uuid_utils.uuid4(),
+            NOW - timedelta(minutes=10),
+            uuid_utils.uuid4(),
+        )
+    finally:
+        await conn.close()
+
+    def chat(room: str, user: str, text: str, ago_seconds: float) -> tuple[bytes, bytes]:
+        return room.encode(), orjson.dumps(
+            {
+                "event_id": event_id(),
+                "type": "chat.message",
+                "schema_version": 1,
+                "room_id": room,
+                "occurred_at": stamp(-ago_seconds),
+                "actor": {"user_id": user},
+                "data": {"text": text},
+            }
+        )
+
+    await produce_raw(
+        s,
+        [
+            chat("room-gone", "u-1", "deleted by the owner", 3600),  # replayed: before the deletion
+            chat("room-gone", "u-1", "said after the deletion", 60),
+            chat("room-other", "u-erased", "erased", 3600),
+            chat("room-other", "u-erased", "said after the erasure", 60),
+            chat("room-other", "u-1", "someone else", 3600),
+        ],
+    )
+    async with ingest_worker(s) as w:
+        assert await wait_caught_up(s, 60, progress=False)
+        assert w.metrics.suppressed.labels("room_deleted")._value.get() == 1
+        assert w.metrics.suppressed.labels("user_erased")._value.get() == 1
+    bodies = sorted(r["body"] for r in await fetch(s, "SELECT body FROM events"))
+    assert bodies == ["said after the deletion", "said after the erasure", "someone else"]

@@ -96,9 +96,17 @@ BEGIN
     ELSE
         RAISE EXCEPTION 'deletion basis % is not allowed', p_basis USING ERRCODE = 'insufficient_privilege';
     END IF;
+    -- A legal hold outranks an owner's or staff's deletion: the room's logs stay until it is released.
+    -- (SQLSTATE 55006 object_in_use: the API answers 409 legal_hold.)
+    PERFORM 1 FROM legal_holds WHERE room_id = p_room_id AND released_at IS NULL FOR SHARE;
+    IF FOUND THEN
+        RAISE EXCEPTION 'room % is under legal hold', p_room_id USING ERRCODE = 'object_in_use';
+    END IF;
     PERFORM set_config('roomlogs.authorized_deletion', 'on', true);
     DELETE FROM events WHERE room_id = p_room_id;
     GET DIAGNOSTICS deleted = ROW_COUNT;
+    -- rows preserved by a hold since released, waiting for their retention: deleted with the room
+    DELETE FROM held_events WHERE room_id = p_room_id;
     PERFORM set_config('roomlogs.authorized_deletion', 'off', true);
     INSERT INTO deletion_requests
         (request_id, kind, room_id, requested_by, identity_type, basis, reason, rows_deleted)
@@ -119,7 +127,11 @@ BEGIN
             USING ERRCODE = 'insufficient_privilege';
     END IF;
     PERFORM set_config('roomlogs.authorized_deletion', 'on', true);
-    DELETE FROM events WHERE actor_id = p_user_id AND event_type = 'chat.message';
+    -- Rooms under legal hold keep the user's messages until the hold is released (the hold outranks the
+    -- erasure request; rows_deleted says what was erased).
+    DELETE FROM events
+     WHERE actor_id = p_user_id AND event_type = 'chat.message'
+       AND room_id NOT IN (SELECT room_id FROM legal_holds WHERE released_at IS NULL);
     GET DIAGNOSTICS deleted = ROW_COUNT;
     PERFORM set_config('roomlogs.authorized_deletion', 'off', true);
     INSERT INTO deletion_requests
