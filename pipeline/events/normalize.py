@@ -32,7 +32,11 @@ from pipeline.events.reasons import Invalid, Reason
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAYBE_PII = re.compile(r"[@\d]")
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}")
+_MASK_MARGIN_CHARS = 320  # longer than any e-mail address, card number or IP we mask
+_RFC3339 = re.compile(
+    r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(?:\.\d+)?(?:[Zz]|[+-](?:[01]\d|2[0-3]):[0-5]\d)"
+)
 _CARD = re.compile(r"(?<![\d-])\d(?:[ -]?\d){12,}(?![\d-])")
 _IPV4 = re.compile(r"(?<![\d.])(?:\d{1,3}\.){3}\d{1,3}(?!\.?\d)")
 _IPV6 = re.compile(r"(?<![0-9A-Fa-f:])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,7}(?![0-9A-Fa-f:])")
@@ -85,7 +89,7 @@ class Normalizer:
             EventType.GIFT_SENT: self._gift,
         }
         for t in c.MODERATION_TYPES:
-            self._type_rules[t] = self._moderation
+            self._type_rules[t] = self._timed_moderation if t in c.TIMED_MODERATION else self._moderation
 
     # ------------------------------------------------------------------------------------------------
     def normalize(self, raw: bytes | None, now: datetime) -> Normalized:
@@ -110,16 +114,18 @@ class Normalizer:
                 if etype is None
                 else Invalid(Reason.WRONG_TYPE, "type: expected a string")
             )
-        rule = self._type_rules.get(etype)
-        if rule is None:
-            if etype in c.PRIVATE_TYPES:
-                raise Invalid(Reason.PRIVATE_MESSAGE, f"{etype} is a private message, not a room log")
-            raise Invalid(Reason.UNKNOWN_TYPE, f"type: {etype[:64]!r} is not a known event type")
+        # Private messages first (their bytes must never be kept, whatever else is wrong), then the version
+        # (a newer contract may have types this one lacks), then the type.
+        if etype in c.PRIVATE_TYPES:
+            raise Invalid(Reason.PRIVATE_MESSAGE, f"{etype} is a private message, not a room log")
         version = doc.get("schema_version")
-        if version != c.SCHEMA_VERSION or type(version) is not int:
+        if version != c.SCHEMA_VERSION or type(version) not in (int, float):
             if version is None:
                 raise Invalid(Reason.MISSING_FIELD, "schema_version: required")
             raise Invalid(Reason.UNSUPPORTED_VERSION, f"schema_version: {str(version)[:20]} (supported: 1)")
+        rule = self._type_rules.get(etype)
+        if rule is None:
+            raise Invalid(Reason.UNKNOWN_TYPE, f"type: {etype[:64]!r} is not a known event type")
 
         event_id = doc.get("event_id")
         if type(event_id) is not str or not _UUID.fullmatch(event_id):
@@ -168,10 +174,16 @@ class Normalizer:
         if not text:
             raise Invalid(Reason.INVALID_VALUE, "data.text: empty")
         text = self._clean(text)
+        limit = self.chat_text_max_chars
+        if len(text) > limit:
+            # cut before masking (bounded work on a 64 KiB text), with a margin so that personal data
+            # straddling the limit is still recognised whole; cut again after the masks are in
+            text = text[: limit + _MASK_MARGIN_CHARS]
+            payload["text_truncated"] = True
         if _MAYBE_PII.search(text):
             text = self._mask(text)
-        if len(text) > self.chat_text_max_chars:
-            text = text[: self.chat_text_max_chars]
+        if len(text) > limit:
+            text = text[:limit]
             payload["text_truncated"] = True
         reply_to = data.get("reply_to")
         if reply_to is not None:
@@ -195,6 +207,16 @@ class Normalizer:
         return None, None, None
 
     def _moderation(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        """kick, unban, unmute, warn: a target and a reason (a duration is undeclared here: dropped)."""
+        return self._moderation_of(data, payload, timed=False)
+
+    def _timed_moderation(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        """ban, mute: also a duration (null: until lifted)."""
+        return self._moderation_of(data, payload, timed=True)
+
+    def _moderation_of(
+        self, data: dict[str, Any], payload: dict[str, Any], *, timed: bool
+    ) -> tuple[Any, ...]:
         target = data.get("target")
         if target is None:
             raise Invalid(Reason.MISSING_FIELD, "data.target: required")
@@ -203,12 +225,17 @@ class Normalizer:
         if type(reason) is not str:
             _require(reason, "data.reason")
             raise Invalid(Reason.WRONG_TYPE, "data.reason: expected a string")
-        reason = self._clean(reason)[: self.reason_max_chars]
+        reason = self._clean(reason)[: self.reason_max_chars + _MASK_MARGIN_CHARS]
+        if _MAYBE_PII.search(reason):
+            reason = self._mask(reason)
+        reason = reason[: self.reason_max_chars]
         allowed = _MODERATION_FIELDS
-        if "duration_seconds" in data:
+        if timed and "duration_seconds" in data:
             duration = data["duration_seconds"]
-            if duration is not None and (
-                type(duration) is not int or not 0 < duration <= c.DURATION_MAX_SECONDS
+            if duration is not None:
+                duration = _whole(duration)
+            if data["duration_seconds"] is not None and (
+                duration is None or not 0 < duration <= c.DURATION_MAX_SECONDS
             ):
                 raise Invalid(
                     Reason.INVALID_VALUE,
@@ -230,8 +257,10 @@ class Normalizer:
             if kinds is None:
                 self.dropped_fields[EventType.ROOM_SETTINGS_CHANGED] += 1
                 continue
-            if type(change) is not dict or "new" not in change:
+            if type(change) is not dict:
                 raise Invalid(Reason.WRONG_TYPE, f"data.changes.{name}: expected {{old, new}}")
+            if "new" not in change:
+                raise Invalid(Reason.MISSING_FIELD, f"data.changes.{name}.new: required")
             kept[name] = {
                 "old": self._setting(change.get("old"), kinds, name),
                 "new": self._setting(change["new"], kinds, name),
@@ -281,9 +310,9 @@ class Normalizer:
                 raise Invalid(Reason.WRONG_TYPE, "data.item.name: expected a string")
             item_out["name"] = self._clean(name)[: c.ITEM_NAME_MAX_CHARS]
         self._count_extra(item, _ITEM_FIELDS, EventType.GIFT_SENT)
-        credits = data.get("credits")
-        if type(credits) is not int or not 0 <= credits <= c.CREDITS_MAX:
-            _require(credits, "data.credits")
+        credits = _whole(data.get("credits"))
+        if credits is None or not 0 <= credits <= c.CREDITS_MAX:
+            _require(data.get("credits"), "data.credits")
             raise Invalid(Reason.INVALID_VALUE, f"data.credits: expected an integer 0..{c.CREDITS_MAX}")
         payload["item"] = item_out
         payload["credits"] = credits
@@ -323,8 +352,10 @@ class Normalizer:
         if type(value) is not str:
             _require(value, "occurred_at")
             raise Invalid(Reason.WRONG_TYPE, "occurred_at: expected an RFC 3339 string")
+        if not _RFC3339.fullmatch(value):
+            raise Invalid(Reason.INVALID_TIMESTAMP, f"occurred_at: {value[:40]!r} is not RFC 3339")
         try:
-            ts = datetime.fromisoformat(value)
+            ts = datetime.fromisoformat(_six_fraction_digits(value) if len(value) > 27 else value)
         except ValueError:
             raise Invalid(Reason.INVALID_TIMESTAMP, f"occurred_at: {value[:40]!r} is not RFC 3339") from None
         if ts.tzinfo is None:
@@ -347,6 +378,13 @@ class Normalizer:
     def _setting(self, value: Any, kinds: tuple[type, ...], name: str) -> Any:
         if value is None:
             return None
+        if int in kinds:
+            number = _whole(value)
+            if number is None:
+                raise Invalid(Reason.WRONG_TYPE, f"data.changes.{name}: expected an integer or null")
+            if not 1 <= number <= c.SETTING_INT_MAX:
+                raise Invalid(Reason.INVALID_VALUE, f"data.changes.{name}: expected 1..{c.SETTING_INT_MAX}")
+            return number
         if type(value) not in kinds:
             raise Invalid(Reason.WRONG_TYPE, f"data.changes.{name}: expected {kinds[0].__name__} or null")
         if type(value) is str:
@@ -380,6 +418,24 @@ class Normalizer:
 
 
 # --- module helpers ----------------------------------------------------------------------------------------
+def _six_fraction_digits(value: str) -> str:
+    """Python keeps microseconds: cut a longer fraction (RFC 3339 allows any) to six digits."""
+    head, dot, rest = value.partition(".")
+    if not dot:
+        return value
+    digits = len(rest) - len(rest.lstrip("0123456789"))
+    return f"{head}.{rest[: min(digits, 6)]}{rest[digits:]}"
+
+
+def _whole(value: Any) -> int | None:
+    """An integer, also when written 25.0 (JSON Schema counts that as an integer); else None."""
+    if type(value) is int:
+        return value
+    if type(value) is float and value.is_integer():
+        return int(value)
+    return None
+
+
 def _ident(value: Any, path: str) -> str:
     if type(value) is not str:
         _require(value, path)
@@ -427,6 +483,8 @@ def _card_or_keep(m: re.Match[str]) -> str:
 
 
 def _ipv6_or_keep(m: re.Match[str]) -> str:
+    if sum(1 for group in m.group(0).split(":") if group) < 3:
+        return m.group(0)  # `std::vector`, `1::2`: too short to be an address someone typed out
     try:
         ipaddress.IPv6Address(m.group(0))
     except ValueError:

@@ -10,8 +10,9 @@ schema calls invalid. So:
 - events generated from the schema files are accepted by the Normalizer, with every
   undeclared field dropped; after one field is removed or replaced, both accept or both refuse.
 
-Known disagreements, where the Normalizer does not yet do what the contract says, are strict xfails at the
-end: they start failing (XPASS) once the Normalizer is fixed, and then the marker goes.
+The end of the file pins the places where the Normalizer once disagreed with the published contract
+(non-RFC 3339 timestamps, integer ranges, integers written 25.0, ...): each pairs what the schema says with
+the Normalizer doing the same.
 """
 
 from __future__ import annotations
@@ -414,17 +415,6 @@ def _mutated(doc: dict[str, Any], path: tuple[str, ...], replacement: Any, remov
     return doc
 
 
-def _known_normalizer_bug(doc: dict[str, Any]) -> bool:
-    """Inputs the strict xfails below pin down; skipped here so that this test looks for new ones."""
-    data = doc.get("data")
-    changes = data.get("changes") if isinstance(data, dict) else None
-    if doc.get("type") != c.EventType.ROOM_SETTINGS_CHANGED or not isinstance(changes, dict):
-        return False
-    change = changes.get("max_occupancy")
-    values = (change.get("old"), change.get("new")) if isinstance(change, dict) else ()
-    return any(type(v) is int and not 1 <= v <= 2**31 - 1 for v in values)
-
-
 @pytest.mark.parametrize("etype", TYPES)
 @GENERATED
 @given(data=st.data())
@@ -433,7 +423,6 @@ def test_after_one_field_is_removed_or_replaced_schema_and_normalizer_agree(etyp
     path = data.draw(st.sampled_from(_paths(doc)))
     remove = data.draw(st.booleans())
     mutated = _mutated(doc, path, data.draw(st.sampled_from(REPLACEMENTS)), remove)
-    assume(not _known_normalizer_bug(mutated))
     errors = list(VALIDATORS[etype].iter_errors(mutated))
 
     reason = reason_of(mutated)
@@ -472,8 +461,7 @@ def test_every_offset_and_precision_the_schema_allows_gives_the_same_instant(
     assert event[OCCURRED_AT] == instant.replace(microsecond=int(fraction[:6].ljust(6, "0")))
 
 
-# --- known disagreements: the Normalizer does not yet do what the published contract says -------------------
-# Each pairs a passing test of what the schema says with a strict xfail of the Normalizer doing the same.
+# --- former disagreements: what the schema says, and the Normalizer doing the same -----------------------
 NOT_RFC3339 = [
     "2026-11-24T11:00Z",  # no seconds
     "2026-11-24T11Z",  # hour only
@@ -517,19 +505,16 @@ def test_what_the_schema_says_where_the_normalizer_disagrees() -> None:
     assert [e.validator for e in errors] == ["required"]
 
 
-@pytest.mark.xfail(strict=True, reason="normalizer accepts non-RFC 3339 timestamps (datetime.fromisoformat)")
 @pytest.mark.parametrize("text", NOT_RFC3339)
 def test_timestamps_that_are_not_rfc3339_are_refused(text: str) -> None:
     assert reason_of(_chat(occurred_at=text)) == Reason.INVALID_TIMESTAMP
 
 
-@pytest.mark.xfail(strict=True, reason="normalizer has no range for max_occupancy (the column is int4)")
 @pytest.mark.parametrize("value", OCCUPANCY_OUT_OF_RANGE)
 def test_max_occupancy_out_of_range_is_refused(value: int) -> None:
     assert reason_of(_settings(value)) == Reason.INVALID_VALUE
 
 
-@pytest.mark.xfail(strict=True, reason="normalizer ignores TIMED_MODERATION: keeps a duration on any action")
 @pytest.mark.parametrize("duration", [3600, "soon"])
 def test_duration_on_an_untimed_action_is_dropped_like_any_undeclared_field(duration: Any) -> None:
     normalizer = Normalizer()
@@ -538,18 +523,15 @@ def test_duration_on_an_untimed_action_is_dropped_like_any_undeclared_field(dura
     assert normalizer.dropped_fields["moderation"] == 1
 
 
-@pytest.mark.xfail(strict=True, reason="normalizer refuses 25.0 where JSON Schema's integer accepts it")
 @pytest.mark.parametrize("doc", INTEGERS_WITH_FRACTION, ids=["credits", "schema_version"])
 def test_an_integer_written_with_a_fraction_is_an_integer(doc: dict[str, Any]) -> None:
     assert reason_of(doc) is None
 
 
-@pytest.mark.xfail(strict=True, reason="normalizer says wrong_type for a settings change without `new`")
 def test_missing_new_value_is_a_missing_field() -> None:
     assert reason_of(NO_NEW_VALUE) == Reason.MISSING_FIELD
 
 
-@pytest.mark.xfail(strict=True, reason="normalizer checks the type before the version")
 def test_an_event_of_another_version_is_unsupported_whatever_its_type() -> None:
     doc = _chat(type="chat.reaction", schema_version=2, data={"emoji": "+1"})
     assert reason_of(doc) == Reason.UNSUPPORTED_VERSION

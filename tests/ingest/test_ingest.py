@@ -449,7 +449,7 @@ async def test_a_replay_does_not_bring_back_logs_an_authorized_request_deleted(
             """INSERT INTO deletion_requests (request_id, requested_at, kind, room_id, user_id, requested_by,
                                               identity_type, basis, reason, rows_deleted)
                VALUES ($1, $2, 'room_logs', 'room-gone', NULL, 'owner-1', 'user', 'owner', 'by owner', 3),
-                      ($3, $2, 'user_chat_erasure', NULL, 'u-erased', 'staff-1', 'staff', 'staff', 'T-4', 2)""",
+                      ($3, $2, 'user_chat_erasure', NULL, 'u-erased', 'st-1', 'staff', 'staff', 'T-4', 2)""",
             uuid_utils.uuid4(),
             NOW - timedelta(minutes=10),
             uuid_utils.uuid4(),
