@@ -323,13 +323,15 @@ class Normalizer:
     def _user(self, value: Any, path: str, etype: str) -> tuple[str, dict[str, Any]]:
         if type(value) is not dict:
             raise Invalid(Reason.WRONG_TYPE, f"{path}: expected an object")
-        user_id = _ident(value.get("user_id"), f"{path}.user_id")
+        user_id = _ident(value.get("user_id"), path, ".user_id")
         out: dict[str, Any] = {"user_id": user_id}
         name = value.get("display_name")
         if name is not None:
             if type(name) is not str:
                 raise Invalid(Reason.WRONG_TYPE, f"{path}.display_name: expected a string")
-            out["display_name"] = self._clean(name)[: c.DISPLAY_NAME_MAX_CHARS]
+            if "\x00" in name:
+                name = name.replace("\x00", "\ufffd")
+            out["display_name"] = name[: c.DISPLAY_NAME_MAX_CHARS]
         avatar = value.get("avatar")
         if avatar is not None:
             if type(avatar) is not dict:
@@ -337,7 +339,7 @@ class Normalizer:
             kept = {}
             avatar_id = avatar.get("avatar_id")
             if avatar_id is not None:
-                kept["avatar_id"] = _ident(avatar_id, f"{path}.avatar.avatar_id")
+                kept["avatar_id"] = _ident(avatar_id, path, ".avatar.avatar_id")
             url = avatar.get("url")
             if url is not None:
                 if type(url) is not str or not url.startswith("https://") or len(url) > c.URL_MAX_CHARS:
@@ -436,12 +438,16 @@ def _whole(value: Any) -> int | None:
     return None
 
 
-def _ident(value: Any, path: str) -> str:
+def _ident(value: Any, path: str, suffix: str = "") -> str:
+    """An identifier: 1..64 printable characters. `path + suffix` names it in errors (joined only then)."""
     if type(value) is not str:
-        _require(value, path)
-        raise Invalid(Reason.WRONG_TYPE, f"{path}: expected a string")
-    if not 0 < len(value) <= c.ID_MAX_CHARS or _CONTROL.search(value):
-        raise Invalid(Reason.INVALID_VALUE, f"{path}: expected 1..{c.ID_MAX_CHARS} printable characters")
+        _require(value, path + suffix)
+        raise Invalid(Reason.WRONG_TYPE, f"{path}{suffix}: expected a string")
+    # isprintable() (C speed) settles the usual case; the contract only bans C0 controls and DEL
+    if not 0 < len(value) <= c.ID_MAX_CHARS or (not value.isprintable() and _CONTROL.search(value)):
+        raise Invalid(
+            Reason.INVALID_VALUE, f"{path}{suffix}: expected 1..{c.ID_MAX_CHARS} characters, no controls"
+        )
     return value
 
 
