@@ -32,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
 
+from pipeline.cli.devstack import spawn_worker
 from pipeline.publisher.simulator import SimulationConfig, iter_events
 from pipeline.settings import Secret, Settings
 from pipeline.stack import EmbeddedKafka, EmbeddedPostgres, free_port
@@ -165,18 +166,9 @@ async def stored_total(settings: Settings) -> int:
         await conn.close()
 
 
-def _spawn_worker(settings: Settings, work_dir: Path) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
-    env.update(settings.to_env())
-    with open(work_dir / "worker.log", "wb") as log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log
-        )
-
-
 async def real_worker(settings: Settings, n: int, work_dir: Path) -> tuple[float, int, list[tuple[int, int]]]:
     """Run `roomlogs worker`; return (events/s from first to last commit, peak RSS bytes, RSS by progress)."""
-    proc = _spawn_worker(settings, work_dir)
+    proc = spawn_worker(settings, work_dir / "worker.log")
     ps = psutil.Process(proc.pid)
     peak = 0
     samples: list[tuple[int, int]] = []

@@ -73,15 +73,7 @@ class DevStack:
         return s
 
     def start_worker(self) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
-        env.update(self.settings.to_env())
-        with open(self.work_dir / "worker.log", "ab") as log_file:  # the child keeps its own descriptor
-            self.worker = subprocess.Popen(
-                [sys.executable, "-m", "pipeline.cli", "worker"],
-                env=env,
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-            )
+        self.worker = spawn_worker(self.settings, self.work_dir / "worker.log")
         self.info["worker_pid"] = self.worker.pid
         self.info["worker_log"] = str(self.work_dir / "worker.log")
 
@@ -106,6 +98,25 @@ class DevStack:
 
     def worker_alive(self) -> bool:
         return self.worker is not None and self.worker.poll() is None
+
+
+#: How a worker process is started: `roomlogs worker`, with this interpreter.
+WORKER_COMMAND = (sys.executable, "-m", "pipeline.cli", "worker")
+
+
+def worker_env(settings: Settings) -> dict[str, str]:
+    """The environment of a worker child: ours, with every ROOMLOGS_* replaced by `settings`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
+    env.update(settings.to_env())
+    return env
+
+
+def spawn_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
+    """`roomlogs worker` as a child process configured only through ROOMLOGS_*, as in production."""
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            WORKER_COMMAND, env=worker_env(settings), stdout=log, stderr=subprocess.STDOUT
+        )
 
 
 async def _prepare(s: Settings) -> None:

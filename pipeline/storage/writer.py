@@ -87,6 +87,8 @@ class BatchWriter:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome)
             if outcome.rejected:
                 dead_letters = [*dead_letters, *outcome.rejected]
+                # dated `received_at`: its day may not be among the batch's own dead-letter days
+                outcome.partitions_created += await self._partitions.ensure(conn, (), [received_at.date()])
             if dead_letters:
                 await conn.copy_records_to_table(
                     "dead_letters", records=dead_letters, columns=DEAD_LETTER_COLUMNS
@@ -127,12 +129,24 @@ class BatchWriter:
         topic: str,
         received_at: datetime,
         outcome: WriteOutcome,
+        *,
+        skip_duplicates: bool = False,
     ) -> None:
+        """Store `rows` (inside the batch's transaction, each attempt in a savepoint).
+
+        Fast path: binary COPY straight into `events`. A duplicate event id (a producer retry) switches to
+        COPY into a staging table + INSERT ... ON CONFLICT DO NOTHING. A row PostgreSQL refuses is found by
+        splitting in halves; only it becomes a dead letter.
+        """
         try:
             async with conn.transaction():
-                await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+                if skip_duplicates:
+                    stored = await self._insert_skipping_duplicates(conn, rows)
+                else:
+                    await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
+                    stored = len(rows)
         except asyncpg.UniqueViolationError:
-            pass  # the same event id twice (a producer retry): the slow path skips the copies
+            await self._copy_events(conn, rows, topic, received_at, outcome, skip_duplicates=True)
         except asyncpg.CheckViolationError:
             raise  # a missing partition, not a bad row: handled by write()
         except ROW_ERRORS:
@@ -140,47 +154,28 @@ class BatchWriter:
                 outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL"))
                 return
             mid = len(rows) // 2
-            await self._copy_events(conn, rows[:mid], topic, received_at, outcome)
-            await self._copy_events(conn, rows[mid:], topic, received_at, outcome)
-            return
+            for half in (rows[:mid], rows[mid:]):
+                await self._copy_events(
+                    conn, half, topic, received_at, outcome, skip_duplicates=skip_duplicates
+                )
         else:
-            outcome.stored += len(rows)
-            return
-        await self._insert_skipping_duplicates(conn, rows, topic, received_at, outcome)
+            outcome.stored += stored
+            outcome.duplicates += len(rows) - stored
 
     async def _insert_skipping_duplicates(
-        self,
-        conn: asyncpg.Connection,
-        rows: Sequence[tuple[Any, ...]],
-        topic: str,
-        received_at: datetime,
-        outcome: WriteOutcome,
-    ) -> None:
+        self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]
+    ) -> int:
         await conn.execute(
             f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGING}
                 (LIKE events INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"""
         )
         cols = ", ".join(EVENT_COLUMNS)
-        try:
-            async with conn.transaction():
-                await conn.execute(f"TRUNCATE {_STAGING}")
-                await conn.copy_records_to_table(_STAGING, records=rows, columns=EVENT_COLUMNS)
-                status = await conn.execute(
-                    f"INSERT INTO events ({cols}) SELECT {cols} FROM {_STAGING} ON CONFLICT DO NOTHING"
-                )
-        except asyncpg.CheckViolationError:
-            raise
-        except ROW_ERRORS:
-            if len(rows) == 1:
-                outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL"))
-                return
-            mid = len(rows) // 2
-            await self._insert_skipping_duplicates(conn, rows[:mid], topic, received_at, outcome)
-            await self._insert_skipping_duplicates(conn, rows[mid:], topic, received_at, outcome)
-            return
-        inserted = int(status.rsplit(" ", 1)[-1])
-        outcome.stored += inserted
-        outcome.duplicates += len(rows) - inserted
+        await conn.execute(f"TRUNCATE {_STAGING}")
+        await conn.copy_records_to_table(_STAGING, records=rows, columns=EVENT_COLUMNS)
+        status = await conn.execute(
+            f"INSERT INTO events ({cols}) SELECT {cols} FROM {_STAGING} ON CONFLICT DO NOTHING"
+        )
+        return int(status.rsplit(" ", 1)[-1])
 
 
 def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: str) -> tuple[Any, ...]:

@@ -11,9 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -28,6 +26,7 @@ import yaml
 from aiokafka import AIOKafkaProducer
 from deploy_checks import DASHBOARDS_DIR, PROMETHEUS_DIR, dashboard_queries, metric_names, require_tool
 
+from pipeline.cli.devstack import WORKER_COMMAND, worker_env
 from pipeline.settings import Secret, Settings
 from pipeline.stack.process import free_port
 from pipeline.storage import db
@@ -99,12 +98,10 @@ async def worker_settings(
 async def worker(worker_settings: Settings, tmp_path: Path) -> AsyncIterator[str]:
     """`roomlogs worker` as a child process; yields its host:port once /health says ingest runs."""
     s = worker_settings
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")} | s.to_env()
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "pipeline.cli", "worker",
-            env=env, stdout=out, stderr=asyncio.subprocess.STDOUT,
+            *WORKER_COMMAND, env=worker_env(s), stdout=out, stderr=asyncio.subprocess.STDOUT
         )
     address = f"{s.metrics_host}:{s.metrics_port}"
     try:
@@ -145,9 +142,13 @@ async def prometheus(worker: str, tmp_path: Path) -> AsyncIterator[str]:
     log = tmp_path / "prometheus.log"
     with log.open("wb") as out:
         process = await asyncio.create_subprocess_exec(
-            binary, f"--config.file={path}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn",
-            stdout=out, stderr=asyncio.subprocess.STDOUT,
+            binary,
+            f"--config.file={path}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            "--log.level=warn",
+            stdout=out,
+            stderr=asyncio.subprocess.STDOUT,
         )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -172,8 +173,12 @@ async def publish(settings: Settings, count: int) -> None:
         for i in range(count):
             room = f"scrape-room-{i % 3}"
             event = {
-                "event_id": str(uuid_utils.uuid7()), "type": "user.entered", "schema_version": 1,
-                "room_id": room, "occurred_at": now, "actor": {"user_id": f"u-{i}"},
+                "event_id": str(uuid_utils.uuid7()),
+                "type": "user.entered",
+                "schema_version": 1,
+                "room_id": room,
+                "occurred_at": now,
+                "actor": {"user_id": f"u-{i}"},
             }
             await producer.send(settings.events_topic, value=orjson.dumps(event), key=room.encode())
         await producer.flush()

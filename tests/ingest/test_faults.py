@@ -8,10 +8,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ import pytest
 import uuid_utils
 from aiokafka import AIOKafkaProducer
 
+from pipeline.cli.devstack import spawn_worker
 from pipeline.cli.progress import wait_caught_up
 from pipeline.settings import Settings
 from pipeline.stack import free_port
@@ -82,12 +81,8 @@ async def count(settings: Settings, table: str = "events") -> int:
 
 
 def start_worker(settings: Settings, tmp_path: Path, n: int) -> subprocess.Popen[bytes]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ROOMLOGS_")}
-    env.update(settings.replace(metrics_port=free_port(), worker_data_dir=str(tmp_path / f"w{n}")).to_env())
-    with open(tmp_path / f"worker-{n}.log", "wb") as log:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [sys.executable, "-m", "pipeline.cli", "worker"], env=env, stdout=log, stderr=log
-        )
+    own = settings.replace(metrics_port=free_port(), worker_data_dir=str(tmp_path / f"w{n}"))
+    return spawn_worker(own, tmp_path / f"worker-{n}.log")
 
 
 async def wait_for_count(
