@@ -38,6 +38,7 @@ class DevStack:
 
     def start(self, *, log: Any = print) -> Settings:
         """Start what is missing; return the settings that point at it. Stops what it started on failure."""
+        self.work_dir = self.work_dir.resolve()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         try:
             return self._start(log)

@@ -77,7 +77,7 @@ class EmbeddedKafka:
         start_timeout_seconds: float = 60.0,
         stop_timeout_seconds: float = 10.0,
     ) -> None:
-        self.work_dir = Path(work_dir)
+        self.work_dir = Path(work_dir).resolve()  # the server runs with its own cwd: no relative paths
         self._port = port
         self.start_timeout_seconds = start_timeout_seconds
         self.stop_timeout_seconds = stop_timeout_seconds

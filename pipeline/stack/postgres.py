@@ -165,7 +165,7 @@ class EmbeddedPostgres:
         start_timeout_seconds: float = 90.0,
         stop_timeout_seconds: float = 30.0,
     ) -> None:
-        self.work_dir = Path(work_dir)
+        self.work_dir = Path(work_dir).resolve()  # the server runs with its own cwd: no relative paths
         self.data_dir = self.work_dir / "data"
         self._port = port
         self.start_timeout_seconds = start_timeout_seconds

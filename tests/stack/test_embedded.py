@@ -177,3 +177,11 @@ def test_missing_extra_says_how_to_install_it(
     monkeypatch.setitem(sys.modules, module, None)  # what `import` sees when it is not installed
     with pytest.raises(MissingDependencyError, match=r"pip install 'roomlogs\[embedded\]'"):
         make(tmp_path).start()
+
+
+def test_postgres_starts_from_a_relative_work_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`roomlogs up` and `demo` default to `.roomlogs`: a path relative to where the user stands."""
+    monkeypatch.chdir(tmp_path)
+    with EmbeddedPostgres(Path(".roomlogs") / "postgres", fast=True) as server:
+        assert server.running
+        assert str(tmp_path) in server.log_path.as_posix()
