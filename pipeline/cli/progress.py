@@ -14,6 +14,12 @@ from pipeline.storage import db
 
 
 async def end_offsets(settings: Settings) -> dict[int, int]:
+    """The offset after the last record of each partition of the events topic.
+
+    ListOffsets(latest) alone is not enough: Tansu answers it with the base offset of the last record batch
+    (847 for a partition holding 1,000 records in batches), while fetch responses carry the true high
+    watermark. So: ask, then fetch from there and take the larger high watermark (equal on Apache Kafka).
+    """
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
@@ -22,8 +28,16 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
             await consumer._client.force_metadata_update()
             parts = consumer.partitions_for_topic(settings.events_topic) or set()
         tps = [TopicPartition(settings.events_topic, p) for p in parts]
-        ends = await consumer.end_offsets(tps) if tps else {}
-        return {tp.partition: off for tp, off in ends.items()}
+        if not tps:
+            return {}
+        listed = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        for tp, offset in listed.items():
+            consumer.seek(tp, offset)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(consumer.highwater(tp) is None for tp in tps):
+            await consumer.getmany(timeout_ms=200)
+        return {tp.partition: max(listed[tp], consumer.highwater(tp) or 0) for tp in tps}
     finally:
         await consumer.stop()
 
