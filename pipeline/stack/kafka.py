@@ -14,16 +14,15 @@ import struct
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 import psutil
 
 from pipeline.errors import MissingDependencyError
 from pipeline.stack.process import (
     LOCALHOST,
+    EmbeddedServer,
     EmbeddedServiceError,
-    LogFile,
-    free_port,
+    PortTakenError,
     port_is_free,
     terminate,
 )
@@ -34,7 +33,6 @@ _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_
 #: Kafka ApiVersions request, version 0 (api key 18): the cheapest proof the broker speaks Kafka.
 _API_VERSIONS_KEY = 18
 _PROBE_CORRELATION_ID = 0x524C  # "RL"
-_START_ATTEMPTS_ON_PICKED_PORT = 3
 
 
 def resolve_tansu_binary() -> str:
@@ -55,11 +53,7 @@ def resolve_tansu_binary() -> str:
     return binary
 
 
-class _PortTaken(Exception):
-    """The broker exited because another process bound its port first."""
-
-
-class EmbeddedKafka:
+class EmbeddedKafka(EmbeddedServer):
     """A Tansu broker listening on 127.0.0.1:`port`, its log in `work_dir`/kafka.log.
 
     `start()` returns once the broker answers a Kafka ApiVersions request on its own socket, or raises
@@ -69,6 +63,8 @@ class EmbeddedKafka:
     then SIGKILL after `stop_timeout_seconds`. Usable as a context manager.
     """
 
+    label = "embedded Kafka"
+
     def __init__(
         self,
         work_dir: Path,
@@ -77,36 +73,12 @@ class EmbeddedKafka:
         start_timeout_seconds: float = 60.0,
         stop_timeout_seconds: float = 10.0,
     ) -> None:
-        self.work_dir = Path(work_dir).resolve()  # the server runs with its own cwd: no relative paths
-        self._port = port
-        self.start_timeout_seconds = start_timeout_seconds
-        self.stop_timeout_seconds = stop_timeout_seconds
-        self._log = LogFile(self.work_dir / "kafka.log")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    # --- what callers read ---------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise EmbeddedServiceError("the embedded broker has no port until start()")
-        return self._port
+        super().__init__(work_dir, "kafka.log", port, start_timeout_seconds, stop_timeout_seconds)
 
     @property
     def bootstrap(self) -> str:
         """``127.0.0.1:PORT``, for `bootstrap_servers`."""
         return f"{LOCALHOST}:{self.port}"
-
-    @property
-    def log_path(self) -> Path:
-        return self._log.path
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -115,43 +87,13 @@ class EmbeddedKafka:
             return
         binary = resolve_tansu_binary()
         self.work_dir.mkdir(parents=True, exist_ok=True)
-        fixed_port = self._port
-        attempts = 1 if fixed_port is not None else _START_ATTEMPTS_ON_PICKED_PORT
-        for attempt in range(1, attempts + 1):
-            port = fixed_port if fixed_port is not None else free_port()
-            try:
-                self._spawn_and_wait(binary, port)
-            except _PortTaken:
-                self._port = fixed_port
-                if attempt == attempts:
-                    raise EmbeddedServiceError(
-                        f"embedded Kafka could not listen on {LOCALHOST}:{port}: the port is in use; "
-                        f"log {self.log_path}:\n{self._log.tail()}"
-                    ) from None
-            else:
-                return
+        self._start_on_free_port(lambda port: self._spawn_and_wait(binary, port))
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after `stop_timeout_seconds`. A no-op when not running."""
         proc, self._proc = self._proc, None
         if proc is not None:
             terminate(proc, first_signal=signal.SIGTERM, timeout_seconds=self.stop_timeout_seconds)
-
-    def __enter__(self) -> EmbeddedKafka:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = self.bootstrap if self._port is not None else "no port yet"
-        return f"EmbeddedKafka({where}, pid={self.pid}, work_dir={str(self.work_dir)!r})"
 
     # --- internals -----------------------------------------------------------------------------------
     def _spawn_and_wait(self, binary: str, port: int) -> None:
@@ -182,7 +124,7 @@ class EmbeddedKafka:
             if proc.poll() is not None:
                 self._proc = None
                 if not port_is_free(port):
-                    raise _PortTaken
+                    raise PortTakenError
                 raise EmbeddedServiceError(
                     f"embedded Kafka exited with code {proc.returncode} while starting; "
                     f"log {self.log_path}:\n{self._log.tail()}"

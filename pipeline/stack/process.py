@@ -11,8 +11,10 @@ import contextlib
 import signal
 import socket
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
+from typing import BinaryIO, Self
 
 from pipeline.errors import RoomlogsError
 
@@ -114,3 +116,91 @@ def terminate(
         if wait_for_exit(proc, wait_seconds):
             return
     raise EmbeddedServiceError(f"pid {proc.pid} did not exit after SIGKILL")
+
+
+class PortTakenError(Exception):
+    """Raised by a spawn attempt when another process took the port first (the start picks another)."""
+
+
+#: Start attempts when the port was picked for the caller (another process may take it meanwhile).
+START_ATTEMPTS_ON_PICKED_PORT = 3
+
+
+class EmbeddedServer:
+    """What the embedded broker and PostgreSQL share: a child process on a loopback port, with a log.
+
+    Subclasses implement `start()` (calling `_start_on_free_port`) and `stop()`.
+    """
+
+    #: Used in messages: "embedded Kafka", "embedded PostgreSQL".
+    label = "embedded server"
+
+    def __init__(
+        self,
+        work_dir: Path,
+        log_name: str,
+        port: int | None,
+        start_timeout_seconds: float,
+        stop_timeout_seconds: float,
+    ) -> None:
+        self.work_dir = Path(work_dir).resolve()  # the server runs with its own cwd: no relative paths
+        self._port = port
+        self.start_timeout_seconds = start_timeout_seconds
+        self.stop_timeout_seconds = stop_timeout_seconds
+        self._log = LogFile(self.work_dir / log_name)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def port(self) -> int:
+        if self._port is None:
+            raise EmbeddedServiceError(f"the {self.label} has no port until start()")
+        return self._port
+
+    @property
+    def log_path(self) -> Path:
+        return self._log.path
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def _start_on_free_port(self, spawn_and_wait: Callable[[int], None]) -> None:
+        """Run `spawn_and_wait(port)` on the fixed port, or on a picked one, picking again if it is taken."""
+        fixed_port = self._port
+        attempts = 1 if fixed_port is not None else START_ATTEMPTS_ON_PICKED_PORT
+        for attempt in range(1, attempts + 1):
+            port = fixed_port if fixed_port is not None else free_port()
+            try:
+                spawn_and_wait(port)
+            except PortTakenError:
+                self._port = fixed_port
+                if attempt == attempts:
+                    raise EmbeddedServiceError(
+                        f"{self.label} could not listen on {LOCALHOST}:{port}: the port is in use; "
+                        f"log {self.log_path}:\n{self._log.tail()}"
+                    ) from None
+            else:
+                return
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def __repr__(self) -> str:
+        where = f"{LOCALHOST}:{self._port}" if self._port is not None else "no port yet"
+        return f"{type(self).__name__}({where}, pid={self.pid}, work_dir={str(self.work_dir)!r})"
