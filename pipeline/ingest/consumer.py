@@ -109,7 +109,13 @@ class IngestService:
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
         self._written: dict[int, int] = {}
         #: Totals since start (also exported as metrics); handy for tests, the demo and the benchmark.
-        self.totals: dict[str, int] = {"consumed": 0, "stored": 0, "dead_lettered": 0, "expired": 0}
+        self.totals: dict[str, int] = {
+            "consumed": 0,
+            "stored": 0,
+            "dead_lettered": 0,
+            "expired": 0,
+            "suppressed": 0,
+        }
 
     # --- lifecycle -------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -308,7 +314,7 @@ class IngestService:
             self.totals["expired"] += n
         for reason, n in stats.suppressed_by_reason.items():
             m.suppressed.labels(reason).inc(n)
-            self.totals["suppressed"] = self.totals.get("suppressed", 0) + n
+            self.totals["suppressed"] += n
         dropped = self.normalizer.dropped_fields
         if dropped:
             for etype, n in dropped.items():
