@@ -27,6 +27,7 @@ import uuid_utils
 from aiokafka import AIOKafkaProducer, codec
 from aiokafka.errors import KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
+from prometheus_client import CollectorRegistry
 
 from pipeline.errors import (
     ContractError,
@@ -37,6 +38,7 @@ from pipeline.errors import (
 from pipeline.events.contract import SCHEMA_VERSION
 from pipeline.events.normalize import Normalizer
 from pipeline.events.reasons import Invalid, Reason
+from pipeline.publisher.metrics import PublisherCollector
 from pipeline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -125,13 +127,15 @@ class RoomEventPublisher:
         max_future_skew_seconds: float = 300.0,
         request_timeout_seconds: float = 40.0,
         clock: Callable[[], datetime] = _utc_now,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         """`idempotent` must match the broker: Apache Kafka supports it, the embedded Tansu does not.
 
         `request_timeout_seconds` bounds each produce request and how long an event may wait for its
         acknowledgement before it counts as failed. `validate=False` skips the contract and size checks in
         `send()`, for tools that send deliberately bad events. `clock` returns an aware UTC datetime (it
-        stamps `occurred_at` and is the "now" of the future-timestamp check).
+        stamps `occurred_at` and is the "now" of the future-timestamp check). With a `registry`, the
+        counters below are exported as roomlogs_publisher_* metrics (read at scrape time: no cost per send).
         """
         if compression not in COMPRESSIONS:
             raise ValueError(f"compression={compression!r}: use one of {', '.join(COMPRESSIONS)}")
@@ -175,6 +179,8 @@ class RoomEventPublisher:
         #: Events handed to the producer and not yet settled; never above `max_buffered_events`.
         self.in_flight = 0
         self.peak_in_flight = 0
+        if registry is not None:
+            registry.register(PublisherCollector(self))
         # flush() bookkeeping: every send() is counted in the epoch current when it was called; a flush
         # closes the epoch and waits until no send of that or an earlier epoch is open.
         self._epoch = 0

@@ -15,6 +15,7 @@ import pytest
 from aiokafka import codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ContractError, MissingDependencyError, PublisherClosedError
 from pipeline.events.contract import EventType
@@ -293,3 +294,39 @@ def test_a_compression_without_its_library_fails_with_the_fix() -> None:
         pytest.skip("lz4 and zstd are both installed")
     with pytest.raises(MissingDependencyError, match="pip install"):
         RoomEventPublisher(bootstrap="127.0.0.1:9092", topic="t", idempotent=False, compression=missing[0])
+
+
+async def test_a_room_server_scrapes_what_its_publisher_sent_acked_and_lost(
+    kafka_bootstrap: str, topic: str, tmp_path: Path
+) -> None:
+    registry = CollectorRegistry()
+    async with RoomEventPublisher(
+        bootstrap=kafka_bootstrap, topic=topic, idempotent=False, registry=registry
+    ) as publisher:
+        for n in range(50):
+            await publisher.send(_chat("room-m", n))
+    labels = {"topic": topic}
+    assert registry.get_sample_value("roomlogs_publisher_events_sent_total", labels) == 50
+    assert registry.get_sample_value("roomlogs_publisher_events_acked_total", labels) == 50
+    assert registry.get_sample_value("roomlogs_publisher_send_errors_total", labels) == 0
+    assert registry.get_sample_value("roomlogs_publisher_buffered_events", labels) == 0
+
+    # a broker that goes away: what could not be delivered shows up as send errors
+    broker = EmbeddedKafka(tmp_path / "kafka")
+    broker.start()
+    lost_registry = CollectorRegistry()
+    lost = RoomEventPublisher(
+        bootstrap=broker.bootstrap,
+        topic="t",
+        idempotent=False,
+        registry=lost_registry,
+        linger_seconds=30.0,
+        request_timeout_seconds=2.0,
+    )
+    await lost.start()
+    for n in range(20):
+        await lost.send(_chat("room-m", n))
+    broker.stop()
+    with pytest.raises(DeliveryError):
+        await lost.close()
+    assert lost_registry.get_sample_value("roomlogs_publisher_send_errors_total", {"topic": "t"}) == 20
