@@ -31,6 +31,7 @@ from aiokafka.errors import for_code
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import CollectorRegistry
 
+from pipeline.cli.progress import wait_caught_up
 from pipeline.ingest.consumer import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Secret, Settings
@@ -185,6 +186,18 @@ class RunningIngest:
     service: IngestService
     pool: asyncpg.Pool
     metrics: IngestMetrics
+    settings: Settings
+
+    async def caught_up(self, within_seconds: float) -> bool:
+        """Every record in the topic is durably written, and the worker has counted it."""
+        if not await wait_caught_up(self.settings, within_seconds, progress=False):
+            return False
+        deadline = asyncio.get_running_loop().time() + within_seconds
+        while self.service.write_in_flight:
+            if asyncio.get_running_loop().time() > deadline:
+                return False
+            await asyncio.sleep(0.01)
+        return True
 
 
 IngestFactory = Callable[..., contextlib.AbstractAsyncContextManager[RunningIngest]]
@@ -202,7 +215,7 @@ def ingest_worker() -> IngestFactory:
         await service.start()
         task = asyncio.create_task(service.run())
         try:
-            yield RunningIngest(service, pool, metrics)
+            yield RunningIngest(service, pool, metrics, settings)
         finally:
             await service.stop()
             await task

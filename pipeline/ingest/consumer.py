@@ -98,6 +98,8 @@ class IngestService:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._generation = 0
+        #: True between a revoke and the next assignment (records fetched then are not ours to write).
+        self._rebalancing = False
         self._pending: asyncio.Task[WriteOutcome] | None = None
         self._pending_batch: tuple[WriteBatch, BatchStats, datetime, int] | None = None
         self._stopping = asyncio.Event()
@@ -167,6 +169,8 @@ class IngestService:
                 records = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_events)
                 generation = self._generation
                 self._update_lag(consumer)
+                if self._rebalancing:
+                    continue  # fetched between revoke and assign: the assignment seeks, these come again
                 if not records:
                     await self._finish_pending()
                     continue
@@ -197,6 +201,11 @@ class IngestService:
             await asyncio.wait_for(self._finish_pending(), s.shutdown_drain_seconds)
         finally:
             self._stopped.set()
+
+    @property
+    def write_in_flight(self) -> bool:
+        """A batch is being written or its outcome not yet counted (counters lag the offsets until then)."""
+        return self._pending is not None
 
     # --- writing ---------------------------------------------------------------------------------------
     def _launch(self, batch: WriteBatch, stats: BatchStats, now: datetime, generation: int) -> None:
@@ -384,19 +393,27 @@ class IngestService:
     # --- rebalance -------------------------------------------------------------------------------------
     async def _on_revoked(self, revoked: set[TopicPartition]) -> None:
         self._generation += 1
+        self._rebalancing = True
         for tp in revoked:  # a partition we no longer own must not keep reporting our stale lag
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(tp.partition))
+        await self._settle_pending()
+
+    async def _settle_pending(self) -> None:
+        """Let the write in flight land (or fail) before partitions change hands or offsets are read."""
         if self._pending is not None:
-            # Let the write in flight land (or fail) before another worker takes these partitions.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self._pending), self.settings.shutdown_drain_seconds)
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._generation += 1
         self.rooms.clear()
+        # A write launched after the revoke would otherwise commit after we read the offsets below, and the
+        # seek would send us back over records it wrote (the fence keeps them single, but they come twice).
+        await self._settle_pending()
         consumer = self._consumer
         if consumer is None or not assigned:
+            self._rebalancing = False
             return
         stored: dict[int, int] = {}
 
@@ -429,6 +446,7 @@ class IngestService:
             position = stored[tp.partition] if tp.partition in stored else beginnings[tp]
             consumer.seek(tp, position)
             self._written[tp.partition] = position
+        self._rebalancing = False
         log.info(
             "assigned %s; resuming from PostgreSQL offsets %s",
             sorted(tp.partition for tp in assigned),

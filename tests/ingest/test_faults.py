@@ -147,7 +147,7 @@ async def test_postgres_outage_mid_stream_pauses_and_loses_nothing(
             assert w.metrics.paused._value.get() == 1, "the worker must notice and pause"
             await asyncio.to_thread(postgres_server.restart)
             await producing
-            assert await wait_caught_up(s, 120, progress=False)
+            assert await w.caught_up(120)
             assert w.metrics.storage_unavailable._value.get() > 0
             assert w.metrics.paused._value.get() == 0
     finally:

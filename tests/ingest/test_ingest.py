@@ -95,7 +95,7 @@ async def test_every_event_type_lands_exactly_once_even_when_sent_twice(
             await publisher.send(e)
 
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         assert w.service.totals["dead_lettered"] == 0
 
     rows = await fetch(s, "SELECT * FROM events ORDER BY occurred_at")
@@ -283,7 +283,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_neighbours_are_sto
     await produce_raw(s, records)
 
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         stored_metric = w.metrics.stored.labels("chat.message")._value.get()
 
     bodies = sorted(r["body"] for r in await fetch(s, "SELECT body FROM events"))
@@ -343,7 +343,7 @@ async def test_undeclared_personal_fields_are_never_stored(
     )
     await produce_raw(s, [(b"room-p", raw)])
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         dropped = w.metrics.fields_dropped.labels("chat.message")._value.get()
     (row,) = await fetch(s, "SELECT body, payload, payload::text AS payload_text FROM events")
     stored = row["body"] + row["payload_text"]
@@ -379,7 +379,7 @@ async def test_replayed_events_older_than_retention_are_not_reinserted(
     fresh = _good("room-r", "still here")
     await produce_raw(s, [(b"room-r", old), (b"room-r", fresh)])
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         assert w.service.totals["expired"] == 1, w.service.totals
         assert w.metrics.expired.labels("public")._value.get() == 1
     assert [r["body"] for r in await fetch(s, "SELECT body FROM events")] == ["still here"]
@@ -397,7 +397,7 @@ async def test_a_restarted_worker_resumes_after_the_last_written_batch(
         assert await wait_caught_up(s, 60, progress=False)
     await produce_raw(s, second)
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         # Re-reading the first run's records would show up as records fenced off by the stored offsets.
         assert w.metrics.fenced._value.get() == 0, "must resume from the stored offsets, not re-read"
         assert w.service.totals["consumed"] >= len(second)
@@ -432,7 +432,7 @@ async def test_late_events_get_their_day_created_on_demand(
         )
     await produce_raw(s, late)
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         assert w.metrics.partitions_created._value.get() >= 4
     rows = await fetch(s, "SELECT body, retention_class FROM events WHERE event_type = 'chat.message'")
     assert sorted(r["body"] for r in rows) == ["20d", "25d", "9d"]
@@ -481,7 +481,7 @@ async def test_a_replay_does_not_bring_back_logs_an_authorized_request_deleted(
         ],
     )
     async with ingest_worker(s) as w:
-        assert await wait_caught_up(s, 60, progress=False)
+        assert await w.caught_up(60)
         assert w.metrics.suppressed.labels("room_deleted")._value.get() == 1
         assert w.metrics.suppressed.labels("user_erased")._value.get() == 1
     bodies = sorted(r["body"] for r in await fetch(s, "SELECT body FROM events"))
