@@ -1,8 +1,9 @@
 """The query API as a Starlette app: routes, the one request wrapper, start-up and shutdown.
 
 `create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
-pool and a registry). Every /v1 route goes through `_endpoint`: request id, bearer token, rate limit, the
-handler, one JSON error shape, metrics. Unauthenticated routes: /openapi.json, /healthz, /metrics.
+pool and a registry). Every /v1 request passes through `pipeline.api.gate.Gate`: request id, bearer token,
+rate limit, route, one JSON error shape, the audit of every refusal and error, metrics; the handler only
+does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics.
 
 Start-up opens a pool to the API's own database role and refuses to run when that role could edit or
 delete logs or audit rows (unless `allow_privileged_db_role`). Shutdown ends live tails, then closes the pool.
@@ -10,9 +11,9 @@ delete logs or audit rows (unless `allow_privileged_db_role`). Shutdown ends liv
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -22,22 +23,17 @@ import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.api import deletion, export, routes, tail
+from pipeline.api import deletion, export, gate, routes, tail
 from pipeline.api.access import AccessPolicy, CursorCodec
 from pipeline.api.auth import TokenVerifier
 from pipeline.api.context import ApiState, Call, JSONResponse, error_response
-from pipeline.api.errors import (
-    ApiError,
-    InternalError,
-    MethodNotAllowed,
-    NotFound,
-    QueryTimeout,
-    Unavailable,
-)
+from pipeline.api.errors import ApiError, InternalError, MethodNotAllowed, NotFound
+from pipeline.api.floods import FloodTally
 from pipeline.api.metrics import ApiMetrics
 from pipeline.api.openapi import document
 from pipeline.api.params import Params
@@ -56,17 +52,19 @@ class RouteSpec:
     path: str
     method: str
     handler: Handler
+    #: access_audit.action of its requests
+    action: str
 
 
 ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("/v1/rooms/{room_id}/events", "GET", routes.list_events),
-    RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", routes.get_event),
-    RouteSpec("/v1/rooms/{room_id}/days", "GET", routes.room_days),
-    RouteSpec("/v1/rooms/{room_id}/export", "GET", export.export_events),
-    RouteSpec("/v1/rooms/{room_id}/tail", "GET", tail.tail_room),
-    RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs),
-    RouteSpec("/v1/users/{user_id}/moderation", "GET", routes.moderation_history),
-    RouteSpec("/v1/users/{user_id}/erasures", "POST", deletion.erase_user_chat),
+    RouteSpec("/v1/rooms/{room_id}/events", "GET", routes.list_events, "events.list"),
+    RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", routes.get_event, "events.get"),
+    RouteSpec("/v1/rooms/{room_id}/days", "GET", routes.room_days, "days"),
+    RouteSpec("/v1/rooms/{room_id}/export", "GET", export.export_events, "export"),
+    RouteSpec("/v1/rooms/{room_id}/tail", "GET", tail.tail_room, "tail"),
+    RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs, "room_logs.delete"),
+    RouteSpec("/v1/users/{user_id}/moderation", "GET", routes.moderation_history, "moderation.history"),
+    RouteSpec("/v1/users/{user_id}/erasures", "POST", deletion.erase_user_chat, "user_chat.erase"),
 )
 
 
@@ -88,6 +86,7 @@ def create_app(
         limiter=RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst),
         streams=StreamQuota(settings.max_streams_per_caller),
         metrics=ApiMetrics(registry if registry is not None else CollectorRegistry()),
+        floods=FloodTally(settings.rate_limited_audit_window_seconds),
         pool=pool,
     )
     if state_hook is not None:
@@ -99,10 +98,15 @@ def create_app(
         own_pool = state.pool is None
         if own_pool:
             state.pool = await open_pool(settings, schema)
+        flusher = asyncio.create_task(gate.flush_floods_periodically(state))
         try:
             yield
         finally:
             state.closing = True
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await gate.flush_floods(state, everything=True)
             if own_pool and state.pool is not None:
                 pool_, state.pool = state.pool, None
                 await pool_.close()
@@ -124,7 +128,11 @@ def create_app(
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
-    table = [Route(spec.path, _endpoint(state, spec), methods=[spec.method]) for spec in ROUTES]
+    gated = [
+        gate.GatedRoute(Route(spec.path, _endpoint(state, spec), methods=[spec.method]), spec.action)
+        for spec in ROUTES
+    ]
+    table = [g.route for g in gated]
     table += [Route("/openapi.json", openapi, methods=["GET"]), Route("/healthz", healthz, methods=["GET"])]
     if settings.metrics_path:
         table.append(Route(settings.metrics_path, metrics, methods=["GET"]))
@@ -141,62 +149,24 @@ def create_app(
         state.metrics.observe("unmatched", error.status, 0.0)
         return error_response(error, uuid.uuid4())
 
-    app = Starlette(routes=table, lifespan=lifespan, exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=table,
+        lifespan=lifespan,
+        middleware=[Middleware(gate.Gate, state=state, routes=gated)],
+        exception_handlers={HTTPException: http_error},
+    )
     app.state.api = state
     return app
 
 
 def _endpoint(state: ApiState, spec: RouteSpec) -> Callable[[Request], Awaitable[Response]]:
-    route = spec.path
+    """The route's endpoint: the gate has verified the caller; the handler's errors go back to the gate."""
 
     async def endpoint(request: Request) -> Response:
-        started = time.perf_counter()
-        request_id = _request_id(request)
-        try:
-            try:
-                identity = state.verifier.identify(request.headers.get("authorization"))
-            except ApiError:
-                # failed authentication is charged to the client address, so guessing costs time too
-                host = request.client.host if request.client else "unknown"
-                state.limiter.take(f"address:{host}")
-                raise
-            state.limiter.take(identity.caller_key)
-            call = Call(
-                request, state, request_id, identity, route, Params(request.query_params, state.clock())
-            )
-            response = await spec.handler(call)
-        except ApiError as e:
-            response = _refusal(state, e, request_id)
-        except asyncpg.QueryCanceledError:
-            response = _refusal(
-                state,
-                QueryTimeout("the query ran past its time limit; narrow the range or filters"),
-                request_id,
-            )
-        except db.CONNECTION_ERRORS:
-            response = _refusal(state, Unavailable("the database is unavailable; retry shortly"), request_id)
-        except Exception:
-            log.exception("request %s to %s failed", request_id, route)
-            response = _refusal(state, InternalError("unexpected error; quote the request id"), request_id)
-        response.headers["X-Request-Id"] = str(request_id)
-        state.metrics.observe(route, response.status_code, time.perf_counter() - started)
-        return response
+        exchange = request.scope[gate.EXCHANGE]
+        return await spec.handler(Call(request, state, exchange, Params(request.query_params, state.clock())))
 
     return endpoint
-
-
-def _refusal(state: ApiState, error: ApiError, request_id: uuid.UUID) -> Response:
-    if error.denial is not None:
-        state.metrics.denials.labels(error.denial).inc()
-    return error_response(error, request_id)
-
-
-def _request_id(request: Request) -> uuid.UUID:
-    given = request.headers.get("x-request-id")
-    if given:
-        with contextlib.suppress(ValueError):
-            return uuid.UUID(given)
-    return uuid.uuid4()
 
 
 # --- database ------------------------------------------------------------------------------------------

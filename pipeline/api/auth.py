@@ -25,7 +25,8 @@ from jwt.types import Options
 from pipeline.api.errors import InvalidToken, TokenExpired, Unauthenticated
 from pipeline.api.settings import ApiSettings
 
-_SUBJECT = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+#: 1..64 characters, no control characters and no lone surrogates (PostgreSQL stores UTF-8 only).
+_SUBJECT = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,64}$")
 _MAX_TOKEN_CHARS = 8192
 
 
@@ -82,6 +83,13 @@ class TokenVerifier:
         if len(token) > _MAX_TOKEN_CHARS:
             raise InvalidToken("the token is too long")
         try:
+            return self._verify(token)
+        except InvalidToken as e:
+            e.unverified_subject = _claimed_subject(token)
+            raise
+
+    def _verify(self, token: str) -> Identity:
+        try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError:
             raise InvalidToken("the token is not a JWT") from None
@@ -105,7 +113,7 @@ class TokenVerifier:
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not _SUBJECT.match(subject):
+        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
             raise InvalidToken("sub must be 1..64 printable characters")
         kind = claims.get("kind", "user")
         roles = claims.get("roles", [])
@@ -124,3 +132,13 @@ class TokenVerifier:
             raise InvalidToken("kind must be 'user' or 'service'")
         staff = self._staff_role in roles
         return Identity(subject, IdentityKind.STAFF if staff else IdentityKind.USER)
+
+
+def _claimed_subject(token: str) -> str | None:
+    """The `sub` a refused token claims, for the audit's record of who tried (never trusted)."""
+    try:
+        claims = jwt.decode(token, options={"verify_signature": False})
+    except jwt.InvalidTokenError:
+        return None
+    subject = claims.get("sub")
+    return subject if isinstance(subject, str) and _SUBJECT.fullmatch(subject) else None

@@ -1,11 +1,13 @@
 """What a route handler is given: the process-wide `ApiState` and the per-request `Call`.
 
-`Call` carries the authenticated identity and the helpers every handler uses in the same order:
-read the parameters, `authorize_*` (which audits a refusal), query, `audit()` the read, answer.
+`Call` carries the request's `Exchange` (its ids and the identity the gate verified) and the helpers every
+handler uses in the same order: read the parameters, say what is asked (`asking`), `authorize_*`, query,
+`audit()` the read, answer. A handler only raises on a refusal: the gate answers and audits it.
 """
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -21,11 +23,14 @@ from starlette.responses import Response
 from pipeline.api import audit
 from pipeline.api.access import AccessPolicy, Action, CursorCodec, Grant
 from pipeline.api.auth import Identity, TokenVerifier
-from pipeline.api.errors import ApiError, Forbidden, Unavailable
+from pipeline.api.errors import ApiError, Unavailable
+from pipeline.api.floods import FloodTally
 from pipeline.api.metrics import ApiMetrics
 from pipeline.api.params import REASON_HEADER, Params, check_ident
 from pipeline.api.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
+
+log = logging.getLogger("roomlogs.api.audit")
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
 _PG_UUID: type = type(asyncpg.pgproto.pgproto.UUID(bytes(16)))  # asyncpg's own UUID, unknown to orjson
@@ -58,11 +63,45 @@ class ApiState:
     limiter: RateLimiter
     streams: StreamQuota
     metrics: ApiMetrics
+    floods: FloodTally
     clock: Callable[[], datetime] = utc_now
     pool: asyncpg.Pool | None = None
     #: Set while the process shuts down: live tails end at their next poll.
     closing: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+    async def record_apart(self, entry: audit.AuditEntry) -> bool:
+        """Append one audit row on a connection of its own; never raises.
+
+        For rows that must not turn an answer into a failure (a refusal, the end of a stream): when the
+        row cannot be written it goes to the log instead, and roomlogs_api_audit_failures_total counts it.
+        """
+        try:
+            await self._append(entry)
+        except Exception:
+            self.metrics.audit_failures.labels(entry.outcome).inc()
+            log.exception(
+                "audit row not written: request %s action %s outcome %s detail %s status %s subject %s "
+                "room %s user %s occurrences %d",
+                entry.request_id,
+                entry.action,
+                entry.outcome,
+                entry.detail,
+                entry.http_status,
+                entry.caller[0],
+                entry.room_id,
+                entry.user_id,
+                entry.occurrences,
+            )
+            return False
+        return True
+
+    async def _append(self, entry: audit.AuditEntry) -> None:
+        pool = self.pool
+        if pool is None:
+            raise Unavailable("the API is starting or stopping")
+        async with pool.acquire(timeout=self.settings.statement_timeout_seconds) as conn:
+            await audit.record(conn, entry)
 
 
 class JSONResponse(Response):
@@ -80,14 +119,26 @@ def error_response(error: ApiError, request_id: uuid.UUID | str) -> JSONResponse
 class Call:
     request: Request
     state: ApiState
-    request_id: uuid.UUID
-    identity: Identity
-    route: str
+    exchange: audit.Exchange
     params: Params
 
     @property
     def settings(self) -> ApiSettings:
         return self.state.settings
+
+    @property
+    def request_id(self) -> uuid.UUID:
+        return self.exchange.request_id
+
+    @property
+    def identity(self) -> Identity:
+        identity = self.exchange.identity
+        assert identity is not None, "the gate verifies the caller before any handler runs"
+        return identity
+
+    @property
+    def route(self) -> str:
+        return self.exchange.route or audit.UNMATCHED
 
     @property
     def stated_reason(self) -> str | None:
@@ -97,6 +148,14 @@ class Call:
     def path(self, name: str) -> str:
         return check_ident(str(self.request.path_params[name]), name)
 
+    def asking(self, filters: dict[str, Any]) -> None:
+        """What the request asks for, as its audit rows (refusals included) record it."""
+        self.exchange.filters = filters
+
+    def granted(self, grant: Grant) -> Grant:
+        self.exchange.grant = grant
+        return grant
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         pool = self.state.pool
@@ -105,26 +164,20 @@ class Call:
         async with pool.acquire() as conn:
             yield conn
 
-    def entry(self, action: str, **fields: Any) -> audit.AuditEntry:
-        return audit.AuditEntry(request_id=self.request_id, identity=self.identity, action=action, **fields)
+    def entry(self, action: str | None = None, *, http_status: int = 200, **fields: Any) -> audit.AuditEntry:
+        """A row about this request; `action` defaults to the route's."""
+        if action is not None:
+            fields["action"] = action
+        return self.exchange.entry(http_status=http_status, **fields)
 
     async def authorize_room(
-        self,
-        conn: asyncpg.Connection,
-        room_id: str,
-        action: Action,
-        audit_action: str,
-        filters: dict[str, Any],
+        self, conn: asyncpg.Connection, room_id: str, action: Action, filters: dict[str, Any]
     ) -> Grant:
-        """The grant for this room, or the refusal (audited as `denied`, then raised)."""
-        try:
-            return await self.state.policy.room(conn, self.identity, room_id, action, self.stated_reason)
-        except Forbidden as e:
-            await audit.record(
-                conn,
-                self.entry(audit_action, room_id=room_id, filters=filters, outcome="denied", detail=e.code),
-            )
-            raise
+        """The grant for this room, or the refusal (raised; the gate audits it)."""
+        self.asking(filters)
+        return self.granted(
+            await self.state.policy.room(conn, self.identity, room_id, action, self.stated_reason)
+        )
 
     async def audit(self, conn: asyncpg.Connection, entry: audit.AuditEntry) -> None:
         await audit.record(conn, entry)

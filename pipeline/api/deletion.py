@@ -9,7 +9,9 @@ The API's role cannot DELETE from `events`. It calls `api_delete_room_logs` / `a
 (migration 0003), SECURITY DEFINER functions that re-check the basis, delete under the
 `roomlogs.authorized_deletion` setting the events trigger requires, and write the `deletion_requests`
 ledger row; the access-audit row is written in the same transaction, so a deletion is recorded twice or
-not done at all.
+not done at all. Both are keyed by the server's request id (a client's X-Request-Id is only a label, so
+a retried or reused one can neither collide with another request nor name it). Refusals (403, a legal
+hold's 409, a bad body's 400) are raised and audited by the gate.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from starlette.responses import Response
 from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import Forbidden, InvalidBody, LegalHold
+from pipeline.api.params import storable
 
 _MAX_BODY_BYTES = 4096
 _NOTE_MAX_CHARS = 500
@@ -35,7 +38,7 @@ async def delete_room_logs(call: Call) -> Response:
     note = await _note(call)
     asked = {"note": note} if note else {}
     async with call.connection() as conn:
-        grant = await call.authorize_room(conn, room_id, Action.DELETE, "room_logs.delete", asked)
+        grant = await call.authorize_room(conn, room_id, Action.DELETE, asked)
         reason = grant.staff_reason if grant.basis == "staff" else (note or "owner request")
         try:
             async with conn.transaction():
@@ -50,24 +53,12 @@ async def delete_room_logs(call: Call) -> Response:
                     reason,
                 )
                 await call.audit(
-                    conn,
-                    call.entry(
-                        "room_logs.delete", grant=grant, room_id=room_id, filters=asked, row_count=deleted
-                    ),
+                    conn, call.entry(http_status=201, grant=grant, filters=asked, row_count=deleted)
                 )
         except asyncpg.ObjectInUseError:  # raised by api_delete_room_logs for a room under legal hold
-            await call.audit(
-                conn,
-                call.entry(
-                    "room_logs.delete",
-                    grant=grant,
-                    room_id=room_id,
-                    filters=asked,
-                    outcome="denied",
-                    detail=LegalHold.code,
-                ),
-            )
             raise LegalHold(f"room {room_id!r} is under legal hold; its logs cannot be deleted") from None
+        except asyncpg.InsufficientPrivilegeError:  # the owner changed since authorize_room looked
+            raise Forbidden("only the room's owner or support staff may delete its logs") from None
     return JSONResponse(
         {
             "request_id": call.request_id,
@@ -87,32 +78,20 @@ async def erase_user_chat(call: Call) -> Response:
     call.params.done()
     note = await _note(call)
     asked = {"note": note} if note else {}
-    async with call.connection() as conn:
-        try:
-            ticket = call.state.policy.staff_reason(call.identity, call.stated_reason)
-        except Forbidden as e:
-            await call.audit(
-                conn,
-                call.entry(
-                    "user_chat.erase", user_id=user_id, filters=asked, outcome="denied", detail=e.code
-                ),
-            )
-            raise
-        grant = Grant("staff", ticket)
-        async with conn.transaction():
-            await _long_timeout(call, conn)
-            deleted = await conn.fetchval(
-                "SELECT api_erase_user_chat($1, $2, $3, $4, $5)",
-                call.request_id,
-                user_id,
-                call.identity.subject,
-                call.identity.kind.value,
-                ticket,
-            )
-            await call.audit(
-                conn,
-                call.entry("user_chat.erase", grant=grant, user_id=user_id, filters=asked, row_count=deleted),
-            )
+    call.asking(asked)
+    ticket = call.state.policy.staff_reason(call.identity, call.stated_reason)
+    grant = call.granted(Grant("staff", ticket))
+    async with call.connection() as conn, conn.transaction():
+        await _long_timeout(call, conn)
+        deleted = await conn.fetchval(
+            "SELECT api_erase_user_chat($1, $2, $3, $4, $5)",
+            call.request_id,
+            user_id,
+            call.identity.subject,
+            call.identity.kind.value,
+            ticket,
+        )
+        await call.audit(conn, call.entry(http_status=201, grant=grant, filters=asked, row_count=deleted))
     return JSONResponse(
         {
             "request_id": call.request_id,
@@ -134,11 +113,9 @@ async def _long_timeout(call: Call, conn: Any) -> None:
 
 async def _note(call: Call) -> str | None:
     """The optional JSON body ``{"note": "..."}``: the requester's own words, kept with the request."""
-    raw = await call.request.body()
+    raw = await _body(call, _MAX_BODY_BYTES)
     if not raw.strip():
         return None
-    if len(raw) > _MAX_BODY_BYTES:
-        raise InvalidBody(f"the body may be at most {_MAX_BODY_BYTES} bytes")
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError:
@@ -148,6 +125,18 @@ async def _note(call: Call) -> str | None:
     note = body.get("note")
     if note is None:
         return None
-    if not isinstance(note, str) or not 0 < len(note) <= _NOTE_MAX_CHARS or "\x00" in note:
-        raise InvalidBody(f"note must be 1..{_NOTE_MAX_CHARS} characters")
+    if not isinstance(note, str) or not 0 < len(note) <= _NOTE_MAX_CHARS or not storable(note):
+        raise InvalidBody(f"note must be 1..{_NOTE_MAX_CHARS} characters, without NUL")
     return note
+
+
+async def _body(call: Call, limit: int) -> bytes:
+    """The request body, read no further than `limit` bytes (InvalidBody beyond)."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in call.request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise InvalidBody(f"the body may be at most {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -1,7 +1,8 @@
 """The API's errors: one JSON shape, stable codes, behaviour on the class.
 
 Every error response is ``{"error": {"code": ..., "message": ..., "request_id": ..., "details": {...}}}``.
-`code` is stable (clients branch on it); `message` is for people and may change.
+`code` is stable (clients branch on it); `message` is for people and may change. `outcome` is what the
+access audit records for the refusal (`pipeline.api.gate` writes that row for every error).
 """
 
 from __future__ import annotations
@@ -18,6 +19,9 @@ class ApiError(RoomlogsError):
     code: ClassVar[str] = "bad_request"
     #: Label for roomlogs_api_denials_total when the error is a refusal of access (None otherwise).
     denial: ClassVar[str | None] = None
+    #: access_audit.outcome of the refusal: denied (who is asking, or a legal hold), rejected (what was
+    #: asked), rate_limited, error (the server failed).
+    outcome: ClassVar[str] = "rejected"
 
     def __init__(self, message: str, *, details: dict[str, Any] | None = None) -> None:
         super().__init__(message)
@@ -48,8 +52,11 @@ class RangeTooLarge(ApiError):
 
 
 class InvalidCursor(ApiError):
+    """A cursor this API did not issue, or issued for another query or caller: a refused access."""
+
     code = "invalid_cursor"
     denial = "invalid_cursor"
+    outcome = "denied"
 
 
 # --- 401 / 403 ------------------------------------------------------------------------------------------
@@ -57,6 +64,9 @@ class Unauthenticated(ApiError):
     status = 401
     code = "unauthenticated"
     denial = "unauthenticated"
+    outcome = "denied"
+    #: The `sub` claim of a token that failed verification, when it has one: audited as unverified.
+    unverified_subject: str | None = None
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="roomlogs"'}
@@ -81,6 +91,7 @@ class Forbidden(ApiError):
     status = 403
     code = "forbidden"
     denial = "not_permitted"
+    outcome = "denied"
 
 
 class ReasonRequired(Forbidden):
@@ -114,6 +125,18 @@ class LegalHold(ApiError):
 
     status = 409
     code = "legal_hold"
+    outcome = "denied"
+
+
+class Conflict(ApiError):
+    """A concurrent change held the rows this request needed (a lock wait or a serialization failure)."""
+
+    status = 409
+    code = "conflict"
+    retriable = True
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": "1"}
 
 
 class QueryTimeout(ApiError):
@@ -127,6 +150,7 @@ class RateLimited(ApiError):
     status = 429
     code = "rate_limited"
     denial = "rate_limited"
+    outcome = "rate_limited"
     retriable = True
 
     def __init__(self, message: str, *, retry_after_seconds: float) -> None:
@@ -146,6 +170,7 @@ class TooManyStreams(RateLimited):
 class Unavailable(ApiError):
     status = 503
     code = "unavailable"
+    outcome = "error"
     retriable = True
 
     def headers(self) -> dict[str, str]:
@@ -155,6 +180,7 @@ class Unavailable(ApiError):
 class InternalError(ApiError):
     status = 500
     code = "internal"
+    outcome = "error"
 
 
 #: Every code the API answers with, for the OpenAPI document and the README.
@@ -177,6 +203,7 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 MethodNotAllowed,
                 ExportTooLarge,
                 LegalHold,
+                Conflict,
                 QueryTimeout,
                 RateLimited,
                 TooManyStreams,

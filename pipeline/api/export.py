@@ -22,7 +22,7 @@ import asyncpg
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from pipeline.api import audit, queries
+from pipeline.api import queries
 from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, dumps
 from pipeline.api.errors import ExportTooLarge, Unavailable
@@ -71,13 +71,11 @@ async def export_events(call: Call) -> Response:
     call.state.streams.acquire(caller)
     try:
         async with call.connection() as conn:
-            grant = await call.authorize_room(conn, room_id, Action.EXPORT, "export", asked)
+            grant = await call.authorize_room(conn, room_id, Action.EXPORT, asked)
             if limit is None:
                 matching = await queries.count_capped(conn, room_id, rng, filters, s.export_max_rows)
                 _check_cap(matching, s.export_max_rows)
-            await call.audit(
-                conn, call.entry("export", grant=grant, room_id=room_id, filters=asked, outcome="started")
-            )
+            await call.audit(conn, call.entry(grant=grant, filters=asked, outcome="started"))
     except BaseException:
         call.state.streams.release(caller)
         raise
@@ -140,26 +138,18 @@ async def _stream(
         raise
     finally:
         with anyio.CancelScope(shield=True):
-            await _audit_end(call, grant, room_id, asked, sent, outcome, detail)
+            await _audit_end(call, grant, asked, sent, outcome, detail)
         state.streams.release(call.identity.caller_key)
         state.metrics.rows.labels(call.route).inc(sent)
 
 
 async def _audit_end(
-    call: Call, grant: Grant, room_id: str, asked: dict[str, Any], sent: int, outcome: str, detail: str
+    call: Call, grant: Grant, asked: dict[str, Any], sent: int, outcome: str, detail: str
 ) -> None:
-    pool = call.state.pool
-    entry = call.entry(
-        "export", grant=grant, room_id=room_id, filters=asked, row_count=sent, outcome=outcome, detail=detail
+    # the `started` row stands; if this one cannot be written, record_apart logs it and counts it
+    await call.state.record_apart(
+        call.entry(grant=grant, filters=asked, row_count=sent, outcome=outcome, detail=detail)
     )
-    if pool is None:
-        log.error("could not record the end of export %s (%d rows sent): no pool", call.request_id, sent)
-        return
-    try:
-        async with pool.acquire() as conn:
-            await audit.record(conn, entry)
-    except Exception:  # the `started` row stands; say loudly that its end is missing
-        log.exception("could not record the end of export %s (%d rows sent)", call.request_id, sent)
 
 
 def _check_cap(matching: int, cap: int) -> None:

@@ -1,7 +1,8 @@
 """The API's Prometheus metrics, in one object built from an injected registry (tests get a fresh one).
 
 Label values are bounded: `route` is a route template (``/v1/rooms/{room_id}/events``), never a filled-in
-path; `status` an HTTP status; `reason` a denial code from `pipeline.api.errors`.
+path; `status` an HTTP status; `reason` a denial code from `pipeline.api.errors`; `outcome` an
+access_audit outcome.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class ApiMetrics:
             f"{prefix}_rows_returned",
             "Events returned (pages, exports, live tails), by route template",
             ["route"],
+            registry=registry,
+        )
+        self.audit_failures = Counter(
+            f"{prefix}_audit_failures",
+            "Access-audit rows that could not be written (the entry went to the log instead), by outcome",
+            ["outcome"],
             registry=registry,
         )
 

@@ -19,7 +19,10 @@ from pipeline.events.contract import MODERATION_TYPES, EventType
 
 EVENT_TYPES = tuple(t.value for t in EventType)
 MODERATION_TYPE_VALUES = tuple(sorted(t.value for t in MODERATION_TYPES))
-_IDENT = re.compile(r"^[^\x00-\x1f\x7f]{1,64}$")
+#: An identifier (room, user): 1..64 characters, no control characters, no lone surrogates.
+_IDENT = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,64}$")
+#: What PostgreSQL text cannot hold: NUL, and lone surrogates (not UTF-8).
+_UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 _TEXT_MIN, _TEXT_MAX = 3, 200
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
@@ -153,7 +156,7 @@ class Params:
     def filters(self) -> EventFilters:
         types = self.types()
         text = self._one("q")
-        if text is not None and (not _TEXT_MIN <= len(text) <= _TEXT_MAX or "\x00" in text):
+        if text is not None and (not _TEXT_MIN <= len(text) <= _TEXT_MAX or _UNSTORABLE.search(text)):
             raise InvalidParameter(
                 f"q must be {_TEXT_MIN}..{_TEXT_MAX} characters", details={"parameter": "q"}
             )
@@ -211,8 +214,17 @@ def parse_timestamp(raw: str, name: str) -> datetime:
     return moment
 
 
+def is_ident(raw: str) -> bool:
+    return _IDENT.fullmatch(raw) is not None
+
+
+def storable(text: str) -> bool:
+    """Whether PostgreSQL text (and jsonb) can hold `text` as it is."""
+    return _UNSTORABLE.search(text) is None
+
+
 def check_ident(raw: str, name: str) -> str:
-    if not _IDENT.match(raw):
+    if not _IDENT.fullmatch(raw):
         raise InvalidParameter(f"{name} must be 1..64 printable characters", details={"parameter": name})
     return raw
 

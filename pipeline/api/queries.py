@@ -23,6 +23,7 @@ COLUMNS = (
     "event_id, occurred_at, room_id, event_type AS type, schema_version, actor_id, target_id, body, payload, "
     "retention_class, ingested_at"
 )
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 #: Keys of an event as the API returns it, in order.
 EVENT_KEYS = (
     "event_id",
@@ -149,18 +150,26 @@ async def stream_room_events(
 async def one_event(conn: asyncpg.Connection, room_id: str, event_id: uuid.UUID) -> asyncpg.Record | None:
     """The event, if it belongs to the room. A UUIDv7 id carries its time: look around it first."""
     sql = f"SELECT {COLUMNS} FROM events WHERE room_id = $1 AND event_id = $2"
-    if event_id.version == 7:
-        stamped = datetime.fromtimestamp((event_id.int >> 80) / 1000, UTC)
-        near = await conn.fetchrow(
-            sql + " AND occurred_at >= $3 AND occurred_at < $4 LIMIT 1",
-            room_id,
-            event_id,
-            stamped - timedelta(days=1),
-            stamped + timedelta(days=1),
+    near = uuid7_window(event_id)
+    if near is not None:
+        found = await conn.fetchrow(
+            sql + " AND occurred_at >= $3 AND occurred_at < $4 LIMIT 1", room_id, event_id, *near
         )
-        if near is not None:
-            return near
+        if found is not None:
+            return found
     return await conn.fetchrow(sql + " LIMIT 1", room_id, event_id)
+
+
+def uuid7_window(event_id: uuid.UUID) -> tuple[datetime, datetime] | None:
+    """A day either side of the time a UUIDv7 carries; None for other versions and for times a datetime
+    cannot hold (a v7 time runs to the year 10889, a datetime to 9999)."""
+    if event_id.version != 7:
+        return None
+    try:
+        stamped = _EPOCH + timedelta(milliseconds=event_id.int >> 80)
+        return stamped - timedelta(days=1), stamped + timedelta(days=1)
+    except OverflowError:
+        return None
 
 
 async def day_counts(conn: asyncpg.Connection, room_id: str, first: date, last: date) -> list[asyncpg.Record]:

@@ -1,6 +1,7 @@
 """Read routes: a room's events, one event, a room's days, a user's moderation history.
 
-Each handler: parameters (400 on anything odd) -> authorization (403, audited) -> query -> audit -> answer.
+Each handler: parameters (400 on anything odd) -> authorization (403) -> query -> audit -> answer.
+A refusal is raised; the gate answers it and audits it.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ async def list_events(call: Call) -> Response:
     bound = binding("events", room_id, filters.as_dict(), order, call.identity.caller_key)
     asked: dict[str, Any] = {**filters.as_dict(), "order": order, "limit": limit, "page": cursor is not None}
     async with call.connection() as conn:
-        grant = await call.authorize_room(conn, room_id, Action.READ, "events.list", asked)
+        grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         after, from_cursor = call.state.cursors.decode(cursor, bound) if cursor else (None, None)
         rng = resolve_range(
             explicit, from_cursor, call.params.now, default=_DEFAULT_SPAN, max_days=s.max_range_days
@@ -55,13 +56,7 @@ async def list_events(call: Call) -> Response:
         rows, next_cursor = _next_page(call, rows, limit, bound, (rng.since, rng.until))
         await call.audit(
             conn,
-            call.entry(
-                "events.list",
-                grant=grant,
-                room_id=room_id,
-                filters={**asked, **rng.as_dict()},
-                row_count=len(rows),
-            ),
+            call.entry(grant=grant, filters={**asked, **rng.as_dict()}, row_count=len(rows)),
         )
     call.state.metrics.rows.labels(call.route).inc(len(rows))
     return JSONResponse(
@@ -92,23 +87,13 @@ async def get_event(call: Call) -> Response:
     except ValueError:
         raise InvalidParameter("event_id must be a UUID", details={"parameter": "event_id"}) from None
     call.params.done()
+    asked = {"event_id": str(event_id)}
     async with call.connection() as conn:
-        grant = await call.authorize_room(
-            conn, room_id, Action.READ, "events.get", {"event_id": str(event_id)}
-        )
+        grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         row = await queries.one_event(conn, room_id, event_id)
-        await call.audit(
-            conn,
-            call.entry(
-                "events.get",
-                grant=grant,
-                room_id=room_id,
-                filters={"event_id": str(event_id)},
-                row_count=0 if row is None else 1,
-            ),
-        )
-    if row is None:
-        raise NotFound("no such event in this room")
+        if row is None:
+            raise NotFound("no such event in this room")
+        await call.audit(conn, call.entry(grant=grant, filters=asked, row_count=1))
     call.state.metrics.rows.labels(call.route).inc()
     return JSONResponse(queries.event_json(row))
 
@@ -132,16 +117,14 @@ async def room_days(call: Call) -> Response:
         raise RangeTooLarge(f"at most {max_days} days at once", details={"max_days": max_days})
     asked = {"from": first.isoformat(), "to": last.isoformat()}
     async with call.connection() as conn:
-        grant = await call.authorize_room(conn, room_id, Action.READ, "days", asked)
+        grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         rows = await queries.day_counts(conn, room_id, first, last)
         days: dict[date, dict[str, Any]] = {}
         for r in rows:
             day = days.setdefault(r["day"], {"day": r["day"].isoformat(), "total": 0, "by_type": {}})
             day["by_type"][r["type"]] = r["n"]
             day["total"] += r["n"]
-        await call.audit(
-            conn, call.entry("days", grant=grant, room_id=room_id, filters=asked, row_count=len(days))
-        )
+        await call.audit(conn, call.entry(grant=grant, filters=asked, row_count=len(days)))
     return JSONResponse(
         {"room_id": room_id, "from": asked["from"], "to": asked["to"], "days": list(days.values())}
     )
@@ -157,7 +140,6 @@ async def moderation_history(call: Call) -> Response:
     order, limit, cursor = _page(call)
     p.done()
     s = call.settings
-    grant: Grant = call.state.policy.across_rooms(call.identity, call.stated_reason)
     asked: dict[str, Any] = {
         "role": role,
         "types": types,
@@ -165,6 +147,8 @@ async def moderation_history(call: Call) -> Response:
         "limit": limit,
         "page": cursor is not None,
     }
+    call.asking(asked)
+    grant: Grant = call.granted(call.state.policy.across_rooms(call.identity, call.stated_reason))
     bound = binding("moderation", user_id, role, types, order, grant.basis, call.identity.caller_key)
     async with call.connection() as conn:
         after, from_cursor = call.state.cursors.decode(cursor, bound) if cursor else (None, None)
@@ -176,13 +160,7 @@ async def moderation_history(call: Call) -> Response:
         rows, next_cursor = _next_page(call, rows, limit, bound, (rng.since, rng.until))
         await call.audit(
             conn,
-            call.entry(
-                "moderation.history",
-                grant=grant,
-                user_id=user_id,
-                filters={**asked, **rng.as_dict()},
-                row_count=len(rows),
-            ),
+            call.entry(grant=grant, filters={**asked, **rng.as_dict()}, row_count=len(rows)),
         )
     call.state.metrics.rows.labels(call.route).inc(len(rows))
     return JSONResponse(

@@ -72,6 +72,8 @@ class ApiSettings:
     export_rate_cost: int = 10
     #: Concurrent exports and live tails per caller.
     max_streams_per_caller: int = 2
+    #: A caller's 429s are audited as the first one, then one row with a count per this many seconds.
+    rate_limited_audit_window_seconds: float = 60.0
     # --- live tail -------------------------------------------------------------------------------------
     tail_poll_seconds: float = 1.0
     tail_max_seconds: float = 900.0
@@ -103,6 +105,7 @@ class ApiSettings:
             "statement_timeout_seconds",
             "long_statement_timeout_seconds",
             "rate_limit_per_second",
+            "rate_limited_audit_window_seconds",
             "tail_poll_seconds",
             "tail_max_seconds",
             "tail_heartbeat_seconds",

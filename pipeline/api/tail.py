@@ -25,7 +25,7 @@ from datetime import datetime, timedelta
 import anyio
 from starlette.responses import Response, StreamingResponse
 
-from pipeline.api import audit, queries
+from pipeline.api import queries
 from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, dumps
 from pipeline.api.errors import Forbidden
@@ -46,9 +46,9 @@ async def tail_room(call: Call) -> Response:
     call.state.streams.acquire(caller)
     try:
         async with call.connection() as conn:
-            grant = await call.authorize_room(conn, room_id, Action.TAIL, "tail", {})
+            grant = await call.authorize_room(conn, room_id, Action.TAIL, {})
             started_at: datetime = await conn.fetchval("SELECT now()")
-            await call.audit(conn, call.entry("tail", grant=grant, room_id=room_id, outcome="started"))
+            await call.audit(conn, call.entry(grant=grant, outcome="started"))
     except BaseException:
         call.state.streams.release(caller)
         raise
@@ -113,24 +113,7 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
             await anyio.sleep(s.tail_poll_seconds)
     finally:
         with anyio.CancelScope(shield=True):
-            try:
-                if state.pool is not None:
-                    async with state.pool.acquire() as conn:
-                        await audit.record(
-                            conn,
-                            call.entry(
-                                "tail",
-                                grant=grant,
-                                room_id=room_id,
-                                row_count=sent,
-                                outcome=outcome,
-                                detail=detail,
-                            ),
-                        )
-            except Exception:
-                log.exception(
-                    "could not record the end of live tail %s (%d events sent)", call.request_id, sent
-                )
+            await state.record_apart(call.entry(grant=grant, row_count=sent, outcome=outcome, detail=detail))
         state.streams.release(call.identity.caller_key)
         state.metrics.rows.labels(call.route).inc(sent)
 
