@@ -98,6 +98,21 @@ class IngestMetrics:
         )
         self.dead_letter_publish_errors = Counter(
             f"{p}_dead_letter_publish_errors",
-            "Dead letters stored in PostgreSQL but not sent to the topic",
+            "Rounds of the dead-letter relay that left mirrors queued (retried with back-off)",
+            registry=registry,
+        )
+        self.dead_letters_mirrored = Counter(
+            f"{p}_dead_letters_mirrored",
+            "Dead letters acknowledged by the dead-letter topic",
+            registry=registry,
+        )
+        self.dead_letters_mirrored_as_reference = Counter(
+            f"{p}_dead_letters_mirrored_as_reference",
+            "Dead letters too large for the broker, mirrored as a reference to the dead_letters table",
+            registry=registry,
+        )
+        self.dead_letter_outbox_pending = Gauge(
+            f"{p}_dead_letter_outbox_pending",
+            "Dead letters stored but not yet acknowledged by the dead-letter topic",
             registry=registry,
         )

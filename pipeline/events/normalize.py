@@ -252,7 +252,8 @@ class Normalizer:
             _require(changes, "data.changes")
             raise Invalid(Reason.WRONG_TYPE, "data.changes: expected an object")
         kept: dict[str, dict[str, Any]] = {}
-        for name, change in changes.items():
+        # sorted: two copies of one event that list their changes in another order are the same content
+        for name, change in sorted(changes.items()):
             kinds = c.ROOM_SETTINGS.get(name)
             if kinds is None:
                 self.dropped_fields[EventType.ROOM_SETTINGS_CHANGED] += 1
@@ -399,20 +400,7 @@ class Normalizer:
         return text
 
     def _mask(self, text: str) -> str:
-        if "@" in text:
-            text, n = _EMAIL.subn(EMAIL_MASK, text)
-            self.masked["email"] += n
-        text, n = _CARD.subn(_card_or_keep, text)
-        if n:
-            masked = text.count(CARD_MASK)
-            self.masked["card"] += masked
-        text, n = _IPV4.subn(_ip_or_keep, text)
-        if ":" in text:
-            text, n6 = _IPV6.subn(_ipv6_or_keep, text)
-            n += n6
-        if n:
-            self.masked["ip"] += text.count(IP_MASK)
-        return text
+        return mask_personal_data(text, self.masked)
 
     def _count_extra(self, obj: dict[str, Any], allowed: frozenset[str], label: str) -> None:
         if not allowed.issuperset(obj):
@@ -420,6 +408,26 @@ class Normalizer:
 
 
 # --- module helpers ----------------------------------------------------------------------------------------
+def mask_personal_data(text: str, counts: Counter[str] | None = None) -> str:
+    """Replace e-mail addresses, card numbers and IP addresses in free text; count them by kind."""
+    if not _MAYBE_PII.search(text):
+        return text
+    if "@" in text:
+        text, n = _EMAIL.subn(EMAIL_MASK, text)
+        if counts is not None and n:
+            counts["email"] += n
+    text, n = _CARD.subn(_card_or_keep, text)
+    if n and counts is not None:
+        counts["card"] += text.count(CARD_MASK)
+    text, n = _IPV4.subn(_ip_or_keep, text)
+    if ":" in text:
+        text, n6 = _IPV6.subn(_ipv6_or_keep, text)
+        n += n6
+    if n and counts is not None:
+        counts["ip"] += text.count(IP_MASK)
+    return text
+
+
 def _six_fraction_digits(value: str) -> str:
     """Python keeps microseconds: cut a longer fraction (RFC 3339 allows any) to six digits."""
     head, dot, rest = value.partition(".")

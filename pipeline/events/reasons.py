@@ -24,6 +24,9 @@ class Reason(StrEnum):
     PRIVATE_MESSAGE = "private_message"
     #: PostgreSQL refused the row although the normalizer accepted it (found by splitting the batch).
     STORAGE_REJECTED = "storage_rejected"
+    #: An event id already stored with other content (another time, text, room...): a producer reused an
+    #: id, or changed an event before resending it. The stored copy stands; this one is kept for review.
+    CONFLICTING_DUPLICATE = "conflicting_duplicate"
 
 
 #: Reasons whose raw bytes must not be kept in the dead-letter record

@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -33,13 +33,15 @@ from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.errors import StorageUnavailableError
 from pipeline.events.normalize import Normalizer
+from pipeline.events.reasons import Reason
+from pipeline.ingest.mirror import DeadLetterMirror
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
-from pipeline.ingest.tombstones import Tombstones
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.storage.batch import WriteBatch, WriteOutcome
 from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.deletions import Deletions
 from pipeline.storage.partitions import PartitionManager, horizon
 from pipeline.storage.writer import BatchWriter
 
@@ -84,7 +86,6 @@ class IngestService:
         self.metrics = metrics
         self._clock = clock
         self.partitions = partitions or PartitionManager()
-        self._writer = BatchWriter(pool, self.partitions)
         self.normalizer = Normalizer(
             max_event_bytes=settings.max_event_bytes,
             chat_text_max_chars=settings.chat_text_max_chars,
@@ -95,6 +96,12 @@ class IngestService:
             default_class=settings.default_retention_class,
             busy_min_occupancy=settings.busy_room_min_occupancy,
         )
+        self.deletions = Deletions()
+        self._writer = BatchWriter(
+            pool, self.partitions, deletions=self.deletions, classify=self.rooms.classify
+        )
+        self.mirror: DeadLetterMirror | None = None
+        self._mirror_task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._generation = 0
@@ -105,7 +112,8 @@ class IngestService:
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._retention_days: dict[str, int] = {}
-        self.tombstones = Tombstones()
+        #: per class, the newest day retention dropped: never written again, whatever the class's days now
+        self._dropped_through: dict[str, date] = {}
         self._retention_loaded_at = 0.0
         self._paused = False
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
@@ -117,6 +125,7 @@ class IngestService:
             "dead_lettered": 0,
             "expired": 0,
             "suppressed": 0,
+            "duplicates": 0,
         }
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -125,16 +134,24 @@ class IngestService:
         async with self._pool.acquire() as conn:
             await self.partitions.load(conn)
             await self._load_retention(conn)
+            await self.deletions.load(conn)
         self._producer = AIOKafkaProducer(
-            bootstrap_servers=s.kafka_bootstrap,
             acks="all",
             enable_idempotence=s.kafka_idempotent_producer,
             compression_type=None if s.kafka_compression == "none" else s.kafka_compression,
             linger_ms=5,
         )
         await self._producer.start()
+        self.mirror = DeadLetterMirror(
+            self._pool,
+            self._producer,
+            s.dead_letter_topic,
+            self.metrics,
+            retry_initial_seconds=s.db_retry_initial_seconds,
+            retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
+        )
+        self._mirror_task = asyncio.create_task(self.mirror.run())
         self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.kafka_bootstrap,
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
@@ -152,6 +169,14 @@ class IngestService:
             await asyncio.wait_for(self._stopped.wait(), self.settings.shutdown_drain_seconds + 5)
 
     async def close(self) -> None:
+        if self.mirror is not None and self._mirror_task is not None:
+            # one last round for what this worker queued; anything left is sent by the next relay
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.mirror.drained.wait(), 5.0)
+            self.mirror.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._mirror_task, 5.0)
+            self._mirror_task = None
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
@@ -193,7 +218,7 @@ class IngestService:
                     rooms=self.rooms,
                     horizons=self._horizons(now.date()),
                     now=now,
-                    tombstones=self.tombstones,
+                    deletions=self.deletions,
                 )
                 self.metrics.consumed.inc(pass1.consumed)
                 self.totals["consumed"] += pass1.consumed
@@ -252,35 +277,23 @@ class IngestService:
         self.totals["stored"] += outcome.stored
         if outcome.duplicates:
             m.duplicates.inc(outcome.duplicates)
+            self.totals["duplicates"] += outcome.duplicates
         if outcome.fenced:
             m.fenced.inc(outcome.fenced)
         if outcome.partitions_created:
             m.partitions_created.inc(outcome.partitions_created)
         if outcome.rejected:
-            m.dead_lettered.labels("storage_rejected").inc(len(outcome.rejected))
+            m.dead_lettered.labels(Reason.STORAGE_REJECTED.value).inc(len(outcome.rejected))
+        if outcome.conflicts:
+            m.dead_lettered.labels(Reason.CONFLICTING_DUPLICATE.value).inc(len(outcome.conflicts))
+            self.rooms.forget(outcome.conflicting_rooms)  # a conflicting copy moved the cache, not PostgreSQL
+        for reason, n in outcome.suppressed.items():
+            m.suppressed.labels(reason).inc(n)
+            self.totals["suppressed"] += n
         self.totals["dead_lettered"] += outcome.dead_lettered
-        await self._publish_dead_letters([*batch.dead_letters, *outcome.rejected])
+        if outcome.outboxed and self.mirror is not None:
+            self.mirror.wake()
         await self._commit_kafka(batch)
-
-    async def _publish_dead_letters(self, dead_letters: list[tuple[Any, ...]]) -> None:
-        """Mirror dead letters to the dead-letter topic (the table is the record; this is for consumers)."""
-        if not dead_letters or self._producer is None:
-            return
-        topic = self.settings.dead_letter_topic
-        futures = []
-        try:
-            for received_at, reason, detail, src_topic, partition, offset, raw in dead_letters:
-                headers = [
-                    ("roomlogs.reason", reason.encode()),
-                    ("roomlogs.detail", detail.encode("utf-8", "replace")[:1000]),
-                    ("roomlogs.source", f"{src_topic}/{partition}/{offset}".encode()),
-                    ("roomlogs.received_at", received_at.isoformat().encode()),
-                ]
-                futures.append(await self._producer.send(topic, value=raw or b"", headers=headers))
-            await asyncio.gather(*futures)
-        except KafkaError as e:
-            self.metrics.dead_letter_publish_errors.inc(len(dead_letters))
-            log.warning("could not mirror %d dead letters to %s: %s", len(dead_letters), topic, e)
 
     async def _commit_kafka(self, batch: WriteBatch) -> None:
         consumer = self._consumer
@@ -324,6 +337,9 @@ class IngestService:
         for reason, n in stats.suppressed_by_reason.items():
             m.suppressed.labels(reason).inc(n)
             self.totals["suppressed"] += n
+        if stats.duplicates:
+            m.duplicates.inc(stats.duplicates)
+            self.totals["duplicates"] += stats.duplicates
         dropped = self.normalizer.dropped_fields
         if dropped:
             for etype, n in dropped.items():
@@ -344,14 +360,31 @@ class IngestService:
                 await self._load_retention(conn)
 
     async def _load_retention(self, conn: asyncpg.Connection) -> None:
-        """Retention classes and authorized deletions: what the batch builder must not (re-)insert."""
+        """Retention classes, and the newest day retention dropped per class: what must not be (re-)inserted.
+
+        Authorized deletions are not read here: the writer re-reads them inside every transaction that
+        could be affected (pipeline.storage.deletions).
+        """
         rows = await conn.fetch("SELECT name, retention_days FROM retention_classes")
         self._retention_days = {r["name"]: r["retention_days"] for r in rows}
-        await self.tombstones.load(conn)
+        dropped = await conn.fetch(
+            """SELECT retention_class, max(day) AS day FROM deletion_ledger
+                WHERE table_name = 'events' AND action = 'drop_partition' GROUP BY 1"""
+        )
+        self._dropped_through = {r["retention_class"]: r["day"] for r in dropped}
         self._retention_loaded_at = time.monotonic()
 
     def _horizons(self, today: date) -> dict[str, date]:
-        return {cls: horizon(today, days) for cls, days in self._retention_days.items()}
+        """Oldest day still writable per class: inside retention, and after anything retention dropped
+        (a class whose retention was lengthened does not bring back days it already deleted)."""
+        out = {}
+        for cls, days in self._retention_days.items():
+            oldest = horizon(today, days)
+            dropped = self._dropped_through.get(cls)
+            if dropped is not None and dropped >= oldest:
+                oldest = dropped + timedelta(days=1)
+            out[cls] = oldest
+        return out
 
     async def _with_storage(self, fn: Callable[..., Any], *args: Any) -> bool:
         """Run a read against PostgreSQL, waiting out an outage. False if a rebalance made it moot."""

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from pipeline.events.deadletter import keep, safe_detail
+from pipeline.events.identity import content_digest
 from pipeline.events.normalize import Normalized, Normalizer
-from pipeline.events.reasons import RAW_WITHHELD, Invalid
+from pipeline.events.reasons import Invalid
 from pipeline.ingest.rooms import RoomDirectory
-from pipeline.ingest.tombstones import Tombstones
-from pipeline.storage.batch import RoomChange, WriteBatch
+from pipeline.storage.batch import DeadLetter, RoomChange, WriteBatch
+from pipeline.storage.deletions import Deletions
+from pipeline.storage.event_ids import conflicting_copy
 
 
 class KafkaRecord(Protocol):
@@ -38,7 +41,7 @@ class NormalizedBatch:
     topic: str
     #: (partition, offset, normalized event) in consumption order
     events: list[tuple[int, int, Normalized]] = field(default_factory=list)
-    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     first_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
     rooms: set[str] = field(default_factory=set)
@@ -50,8 +53,10 @@ class BatchStats:
     stored_by_type: Counter[str] = field(default_factory=Counter)
     dead_lettered_by_reason: Counter[str] = field(default_factory=Counter)
     expired_by_class: Counter[str] = field(default_factory=Counter)
-    #: Events an authorized deletion covers (a replay of deleted logs), by tombstones reason.
+    #: Events an authorized deletion covers (a replay of deleted logs), by reason.
     suppressed_by_reason: Counter[str] = field(default_factory=Counter)
+    #: Copies of an event seen earlier in the same batch with the same content.
+    duplicates: int = 0
 
 
 #: Records normalized between two yields to the event loop. The previous batch's COPY is streamed by the
@@ -69,6 +74,7 @@ async def normalize_records(
     events = out.events
     dls = out.dead_letters
     normalize = normalizer.normalize
+    chat_max = normalizer.chat_text_max_chars
     for partition, msgs in records.items():
         if not msgs:
             continue
@@ -80,15 +86,18 @@ async def normalize_records(
                 try:
                     events.append((partition, m.offset, normalize(m.value, now)))
                 except Invalid as e:
+                    kept = keep(m.value, e.reason, chat_text_max_chars=chat_max)
                     dls.append(
-                        (
+                        DeadLetter(
                             now,
                             e.reason.value,
-                            e.detail,
+                            safe_detail(e.detail),
                             topic,
                             partition,
                             m.offset,
-                            None if e.reason in RAW_WITHHELD else m.value,
+                            kept.content,
+                            kept.raw_sha256,
+                            kept.raw_bytes,
                         )
                     )
             await asyncio.sleep(0)
@@ -103,9 +112,15 @@ def build_batch(
     rooms: RoomDirectory,
     horizons: Mapping[str, date],
     now: datetime,
-    tombstones: Tombstones | None = None,
+    deletions: Deletions | None = None,
 ) -> tuple[WriteBatch, BatchStats]:
-    """Assign retention classes (following room changes in event order), drop expired and deleted events."""
+    """Assign retention classes (following room changes by event version), set aside expired, deleted
+    and repeated events.
+
+    An event id appears at most once in the batch's rows: a later copy with the same content is counted as
+    a duplicate, one with other content becomes a `conflicting_duplicate` dead letter. Whether an id was
+    stored by an earlier batch is the writer's to find out (pipeline.storage.event_ids).
+    """
     batch = WriteBatch(
         topic=pass1.topic,
         consumer_group=consumer_group,
@@ -115,11 +130,25 @@ def build_batch(
     )
     stats = BatchStats()
     rows = batch.rows
+    digests = batch.digests
     days = batch.event_days
     expired = stats.expired_by_class
     class_of = rooms.class_of
     far_past = date.min
+    #: event id -> (digest, event time) of its first copy in this batch, whatever became of it
+    seen: dict[str, tuple[bytes, datetime]] = {}
     for partition, offset, ev in pass1.events:
+        event_id = ev[0]
+        digest = content_digest(ev)
+        earlier = seen.get(event_id)
+        if earlier is not None:
+            if earlier[0] == digest:
+                stats.duplicates += 1
+            else:
+                row = (event_id, ev[1], "", ev[2], ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
+                batch.dead_letters.append(conflicting_copy(row, now, pass1.topic, earlier[1]))
+            continue  # before its room change: a copy never moves room state twice, a conflicting one never
+        seen[event_id] = (digest, ev[1])
         room_id = ev[2]
         change = ev[8]  # ev[ROOM_CHANGE]
         if change is not None:
@@ -131,16 +160,17 @@ def build_batch(
         if day < horizons.get(cls, far_past):
             expired[cls] += 1
             continue
-        if tombstones and (gone := tombstones.covers(room_id, ev[3], ev[4], occurred_at)):
+        if deletions and (gone := deletions.covers(room_id, ev[3], ev[4], occurred_at)):
             stats.suppressed_by_reason[gone] += 1
             continue
         days.add((cls, day))
         rows.append(
-            (ev[0], occurred_at, cls, room_id, ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
+            (event_id, occurred_at, cls, room_id, ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
         )
-    if pass1.dead_letters:
+        digests.append(digest)
+    if batch.dead_letters:
         batch.dead_letter_days.add(now.date())
-        stats.dead_lettered_by_reason.update(d[1] for d in pass1.dead_letters)
+        stats.dead_lettered_by_reason.update(d.reason for d in batch.dead_letters)
     stats.stored_by_type.update(r[4] for r in rows)
     return batch, stats
 
@@ -153,9 +183,9 @@ def _room_change(
     ev: Normalized,
     change: tuple[Any, ...],
 ) -> str:
-    room_id, occurred_at = ev[2], ev[1]
+    event_id, occurred_at, room_id = ev[0], ev[1], ev[2]
     if change[0] == "settings":
-        state = rooms.apply_settings(room_id, change[1], change[2])
+        state = rooms.apply_settings(room_id, change[1], change[2], (occurred_at, event_id))
         batch.room_changes.append(
             RoomChange(
                 partition,
@@ -163,14 +193,15 @@ def _room_change(
                 room_id,
                 "settings",
                 occurred_at,
+                event_id,
                 state.retention_class,
-                privacy=state.privacy,
-                max_occupancy=state.max_occupancy,
+                privacy=change[1],
+                max_occupancy=change[2],
             )
         )
         return state.retention_class
     cls = rooms.class_of(room_id)
     batch.room_changes.append(
-        RoomChange(partition, offset, room_id, change[1], occurred_at, cls, user_id=change[2])
+        RoomChange(partition, offset, room_id, change[1], occurred_at, event_id, cls, user_id=change[2])
     )
     return cls

@@ -1,8 +1,12 @@
 """What the worker knows about rooms: privacy and size (hence retention class), cached in memory.
 
-The authoritative copy is the `rooms` table, written in each batch's transaction from the room's own
-settings events. The cache is bounded; rooms not in it are read from PostgreSQL once per batch in one query.
-A room changing class affects events from that change on; rows already stored keep the class (and so the
+The authoritative copy is the `rooms` table (pipeline/storage/rooms.py), written in each batch's
+transaction from the room's own settings events, each field only by an event newer (event time, then event
+id) than the one that set it. The cache follows the same rule, so a replayed or late settings event cannot
+move a room back to an older class. The cache is bounded; rooms not in it are read from PostgreSQL once per
+batch in one query.
+
+A room's class applies to the events written while it holds: rows already stored keep the class (and so the
 retention) they were written with, which is documented in README.md.
 """
 
@@ -10,8 +14,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import datetime
 
 import asyncpg
+
+from pipeline.storage.rooms import ClassRule, fetch_rooms
+
+Version = tuple[datetime, str]
 
 
 @dataclass(slots=True)
@@ -19,23 +28,16 @@ class RoomState:
     privacy: str | None
     max_occupancy: int | None
     retention_class: str
+    privacy_version: Version | None = None
+    occupancy_version: Version | None = None
 
 
 class RoomDirectory:
     def __init__(self, *, default_class: str, busy_min_occupancy: int, capacity: int = 200_000) -> None:
         self.default_class = default_class
-        self.busy_min_occupancy = busy_min_occupancy
+        self.classify = ClassRule(default_class, busy_min_occupancy)
         self.capacity = capacity
         self._rooms: dict[str, RoomState] = {}
-
-    def classify(self, privacy: str | None, max_occupancy: int | None) -> str:
-        if privacy == "private":
-            return "private"
-        if privacy == "public":
-            if max_occupancy is not None and max_occupancy >= self.busy_min_occupancy:
-                return "busy_public"
-            return "public"
-        return self.default_class
 
     def unknown(self, room_ids: Iterable[str]) -> set[str]:
         rooms = self._rooms
@@ -45,13 +47,14 @@ class RoomDirectory:
         """Read the rooms this batch needs and the cache lacks; unknown to PostgreSQL too -> default class."""
         if len(self._rooms) + len(room_ids) > self.capacity:
             self._rooms.clear()  # simple and bounded; the next batches re-read what they need
-        rows = await conn.fetch(
-            """SELECT room_id, privacy, max_occupancy, retention_class
-                 FROM rooms WHERE room_id = ANY($1::text[])""",
-            list(room_ids),
-        )
-        for r in rows:
-            self._rooms[r["room_id"]] = RoomState(r["privacy"], r["max_occupancy"], r["retention_class"])
+        for r in await fetch_rooms(conn, room_ids):
+            self._rooms[r["room_id"]] = RoomState(
+                r["privacy"],
+                r["max_occupancy"],
+                r["retention_class"],
+                _version(r["privacy_version_at"], r["privacy_version_id"]),
+                _version(r["occupancy_version_at"], r["occupancy_version_id"]),
+            )
         for room_id in room_ids:
             if room_id not in self._rooms:
                 self._rooms[room_id] = RoomState(None, None, self.default_class)
@@ -59,17 +62,31 @@ class RoomDirectory:
     def class_of(self, room_id: str) -> str:
         return self._rooms[room_id].retention_class
 
-    def apply_settings(self, room_id: str, privacy: str | None, max_occupancy: int | None) -> RoomState:
+    def apply_settings(
+        self, room_id: str, privacy: str | None, max_occupancy: int | None, version: Version
+    ) -> RoomState:
+        """Apply a settings event to the cached room, field by field, where it is the newest seen."""
         state = self._rooms[room_id]
-        if privacy is not None:
-            state.privacy = privacy
-        if max_occupancy is not None:
-            state.max_occupancy = max_occupancy
+        if privacy is not None and (state.privacy_version is None or version > state.privacy_version):
+            state.privacy, state.privacy_version = privacy, version
+        if max_occupancy is not None and (
+            state.occupancy_version is None or version > state.occupancy_version
+        ):
+            state.max_occupancy, state.occupancy_version = max_occupancy, version
         state.retention_class = self.classify(state.privacy, state.max_occupancy)
         return state
+
+    def forget(self, room_ids: Iterable[str]) -> None:
+        """Drop rooms whose cached state may differ from PostgreSQL's (re-read on next use)."""
+        for room_id in room_ids:
+            self._rooms.pop(room_id, None)
 
     def clear(self) -> None:
         self._rooms.clear()
 
     def __len__(self) -> int:
         return len(self._rooms)
+
+
+def _version(at: datetime | None, event_id: str) -> Version | None:
+    return None if at is None else (at, event_id)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-#: Column order of `events` rows as built by the ingest stage and copied by the writer.
+#: Column order of `events` rows as built by the ingest stage and copied by the writer. Rows are plain
+#: tuples on the hot path; read them through the ROW_* positions below.
 EVENT_COLUMNS = (
     "event_id",
     "occurred_at",
@@ -21,15 +22,48 @@ EVENT_COLUMNS = (
     "src_partition",
     "src_offset",
 )
-ROW_CLASS, ROW_OCCURRED_AT, ROW_PARTITION, ROW_OFFSET = 2, 1, 10, 11
+(
+    ROW_EVENT_ID,
+    ROW_OCCURRED_AT,
+    ROW_CLASS,
+    ROW_ROOM_ID,
+    ROW_EVENT_TYPE,
+    ROW_SCHEMA_VERSION,
+    ROW_ACTOR_ID,
+    ROW_TARGET_ID,
+    ROW_BODY,
+    ROW_PAYLOAD,
+    ROW_PARTITION,
+    ROW_OFFSET,
+) = range(len(EVENT_COLUMNS))
 
-DEAD_LETTER_COLUMNS = ("received_at", "reason", "detail", "src_topic", "src_partition", "src_offset", "raw")
-DL_PARTITION, DL_OFFSET = 4, 5
+
+class DeadLetter(NamedTuple):
+    """One `dead_letters` row (field order = column order, so it is copied as it is)."""
+
+    received_at: datetime
+    reason: str
+    detail: str
+    src_topic: str
+    src_partition: int
+    src_offset: int
+    #: the allowlisted view of what was received, JSON (pipeline.events.deadletter), or None
+    content: bytes | None
+    raw_sha256: bytes | None
+    raw_bytes: int | None
+
+
+DEAD_LETTER_COLUMNS = DeadLetter._fields
 
 
 @dataclass(frozen=True, slots=True)
 class RoomChange:
-    """A change to what the pipeline knows about a room, applied in the batch's transaction."""
+    """A change to what the pipeline knows about a room, applied in the batch's transaction.
+
+    Each change carries its event's version (event time, then event id); storage applies it only where it
+    is newer than the version of the state it would replace, so replays and late events cannot roll a
+    room back (see pipeline/storage/rooms.py).
+    """
 
     src_partition: int
     src_offset: int
@@ -37,6 +71,8 @@ class RoomChange:
     #: "settings" | "owner_transferred" | "moderator_added" | "moderator_removed"
     kind: str
     occurred_at: datetime
+    event_id: str
+    #: the room's class as the ingest stage saw it (used when the room is new to PostgreSQL)
     retention_class: str
     privacy: str | None = None
     max_occupancy: int | None = None
@@ -49,12 +85,14 @@ class WriteBatch:
 
     `next_offsets[p]` is the offset after the last record of partition p in this batch; `first_offsets[p]`
     is the first. Together they let the writer fence off records that an earlier transaction already wrote.
+    `digests[i]` is the content fingerprint of `rows[i]` (pipeline.events.identity).
     """
 
     topic: str
     consumer_group: str
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    dead_letters: list[tuple[Any, ...]] = field(default_factory=list)
+    digests: list[bytes] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
     room_changes: list[RoomChange] = field(default_factory=list)
     first_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
@@ -65,11 +103,21 @@ class WriteBatch:
 @dataclass(slots=True)
 class WriteOutcome:
     stored: int = 0
+    #: Copies of events already stored with the same content (producer retries, resends, replays).
     duplicates: int = 0
     #: Records an earlier transaction already wrote (re-delivery after a crash or an ambiguous commit).
     fenced: int = 0
     #: Rows PostgreSQL refused, turned into dead letters (reason storage_rejected).
-    rejected: list[tuple[Any, ...]] = field(default_factory=list)
+    rejected: list[DeadLetter] = field(default_factory=list)
+    rejected_event_ids: list[str] = field(default_factory=list)
+    #: Copies of stored events whose content differs (reason conflicting_duplicate).
+    conflicts: list[DeadLetter] = field(default_factory=list)
+    #: Rooms whose changes were dropped with a conflicting copy (their cached state must be re-read).
+    conflicting_rooms: set[str] = field(default_factory=set)
+    #: Events an authorized deletion made known inside this transaction covers, by reason.
+    suppressed: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0
     partitions_created: int = 0
     write_seconds: float = 0.0
+    #: Dead letters queued for the dead-letter topic in this transaction.
+    outboxed: int = 0

@@ -5,8 +5,15 @@ Called by the ingest consumer for each prepared batch. Contract:
   together; nothing of the batch is committed otherwise.
 - Records an earlier transaction already wrote (their offset is below the stored next offset) are skipped,
   so a re-delivered batch, or a retry after a commit whose answer was lost, writes nothing twice.
+- An event id is stored at most once, whatever class or timestamp its copies carry
+  (pipeline.storage.event_ids): a copy with the same content is counted as a duplicate, one with other
+  content becomes a `conflicting_duplicate` dead letter (and its room change is not applied).
+- A deletion committed before this transaction covers its rows even if the batch was built earlier, and no
+  deletion commits while it runs (pipeline.storage.deletions).
+- Room state changes are applied only where they are newer by event version (pipeline.storage.rooms).
 - A row PostgreSQL refuses is found by splitting the batch and returned as a `storage_rejected` dead letter;
   its neighbours are stored.
+- Every dead letter is queued for the dead-letter topic in the same transaction (pipeline.storage.outbox).
 - `StorageUnavailableError` means PostgreSQL could not be reached: nothing was (knowingly) written; the
   caller retries the same batch later, and the fence makes that safe.
 """
@@ -22,19 +29,27 @@ import asyncpg
 
 from pipeline.errors import StorageUnavailableError
 from pipeline.events.reasons import Reason
+from pipeline.storage import event_ids, outbox
 from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
-    DL_OFFSET,
-    DL_PARTITION,
     EVENT_COLUMNS,
+    ROW_ACTOR_ID,
+    ROW_EVENT_ID,
+    ROW_EVENT_TYPE,
+    ROW_OCCURRED_AT,
     ROW_OFFSET,
     ROW_PARTITION,
+    ROW_ROOM_ID,
+    DeadLetter,
     RoomChange,
     WriteBatch,
     WriteOutcome,
 )
 from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.deletions import Deletions
+from pipeline.storage.event_ids import conflicting_copy
 from pipeline.storage.partitions import PartitionManager
+from pipeline.storage.rooms import Classify, ClassRule, apply_room_changes
 
 #: Errors that mean "this row is unacceptable" (data exceptions and integrity violations other than
 #: duplicates); a batch failing with one of these is split to find the row.
@@ -48,9 +63,19 @@ _STAGING = "roomlogs_events_staging"
 
 
 class BatchWriter:
-    def __init__(self, pool: asyncpg.Pool, partitions: PartitionManager) -> None:
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        partitions: PartitionManager,
+        *,
+        deletions: Deletions | None = None,
+        classify: Classify | None = None,
+    ) -> None:
         self._pool = pool
         self._partitions = partitions
+        #: authorized deletions, shared with the batch builder (refreshed here, inside each transaction)
+        self.deletions = deletions if deletions is not None else Deletions()
+        self._classify = classify or ClassRule()
 
     async def write(self, batch: WriteBatch, received_at: datetime) -> WriteOutcome:
         started = time.perf_counter()
@@ -77,25 +102,38 @@ class BatchWriter:
         )
         async with conn.transaction():
             fenced = await self._fence(conn, batch)
-            rows, dead_letters, changes = batch.rows, batch.dead_letters, batch.room_changes
+            rows, digests = batch.rows, batch.digests
+            dead_letters, changes = batch.dead_letters, batch.room_changes
             if fenced:
-                rows = [r for r in rows if r[ROW_OFFSET] >= fenced.get(r[ROW_PARTITION], -1)]
-                dead_letters = [d for d in dead_letters if d[DL_OFFSET] >= fenced.get(d[DL_PARTITION], -1)]
+                kept = [i for i, r in enumerate(rows) if r[ROW_OFFSET] >= fenced.get(r[ROW_PARTITION], -1)]
+                rows, digests = [rows[i] for i in kept], [digests[i] for i in kept]
+                dead_letters = [d for d in dead_letters if d.src_offset >= fenced.get(d.src_partition, -1)]
                 changes = [c for c in changes if c.src_offset >= fenced.get(c.src_partition, -1)]
                 outcome.fenced = len(batch.rows) + len(batch.dead_letters) - len(rows) - len(dead_letters)
+            # No deletion can commit from here to our commit; one committed before is seen now.
+            if await self.deletions.hold_and_refresh(conn) and rows:
+                rows, digests = self._not_deleted(rows, digests, outcome)
+            if rows:
+                rows, changes = await self._register(
+                    conn, rows, digests, changes, batch.topic, received_at, outcome
+                )
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome)
-            if outcome.rejected:
-                dead_letters = [*dead_letters, *outcome.rejected]
+            if outcome.rejected_event_ids:
+                await event_ids.forget(conn, outcome.rejected_event_ids)
+            extra = [*outcome.conflicts, *outcome.rejected]
+            if extra:
+                dead_letters = [*dead_letters, *extra]
                 # dated `received_at`: its day may not be among the batch's own dead-letter days
                 outcome.partitions_created += await self._partitions.ensure(conn, (), [received_at.date()])
             if dead_letters:
                 await conn.copy_records_to_table(
                     "dead_letters", records=dead_letters, columns=DEAD_LETTER_COLUMNS
                 )
+                outcome.outboxed = await outbox.enqueue(conn, dead_letters)
             outcome.dead_lettered = len(dead_letters)
             if changes:
-                await apply_room_changes(conn, changes)
+                await apply_room_changes(conn, changes, self._classify)
             await conn.executemany(
                 """INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset)
                    VALUES ($1, $2, $3, $4)
@@ -105,6 +143,48 @@ class BatchWriter:
                 [(batch.consumer_group, batch.topic, p, o) for p, o in batch.next_offsets.items()],
             )
         return outcome
+
+    def _not_deleted(
+        self, rows: list[tuple[Any, ...]], digests: list[bytes], outcome: WriteOutcome
+    ) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+        """Drop rows a deletion made after the batch was built covers (counted in `outcome.suppressed`)."""
+        covers = self.deletions.covers
+        kept_rows, kept_digests = [], []
+        for r, d in zip(rows, digests, strict=True):
+            gone = covers(r[ROW_ROOM_ID], r[ROW_EVENT_TYPE], r[ROW_ACTOR_ID], r[ROW_OCCURRED_AT])
+            if gone:
+                outcome.suppressed[gone] = outcome.suppressed.get(gone, 0) + 1
+            else:
+                kept_rows.append(r)
+                kept_digests.append(d)
+        return kept_rows, kept_digests
+
+    async def _register(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[tuple[Any, ...]],
+        digests: list[bytes],
+        changes: list[RoomChange],
+        topic: str,
+        received_at: datetime,
+        outcome: WriteOutcome,
+    ) -> tuple[list[tuple[Any, ...]], list[RoomChange]]:
+        """Keep the rows whose event id is new; count duplicates, dead-letter conflicting copies."""
+        reg = await event_ids.register(
+            conn, [(r[ROW_EVENT_ID], r[ROW_OCCURRED_AT], d) for r, d in zip(rows, digests, strict=True)]
+        )
+        if len(reg.new) == len(rows):
+            return rows, changes
+        outcome.duplicates += len(reg.duplicates)
+        if reg.conflicts:
+            dropped = set()
+            for i, stored_at in reg.conflicts.items():
+                r = rows[i]
+                outcome.conflicts.append(conflicting_copy(r, received_at, topic, stored_at))
+                outcome.conflicting_rooms.add(r[ROW_ROOM_ID])
+                dropped.add((r[ROW_PARTITION], r[ROW_OFFSET]))
+            changes = [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
+        return [rows[i] for i in reg.new], changes
 
     async def _fence(self, conn: asyncpg.Connection, batch: WriteBatch) -> dict[int, int]:
         """Lock this batch's offset rows; return {partition: stored next offset} where it overlaps."""
@@ -152,6 +232,7 @@ class BatchWriter:
         except ROW_ERRORS:
             if len(rows) == 1:
                 outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL"))
+                outcome.rejected_event_ids.append(rows[0][ROW_EVENT_ID])
                 return
             mid = len(rows) // 2
             for half in (rows[:mid], rows[mid:]):
@@ -178,10 +259,10 @@ class BatchWriter:
         return int(status.rsplit(" ", 1)[-1])
 
 
-def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: str) -> tuple[Any, ...]:
+def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: str) -> DeadLetter:
     # The raw Kafka bytes are not at hand here; keep the normalized event's identity for the operator.
-    ident = f"{detail}: event {row[0]} of type {row[4]} in room {row[3]}"
-    return (
+    ident = f"{detail}: event {row[ROW_EVENT_ID]} of type {row[ROW_EVENT_TYPE]} in room {row[ROW_ROOM_ID]}"
+    return DeadLetter(
         received_at,
         Reason.STORAGE_REJECTED.value,
         ident,
@@ -189,56 +270,6 @@ def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: s
         row[ROW_PARTITION],
         row[ROW_OFFSET],
         None,
+        None,
+        None,
     )
-
-
-async def apply_room_changes(conn: asyncpg.Connection, changes: Sequence[RoomChange]) -> None:
-    """Fold the batch's settings and permission changes into `rooms` / `room_moderators`.
-
-    Changes are folded in event order first (last settings per room, last owner per room, last add/remove
-    per moderator), then written with one `executemany` per kind: a handful of round trips per batch
-    whatever the number of changes.
-    """
-    settings: dict[str, RoomChange] = {}
-    owners: dict[str, RoomChange] = {}
-    moderators: dict[tuple[str, str], RoomChange] = {}
-    known: dict[str, RoomChange] = {}
-    for ch in changes:
-        known.setdefault(ch.room_id, ch)
-        if ch.kind == "settings":
-            settings[ch.room_id] = ch
-        elif ch.kind == "owner_transferred":
-            owners[ch.room_id] = ch
-        elif ch.kind in ("moderator_added", "moderator_removed") and ch.user_id is not None:
-            moderators[(ch.room_id, ch.user_id)] = ch
-    await conn.executemany(
-        """INSERT INTO rooms (room_id, retention_class, updated_at) VALUES ($1, $2, $3)
-           ON CONFLICT (room_id) DO NOTHING""",
-        [(c.room_id, c.retention_class, c.occurred_at) for c in known.values()],
-    )
-    if settings:
-        await conn.executemany(
-            """UPDATE rooms SET privacy = $2, max_occupancy = $3, retention_class = $4, updated_at = $5
-                WHERE room_id = $1""",
-            [
-                (c.room_id, c.privacy, c.max_occupancy, c.retention_class, c.occurred_at)
-                for c in settings.values()
-            ],
-        )
-    if owners:
-        await conn.executemany(
-            "UPDATE rooms SET owner_id = $2, updated_at = $3 WHERE room_id = $1",
-            [(c.room_id, c.user_id, c.occurred_at) for c in owners.values()],
-        )
-    added = [
-        (c.room_id, c.user_id, c.occurred_at) for c in moderators.values() if c.kind == "moderator_added"
-    ]
-    removed = [(c.room_id, c.user_id) for c in moderators.values() if c.kind == "moderator_removed"]
-    if added:
-        await conn.executemany(
-            """INSERT INTO room_moderators (room_id, user_id, since) VALUES ($1, $2, $3)
-               ON CONFLICT DO NOTHING""",
-            added,
-        )
-    if removed:
-        await conn.executemany("DELETE FROM room_moderators WHERE room_id = $1 AND user_id = $2", removed)

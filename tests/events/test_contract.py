@@ -41,7 +41,12 @@ EXAMPLES = SCHEMAS / "examples"
 NOW = datetime(2026, 11, 24, 12, 0, tzinfo=UTC)
 TYPES = sorted(c.EventType)
 #: Reasons no example can show, because a schema cannot state them: byte size, the worker's clock, storage.
-REASONS_BEYOND_SCHEMA = {Reason.OVERSIZE, Reason.TIMESTAMP_IN_FUTURE, Reason.STORAGE_REJECTED}
+REASONS_BEYOND_SCHEMA = {
+    Reason.OVERSIZE,
+    Reason.TIMESTAMP_IN_FUTURE,
+    Reason.STORAGE_REJECTED,
+    Reason.CONFLICTING_DUPLICATE,  # a valid event; only the stored copy can tell
+}
 
 
 # --- the validator a room-server team would use -------------------------------------------------------------

@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import uuid_utils
 
+from pipeline.events.identity import content_digest
 from pipeline.storage import db
 from pipeline.storage.batch import WriteBatch
 from pipeline.storage.migrate import migrate
@@ -35,11 +36,16 @@ def row(offset: int, *, payload: bytes | None = None, event_id: str | None = Non
     )
 
 
+def digest(r: tuple[Any, ...]) -> bytes:
+    return content_digest((r[0], r[1], r[3], r[4], r[6], r[7], r[8], r[9], None))
+
+
 def batch(rows: list[tuple[Any, ...]], first: int, nxt: int) -> WriteBatch:
     return WriteBatch(
         topic="t",
         consumer_group="g",
         rows=rows,
+        digests=[digest(r) for r in rows],
         first_offsets={0: first},
         next_offsets={0: nxt},
         event_days={("public", r[1].date()) for r in rows},
