@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.api import deletion, export, gate, routes, tail
+from pipeline.api import deletion, export, gate, insights, rooms, routes, sessions, tail, transparency
 from pipeline.api.access import AccessPolicy, CursorCodec
 from pipeline.api.auth import TokenVerifier
 from pipeline.api.context import ApiState, Call, JSONResponse, error_response
@@ -65,6 +65,16 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs, "room_logs.delete"),
     RouteSpec("/v1/users/{user_id}/moderation", "GET", routes.moderation_history, "moderation.history"),
     RouteSpec("/v1/users/{user_id}/erasures", "POST", deletion.erase_user_chat, "user_chat.erase"),
+    # the room console's needs (any client may use them)
+    RouteSpec("/v1/me/rooms", "GET", rooms.my_rooms, "rooms.mine"),
+    RouteSpec("/v1/rooms/{room_id}/events/{event_id}/context", "GET", rooms.event_context, "events.context"),
+    RouteSpec("/v1/rooms/{room_id}/insights", "GET", insights.room_insights, "insights"),
+    RouteSpec("/v1/rooms/{room_id}/access-log", "GET", transparency.access_log, "access_log.read"),
+    RouteSpec("/v1/rooms/{room_id}/retention", "GET", transparency.room_retention, "retention.read"),
+    RouteSpec("/v1/session", "POST", sessions.sign_in, "session.start"),
+    RouteSpec("/v1/session", "GET", sessions.session_info, "session.info"),
+    RouteSpec("/v1/session", "DELETE", sessions.sign_out, "session.end"),
+    RouteSpec("/v1/session/reason", "PUT", sessions.set_reason, "session.reason"),
 )
 
 

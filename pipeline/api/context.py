@@ -33,6 +33,9 @@ from pipeline.api.settings import ApiSettings
 log = logging.getLogger("roomlogs.api.audit")
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
+#: ASGI scope key: the ticket or case id a staff member stated for their console session
+#: (set by `pipeline.api.sessions.authenticate`); stands in for a missing X-Access-Reason header.
+SESSION_REASON = "roomlogs.session_reason"
 _PG_UUID: type = type(asyncpg.pgproto.pgproto.UUID(bytes(16)))  # asyncpg's own UUID, unknown to orjson
 
 
@@ -142,8 +145,12 @@ class Call:
 
     @property
     def stated_reason(self) -> str | None:
+        """X-Access-Reason, or the case a staff member stated for their console session."""
         value = self.request.headers.get(REASON_HEADER)
-        return value.strip() if value else None
+        if value:
+            return value.strip()
+        reason = self.request.scope.get(SESSION_REASON)
+        return reason if isinstance(reason, str) else None
 
     def path(self, name: str) -> str:
         return check_ident(str(self.request.path_params[name]), name)

@@ -7,8 +7,9 @@ answers, and the audit of every refusal and error.
    and of the deletion request it makes. A client's own `X-Request-Id` is a label, never a key: kept as
    `client_request_id` and echoed as `X-Client-Request-Id` if it is 1..128 visible ASCII characters,
    ignored otherwise;
-2. verifies the bearer token (401; failed attempts are charged to the client address), charges the
-   caller's rate limit (429), matches the route (404, 405);
+2. verifies the bearer token or the console's session cookie (401; failed attempts are charged to the
+   client address; a session's state change needs its CSRF token, 403: `pipeline.api.sessions`), charges
+   the caller's rate limit (429), matches the route (404, 405);
 3. runs the handler, which adds to the request's `Exchange` what it learns (room or user, filters, grant)
    and raises on a refusal;
 4. turns any error into the API's JSON error answer and audits it before answering: every 4xx and 5xx,
@@ -37,7 +38,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api import audit
+from pipeline.api import audit, sessions
 from pipeline.api.context import ApiState, error_response
 from pipeline.api.errors import (
     ApiError,
@@ -124,7 +125,7 @@ class Gate:
             await send(message)
 
         try:
-            self._admit(scope, exchange, matched is not None, partial is not None)
+            await self._admit(scope, exchange, matched is not None, partial is not None)
             await self.app(scope, receive, answer)
         except Exception as exc:
             if status is not None:
@@ -155,12 +156,12 @@ class Gate:
                 partial = gated
         return None, {}, partial
 
-    def _admit(self, scope: Scope, exchange: audit.Exchange, matched: bool, partial: bool) -> None:
+    async def _admit(self, scope: Scope, exchange: audit.Exchange, matched: bool, partial: bool) -> None:
         """Who is asking (401), whether they may ask now (429), whether there is such a route (404, 405).
         Unknown paths are answered after authentication, so probing them needs a token and costs tokens."""
         state = self.state
         try:
-            identity = state.verifier.identify(Headers(scope=scope).get("authorization"))
+            identity = await sessions.authenticate(state, scope)  # a bearer token or a console session
         except Unauthenticated as e:
             exchange.unverified_subject = e.unverified_subject
             # failed authentication is charged to the client address, so guessing costs time too
@@ -168,6 +169,7 @@ class Gate:
             state.limiter.take(f"address:{client[0] if client else 'unknown'}")
             raise
         exchange.identity = identity
+        sessions.check_csrf(scope)
         state.limiter.take(identity.caller_key)
         if not matched:
             raise MethodNotAllowed("method not allowed") if partial else NotFound("no such route")

@@ -80,6 +80,11 @@ class ApiSettings:
     tail_heartbeat_seconds: float = 15.0
     #: Events whose occurred_at is older than this when they are ingested are not tailed.
     tail_late_window_seconds: float = 3600.0
+    # --- console sessions ------------------------------------------------------------------------------
+    #: How long a console session lasts after signing in (then sign in again).
+    session_ttl_seconds: int = 28_800
+    #: Mark the session cookie Secure (and name it __Host-...); false only for plain-HTTP development.
+    session_cookie_secure: bool = True
     # --- serving ---------------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8080
@@ -98,6 +103,7 @@ class ApiSettings:
             "max_streams_per_caller",
             "cursor_ttl_seconds",
             "export_rate_cost",
+            "session_ttl_seconds",
         ):
             if getattr(self, name) <= 0:
                 raise ConfigurationError(f"{API_ENV_PREFIX}{name.upper()} must be positive")

@@ -12,6 +12,12 @@ they occurred are stored but not tailed.
 
 SSE frames: ``event: event`` with the event as JSON (``id:`` is the event id); ``event: revoked``;
 ``event: end``; ``: keepalive`` comments every `tail_heartbeat_seconds` of silence.
+
+Resuming: a reconnecting EventSource sends ``Last-Event-ID``; when that event of the room is found (among
+events of the last `tail_late_window_seconds` + `tail_max_seconds`), the stream starts from its ingestion
+instead of now, so nothing ingested meanwhile is missed. Delivery is at least once: events ingested in the
+`LOOKBACK` before it may come again (the same ids; the console shows each once). A console session that
+signs out or expires ends the stream like a withdrawn right (`event: revoked`).
 """
 
 from __future__ import annotations
@@ -23,9 +29,10 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 
 import anyio
+import asyncpg
 from starlette.responses import Response, StreamingResponse
 
-from pipeline.api import queries
+from pipeline.api import queries, sessions
 from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, dumps
 from pipeline.api.errors import Forbidden
@@ -42,13 +49,17 @@ async def tail_room(call: Call) -> Response:
     """GET /v1/rooms/{room_id}/tail"""
     room_id = call.path("room_id")
     call.params.done()
+    last_id = _last_event_id(call)
+    asked = {"resume_after": str(last_id)} if last_id else {}
     caller = call.identity.caller_key
     call.state.streams.acquire(caller)
     try:
         async with call.connection() as conn:
-            grant = await call.authorize_room(conn, room_id, Action.TAIL, {})
+            grant = await call.authorize_room(conn, room_id, Action.TAIL, asked)
             started_at: datetime = await conn.fetchval("SELECT now()")
-            await call.audit(conn, call.entry(grant=grant, outcome="started"))
+            if last_id is not None:
+                started_at = await _resume_point(call, conn, room_id, last_id) or started_at
+            await call.audit(conn, call.entry(grant=grant, filters=asked, outcome="started"))
     except BaseException:
         call.state.streams.release(caller)
         raise
@@ -57,6 +68,33 @@ async def tail_room(call: Call) -> Response:
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
+
+
+def _last_event_id(call: Call) -> uuid.UUID | None:
+    raw = call.request.headers.get("last-event-id")
+    if not raw:
+        return None
+    try:
+        return uuid.UUID(raw.strip())
+    except ValueError:
+        return None  # not an id this API sent: start from now, as for a first connection
+
+
+async def _resume_point(
+    call: Call, conn: asyncpg.Connection, room_id: str, event_id: uuid.UUID
+) -> datetime | None:
+    """When the stream's last delivered event was ingested (None: not an event of this room we tail)."""
+    s = call.settings
+    horizon = timedelta(seconds=s.tail_late_window_seconds + s.tail_max_seconds)
+    ingested: datetime | None = await conn.fetchval(
+        """SELECT ingested_at FROM events
+            WHERE room_id = $1 AND event_id = $2 AND occurred_at >= now() - $3::interval
+              AND ingested_at >= now() - $3::interval""",
+        room_id,
+        event_id,
+        horizon,
+    )
+    return ingested
 
 
 async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) -> AsyncIterator[bytes]:
@@ -69,6 +107,7 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
     deadline = time.monotonic() + s.tail_max_seconds
     quiet_since = time.monotonic()
     late = timedelta(seconds=s.tail_late_window_seconds)
+    session = sessions.current_session(call.request)
     try:
         yield f"retry: 3000\n: tail of {len(room_id)}-character room id started\n\n".encode()
         while True:
@@ -87,6 +126,10 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
                 except Forbidden as e:
                     yield _frame("revoked", {"code": e.code, "message": "access to this room was withdrawn"})
                     outcome, detail = "finished", "access_revoked"
+                    break
+                if session is not None and not await sessions.session_is_live(conn, session):
+                    yield _frame("revoked", {"code": "session_expired", "message": "the session has ended"})
+                    outcome, detail = "finished", "session_ended"
                     break
                 fresh = []
                 after = (newest - LOOKBACK, _NIL)

@@ -1,4 +1,5 @@
-"""`roomlogs api ...`: serve the query API, print its OpenAPI document, mint development tokens.
+"""`roomlogs api ...`: serve the query API and the room console, print its OpenAPI document, mint
+development tokens and console sign-in links.
 
 Wiring: `pipeline.cli` calls `add_commands(subparsers)` when it builds its parser and dispatches
 `args.command` through `COMMANDS`, like its own commands. API settings are the ``ROOMLOGS_API_*``
@@ -33,7 +34,9 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         description="Settings: ROOMLOGS_API_* (see README.md, 'Query API').",
     )
     sub = api.add_subparsers(dest="api_command")
-    serve = sub.add_parser("serve", help="serve the API with uvicorn until SIGINT/SIGTERM")
+    serve = sub.add_parser(
+        "serve", help="serve the API and the room console (/console/) with uvicorn until SIGINT/SIGTERM"
+    )
     serve.add_argument("--host", default=None, help="listen address (default ROOMLOGS_API_HOST, 127.0.0.1)")
     serve.add_argument("--port", type=int, default=None, help="listen port (default ROOMLOGS_API_PORT, 8080)")
     sub.add_parser("openapi", help="print the OpenAPI document (JSON) and exit")
@@ -48,6 +51,17 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--scope", action="append", default=[], help="a service scope, e.g. rooms:read (repeat)"
     )
     token.add_argument("--ttl-seconds", type=int, default=3600)
+    link = sub.add_parser(
+        "sign-in-link",
+        help="print a link that signs a user in to the room console (development tokens, HMAC keys only)",
+    )
+    link.add_argument("--sub", required=True, help="user id")
+    link.add_argument("--staff", action="store_true", help="give the user the support-staff role")
+    link.add_argument("--room", default=None, help="open this room's calendar after signing in")
+    link.add_argument(
+        "--base-url", default=None, help="where the console is served (default http://HOST:PORT of the API)"
+    )
+    link.add_argument("--ttl-seconds", type=int, default=600, help="how long the link works (default 600)")
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -65,7 +79,10 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     if command == "token":
         print(_token(api_settings, args))
         return 0
-    print("usage: roomlogs api {serve,openapi,token} (see roomlogs api --help)", file=sys.stderr)
+    if command == "sign-in-link":
+        print(_sign_in_link(api_settings, args))
+        return 0
+    print("usage: roomlogs api {serve,openapi,token,sign-in-link} (see roomlogs api --help)", file=sys.stderr)
     return 2
 
 
@@ -74,9 +91,10 @@ def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespa
 
     from pipeline.api import create_app
     from pipeline.api.context import ApiState
+    from pipeline.console import mount
 
     states: list[ApiState] = []
-    app = create_app(api_settings, settings.postgres_schema, state_hook=states.append)
+    app = mount(create_app(api_settings, settings.postgres_schema, state_hook=states.append))
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -96,6 +114,17 @@ def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespa
     )
     Server(config).run()
     return 0
+
+
+def _sign_in_link(api_settings: ApiSettings, args: argparse.Namespace) -> str:
+    from urllib.parse import quote
+
+    from pipeline.console import sign_in_link
+
+    args.service, args.scope = False, []
+    base = args.base_url or f"http://{api_settings.host}:{api_settings.port}"
+    room = f"/console/rooms/{quote(args.room, safe='')}/" if args.room else None
+    return sign_in_link(base, _token(api_settings, args), next_page=room)
 
 
 def _token(api_settings: ApiSettings, args: argparse.Namespace) -> str:

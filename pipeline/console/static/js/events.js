@@ -1,0 +1,73 @@
+// One event as a list item: time (its permanent link), type, who, to whom, and what was said or done.
+
+import { h, roomLink, utcDate, utcTime } from "./dom.js";
+
+export const TYPES = [
+  ["chat.message", "Chat"],
+  ["user.entered", "Entered"],
+  ["user.left", "Left"],
+  ["moderation.warn", "Warn"],
+  ["moderation.mute", "Mute"],
+  ["moderation.unmute", "Unmute"],
+  ["moderation.kick", "Kick"],
+  ["moderation.ban", "Ban"],
+  ["moderation.unban", "Unban"],
+  ["gift.sent", "Gift"],
+  ["room.settings_changed", "Settings"],
+  ["room.permissions_changed", "Permissions"],
+];
+const LABELS = Object.fromEntries(TYPES);
+
+function who(user, fallbackId) {
+  const id = (user && user.user_id) || fallbackId;
+  if (!id) return null;
+  const name = user && user.display_name;
+  return h("span", { class: "user" }, name ? [h("span", { class: "name" }, name), " ", h("span", { class: "uid" }, `(${id})`)] : id);
+}
+
+function details(e) {
+  const p = e.payload || {};
+  switch (e.type) {
+    case "chat.message":
+      return [h("q", { class: "chat" }, e.body || ""), p.text_truncated ? " (cut)" : null];
+    case "user.entered":
+      return "entered the room";
+    case "user.left":
+      return `left the room${p.how ? ` (${p.how})` : ""}`;
+    case "gift.sent": {
+      const item = (p.item && (p.item.name || p.item.item_id)) || "a gift";
+      return [`sent ${item} (${p.credits ?? 0} credits) to `, who(p.recipient, e.target_id)];
+    }
+    case "room.settings_changed":
+      return Object.entries(p.changes || {}).map(([k, v]) => `${k}: ${fmt(v.old)} → ${fmt(v.new)}`).join("; ");
+    case "room.permissions_changed":
+      return [`${(p.change || "").replaceAll("_", " ")}: `, who(p.target, e.target_id)];
+    default:
+      if (e.type.startsWith("moderation.")) {
+        const duration = p.duration_seconds ? ` for ${Math.round(p.duration_seconds / 60)} min` : "";
+        return [who(p.target, e.target_id), duration, e.body ? [": ", h("q", { class: "reason" }, e.body)] : null];
+      }
+      return e.body || "";
+  }
+}
+
+function fmt(value) {
+  return value === null || value === undefined ? "—" : String(value);
+}
+
+export function eventItem(room, e, { current = false } = {}) {
+  const link = roomLink(room, "events", e.event_id);
+  return h("li", { class: `event t-${e.type.replace(".", "-")}${current ? " current" : ""}`, id: `e-${e.event_id}`,
+    "aria-current": current ? "true" : null, "data-event-id": e.event_id },
+  h("a", { class: "when", href: link, title: "Permanent link to this event, with its context" },
+    h("time", { datetime: e.occurred_at }, utcTime(e.occurred_at)), h("span", { class: "day" }, ` ${utcDate(e.occurred_at)}`)),
+  h("span", { class: "type" }, LABELS[e.type] || e.type),
+  h("span", { class: "actor" }, who(e.payload && e.payload.actor, e.actor_id) || "—"),
+  h("span", { class: "what" }, details(e)),
+  );
+}
+
+export function eventList(room, events, label, options = {}) {
+  return h("ol", { class: "events", "aria-label": label },
+    events.map((e) => eventItem(room, e, { current: options.current === e.event_id })));
+}

@@ -1,0 +1,92 @@
+// A day (or a range of days) of a room: events in order, filtered by type, actor, target and chat text,
+// paged with the API's signed cursor; each event links to its permanent page with its context.
+// The export links ask the API for exactly this view (range, filters, order) as CSV or NDJSON.
+
+import { api, roomPath, withQuery } from "../api.js";
+import { addDays, h, replace, roomLink, setTitle, status } from "../dom.js";
+import { eventList, TYPES } from "../events.js";
+
+const PAGE = 100;
+
+function filtersOf(query) {
+  const days = Math.min(31, Math.max(1, Number(query.get("days")) || 1));
+  return {
+    types: query.getAll("type").filter((t) => TYPES.some(([known]) => known === t)),
+    actor: query.get("actor") || "",
+    target: query.get("target") || "",
+    q: query.get("q") || "",
+    order: query.get("order") === "desc" ? "desc" : "asc",
+    days,
+  };
+}
+
+function apiParams(day, f) {
+  const params = [
+    ["since", `${day}T00:00:00Z`],
+    ["until", `${addDays(day, f.days)}T00:00:00Z`],
+    ...f.types.map((t) => ["type", t]),
+    ["actor", f.actor],
+    ["target", f.target],
+    ["q", f.q],
+    ["order", f.order],
+  ];
+  return params.filter(([, v]) => v !== "");
+}
+
+function pageParams(f) {
+  return [...f.types.map((t) => ["type", t]), ["actor", f.actor], ["target", f.target], ["q", f.q],
+    ["order", f.order === "asc" ? "" : f.order], ["days", f.days === 1 ? "" : String(f.days)]];
+}
+
+function filterForm(room, day, f) {
+  const field = (id, label, value, extra = {}) => h("div", null, h("label", { for: id }, label),
+    h("input", { id, name: id, value, maxlength: extra.maxlength || 64, minlength: extra.minlength, type: extra.type || "text", autocomplete: "off" }));
+  return h("form", { class: "filters card", method: "get", action: roomLink(room, "day", day), "aria-label": "Filter events" },
+    h("fieldset", { class: "types" }, h("legend", null, "Event types"),
+      TYPES.map(([type, label]) => h("label", { class: "check" },
+        h("input", { type: "checkbox", name: "type", value: type, checked: f.types.includes(type) }), ` ${label}`))),
+    h("div", { class: "fields" },
+      field("actor", "Acting user id", f.actor),
+      field("target", "Target user id", f.target),
+      field("q", "Chat text contains", f.q, { minlength: 3, maxlength: 200 }),
+      h("div", null, h("label", { for: "days" }, "Days"),
+        h("input", { id: "days", name: "days", type: "number", min: 1, max: 31, value: f.days })),
+      h("div", null, h("label", { for: "order" }, "Order"),
+        h("select", { id: "order", name: "order" },
+          h("option", { value: "asc", selected: f.order === "asc" }, "Oldest first"),
+          h("option", { value: "desc", selected: f.order === "desc" }, "Newest first")))),
+    h("div", { class: "actions" }, h("button", { type: "submit" }, "Apply filters"), " ",
+      h("a", { href: roomLink(room, "day", day) }, "Clear")));
+}
+
+export async function render({ body, room, args, query }) {
+  const day = args[1];
+  const f = filtersOf(query);
+  const last = addDays(day, f.days - 1);
+  const span = f.days === 1 ? day : `${day} to ${last}`;
+  setTitle(span, room);
+  const cursor = query.get("cursor");
+  const doc = await api(roomPath(room, "events"), {
+    params: [...apiParams(day, f), ["limit", String(PAGE)], ["cursor", cursor || ""]],
+  });
+  const here = (extra) => withQuery(roomLink(room, "day", day), [...pageParams(f), ...extra]);
+  const exportLink = (format) => withQuery(roomPath(room, "export"), [...apiParams(day, f), ["format", format]]);
+  const filtered = f.types.length || f.actor || f.target || f.q;
+  const list = doc.events.length
+    ? eventList(room, doc.events, `Events of ${span}`)
+    : status(filtered ? "No events match these filters." : "No events stored for this day.");
+  replace(body,
+    h("h2", null, `Events of ${span} `, h("span", { class: "muted" }, "(times in UTC)")),
+    h("nav", { class: "pager", "aria-label": "Days" },
+      h("a", { href: withQuery(roomLink(room, "day", addDays(day, -f.days)), pageParams(f)) }, "← Earlier"),
+      h("a", { href: withQuery(roomLink(room, "day", addDays(day, f.days)), pageParams(f)) }, "Later →")),
+    filterForm(room, day, f),
+    h("p", { class: "export" }, "Export this view: ",
+      h("a", { href: exportLink("csv"), download: `${room}-${day}.csv` }, "CSV"), " · ",
+      h("a", { href: exportLink("ndjson"), download: `${room}-${day}.ndjson` }, "NDJSON")),
+    h("p", { class: "muted", id: "count" }, cursor ? `${doc.events.length} more events` : `${doc.events.length}${doc.next_cursor ? "+" : ""} events`),
+    list,
+    h("nav", { class: "pager", "aria-label": "Pages" },
+      cursor ? h("a", { href: here([]) }, "First page") : null,
+      doc.next_cursor ? h("a", { href: here([["cursor", doc.next_cursor]]), rel: "next" }, "Next page") : null));
+}
