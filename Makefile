@@ -9,7 +9,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo up test lint bench clean prometheus-tools
+.PHONY: setup demo up test lint bench clean prometheus-tools browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,13 +24,20 @@ prometheus-tools:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
+# Debian's Chromium for the room console's browser tests (driven by Playwright with the system browser;
+# no browser download), only when missing.
+browser-tools:
+	@command -v chromium >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      chromium fonts-dejavu-core; }
+
 demo: setup
 	$(BIN)/roomlogs demo
 
 up: setup
 	$(BIN)/roomlogs up
 
-test: setup prometheus-tools
+test: setup prometheus-tools browser-tools
 	$(BIN)/python -m pytest
 
 lint: setup
