@@ -4,12 +4,17 @@
 #   make up     - set up and run the embedded stack until Ctrl-C
 #   make lint   - ruff + mypy --strict
 #   make bench  - ingest benchmark (1,000,000 events by default; BENCH_EVENTS=... to change)
+#   make kafka-broker - Java 17 + Maven where missing, then the Apache Kafka broker jars (for --kafka apache)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# The Apache Kafka release of the local clusters; deploy/kafka/pom.xml, docker-compose.yml and
+# pipeline/stack/cluster.py pin the same one (tests/stack/test_cluster.py checks it).
+KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
+KAFKA_HOME    := $(HOME)/.cache/roomlogs/kafka-$(KAFKA_VERSION)
 
-.PHONY: setup demo up test lint bench clean prometheus-tools browser-tools
+.PHONY: setup demo up test lint bench clean prometheus-tools java-tools kafka-broker browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +29,21 @@ prometheus-tools:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
 
+# Java 17 (runs the broker) and Maven (fetches it), Debian's packages, only when missing.
+java-tools:
+	@command -v java >/dev/null 2>&1 && command -v mvn >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      openjdk-17-jre-headless maven; }
+
+# The Apache Kafka broker and its runtime dependencies from Maven Central, into $(KAFKA_HOME)/libs.
+kafka-broker: $(KAFKA_HOME)/.fetched
+
+$(KAFKA_HOME)/.fetched: deploy/kafka/pom.xml | java-tools
+	rm -rf $(KAFKA_HOME)/libs
+	mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(KAFKA_HOME)/libs
+	touch $@
+
 # Debian's Chromium for the room console's browser tests (driven by Playwright with the system browser;
 # no browser download), only when missing.
 browser-tools:
@@ -37,7 +57,7 @@ demo: setup
 up: setup
 	$(BIN)/roomlogs up
 
-test: setup prometheus-tools browser-tools
+test: setup prometheus-tools kafka-broker browser-tools
 	$(BIN)/python -m pytest
 
 lint: setup

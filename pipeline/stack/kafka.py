@@ -129,7 +129,7 @@ class EmbeddedKafka(EmbeddedServer):
                     f"embedded Kafka exited with code {proc.returncode} while starting; "
                     f"log {self.log_path}:\n{self._log.tail()}"
                 )
-            if _listens_on(proc.pid, port) and _answers_api_versions(port):
+            if _listens_on(proc.pid, port) and answers_api_versions(port):
                 return
             if time.monotonic() >= deadline:
                 self.stop()
@@ -155,7 +155,7 @@ def _listens_on(pid: int, port: int) -> bool:
     return any(conn.status == psutil.CONN_LISTEN and conn.laddr.port == port for conn in connections)
 
 
-def _answers_api_versions(port: int, timeout_seconds: float = 2.0) -> bool:
+def answers_api_versions(port: int, timeout_seconds: float = 2.0) -> bool:
     """Send a Kafka ApiVersions v0 request; True on a well-formed, error-free answer."""
     client_id = b"roomlogs-probe"
     body = struct.pack(">hhih", _API_VERSIONS_KEY, 0, _PROBE_CORRELATION_ID, len(client_id)) + client_id
