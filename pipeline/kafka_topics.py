@@ -2,34 +2,58 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    TopicAlreadyExistsError,
+    TopicAuthorizationFailedError,
+    for_code,
+)
 
+from pipeline.errors import ConfigurationError
+from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.settings import Settings
 
 log = logging.getLogger("roomlogs.kafka")
 
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the events and dead-letter topics if absent; return the names created."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
-    await admin.start()
+    """Create the events and dead-letter topics if absent; return the names created.
+
+    Raises KafkaAccessError (naming the setting or ACL to fix) when the broker refuses us, and
+    KafkaUnavailableError when no broker answers.
+    """
+    admin = AIOKafkaAdminClient(**client_kwargs(settings))
     try:
-        existing = set(await admin.list_topics())
-        wanted = [
-            NewTopic(
-                settings.events_topic, settings.events_topic_partitions, settings.kafka_replication_factor
-            ),
-            NewTopic(settings.dead_letter_topic, 1, settings.kafka_replication_factor),
-        ]
-        missing = [t for t in wanted if t.name not in existing]
-        if missing:
-            with contextlib.suppress(TopicAlreadyExistsError):  # created by another process meanwhile
-                await admin.create_topics(missing)
-            log.info("created topics %s", [t.name for t in missing])
-        return [t.name for t in missing]
+        async with kafka_errors(settings):
+            await admin.start()
+            return await _create_missing(admin, settings)
     finally:
         await admin.close()
+
+
+async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings) -> list[str]:
+    existing = set(await admin.list_topics())
+    wanted = [
+        NewTopic(settings.events_topic, settings.events_topic_partitions, settings.kafka_replication_factor),
+        NewTopic(settings.dead_letter_topic, 1, settings.kafka_replication_factor),
+    ]
+    missing = [t for t in wanted if t.name not in existing]
+    if not missing:
+        return []
+    response = await admin.create_topics(missing)
+    for topic, code, *message in response.topic_errors:
+        if not code or code == TopicAlreadyExistsError.errno:  # already there: created meanwhile
+            continue
+        error = for_code(code)
+        if issubclass(error, (TopicAuthorizationFailedError, ClusterAuthorizationFailedError)):
+            raise error(topic)  # kafka_errors names the ACL to grant
+        raise ConfigurationError(
+            f"Kafka could not create topic {topic!r} ({error.__name__}: {message[0] if message else ''}): "
+            "create it yourself, or check ROOMLOGS_KAFKA_REPLICATION_FACTOR and "
+            "ROOMLOGS_EVENTS_TOPIC_PARTITIONS"
+        )
+    log.info("created topics %s", [t.name for t in missing])
+    return [t.name for t in missing]

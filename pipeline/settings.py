@@ -21,6 +21,9 @@ from pipeline.errors import ConfigurationError
 ENV_PREFIX = "ROOMLOGS_"
 _OTHER_PREFIXES = (ENV_PREFIX + "TEST_", ENV_PREFIX + "API_")
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,40}$")
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+#: OAUTHBEARER is left out: aiokafka needs a token-provider object for it, which no setting can carry.
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 
 
 class Secret:
@@ -65,6 +68,19 @@ class Settings:
     #: Replication of the topics roomlogs creates (events, dead letters, the worker app's own).
     #: 3 in production.
     kafka_replication_factor: int = 1
+    # --- Kafka security: pipeline/kafka_client.py turns these into the arguments of every Kafka client ---
+    #: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
+    kafka_security_protocol: str = "PLAINTEXT"
+    #: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (with SASL_PLAINTEXT / SASL_SSL).
+    kafka_sasl_mechanism: str = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: Secret = field(default_factory=lambda: Secret(""))
+    #: PEM file of the CA(s) that signed the brokers' certificates; empty: the system's trust store.
+    kafka_ssl_ca_file: str = ""
+    #: Client certificate chain and key (PEM), for brokers that authenticate clients by TLS certificate.
+    kafka_ssl_cert_file: str = ""
+    kafka_ssl_key_file: str = ""
+    kafka_ssl_key_password: Secret = field(default_factory=lambda: Secret(""))
     # --- PostgreSQL ------------------------------------------------------------------------------------
     #: Empty means "start an embedded server" (only `roomlogs up` / `demo` do that; `worker` requires a DSN).
     postgres_dsn: Secret = field(default_factory=lambda: Secret(""))
@@ -112,9 +128,30 @@ class Settings:
                 raise ConfigurationError(f"ROOMLOGS_{name.upper()} must be positive")
         if self.log_format not in ("json", "text"):
             raise ConfigurationError(f"ROOMLOGS_LOG_FORMAT={self.log_format!r}: use json or text")
+        self._check_kafka_security()
         if self.kafka_compression not in ("none", "gzip", "snappy", "lz4", "zstd"):
             raise ConfigurationError(
                 f"ROOMLOGS_KAFKA_COMPRESSION={self.kafka_compression!r}: use none, gzip, snappy, lz4 or zstd"
+            )
+
+    def _check_kafka_security(self) -> None:
+        protocol, mechanism = self.kafka_security_protocol, self.kafka_sasl_mechanism
+        if protocol not in KAFKA_SECURITY_PROTOCOLS:
+            raise ConfigurationError(
+                f"ROOMLOGS_KAFKA_SECURITY_PROTOCOL={protocol!r}: use {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+            )
+        if mechanism not in KAFKA_SASL_MECHANISMS:
+            raise ConfigurationError(
+                f"ROOMLOGS_KAFKA_SASL_MECHANISM={mechanism!r}: use {', '.join(KAFKA_SASL_MECHANISMS)}"
+            )
+        if protocol.startswith("SASL_") and not (self.kafka_sasl_username and self.kafka_sasl_password):
+            raise ConfigurationError(
+                f"ROOMLOGS_KAFKA_SECURITY_PROTOCOL={protocol} needs ROOMLOGS_KAFKA_SASL_USERNAME and "
+                "ROOMLOGS_KAFKA_SASL_PASSWORD"
+            )
+        if bool(self.kafka_ssl_cert_file) != bool(self.kafka_ssl_key_file):
+            raise ConfigurationError(
+                "set both ROOMLOGS_KAFKA_SSL_CERT_FILE and ROOMLOGS_KAFKA_SSL_KEY_FILE, or neither"
             )
 
     @classmethod

@@ -50,12 +50,25 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)"
     )
+    _kafka_args(up)
     demo = sub.add_parser("demo", help="`up`, a short simulation, a summary of what was stored, then stop")
     demo.add_argument("--work-dir", type=Path, default=Path(".roomlogs"))
+    _kafka_args(demo)
     _sim_args(demo, events=50_000)
     retention_cli.add_commands(sub)
     api_cli.add_commands(sub)
     return p
+
+
+def _kafka_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--kafka",
+        choices=("tansu", "apache"),
+        default="tansu",
+        help="tansu: embedded, memory-only (default); apache: a local Apache Kafka KRaft cluster "
+        "(needs Java 17 and `make kafka-broker`)",
+    )
+    p.add_argument("--kafka-nodes", type=int, default=3, help="nodes of the Apache Kafka cluster (default 3)")
 
 
 def _sim_args(p: argparse.ArgumentParser, events: int = 100_000) -> None:
@@ -94,9 +107,11 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
     import faust
 
     from pipeline.worker import create_app
+    from pipeline.worker.preflight import preflight
 
     if not settings.postgres_dsn:
         raise RoomlogsError("ROOMLOGS_POSTGRES_DSN is not set (`roomlogs up` starts a stack with one)")
+    asyncio.run(preflight(settings))  # a setting that cannot work: one line and exit 2, not a traceback
     app = create_app(settings)
     worker = faust.Worker(
         app,
@@ -136,7 +151,7 @@ async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.cli.devstack import DevStack
 
-    stack = DevStack(settings, args.work_dir)
+    stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
@@ -162,7 +177,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.cli.devstack import DevStack
     from pipeline.cli.progress import stored_report, wait_caught_up
 
-    stack = DevStack(settings, args.work_dir)
+    stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     try:
         settings = stack.start()
         stack.start_worker()

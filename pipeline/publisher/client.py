@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from types import TracebackType
@@ -25,11 +26,12 @@ from typing import Any
 import orjson
 import uuid_utils
 from aiokafka import AIOKafkaProducer, codec
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaConnectionError, KafkaError
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import CollectorRegistry
 
 from pipeline.errors import (
+    ConfigurationError,
     ContractError,
     MissingDependencyError,
     PublisherClosedError,
@@ -38,6 +40,7 @@ from pipeline.errors import (
 from pipeline.events.contract import SCHEMA_VERSION
 from pipeline.events.normalize import Normalizer
 from pipeline.events.reasons import Invalid, Reason
+from pipeline.kafka_client import client_kwargs, find_refusal
 from pipeline.publisher.metrics import PublisherCollector
 from pipeline.settings import Settings
 
@@ -60,6 +63,20 @@ class BrokerUnavailableError(RoomlogsError):
     """start() could not reach the broker; the room server may retry later."""
 
     retriable = True
+
+
+class PublisherAccessError(ConfigurationError):
+    """start(): the broker refused this publisher's certificate check, credentials or protocol."""
+
+
+#: What to change, per kafka_client.Refusal.cause, in the publisher's own arguments.
+_ARGUMENT_TO_FIX = {
+    "untrusted_certificate": "pass an ssl_context that trusts the CA that signed it",
+    "tls_failed": "check security_protocol (does that listener speak TLS?)",
+    "authentication_failed": "check sasl_password (and sasl_username, sasl_mechanism)",
+    "mechanism_unsupported": "check sasl_mechanism",
+    "connection_closed": "check security_protocol (that listener may require TLS or SASL)",
+}
 
 
 class DeliveryError(RoomlogsError):
@@ -128,8 +145,18 @@ class RoomEventPublisher:
         request_timeout_seconds: float = 40.0,
         clock: Callable[[], datetime] = _utc_now,
         registry: CollectorRegistry | None = None,
+        security_protocol: str = "PLAINTEXT",
+        ssl_context: ssl.SSLContext | None = None,
+        sasl_mechanism: str | None = None,
+        sasl_username: str | None = None,
+        sasl_password: str | None = None,
     ) -> None:
         """`idempotent` must match the broker: Apache Kafka supports it, the embedded Tansu does not.
+
+        `security_protocol` is PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; TLS uses `ssl_context` (it
+        decides which CA to trust), SASL uses `sasl_mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512),
+        `sasl_username` and `sasl_password`. `start()` raises PublisherAccessError, saying which of these
+        to fix, when the broker refuses them.
 
         `request_timeout_seconds` bounds each produce request and how long an event may wait for its
         acknowledgement before it counts as failed. `validate=False` skips the contract and size checks in
@@ -160,6 +187,15 @@ class RoomEventPublisher:
         self.max_event_bytes = max_event_bytes
         self.request_timeout_seconds = request_timeout_seconds
         self._clock = clock
+        self._security: dict[str, Any] = {"security_protocol": security_protocol}
+        if ssl_context is not None:
+            self._security["ssl_context"] = ssl_context
+        if security_protocol.startswith("SASL_"):
+            self._security.update(
+                sasl_mechanism=sasl_mechanism or "PLAIN",
+                sasl_plain_username=sasl_username,
+                sasl_plain_password=sasl_password,
+            )
         self._normalizer = (
             Normalizer(max_event_bytes=max_event_bytes, max_future_skew_seconds=max_future_skew_seconds)
             if validate
@@ -194,8 +230,14 @@ class RoomEventPublisher:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RoomEventPublisher:
         """The publisher the pipeline's own tools use; `overrides` tune the rest (linger, buffer size)."""
+        security = client_kwargs(settings)
         params: dict[str, Any] = {
-            "bootstrap": settings.kafka_bootstrap,
+            "bootstrap": security.pop("bootstrap_servers"),
+            "security_protocol": security.pop("security_protocol"),
+            "ssl_context": security.pop("ssl_context", None),
+            "sasl_mechanism": security.pop("sasl_mechanism", None),
+            "sasl_username": security.pop("sasl_plain_username", None),
+            "sasl_password": security.pop("sasl_plain_password", None),
             "topic": settings.events_topic,
             "idempotent": settings.kafka_idempotent_producer,
             "compression": settings.kafka_compression,
@@ -214,6 +256,7 @@ class RoomEventPublisher:
             return
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
+            **self._security,
             acks="all",
             enable_idempotence=self.idempotent,
             compression_type=None if self.compression == "none" else self.compression,
@@ -226,6 +269,12 @@ class RoomEventPublisher:
         )
         try:
             await producer.start()
+        except KafkaConnectionError as exc:
+            await producer.stop()
+            refusal = await find_refusal(self.bootstrap, self._security)
+            if refusal is not None:
+                raise PublisherAccessError(f"{refusal.detail}: {_ARGUMENT_TO_FIX[refusal.cause]}") from None
+            raise BrokerUnavailableError(f"cannot reach the Kafka broker at {self.bootstrap}: {exc}") from exc
         except KafkaError as exc:
             await producer.stop()
             raise BrokerUnavailableError(f"cannot reach the Kafka broker at {self.bootstrap}: {exc}") from exc

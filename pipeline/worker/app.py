@@ -18,6 +18,7 @@ import mode
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pipeline.ingest.consumer import IngestService
+from pipeline.kafka_client import faust_credentials
 from pipeline.kafka_topics import ensure_topics
 from pipeline.metrics import IngestMetrics
 from pipeline.retention import RetentionMetrics, run_maintenance
@@ -51,6 +52,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app = faust.App(
         f"{settings.consumer_group}-app",
         broker=f"kafka://{settings.kafka_bootstrap}",
+        broker_credentials=faust_credentials(settings),
         store="memory://",
         datadir=settings.worker_data_dir,
         autodiscover=False,

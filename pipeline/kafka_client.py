@@ -1,0 +1,230 @@
+"""How roomlogs connects to Kafka: one place that turns the settings into client arguments and errors.
+
+Every Kafka connection of the package goes through `client_kwargs(settings)`: the worker's consumer and
+producer, the admin client (topics, progress), faust's own client (`faust_credentials`), the publisher SDK
+and `roomlogs simulate`. So a setting (TLS, SASL) means the same thing everywhere.
+
+When the broker refuses us, aiokafka often says only "Unable to bootstrap"; `kafka_errors()` finds the
+cause (untrusted certificate, wrong password, TLS to a plaintext port, missing ACL) and raises one error
+whose message names the setting to fix, which the CLI prints as one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ssl
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka.conn import create_conn
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaConnectionError,
+    SaslAuthenticationFailed,
+    TopicAuthorizationFailedError,
+    UnsupportedSaslMechanismError,
+)
+
+from pipeline.errors import ConfigurationError, RoomlogsError
+from pipeline.settings import Settings
+
+__all__ = [
+    "KafkaAccessError",
+    "KafkaUnavailableError",
+    "Refusal",
+    "client_kwargs",
+    "faust_credentials",
+    "find_refusal",
+    "kafka_errors",
+    "ssl_context",
+]
+
+_PROBE_TIMEOUT_MS = 10_000
+
+
+class KafkaAccessError(ConfigurationError):
+    """The broker refused us (certificate, credentials, protocol, ACL): a setting or an ACL must change."""
+
+
+class KafkaUnavailableError(RoomlogsError):
+    """No broker answered at the bootstrap address; it may be down or still starting."""
+
+    retriable = True
+
+
+def ssl_context(settings: Settings) -> ssl.SSLContext:
+    """The TLS context of every Kafka client: verifies the broker (hostname included) against
+    ROOMLOGS_KAFKA_SSL_CA_FILE, or the system's trust store when it is empty, and presents the client
+    certificate when one is set."""
+    try:
+        context = ssl.create_default_context(
+            ssl.Purpose.SERVER_AUTH, cafile=settings.kafka_ssl_ca_file or None
+        )
+    except (FileNotFoundError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"ROOMLOGS_KAFKA_SSL_CA_FILE={settings.kafka_ssl_ca_file!r} is not a readable PEM file of CA "
+            f"certificates ({exc})"
+        ) from None
+    if settings.kafka_ssl_cert_file:
+        try:
+            context.load_cert_chain(
+                settings.kafka_ssl_cert_file,
+                settings.kafka_ssl_key_file,
+                password=settings.kafka_ssl_key_password.get() or None,
+            )
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(
+                f"cannot load the Kafka client certificate ROOMLOGS_KAFKA_SSL_CERT_FILE="
+                f"{settings.kafka_ssl_cert_file!r} with ROOMLOGS_KAFKA_SSL_KEY_FILE and "
+                f"ROOMLOGS_KAFKA_SSL_KEY_PASSWORD ({exc})"
+            ) from None
+    return context
+
+
+def client_kwargs(settings: Settings) -> dict[str, Any]:
+    """Bootstrap servers and security arguments for any aiokafka client (consumer, producer, admin)."""
+    protocol = settings.kafka_security_protocol
+    kwargs: dict[str, Any] = {
+        "bootstrap_servers": settings.kafka_bootstrap,
+        "security_protocol": protocol,
+    }
+    if protocol in ("SSL", "SASL_SSL"):
+        kwargs["ssl_context"] = ssl_context(settings)
+    if protocol.startswith("SASL_"):
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get()
+    return kwargs
+
+
+def faust_credentials(settings: Settings) -> Any:
+    """The same security for faust's own client (`broker_credentials`); None for PLAINTEXT."""
+    from faust.auth import SASLCredentials, SSLCredentials
+
+    kwargs = client_kwargs(settings)
+    protocol = kwargs["security_protocol"]
+    if protocol == "SSL":
+        return SSLCredentials(kwargs["ssl_context"])
+    if protocol.startswith("SASL_"):
+        # faust picks SASL_SSL when given a context, SASL_PLAINTEXT without one
+        return SASLCredentials(
+            username=kwargs["sasl_plain_username"],
+            password=kwargs["sasl_plain_password"],
+            mechanism=kwargs["sasl_mechanism"],
+            ssl_context=kwargs.get("ssl_context"),
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a broker would not let a client connect, found by `find_refusal`."""
+
+    server: str
+    #: untrusted_certificate, tls_failed, authentication_failed, mechanism_unsupported, connection_closed
+    cause: str
+    detail: str
+
+
+#: What to fix, per Refusal.cause, in the settings' words.
+_SETTING_TO_FIX = {
+    "untrusted_certificate": "set ROOMLOGS_KAFKA_SSL_CA_FILE to the CA that signed it",
+    "tls_failed": "check ROOMLOGS_KAFKA_SECURITY_PROTOCOL (does that listener speak TLS?)",
+    "authentication_failed": (
+        "check ROOMLOGS_KAFKA_SASL_PASSWORD (and ROOMLOGS_KAFKA_SASL_USERNAME, ROOMLOGS_KAFKA_SASL_MECHANISM)"
+    ),
+    "mechanism_unsupported": "check ROOMLOGS_KAFKA_SASL_MECHANISM",
+    "connection_closed": "check ROOMLOGS_KAFKA_SECURITY_PROTOCOL (that listener may require TLS or SASL)",
+}
+
+
+@contextlib.asynccontextmanager
+async def kafka_errors(settings: Settings) -> AsyncIterator[None]:
+    """Turn a refusal by the broker into KafkaAccessError / KafkaUnavailableError naming what to fix.
+
+    Wrap the start of a client (and its first requests): ``async with kafka_errors(settings): await
+    admin.start()``. Errors that are not about access pass through unchanged.
+    """
+    try:
+        yield
+    except KafkaConnectionError as exc:
+        kwargs = client_kwargs(settings)
+        refusal = await find_refusal(kwargs.pop("bootstrap_servers"), kwargs)
+        if refusal is not None:
+            raise KafkaAccessError(f"{refusal.detail}: {_SETTING_TO_FIX[refusal.cause]}") from None
+        raise KafkaUnavailableError(
+            f"no Kafka broker answered at ROOMLOGS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap} ({exc})"
+        ) from None
+    except TopicAuthorizationFailedError as exc:
+        raise KafkaAccessError(
+            f"Kafka refused access to topic(s) {exc.args[0] if exc.args else ''} for {_who(settings)}: "
+            "grant the ACLs listed in deploy/README.md, or check ROOMLOGS_KAFKA_SASL_USERNAME"
+        ) from None
+    except GroupAuthorizationFailedError:
+        raise KafkaAccessError(
+            f"Kafka refused access to consumer group {settings.consumer_group!r} for {_who(settings)}: "
+            "grant READ on the group (see deploy/README.md), or check ROOMLOGS_CONSUMER_GROUP"
+        ) from None
+    except ClusterAuthorizationFailedError:
+        raise KafkaAccessError(
+            f"Kafka refused a cluster operation for {_who(settings)}: grant the ACLs listed in "
+            "deploy/README.md, or check ROOMLOGS_KAFKA_SASL_USERNAME"
+        ) from None
+
+
+def _who(settings: Settings) -> str:
+    if settings.kafka_security_protocol.startswith("SASL_"):
+        return f"user {settings.kafka_sasl_username!r}"
+    return "this client"
+
+
+async def find_refusal(bootstrap: str, kwargs: dict[str, Any]) -> Refusal | None:
+    """Connect to each bootstrap server once, directly, so the real cause of a failed start surfaces.
+
+    `kwargs` are the client's security arguments (`client_kwargs` without bootstrap_servers). None when
+    no broker refused us explicitly (they may all be down).
+    """
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(f"Kafka bootstrap {bootstrap!r}: use host:port[,host:port...]")
+        try:
+            conn = await create_conn(host, int(port), request_timeout_ms=_PROBE_TIMEOUT_MS, **kwargs)
+        except ssl.SSLCertVerificationError as exc:
+            return Refusal(
+                server,
+                "untrusted_certificate",
+                f"the Kafka broker at {server} presented a certificate this client does not trust "
+                f"({exc.verify_message})",
+            )
+        except ssl.SSLError as exc:
+            return Refusal(
+                server, "tls_failed", f"TLS with the Kafka broker at {server} failed ({exc.reason})"
+            )
+        except SaslAuthenticationFailed:
+            user = kwargs.get("sasl_plain_username")
+            return Refusal(
+                server,
+                "authentication_failed",
+                f"the Kafka broker at {server} refused user {user!r} with {kwargs.get('sasl_mechanism')} "
+                "(authentication failed)",
+            )
+        except UnsupportedSaslMechanismError:
+            return Refusal(
+                server,
+                "mechanism_unsupported",
+                f"the Kafka broker at {server} does not accept SASL mechanism {kwargs.get('sasl_mechanism')}",
+            )
+        except KafkaConnectionError:
+            if kwargs.get("security_protocol", "PLAINTEXT") == "PLAINTEXT":
+                # a TLS or SASL listener drops a plaintext client's first request without an answer
+                return Refusal(
+                    server, "connection_closed", f"the Kafka broker at {server} closed the connection"
+                )
+            continue
+        except OSError:
+            continue  # this one is down; another may answer
+        conn.close()
+    return None
