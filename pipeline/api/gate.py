@@ -76,7 +76,7 @@ def client_request_id(raw: str | None) -> str | None:
     """A client's X-Request-Id as the audit keeps it, or None when it is absent or not a plain label."""
     if raw is None:
         return None
-    raw = raw.strip()
+    raw = raw.strip(" \t")
     return raw if _CLIENT_REQUEST_ID.fullmatch(raw) else None
 
 

@@ -1,7 +1,7 @@
 """The OpenAPI 3.0 description the API serves at /openapi.json (and the fuzz tests are generated from).
 
 Parameter shapes here match `params.py` exactly: whatever this document allows, the API must answer
-without a 5xx (tests/api/test_fuzz.py holds it to that).
+without a 5xx (tests/api/test_api_fuzz.py holds it to that).
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def _errors(*statuses: int) -> dict[str, Any]:
         401: "Missing, invalid or expired bearer token",
         403: "Not permitted (no role in the room, missing staff reason, missing scope)",
         404: "Not found",
-        409: "The room is under legal hold",
+        409: "The room is under legal hold (legal_hold), or a concurrent change held its rows (conflict)",
         413: "Export larger than the cap",
         422: "The query ran past its time limit: narrow it",
         429: "Rate limit or stream quota exceeded",
@@ -58,6 +58,14 @@ def document(settings: ApiSettings) -> dict[str, Any]:
     s = settings
     room = _param("room_id", "path", _IDENT, "Room id", example="room-1")
     user = _param("user_id", "path", _IDENT, "Platform user id", example="u-target")
+    client_id = _param(
+        "X-Request-Id",
+        "header",
+        {"type": "string"},
+        "Your own correlation id (optional). Kept with the audit rows as client_request_id and echoed as "
+        "X-Client-Request-Id when it is 1..128 visible ASCII characters, ignored otherwise. It never names "
+        "the request: the API's own id is the X-Request-Id of the answer and the request_id of an error.",
+    )
     reason = _param(
         "X-Access-Reason",
         "header",
@@ -117,7 +125,20 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "operationId": "listRoomEvents",
                 "summary": "A room's events in a time range, filtered, paginated",
                 "security": secured,
-                "parameters": [room, reason, since, until, types, actor, target, text, order, limit, cursor],
+                "parameters": [
+                    room,
+                    reason,
+                    client_id,
+                    since,
+                    until,
+                    types,
+                    actor,
+                    target,
+                    text,
+                    order,
+                    limit,
+                    cursor,
+                ],
                 "responses": {"200": ok_json(_ref("EventPage")), **_errors()},
             }
         },
@@ -130,6 +151,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                     room,
                     _param("event_id", "path", {"type": "string", "format": "uuid"}, "Event id"),
                     reason,
+                    client_id,
                 ],
                 "responses": {"200": ok_json(_ref("Event")), **_errors()},
             }
@@ -142,6 +164,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "parameters": [
                     room,
                     reason,
+                    client_id,
                     _param("from", "query", _DATE, "First day (UTC); default: 29 days before `to`"),
                     _param("to", "query", _DATE, "Last day (UTC, inclusive); default: today"),
                 ],
@@ -156,6 +179,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "parameters": [
                     room,
                     reason,
+                    client_id,
                     since,
                     until,
                     types,
@@ -190,7 +214,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "operationId": "tailRoom",
                 "summary": "Live tail of a room (Server-Sent Events) for its owner, moderators and staff",
                 "security": secured,
-                "parameters": [room, reason],
+                "parameters": [room, reason, client_id],
                 "responses": {
                     "200": {
                         "description": "An event stream",
@@ -205,7 +229,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "operationId": "deleteRoomLogs",
                 "summary": "Delete a room's logs (its owner, or support staff with a ticket)",
                 "security": secured,
-                "parameters": [room, reason],
+                "parameters": [room, reason, client_id],
                 "requestBody": {
                     "required": False,
                     "content": {"application/json": {"schema": _ref("DeletionNote")}},
@@ -227,6 +251,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "parameters": [
                     user,
                     reason,
+                    client_id,
                     since,
                     until,
                     _param(
@@ -259,7 +284,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                 "operationId": "eraseUserChat",
                 "summary": "Erase one user's chat text in every room (support staff with a ticket)",
                 "security": secured,
-                "parameters": [user, reason],
+                "parameters": [user, reason, client_id],
                 "requestBody": {
                     "required": False,
                     "content": {"application/json": {"schema": _ref("DeletionNote")}},
@@ -269,7 +294,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
                         "description": "Erased and recorded",
                         "content": {"application/json": {"schema": _ref("Deletion")}},
                     },
-                    **_errors(),
+                    **_errors(409),
                 },
             }
         },
@@ -372,10 +397,10 @@ def document(settings: ApiSettings) -> dict[str, Any]:
             "title": "roomlogs query API",
             "version": "1",
             "description": (
-                "Read a 3D social world's chat-room logs. Every request is authorized on its room or user "
-                "and "
-                "every read is recorded in an append-only access audit. Errors share one shape with a stable "
-                f"`code`. Limits: pages of at most {s.max_page_size} events, ranges of at most "
+                "Read a 3D social world's chat-room logs. Every request is authorized on its room or user, "
+                "and every read, refusal and error is recorded in an append-only access audit under the "
+                "request id the API gives it (`X-Request-Id` of every answer). Errors share one shape with "
+                f"a stable `code`. Limits: pages of at most {s.max_page_size} events, ranges of at most "
                 f"{s.max_range_days} days, exports of at most {s.export_max_rows} events, "
                 f"{s.rate_limit_per_second:g} requests/s per caller (burst {s.rate_limit_burst})."
             ),

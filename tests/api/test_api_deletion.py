@@ -3,6 +3,7 @@ text (staff, erasure request). Each test has a schema of its own."""
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import asyncpg
@@ -178,3 +179,49 @@ async def test_an_erasure_spares_rooms_under_legal_hold(app_factory: Any, small_
         " GROUP BY 1"
     )
     assert [(x["room_id"], x["n"]) for x in left] == [(held_room, in_held)]
+
+
+async def test_a_reused_request_id_neither_collides_nor_names_another_request(
+    app_factory: Any, small_world: World
+) -> None:
+    """A client's X-Request-Id is a label: reused by another caller, or on a deletion and an erasure, each
+    request is still done and recorded under an id of the API's own."""
+    client, _ = await app_factory(small_world)
+    reused = str(uuid.uuid4())
+    answers = [
+        await client.post(
+            "/v1/rooms/room-a/deletions", headers={**bearer("u-owner"), "X-Request-Id": reused}
+        ),
+        await client.post("/v1/rooms/room-b/deletions", headers={**staff(), "X-Request-Id": reused}),
+        await client.post("/v1/users/u-chat/erasures", headers={**staff("s-other"), "X-Request-Id": reused}),
+        await client.post("/v1/users/u-other/erasures", headers={**staff(), "X-Request-Id": reused}),
+    ]
+    assert [r.status_code for r in answers] == [201, 201, 201, 201], [r.text for r in answers]
+    ids = [r.headers["x-request-id"] for r in answers]
+    assert len(set(ids)) == 4 and reused not in ids
+    assert [r.json()["request_id"] for r in answers] == ids
+    assert {r.headers["x-client-request-id"] for r in answers} == {reused}
+    ledger = await small_world.fetch("SELECT request_id, requested_by FROM deletion_requests ORDER BY 1")
+    assert sorted((str(d["request_id"]), d["requested_by"]) for d in ledger) == sorted(
+        zip(ids, ["u-owner", "s-staff", "s-other", "s-staff"], strict=True)
+    )
+    audit = await small_world.fetch(
+        "SELECT request_id, subject, client_request_id FROM access_audit WHERE client_request_id = $1", reused
+    )
+    assert sorted((str(a["request_id"]), a["subject"]) for a in audit) == sorted(
+        zip(ids, ["u-owner", "s-staff", "s-other", "s-staff"], strict=True)
+    )
+
+
+async def test_a_body_larger_than_allowed_is_refused_without_reading_it_all(
+    app_factory: Any, small_world: World
+) -> None:
+    client, _ = await app_factory(small_world)
+
+    async def endless() -> Any:
+        for _ in range(10_000):
+            yield b'{"note": "' + b"x" * 1024
+
+    r = await client.post("/v1/rooms/room-a/deletions", content=endless(), headers=bearer("u-owner"))
+    assert (r.status_code, r.json()["error"]["code"]) == (400, "invalid_body")
+    assert await _count(small_world) == 60

@@ -3,6 +3,10 @@
 A real server (uvicorn, in a thread, on 127.0.0.1) answers as support staff with a ticket, so requests
 reach the database; the world is two small rooms (binary COPY) in a schema of this module's own. The
 number of examples per operation is bounded so the whole module runs in well under a minute or two.
+
+Schemathesis generates both documented and undocumented (negative) values. Beyond its defaults: a `uuid`
+is any UUID at all (every version nibble and variant, UUIDv7 times up to the year 10889), and every
+deletion and erasure carries the same X-Request-Id, as a client retrying with its own id would.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import socket
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -23,15 +28,18 @@ from hypothesis import HealthCheck, settings
 from prometheus_client import CollectorRegistry
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
+from strategies import any_uuid
 
 from pipeline.api import create_app
 from pipeline.api.openapi import document
 from pipeline.settings import Secret
 from pipeline.storage import db
 
+schemathesis.openapi.format("uuid", any_uuid().map(str))
 SETTINGS = api_settings(tail_max_seconds=0.3, tail_poll_seconds=0.1)
 schema = schemathesis.openapi.from_dict(document(SETTINGS))
 HEADERS = staff()
+REUSED_REQUEST_ID = str(uuid.uuid4())
 
 
 def _free_port() -> int:
@@ -105,10 +113,12 @@ def base_url(postgres_dsn: str) -> Iterator[str]:
 @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
 def test_no_documented_request_gets_a_server_error(case: schemathesis.Case, base_url: str) -> None:
     started = time.monotonic()
-    case.call_and_validate(
+    headers = {**HEADERS, "X-Request-Id": REUSED_REQUEST_ID} if case.method == "POST" else HEADERS
+    response = case.call_and_validate(
         base_url=base_url,
-        headers=HEADERS,
+        headers=headers,
         timeout=30,
         checks=[not_a_server_error, status_code_conformance, content_type_conformance],
     )
     assert time.monotonic() - started < 30
+    assert response.headers["x-request-id"] != [REUSED_REQUEST_ID]
