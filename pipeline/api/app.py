@@ -1,4 +1,4 @@
-"""The query API as a Starlette app: routes, the one request wrapper, start-up and shutdown.
+"""The query API as a Starlette app: routes, the gate every /v1 request passes, start-up and shutdown.
 
 `create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
 pool and a registry). Every /v1 request passes through `pipeline.api.gate.Gate`: request id, bearer token,
@@ -6,7 +6,8 @@ rate limit, route, one JSON error shape, the audit of every refusal and error, m
 does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics.
 
 Start-up opens a pool to the API's own database role and refuses to run when that role could edit or
-delete logs or audit rows (unless `allow_privileged_db_role`). Shutdown ends live tails, then closes the pool.
+delete logs or audit rows (unless `allow_privileged_db_role`), and starts the flush of 429 tallies.
+Shutdown ends live tails, writes the open 429 tallies, then closes the pool.
 """
 
 from __future__ import annotations
