@@ -1,7 +1,7 @@
 // Bar charts as inline SVG drawn here: no library, no network. Each chart is a labelled image with a
 // legend and its numbers in a table underneath (for screen readers and for copying).
 
-import { h, s } from "./dom.js";
+import { h, s, scroller } from "./dom.js";
 
 const W = 640;
 const H = 220;
@@ -52,9 +52,9 @@ export function barChart({ title, labels, series, grouped = false, every = 1 }) 
     ? h("ul", { class: "legend" }, series.map((x, k) => h("li", null, h("span", { class: `key s${k}`, "aria-hidden": "true" }), x.name)))
     : null;
   const table = h("details", null, h("summary", null, "Numbers"),
-    h("table", { class: "grid" },
+    scroller(`Numbers of ${title}`, h("table", { class: "grid" },
       h("thead", null, h("tr", null, h("th", { scope: "col" }, ""), series.map((x) => h("th", { scope: "col" }, x.name)))),
       h("tbody", null, labels.map((label, i) => h("tr", null, h("th", { scope: "row" }, label),
-        series.map((x) => h("td", null, x.values[i].toLocaleString("en"))))))));
+        series.map((x) => h("td", null, x.values[i].toLocaleString("en")))))))));
   return h("figure", { class: "chart-box" }, h("figcaption", null, title), svg, legend, table);
 }

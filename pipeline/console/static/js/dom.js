@@ -81,6 +81,11 @@ export function status(text, kind = "info") {
   return h("p", { class: `status ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }
 
+// A table that may scroll sideways on a narrow screen: a labelled region keyboard users can scroll too.
+export function scroller(label, table) {
+  return h("div", { class: "scroll", tabindex: "0", role: "region", "aria-label": label }, table);
+}
+
 export function setTitle(...parts) {
   document.title = [...parts, "Room console"].join(" · ");
 }

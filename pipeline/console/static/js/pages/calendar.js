@@ -1,7 +1,7 @@
 // A room's calendar: one month, the days with activity and their counts per type; each day opens the day view.
 
 import { api, roomPath } from "../api.js";
-import { addDays, h, plural, replace, roomLink, setTitle, status, todayUtc } from "../dom.js";
+import { addDays, h, plural, replace, roomLink, scroller, setTitle, status, todayUtc } from "../dom.js";
 import { TYPES } from "../events.js";
 
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -42,8 +42,8 @@ export async function render({ body, room, query }) {
     if (info) {
       const chat = info.by_type["chat.message"] || 0;
       const mod = Object.entries(info.by_type).filter(([t]) => t.startsWith("moderation.")).reduce((a, [, v]) => a + v, 0);
-      cells.push(h("td", { class: "active" }, h("a", { href: roomLink(room, "day", day), "aria-label": `${day}: ${plural(info.total, "event")}` },
-        h("span", { class: "n" }, n), h("span", { class: "total" }, info.total.toLocaleString("en")),
+      cells.push(h("td", { class: "active" }, h("a", { href: roomLink(room, "day", day), "data-day": day },
+        h("span", { class: "n" }, n), h("span", { class: "total" }, plural(info.total, "event")),
         h("span", { class: "mix" }, `${chat} chat`, mod ? ` · ${mod} mod` : ""))));
     } else {
       cells.push(h("td", { class: day === today ? "today" : null }, h("span", { class: "n" }, n)));
@@ -57,14 +57,14 @@ export async function render({ body, room, query }) {
   const active = [...days.values()];
   const typesSeen = TYPES.filter(([t]) => active.some((d) => d.by_type[t]));
   const detail = active.length
-    ? h("table", { class: "grid counts" },
+    ? scroller("Events per type", h("table", { class: "grid counts" },
       h("caption", null, "Events per type (UTC days)"),
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day"), h("th", { scope: "col" }, "Total"),
         typesSeen.map(([, label]) => h("th", { scope: "col" }, label)))),
       h("tbody", null, active.map((d) => h("tr", null,
         h("th", { scope: "row" }, h("a", { href: roomLink(room, "day", d.day) }, d.day)),
         h("td", null, d.total.toLocaleString("en")),
-        typesSeen.map(([t]) => h("td", null, (d.by_type[t] || 0).toLocaleString("en")))))))
+        typesSeen.map(([t]) => h("td", null, (d.by_type[t] || 0).toLocaleString("en"))))))))
     : status("No activity stored for this month.");
   replace(body,
     h("h2", null, monthName(month)), nav,

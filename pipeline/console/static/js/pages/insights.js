@@ -2,7 +2,7 @@
 
 import { api, roomPath } from "../api.js";
 import { barChart } from "../charts.js";
-import { h, replace, setTitle, status } from "../dom.js";
+import { h, replace, scroller, setTitle, status } from "../dom.js";
 
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const ACTIONS = ["warn", "mute", "kick", "ban", "unmute", "unban"];
@@ -33,12 +33,12 @@ export async function render({ body, room, query }) {
     barChart({ title: "Gifts per week", labels: weekLabels, series: [{ name: "gifts", values: doc.weekly.map((w) => w.gifts) }] }),
   ];
   const top = doc.top_chatters.length
-    ? h("table", { class: "grid top" },
+    ? scroller("Top chatters", h("table", { class: "grid top" },
       h("caption", null, "Top chatters"),
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "User"), h("th", { scope: "col" }, "Messages"))),
       h("tbody", null, doc.top_chatters.map((c) => h("tr", null,
         h("th", { scope: "row" }, c.display_name ? `${c.display_name} (${c.user_id})` : c.user_id),
-        h("td", null, c.messages.toLocaleString("en"))))))
+        h("td", null, c.messages.toLocaleString("en")))))))
     : null;
   replace(body,
     h("h2", null, `The last ${weeks} weeks `, h("span", { class: "muted" }, `(${doc.total.toLocaleString("en")} events)`)),

@@ -2,7 +2,7 @@
 // them (when, how, why), past deletion requests, and a deletion request of their own (confirmed first).
 
 import { api, ApiError, roomPath } from "../api.js";
-import { h, plural, replace, setTitle, status, utcDateTime } from "../dom.js";
+import { h, plural, replace, scroller, setTitle, status, utcDateTime } from "../dom.js";
 
 function retentionSection(r) {
   const rows = r.stored.map((x) => h("tr", null,
@@ -16,9 +16,9 @@ function retentionSection(r) {
       ? h("p", null, `New events of this room are kept ${plural(r.retention_days, "day")} (class ${r.retention_class}), then deleted by dropping whole days.`)
       : h("p", null, "The pipeline has no settings for this room yet."),
     r.stored.length
-      ? h("table", { class: "grid" }, h("caption", null, "What is stored now"),
+      ? scroller("What is stored now", h("table", { class: "grid" }, h("caption", null, "What is stored now"),
         h("thead", null, h("tr", null, ["Class", "Kept", "Oldest stored day (UTC)", "Next purge (UTC day)"].map((t) => h("th", { scope: "col" }, t)))),
-        h("tbody", null, rows))
+        h("tbody", null, rows)))
       : status("No events of this room are stored."),
     r.next_purge_after ? h("p", { id: "next-purge" }, `Next purge: the first maintenance run after ${utcDateTime(r.next_purge_after)}.`) : null,
     h("p", { class: "muted" }, `Maintenance last ran: ${utcDateTime(r.last_maintenance_at)}.`),
@@ -53,7 +53,8 @@ async function accessSection(room) {
     h("caption", { class: "sr-only" }, "Access log, newest first"),
     h("thead", null, h("tr", null, ["When", "Who", "As", "Reason (ticket)", "What", "Outcome", "Events"].map((t) => h("th", { scope: "col" }, t)))),
     body);
-  section.append(h("p", null, "Every read of this room's logs is recorded: by you, your moderators, support staff (with their ticket) and services."), table);
+  section.append(h("p", null, "Every read of this room's logs is recorded: by you, your moderators, support staff (with their ticket) and services."),
+    scroller("Access log", table));
   let cursor = doc.next_cursor;
   if (cursor) {
     const more = h("button", { type: "button" }, "Show older entries");
