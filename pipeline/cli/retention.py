@@ -1,7 +1,9 @@
 """`roomlogs partitions` and `roomlogs retention`: the partition lifecycle for operators, cron and support.
 
     roomlogs partitions [--report-only]          create partitions ahead, then report per table
-    roomlogs retention [--dry-run] [--as-of D]   enforce retention now (same as `retention enforce`)
+    roomlogs retention [--as-of D]               show what retention would drop now, drop nothing
+    roomlogs retention enforce --apply           drop what has expired now (what the worker does every
+                                                 minute; for cron: `roomlogs retention enforce --apply`)
     roomlogs retention check [--as-of D]         is any log older than its retention stored? (exit 1: yes)
     roomlogs retention hold place ROOM --reason TEXT --by WHO
     roomlogs retention hold release HOLD_ID --by WHO [--reason TEXT]
@@ -10,9 +12,13 @@
     roomlogs retention classes set NAME DAYS --by WHO [--reason TEXT]
     roomlogs retention ledger [--run RUN_ID] [--since D] [--limit N]
 
-Exit codes: 0 done (or another maintainer was running and did it), 1 something is left (a partition
-deferred, or `check` found offending logs), 2 an error (printed). The clock is read here, once per command;
-`--as-of` evaluates the policy for another day, and is accepted only where nothing is deleted.
+Nothing is dropped without `--apply`: `roomlogs retention` and `roomlogs retention enforce` alone (or with
+`--dry-run`) list what would be dropped and say how to drop it.
+
+Exit codes: 0 done, or nothing to do (or another maintainer was running and did it); 1 something is left
+(a partition deferred, `check` found offending logs, or a listing without `--apply` found expired
+partitions); 2 an error (printed). The clock is read here, once per command; `--as-of` evaluates the
+policy for another day, and is accepted only where nothing is deleted.
 """
 
 from __future__ import annotations
@@ -55,11 +61,13 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     ret = subparsers.add_parser(
         "retention",
         help="enforce retention (drop expired partitions), check it, manage legal holds and classes",
-        description="Without a sub-command: enforce retention now (like `retention enforce`).",
+        description="Without a sub-command: list what `retention enforce --apply` would drop now.",
     )
     _enforce_args(ret, top=True)
     sub = ret.add_subparsers(dest="retention_command", metavar="{enforce,check,hold,classes,ledger}")
-    _enforce_args(sub.add_parser("enforce", help="drop expired partitions now (--dry-run: only list them)"))
+    _enforce_args(
+        sub.add_parser("enforce", help="with --apply: drop expired partitions now (without: only list them)")
+    )
     check = sub.add_parser(
         "check", help="is any log older than its class's retention still stored? exit 1 if so"
     )
@@ -100,17 +108,26 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
 
 
 def _enforce_args(p: argparse.ArgumentParser, *, top: bool = False) -> None:
-    # On the sub-command the defaults are suppressed, so `retention --dry-run enforce` keeps --dry-run.
+    # On the sub-command the defaults are suppressed, so `retention --apply enforce` keeps --apply.
     default_flag: object = False if top else argparse.SUPPRESS
     default_day: object = None if top else argparse.SUPPRESS
     p.add_argument(
-        "--dry-run", action="store_true", default=default_flag, help="change nothing, list what would go"
+        "--apply",
+        action="store_true",
+        default=default_flag,
+        help="drop what has expired (without it nothing is dropped: the command lists what would be)",
+    )
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        default=default_flag,
+        help="list what would be dropped, change nothing (what happens without --apply anyway)",
     )
     p.add_argument(
         "--as-of",
         type=_day,
         default=default_day,
-        help="with --dry-run: judge as of this UTC day (YYYY-MM-DD)",
+        help="list what would be dropped as of this UTC day (YYYY-MM-DD); not with --apply",
     )
 
 
@@ -171,17 +188,22 @@ def retention(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _enforce(settings: Settings, args: argparse.Namespace) -> int:
+    if args.apply and args.dry_run:
+        raise RetentionError("--apply drops and --dry-run does not: give one of them")
     now = datetime.now(UTC)
     if args.as_of is not None:
-        if not args.dry_run:
-            raise RetentionError(
-                "--as-of is accepted only with --dry-run (retention deletes by the real clock)"
-            )
+        if args.apply:
+            raise RetentionError("--as-of is not accepted with --apply (retention deletes by the real clock)")
         now = datetime.combine(args.as_of, now.timetz())
 
     async def run(conn: asyncpg.Connection) -> int:
-        report = await maintain(conn, settings, now=now, dry_run=args.dry_run)
+        report = await maintain(conn, settings, now=now, dry_run=not args.apply)
         print(report.render())
+        if not args.apply:
+            if not (report.would_drop or report.would_purge_held):
+                return 0
+            print("nothing was dropped; to drop these now: roomlogs retention enforce --apply")
+            return 1
         if report.skipped == SKIPPED_LOCKED:
             return 0
         return {"ok": 0, "partial": 1}.get(report.outcome, 2)

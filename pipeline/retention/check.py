@@ -17,7 +17,7 @@ from datetime import date
 
 import asyncpg
 
-from pipeline.retention.catalog import count_rows
+from pipeline.retention.catalog import DETACH_PENDING, DETACHED, count_rows
 from pipeline.retention.plan import plan_retention
 
 __all__ = ["CheckResult", "Offending", "check_retention"]
@@ -66,6 +66,10 @@ async def check_retention(
         except asyncpg.UndefinedTableError:
             continue  # dropped while we looked
         why = f"day {exp.day} is past its {exp.retention_days}-day retention"
+        if sp.state == DETACH_PENDING:
+            why += f" (detach pending: {sp.parent} no longer shows it; the next run drops it)"
+        elif sp.state == DETACHED:
+            why += f" (detached from {sp.parent}, not dropped yet; the next run drops it)"
         result.offending.append(Offending(sp.name, sp.table, sp.retention_class, exp.day, rows, why))
     for h in plan.held_expired:
         why = (

@@ -1,19 +1,27 @@
 """The deleting steps of a maintenance run: drop expired day partitions, purge released holds' rows.
 
 Who calls it: `pipeline.retention.maintenance` only, with the maintenance lock held and a run id recorded.
-Each partition is one transaction, in this order:
+Each expired partition goes in three steps (see `detach` for the mechanics and for crash safety):
 
-1. `SET LOCAL lock_timeout`; lock the class table (`LOCK TABLE ONLY`), then the partition, both ACCESS
-   EXCLUSIVE: the order DROP itself and queries take them, so a drop never deadlocks with a reader or a
-   writer; it waits at most the lock timeout, then the partition is deferred to the next run;
-2. lock `legal_holds` SHARE: a hold being placed right now is either committed before (and honoured) or
-   waits until this partition is gone; it is never half-applied;
-3. count the rows exactly (for the ledger) and copy the held rooms' rows to `held_events`;
-4. `DROP TABLE`, append the ledger row, commit.
+1. record that the run begins detaching it (`retention_detaching`, committed);
+2. `DETACH PARTITION ... CONCURRENTLY` (or `... FINALIZE` for one an earlier run left detach pending):
+   the partition leaves `events_<class>` / `dead_letters`, and queries through them stop seeing its rows;
+3. one transaction on the detached table: lock it ACCESS EXCLUSIVE (only sessions that read it by its own
+   name can be in the way), lock `legal_holds` SHARE (a hold being placed right now is either committed
+   before, and honoured, or waits until the table is gone; it is never half-applied), count the rows
+   exactly, copy the held rooms' rows to `held_events`, `DROP TABLE`, append the ledger row, delete the
+   step-1 record, commit.
 
-Cost for ingest: while steps 1-4 run, writes of the partition's class wait. The DROP itself takes
-milliseconds whatever the rows; the exact count grows with them (about 0.2 s for a day of a million rows
-here, see bench/retention.py), once per class and day.
+Every lock wait is bounded by the run's lock timeout; when one expires the partition is deferred to the
+next run, which resumes at the step this one reached. A partition left detach pending or detached is out
+of the live data already; `retention check` still counts its rows until it is dropped.
+
+Cost for ingest: nothing here takes a lock that ingest's writes wait for. Ingest's COPY takes ROW
+EXCLUSIVE on `events`, `events_<class>` and the day it writes (today's, never an expired one); step 2
+takes SHARE UPDATE EXCLUSIVE on the parent and locks only the expired partition exclusively; step 3 locks
+tables ingest does not write. The one conflict is with DDL: a partition created on demand by ingest
+(CREATE TABLE ... PARTITION OF takes ACCESS EXCLUSIVE on the class table) waits while step 2 holds the
+parent, which is milliseconds unless step 2 is waiting for a lock, and never longer than the lock timeout.
 
 Released holds: preserved rows whose rooms have no active hold and whose class's retention has passed are
 deleted in one transaction authorized with `roomlogs.authorized_deletion` (the only DELETE retention
@@ -29,8 +37,8 @@ from datetime import date
 
 import asyncpg
 
-from pipeline.retention import ledger
-from pipeline.retention.catalog import EVENTS, count_rows, ident
+from pipeline.retention import detach, ledger
+from pipeline.retention.catalog import DETACH_PENDING, DETACHED, EVENTS, count_rows, ident
 from pipeline.retention.exceptions import HeldRowsSchemaError
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import ExpiredPartition, RetentionPlan
@@ -50,38 +58,54 @@ async def drop_expired(
     report: MaintenanceReport,
     lock_timeout_ms: int,
 ) -> None:
+    for name in plan.stale_detaches:
+        await detach.forget(conn, name)
     columns = await _held_columns(conn) if any(e.partition.table == EVENTS for e in plan.expired) else []
-    #: parents a reader kept us from locking: their other partitions would wait just as long, so the run
-    #: waits at most one lock timeout per parent (plus one per partition a reader holds directly)
-    blocked: set[str] = set()
+    #: what a lock timeout showed to be in use (a parent, or legal_holds) -> which partition found it: the
+    #: others behind it would wait just as long, so the run waits at most one lock timeout per parent
+    #: (plus one per partition a reader holds directly). A parent with a detach left pending is blocked
+    #: too: it can have only one at a time.
+    blocked: dict[str, str] = {}
     for exp in plan.expired:
         sp = exp.partition
         waits_for = sp.parent if sp.parent in blocked else None
         if sp.table == EVENTS and "legal_holds" in blocked:
             waits_for = "legal_holds"
         if waits_for:
-            _defer(report, metrics, exp, "lock_timeout", f"{waits_for} held by another session (see above)")
+            _defer(report, metrics, exp, "lock_timeout", f"{waits_for} in use (see {blocked[waits_for]})")
             continue
         try:
             dropped = await _drop_one(conn, exp, run_id, report.as_of, columns, lock_timeout_ms)
         except _LockTimeout as e:
-            if e.what != sp.name:
-                blocked.add(e.what)
-            detail = f"{e.what} held by another session for over {lock_timeout_ms} ms"
-            _defer(report, metrics, exp, "lock_timeout", detail)
+            if e.blocks:
+                blocked.setdefault(e.blocks, sp.name)
+            pids = ", ".join(str(p) for p in await detach.holders(conn, e.what))
+            by = f"another session (pid {pids})" if pids else "another session"
+            _defer(
+                report,
+                metrics,
+                exp,
+                "lock_timeout",
+                f"{e.what} in use by {by} for over {lock_timeout_ms} ms",
+                e.state,
+            )
             continue
-        except asyncpg.DeadlockDetectedError:
-            _defer(report, metrics, exp, "deadlock", "")
-            continue
-        except asyncpg.UndefinedTableError:
+        except _Gone:
             log.info("%s was dropped by someone else meanwhile", sp.name)
+            await detach.forget(conn, sp.name)
+            continue
+        except _Reattached:
+            _defer(report, metrics, exp, "error", "attached again by someone after it was detached")
             continue
         except asyncpg.PostgresError as e:
             if isinstance(e, CONNECTION_ERRORS):
                 raise
-            log.warning("dropping %s failed: %s: %s", sp.name, type(e).__name__, e)
-            _defer(report, metrics, exp, "error", f"{type(e).__name__} (SQLSTATE {e.sqlstate})")
-            if metrics is not None:
+            state = await detach.state_of(conn, sp.name) or DETACHED
+            if state == DETACH_PENDING:
+                blocked.setdefault(sp.parent, sp.name)
+            reason = "deadlock" if isinstance(e, asyncpg.DeadlockDetectedError) else "error"
+            _defer(report, metrics, exp, reason, f"{type(e).__name__} (SQLSTATE {e.sqlstate}): {e}", state)
+            if metrics is not None and reason == "error":
                 metrics.failures.labels("drop").inc()
             continue
         report.dropped.append(dropped)
@@ -97,20 +121,36 @@ def _defer(
     exp: ExpiredPartition,
     reason: str,
     detail: str,
+    state: str | None = None,
 ) -> None:
+    """Leave the partition for the next run (the report, and so the run's log line, says which and why)."""
     sp = exp.partition
-    report.deferred.append(DeferredPartition(sp.table, sp.retention_class, exp.day, sp.name, reason, detail))
+    report.deferred.append(
+        DeferredPartition(
+            sp.table, sp.retention_class, exp.day, sp.name, reason, detail, state or sp.state, sp.parent
+        )
+    )
     if metrics is not None:
         metrics.partitions_deferred.labels(sp.parent).inc()
-    log.info("deferred dropping %s to the next run: %s %s", sp.name, reason, detail)
 
 
 class _LockTimeout(Exception):
-    """lock_timeout expired while taking the lock on `what` (the partition's transaction rolled back)."""
+    """lock_timeout expired waiting for `what`; the partition is left in `state`. `blocks`: the parent or
+    `legal_holds` when the partitions after it would wait for the same session."""
 
-    def __init__(self, what: str) -> None:
+    def __init__(self, what: str, state: str, blocks: str | None) -> None:
         super().__init__(what)
         self.what = what
+        self.state = state
+        self.blocks = blocks
+
+
+class _Gone(Exception):
+    """The partition no longer exists (dropped by someone else)."""
+
+
+class _Reattached(Exception):
+    """The detached table was attached again by someone before it could be dropped."""
 
 
 async def _drop_one(
@@ -121,13 +161,72 @@ async def _drop_one(
     columns: list[str],
     lock_timeout_ms: int,
 ) -> DroppedPartition:
-    sp = exp.partition
     started = time.perf_counter()
+    if exp.partition.state != DETACHED:
+        await _detach(conn, exp, run_id, as_of, lock_timeout_ms)
+    detached = time.perf_counter()
+    dropped = await _drop_detached(conn, exp, run_id, as_of, columns, lock_timeout_ms)
+    return DroppedPartition(
+        dropped.table,
+        dropped.retention_class,
+        dropped.day,
+        dropped.partition,
+        dropped.row_count,
+        dropped.rows_held,
+        dropped.retention_days,
+        seconds=time.perf_counter() - started,
+        drop_seconds=dropped.drop_seconds,
+        detach_seconds=detached - started,
+        resumed=exp.begun_by is not None and exp.begun_by != run_id,
+    )
+
+
+async def _detach(
+    conn: asyncpg.Connection, exp: ExpiredPartition, run_id: uuid.UUID, as_of: date, lock_timeout_ms: int
+) -> None:
+    """Steps 1 and 2: afterwards the partition is a detached table (or an exception says where it is)."""
+    sp = exp.partition
+    if exp.begun_by is None:
+        await detach.begin(conn, sp, exp.retention_days, run_id, as_of)
+    try:
+        if sp.state == DETACH_PENDING:
+            await detach.finalize(conn, sp, lock_timeout_ms)
+        else:
+            await detach.concurrently(conn, sp, lock_timeout_ms)
+    except asyncpg.PostgresError as e:
+        if isinstance(e, CONNECTION_ERRORS):
+            raise
+        state = await detach.state_of(conn, sp.name)
+        if state is None:
+            raise _Gone from e
+        if state == DETACHED:
+            return  # it completed after all
+        if state != DETACH_PENDING:
+            await detach.forget(conn, sp.name)  # nothing begun: the next run decides afresh
+        if not isinstance(e, asyncpg.LockNotAvailableError):
+            raise
+        # who was in the way: a session on the partition itself, or else on its parent
+        what = sp.name if await detach.holders(conn, sp.name) else sp.parent
+        blocks = sp.parent if state == DETACH_PENDING or what == sp.parent else None
+        raise _LockTimeout(what, state, blocks) from e
+
+
+async def _drop_detached(
+    conn: asyncpg.Connection,
+    exp: ExpiredPartition,
+    run_id: uuid.UUID,
+    as_of: date,
+    columns: list[str],
+    lock_timeout_ms: int,
+) -> DroppedPartition:
+    """Step 3, in one transaction."""
+    sp = exp.partition
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-        # Parent first, then the partition: the order DROP and queries take them (no deadlock).
-        await _lock(conn, f"LOCK TABLE ONLY {ident(sp.parent)} IN ACCESS EXCLUSIVE MODE", sp.parent)
         await _lock(conn, f"LOCK TABLE {ident(sp.name)} IN ACCESS EXCLUSIVE MODE", sp.name)
+        if await detach.state_of(conn, sp.name) != DETACHED:
+            # attached again by someone: dropping it now would lock the parent, which ingest writes to
+            raise _Reattached(sp.name)
         held_rows = 0
         if sp.table == EVENTS:
             await _lock(conn, "LOCK TABLE legal_holds IN SHARE MODE", "legal_holds")
@@ -165,6 +264,7 @@ async def _drop_one(
             retention_days=exp.retention_days,
             as_of=as_of,
         )
+        await detach.forget(conn, sp.name)
     return DroppedPartition(
         sp.table,
         sp.retention_class,
@@ -173,7 +273,6 @@ async def _drop_one(
         total,
         held_rows,
         exp.retention_days,
-        seconds=time.perf_counter() - started,
         drop_seconds=drop_seconds,
     )
 
@@ -182,7 +281,9 @@ async def _lock(conn: asyncpg.Connection, sql: str, what: str) -> None:
     try:
         await conn.execute(sql)
     except asyncpg.LockNotAvailableError as e:
-        raise _LockTimeout(what) from e
+        raise _LockTimeout(what, DETACHED, "legal_holds" if what == "legal_holds" else None) from e
+    except asyncpg.UndefinedTableError as e:
+        raise _Gone from e
 
 
 async def counts(conn: asyncpg.Connection, partition: str, held: list[str]) -> tuple[int, int]:

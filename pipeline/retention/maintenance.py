@@ -8,19 +8,22 @@ A run, in order:
 1. takes a session advisory lock for the schema with pg_try_advisory_lock; when another maintainer (another
    worker, a cron job) holds it, the run reports "another maintainer is running" and does nothing;
 2. creates partitions for today .. today + `partitions_ahead_days`, for every class and for dead letters;
-3. drops every expired day partition, each in its own transaction (see `enforce`): rows of held rooms
-   copied to `held_events`, rows counted, DROP TABLE, ledger row. A lock timeout (a long reader) rolls
-   the partition's transaction back and defers it to the next run; nothing waits longer than the timeout;
+3. drops every expired day partition (see `enforce`): DETACH PARTITION ... CONCURRENTLY, then one
+   transaction on the detached table: rows counted, rows of held rooms copied to `held_events`, DROP TABLE,
+   ledger row. Ingest keeps writing throughout. A lock timeout (a long reader) defers the partition to the
+   next run, which resumes where this one stopped; no lock wait is longer than the timeout;
 4. deletes preserved rows of rooms no longer held once they are past their class's retention (the only
    DELETE in retention, authorized with `roomlogs.authorized_deletion`, written to the ledger);
 5. records the run in `maintenance_runs` (idle runs are forgotten after 30 days) and refreshes the metrics.
 
 Failure semantics: an unexpected PostgreSQL error on one partition is reported and that partition retried
-next run; the others proceed. If PostgreSQL becomes unreachable the run stops with `report.error` set
-(never raises for it); nothing half-done survives, because each step is one transaction.
+next run; the others proceed. If PostgreSQL becomes unreachable (or the process dies) the run stops with
+`report.error` set (never raises for it). A partition can then be left detach pending or detached but not
+dropped: out of the live data, its rows still stored. `retention_detaching` remembers it, `retention
+check` counts it, and the next run finishes it (see `detach`), writing its ledger row once.
 
-Never DETACH, never DELETE from a partition: a dropped partition is gone, and a detached one would still
-hold every row. There is no catch-all partition to maintain (see `pipeline.storage.partitions`).
+Never DELETE from a partition, and no detached table is left behind on purpose. There is no catch-all
+partition to maintain (see `pipeline.storage.partitions`).
 """
 
 from __future__ import annotations
@@ -54,8 +57,11 @@ __all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "run_maintena
 
 log = logging.getLogger("roomlogs.retention")
 
-#: How long a DROP may wait for a reader's lock before the partition is deferred to the next run. Ingest
-#: writes of the same class queue behind a waiting DROP, so this is also the longest stall it can cause.
+#: How long any one lock wait of a drop (the detach's waits for other transactions on the parent, the
+#: locks on the partition and on legal_holds) may last before the partition is deferred to the next run.
+#: Ingest's writes never wait for these. Kept below the 2 s lock timeout of partition DDL
+#: (`pipeline.storage.partitions.DDL_LOCK_TIMEOUT_MS`): a day partition ingest creates on demand on a
+#: parent whose detach holds SHARE UPDATE EXCLUSIVE waits for it at most this long, and never fails for it.
 DROP_LOCK_TIMEOUT_MS = 1_000
 #: How long the record of a run that changed nothing is kept (runs that did something are kept for good).
 IDLE_RUN_HISTORY_DAYS = 30
@@ -138,7 +144,10 @@ async def maintain(
             metrics.last_success.set(now.timestamp())
     if report.error:
         log.warning("maintenance failed: %s", report.error)
-    elif report.dropped or report.deferred or report.purged_held:
+    elif report.deferred:
+        # one record per run naming each deferred partition and why (the CLI prints the same lines)
+        log.warning("%s", report.render())
+    elif report.dropped or report.purged_held:
         log.info("%s", report.render())
     return report
 
@@ -258,7 +267,14 @@ async def _dry_run(conn: asyncpg.Connection, settings: Settings, report: Mainten
             continue  # dropped meanwhile
         report.would_drop.append(
             DroppedPartition(
-                sp.table, sp.retention_class, exp.day, sp.name, total, held_rows, exp.retention_days
+                sp.table,
+                sp.retention_class,
+                exp.day,
+                sp.name,
+                total,
+                held_rows,
+                exp.retention_days,
+                resumed=exp.begun_by is not None,
             )
         )
     report.would_purge_held = [PurgedHeld(h.retention_class, h.day, h.rows) for h in plan.held_expired]

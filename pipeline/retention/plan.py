@@ -7,16 +7,33 @@ Pure reads. `plan_retention()` lists
 - leaves under no retention rule: a DEFAULT partition, a table whose name carries no day, a class table
   whose class is no longer in `retention_classes`. Enforcement never guesses about these; `check` reports
   them as offending.
+
+A day whose detach an earlier run began (a row in `retention_detaching`, see `detach`) and that is still
+stored, detach pending or detached, is expired whatever the policy says now: it left the live data when
+the detach began, so the next run finishes it with the retention it expired under. These come first, so a
+pending detach is finished before another partition of its parent is detached. A detach pending or a
+detached day table that no run began (someone ran DETACH by hand) is under no retention rule.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
 import asyncpg
 
-from pipeline.retention.catalog import DEAD_LETTERS, EVENTS, StoredPartition, list_partitions
+from pipeline.retention import detach
+from pipeline.retention.catalog import (
+    ATTACHED,
+    DEAD_LETTERS,
+    DETACH_PENDING,
+    DETACHED,
+    EVENTS,
+    StoredPartition,
+    list_detached,
+    list_partitions,
+)
 from pipeline.retention.policy import is_expired, load_classes
 from pipeline.storage.partitions import horizon
 
@@ -27,6 +44,8 @@ __all__ = ["ExpiredPartition", "HeldExpiry", "RetentionPlan", "UnruledPartition"
 class ExpiredPartition:
     partition: StoredPartition
     retention_days: int
+    #: the run that began detaching it, when an earlier run did (its drop is unfinished)
+    begun_by: uuid.UUID | None = None
 
     @property
     def day(self) -> date:
@@ -60,7 +79,9 @@ class RetentionPlan:
     unruled: list[UnruledPartition] = field(default_factory=list)
     #: preserved rows whose class is not in retention_classes: (class, rows)
     held_unruled: list[tuple[str, int]] = field(default_factory=list)
-    stored: list[StoredPartition] = field(default_factory=list)
+    #: `retention_detaching` rows with nothing left to finish: the table is gone, or still attached and no
+    #: longer expired (a run stopped before its detach began, then the class's retention was lengthened)
+    stale_detaches: list[str] = field(default_factory=list)
 
 
 async def plan_retention(
@@ -68,25 +89,25 @@ async def plan_retention(
 ) -> RetentionPlan:
     classes = {name: c.retention_days for name, c in (await load_classes(conn)).items()}
     plan = RetentionPlan(today, classes, dead_letter_retention_days)
-    plan.stored = await list_partitions(conn)
-    for sp in plan.stored:
-        if sp.is_default:
-            plan.unruled.append(UnruledPartition(sp, "a DEFAULT (catch-all) partition: rows of any day"))
+    begun = await detach.unfinished(conn)
+    for sp in [*await list_partitions(conn), *await list_detached(conn)]:
+        started = begun.pop(sp.name, None)
+        if started is not None and sp.state != ATTACHED:
+            plan.expired.append(ExpiredPartition(sp, started.retention_days, started.run_id))
             continue
-        if sp.day is None:
-            plan.unruled.append(UnruledPartition(sp, "not a day partition (no _pYYYYMMDD suffix)"))
-            continue
-        if sp.table == DEAD_LETTERS:
-            days = dead_letter_retention_days
-        elif sp.table == EVENTS and sp.retention_class in classes:
-            days = classes[sp.retention_class]
-        else:
-            plan.unruled.append(
-                UnruledPartition(sp, f"retention class {sp.retention_class!r} is not in retention_classes")
-            )
-            continue
-        if is_expired(sp.day, today, days):
+        days, why = _rule(sp, classes, dead_letter_retention_days)
+        if days is None:
+            plan.unruled.append(UnruledPartition(sp, why))
+        elif sp.day is not None and is_expired(sp.day, today, days):
             plan.expired.append(ExpiredPartition(sp, days))
+        elif started is not None:
+            plan.stale_detaches.append(sp.name)
+        elif sp.state == DETACH_PENDING:
+            why = f"detach pending, begun outside retention: {sp.parent} no longer shows its rows"
+            plan.unruled.append(UnruledPartition(sp, why))
+    plan.stale_detaches.extend(begun)  # their tables no longer exist
+    # unfinished detaches first: a parent may have one pending detach at a time
+    plan.expired.sort(key=lambda e: (e.partition.state == ATTACHED, e.partition.parent, e.day))
     rows = await conn.fetch(
         """SELECT h.retention_class, (h.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n,
                   min(rc.retention_days) AS retention_days
@@ -105,3 +126,20 @@ async def plan_retention(
             plan.held_expired.append(HeldExpiry(r["retention_class"], r["day"], r["n"], r["retention_days"]))
     plan.held_unruled = sorted(unruled.items())
     return plan
+
+
+def _rule(
+    sp: StoredPartition, classes: dict[str, int], dead_letter_retention_days: int
+) -> tuple[int | None, str]:
+    """(retention days, "") for a day partition under a rule, else (None, why it is under none)."""
+    if sp.state == DETACHED:
+        return None, f"detached from {sp.parent} outside retention: no longer part of {sp.table}"
+    if sp.is_default:
+        return None, "a DEFAULT (catch-all) partition: rows of any day"
+    if sp.day is None:
+        return None, "not a day partition (no _pYYYYMMDD suffix)"
+    if sp.table == DEAD_LETTERS:
+        return dead_letter_retention_days, ""
+    if sp.table == EVENTS and sp.retention_class in classes:
+        return classes[sp.retention_class], ""
+    return None, f"retention class {sp.retention_class!r} is not in retention_classes"

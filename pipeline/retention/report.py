@@ -6,6 +6,8 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
+from pipeline.retention.catalog import ATTACHED, DETACH_PENDING, DETACHED
+
 __all__ = ["DeferredPartition", "DroppedPartition", "MaintenanceReport", "PurgedHeld"]
 
 SKIPPED_LOCKED = "another maintainer is running"
@@ -22,9 +24,13 @@ class DroppedPartition:
     #: rows of held rooms copied to held_events first (in a dry run: that would be)
     rows_held: int
     retention_days: int
-    #: the partition's whole transaction (locks, count, held-row copy, DROP, ledger) and the DROP alone
+    #: the whole partition (detach, then the transaction that counts, copies held rows, drops, writes the
+    #: ledger), the DETACH ... CONCURRENTLY (or FINALIZE) alone, and the DROP statement alone
     seconds: float = 0.0
     drop_seconds: float = 0.0
+    detach_seconds: float = 0.0
+    #: an earlier run had begun detaching it (it was left detach pending or detached)
+    resumed: bool = False
 
     @property
     def rows_deleted(self) -> int:
@@ -42,6 +48,21 @@ class DeferredPartition:
     #: lock_timeout (a reader holds the partition or its parent) | deadlock | error
     reason: str
     detail: str = ""
+    #: where it was left: attached (nothing done), detach_pending or detached (out of the live data
+    #: already, rows still stored until the next run drops them)
+    state: str = ATTACHED
+    #: the partitioned table it belongs (or belonged) to
+    parent: str = ""
+
+    def render(self) -> str:
+        why = f"{self.reason}: {self.detail}" if self.detail else self.reason
+        if self.state == DETACH_PENDING:
+            why += f"; its detach is begun ({self.parent} no longer shows its rows), the next run finishes it"
+        elif self.state == DETACHED:
+            why += f"; detached from {self.parent}, the next run drops it"
+        else:
+            why += "; retried next run"
+        return f"deferred {self.partition}: {why}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,19 +124,17 @@ class MaintenanceReport:
         verb, drops = ("would drop", self.would_drop) if self.dry_run else ("dropped", self.dropped)
         for d in drops:
             held = f", {d.rows_held} rows of held rooms preserved" if d.rows_held else ""
+            resumed = ", detach begun by an earlier run" if d.resumed else ""
             lines.append(
-                f"{verb} {d.partition} ({d.row_count} rows, retention {d.retention_days} days{held})"
+                f"{verb} {d.partition} ({d.row_count} rows, retention {d.retention_days} days{held}{resumed})"
             )
         purged = self.would_purge_held if self.dry_run else self.purged_held
         verb = "would delete" if self.dry_run else "deleted"
         for p in purged:
             lines.append(f"{verb} {p.rows} preserved rows of released holds ({p.retention_class}, {p.day})")
-        if not drops and not purged:
+        lines.extend(f.render() for f in self.deferred)
+        if not drops and not purged and not self.deferred and not self.error:
             lines.append("nothing has expired")
-        for f in self.deferred:
-            lines.append(
-                f"deferred {f.partition}: {f.reason}{': ' + f.detail if f.detail else ''} (retried next run)"
-            )
         for u in self.unruled:
             lines.append(f"under no retention rule, left alone: {u}")
         if self.error:

@@ -1,7 +1,9 @@
 """The state of the partition lifecycle: per partitioned table, what is stored, how far ahead, what is late.
 
 Who calls it: `roomlogs partitions` (the report) and the maintenance run (refreshing the state gauges).
-Reads the catalog; counts rows only in DEFAULT partitions, which roomlogs never creates.
+Reads the catalog; counts rows only in DEFAULT partitions, which roomlogs never creates. A day that
+retention has detached from its table but not dropped yet still counts as an expired partition (it still
+holds its rows), though not as one of the table's partitions.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
-from pipeline.retention.catalog import DEAD_LETTERS, count_rows, list_partitions
+from pipeline.retention.catalog import DEAD_LETTERS, count_rows, list_detached, list_partitions
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.policy import is_expired, load_classes
 from pipeline.storage.partitions import class_table, day_start
@@ -34,7 +36,7 @@ class PartitionSetStatus:
     has_today: bool
     #: consecutive days after today that have a partition
     ahead_days: int
-    #: partitions past retention still stored
+    #: partitions past retention still stored (detached days not dropped yet included)
     expired: int
     #: rows in a DEFAULT partition of this table (0: roomlogs makes none)
     catchall_rows: int
@@ -56,6 +58,10 @@ async def partition_status(
             catchall[sp.parent] = catchall.get(sp.parent, 0) + await count_rows(conn, sp.name)
         elif sp.day is not None:
             days[sp.parent].add(sp.day)
+    detached: dict[str, list[date]] = {}
+    for sp in await list_detached(conn):
+        if sp.day is not None and sp.parent in days:
+            detached.setdefault(sp.parent, []).append(sp.day)
     out = []
     for table in sorted(days):
         cls = class_of[table]
@@ -74,7 +80,11 @@ async def partition_status(
                 newest=max(present, default=None),
                 has_today=today in present,
                 ahead_days=ahead,
-                expired=sum(1 for d in present if keep is not None and is_expired(d, today, keep)),
+                expired=sum(
+                    1
+                    for d in [*present, *detached.get(table, [])]
+                    if keep is not None and is_expired(d, today, keep)
+                ),
                 catchall_rows=catchall.get(table, 0),
             )
         )

@@ -7,12 +7,12 @@ explicitly to every call.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date
 
 import asyncpg
 import pytest
+from retention_support import dead_letter_records, event_records
 
 from pipeline.settings import Secret, Settings
 from pipeline.storage import db
@@ -72,30 +72,9 @@ def store_events(conn: asyncpg.Connection) -> StoreEvents:
         manager = PartitionManager()
         await manager.load(conn)
         await manager.ensure(conn, [(cls, day)])
-        start = datetime.combine(day, time.min, tzinfo=UTC)
-        records = []
-        offset = 0
-        for room_id, n in per_room.items():
-            for i in range(n):
-                offset += 1
-                at = start + timedelta(seconds=(i * 7919 + offset) % 86_400)
-                records.append(
-                    (
-                        uuid.uuid4(),
-                        at,
-                        cls,
-                        room_id,
-                        "chat_message",
-                        1,
-                        f"u{i % 5}",
-                        None,
-                        f"hello {i}",
-                        {"text": f"hello {i}"},
-                        0,
-                        offset,
-                    )
-                )
-        await conn.copy_records_to_table("events", records=records, columns=EVENT_COLUMNS)
+        await conn.copy_records_to_table(
+            "events", records=event_records(cls, day, per_room), columns=EVENT_COLUMNS
+        )
 
     return store
 
@@ -106,8 +85,7 @@ def store_dead_letters(conn: asyncpg.Connection) -> StoreDeadLetters:
         manager = PartitionManager()
         await manager.load(conn)
         await manager.ensure(conn, [], [day])
-        at = datetime.combine(day, time(6, 0), tzinfo=UTC)
-        records = [(at, "invalid_json", "not json", "roomlogs.events", 0, i, b"{") for i in range(n)]
+        records = dead_letter_records(day, n)
         await conn.copy_records_to_table("dead_letters", records=records, columns=DEAD_LETTER_COLUMNS)
 
     return store

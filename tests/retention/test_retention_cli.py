@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -52,13 +53,17 @@ async def test_check_then_enforce_then_check(
     )
     assert code == 0 and out.startswith("no:")  # on its last day of retention nothing is late
 
-    code, out = await roomlogs(settings, capsys, "retention", "--dry-run")
-    assert code == 0 and f"would drop {name} (3 rows, retention 3 days)" in out
+    # a bare `roomlogs retention` drops nothing: it lists what would go and asks for --apply
+    code, out = await roomlogs(settings, capsys, "retention")
+    assert code == 1 and f"would drop {name} (3 rows, retention 3 days)" in out
+    assert out.rstrip().endswith("nothing was dropped; to drop these now: roomlogs retention enforce --apply")
+    code, out = await roomlogs(settings, capsys, "retention", "enforce")
+    assert code == 1 and f"would drop {name}" in out
     code, out = await roomlogs(settings, capsys, "retention", "enforce", "--dry-run", "--as-of", str(old))
     assert code == 0 and "nothing has expired" in out
     assert await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
 
-    code, out = await roomlogs(settings, capsys, "retention")
+    code, out = await roomlogs(settings, capsys, "retention", "enforce", "--apply")
     assert code == 0, out
     assert f"dropped {name} (3 rows" in out and "outcome: ok" in out
     assert await conn.fetchval("SELECT to_regclass($1) IS NULL", name)
@@ -69,12 +74,58 @@ async def test_check_then_enforce_then_check(
     assert code == 0 and name in out and "drop_partition" in out
 
 
-async def test_enforcing_by_another_clock_is_refused(
+async def test_apply_on_the_retention_command_itself_drops_too(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    store_events: StoreEvents,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    old = days_ago(5, datetime.now(UTC).date())
+    await store_events("busy_public", old, {"r": 2})
+    code, out = await roomlogs(settings, capsys, "retention", "--apply")
+    assert code == 0 and f"dropped events_busy_public_p{old:%Y%m%d} (2 rows" in out
+
+
+async def test_enforcing_by_another_clock_or_both_ways_at_once_is_refused(
     conn: asyncpg.Connection, settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     future = str(datetime.now(UTC).date() + timedelta(days=60))
-    with pytest.raises(RetentionError, match="only with --dry-run"):
-        await roomlogs(settings, capsys, "retention", "enforce", "--as-of", future)
+    with pytest.raises(RetentionError, match="not accepted with --apply"):
+        await roomlogs(settings, capsys, "retention", "enforce", "--apply", "--as-of", future)
+    with pytest.raises(RetentionError, match="give one of them"):
+        await roomlogs(settings, capsys, "retention", "--dry-run", "enforce", "--apply")
+
+
+async def test_a_deferred_drop_is_named_with_its_reason_not_nothing_has_expired(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    store_events: StoreEvents,
+    capsys: pytest.CaptureFixture[str],
+    connect: Connect,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    old = days_ago(5, datetime.now(UTC).date())
+    name = f"events_busy_public_p{old:%Y%m%d}"
+    await store_events("busy_public", old, {"r": 2})
+    reader = await connect()
+    reading = reader.transaction()
+    await reading.start()
+    await reader.fetchval(f"SELECT count(*) FROM {name}")  # an operator's long query on that very day
+
+    with caplog.at_level(logging.INFO, logger="roomlogs.retention"):
+        code, out = await roomlogs(settings, capsys, "retention", "enforce", "--apply")
+    await reading.rollback()
+
+    assert code == 1
+    assert "nothing has expired" not in out
+    expected = (
+        f"deferred {name}: lock_timeout: {name} in use by another session (pid {reader.get_server_pid()})"
+    )
+    assert expected in out and "the next run finishes it" in out
+    assert "outcome: partial" in out
+    # the worker's log says it once: one record for the run, naming the partition once
+    records = [r.getMessage() for r in caplog.records if name in r.getMessage()]
+    assert len(records) == 1 and records[0].count(f"deferred {name}") == 1
 
 
 async def test_second_maintainer_exits_zero_and_says_why(
@@ -82,7 +133,7 @@ async def test_second_maintainer_exits_zero_and_says_why(
 ) -> None:
     other = await connect()
     assert await maintenance_lock(other)
-    code, out = await roomlogs(settings, capsys, "retention")
+    code, out = await roomlogs(settings, capsys, "retention", "enforce", "--apply")
     assert code == 0 and "skipped: another maintainer is running" in out
 
 
