@@ -10,7 +10,9 @@ from typing import Any
 
 import asyncpg
 
+from pipeline.retention import load_classes
 from pipeline.storage.batch import DEAD_LETTER_COLUMNS
+from pipeline.storage.partitions import PartitionManager
 
 #: The tests' "today"; maintenance runs at noon UTC on it unless a test says otherwise.
 TODAY = date(2026, 3, 20)
@@ -130,3 +132,10 @@ async def finishes_or_waits(task: asyncio.Task[Any], monitor: asyncpg.Connection
         await asyncio.sleep(0.002)
     task.result()
     return None
+
+
+async def make_partitions_ahead(conn: asyncpg.Connection, days_ahead: int) -> None:
+    """What every maintenance run but the first of a UTC day finds: the days ahead exist already."""
+    manager = PartitionManager()
+    await manager.load(conn)
+    await manager.premake(conn, sorted(await load_classes(conn)), TODAY, days_ahead)

@@ -21,26 +21,19 @@ from retention_support import (
     event_records,
     finishes_or_waits,
     lock_wait,
+    make_partitions_ahead,
     relation_locks,
     until_waiting,
 )
 
-from pipeline.retention import load_classes, maintain, read_ledger
+from pipeline.retention import maintain, read_ledger
 from pipeline.settings import Settings
 from pipeline.storage.batch import DEAD_LETTER_COLUMNS, EVENT_COLUMNS
-from pipeline.storage.partitions import PartitionManager
 
 #: Longer than any test: a drop that waits for a reader keeps waiting until the test releases the reader.
 WAIT_FOR_READER_MS = 600_000
 EXPIRED = f"events_public_p{days_ago(15):%Y%m%d}"
 TODAY_PARTITION = f"events_public_p{TODAY:%Y%m%d}"
-
-
-async def _make_partitions_ahead(conn: asyncpg.Connection, settings: Settings) -> None:
-    """What every maintenance run but the first of a UTC day finds: the days ahead exist already."""
-    manager = PartitionManager()
-    await manager.load(conn)
-    await manager.premake(conn, sorted(await load_classes(conn)), TODAY, settings.partitions_ahead_days)
 
 
 async def _ingest(ingest: asyncpg.Connection, n: int) -> None:
@@ -73,7 +66,7 @@ async def test_ingest_writes_while_a_drop_waits_for_a_long_reader(
     await store_dead_letters(days_ago(8), 2)  # expired too: dropped by the same run
     await store_events("public", days_ago(15), {"old": 3})
     await store_events("public", TODAY, {"live": 1})
-    await _make_partitions_ahead(conn, settings)
+    await make_partitions_ahead(conn, settings.partitions_ahead_days)
     reader = await connect()
     reading = reader.transaction()
     await reading.start()
@@ -128,7 +121,7 @@ async def test_ingest_never_waits_while_retention_drops_many_partitions(
         await store_events("public", days_ago(n + 11), {"a": 400})
         await store_dead_letters(days_ago(n + 4), 200)
     await store_events("public", TODAY, {"live": 1})
-    await _make_partitions_ahead(conn, settings)
+    await make_partitions_ahead(conn, settings.partitions_ahead_days)
     monitor, ingest = await connect(), await connect()
     ingest_pid = ingest.get_server_pid()
     stop = asyncio.Event()
