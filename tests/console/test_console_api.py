@@ -1,0 +1,133 @@
+"""The API endpoints the console added, as any client sees them: answers, refusals and audit rows."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from datetime import date, timedelta
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from console_world import GUEST, JWT_KEY, TICKET, ConsoleWorld, token
+
+from pipeline.api.transparency import purge_day
+from pipeline.publisher import events as ev
+from pipeline.retention.policy import is_expired
+
+
+def bearer(sub: str, **claims: Any) -> dict[str, str]:
+    if claims:
+        now = int(time.time())
+        return {"Authorization": "Bearer " + jwt.encode({"sub": sub, "exp": now + 300, **claims}, JWT_KEY)}
+    return {"Authorization": f"Bearer {token(sub)}"}
+
+
+@pytest.fixture
+async def api(world: ConsoleWorld) -> AsyncIterator[httpx.AsyncClient]:
+    async with httpx.AsyncClient(base_url=world.base_url, timeout=30) as client:
+        yield client
+
+
+async def test_my_rooms(api: httpx.AsyncClient) -> None:
+    owner = (await api.get("/v1/me/rooms", headers=bearer("u-owner"))).json()["rooms"]
+    assert {(r["room_id"], r["role"]) for r in owner} >= {("room-1", "owner")}
+    mod = (await api.get("/v1/me/rooms", headers=bearer("u-mod"))).json()["rooms"]
+    assert [(r["room_id"], r["role"], r["privacy"]) for r in mod] == [("room-1", "moderator", "private")]
+    assert (await api.get("/v1/me/rooms", headers=bearer("u-guest"))).json()["rooms"] == []
+    service = await api.get("/v1/me/rooms", headers=bearer("svc", kind="service", scope="rooms:read"))
+    assert service.status_code == 403
+
+
+async def test_event_context(api: httpx.AsyncClient, world: ConsoleWorld) -> None:
+    url = f"/v1/rooms/room-1/events/{world.ids['needle']}/context"
+    doc = (await api.get(url, params={"before": 3, "after": 2}, headers=bearer("u-mod"))).json()
+    assert doc["event"]["event_id"] == world.ids["needle"]
+    assert [e["event_id"] for e in doc["before"]] == [world.ids[n] for n in ("before3", "before4", "script")]
+    assert [e["event_id"] for e in doc["after"]] == [world.ids["mute"], world.ids["after0"]]
+    other = await api.get(
+        f"/v1/rooms/room-2/events/{world.ids['needle']}/context", headers=bearer("u-owner2")
+    )
+    assert other.status_code == 404
+    denied = await api.get(url, headers=bearer("u-owner2"))
+    assert denied.status_code == 403
+    assert (await api.get(url, params={"before": 51}, headers=bearer("u-mod"))).status_code == 400
+
+
+async def test_insights(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/v1/rooms/room-1/insights", params={"weeks": 1, "tz": "Europe/Berlin"},
+                         headers=bearer("u-owner"))).json()  # fmt: skip
+    assert doc["tz"] == "Europe/Berlin" and len(doc["days"]) == 7 and len(doc["hour_of_day"]) == 24
+    assert sum(doc["hour_of_day"]) == sum(doc["day_of_week"]) == doc["total"] > 0
+    assert doc["top_chatters"][0]["user_id"] == "u-guest"
+    assert sum(w["moderation"].get("mute", 0) for w in doc["weekly"]) >= 1
+    bad = await api.get("/v1/rooms/room-1/insights", params={"tz": "Mars/Olympus"}, headers=bearer("u-owner"))
+    assert bad.status_code == 400 and bad.json()["error"]["details"] == {"parameter": "tz"}
+
+
+async def test_access_log_is_for_the_owner_and_staff(api: httpx.AsyncClient, world: ConsoleWorld) -> None:
+    await api.get("/v1/rooms/room-1/days", headers={**bearer("s-auditor", roles=["support_staff"]),
+                                                      "X-Access-Reason": TICKET})  # fmt: skip
+    page = await api.get("/v1/rooms/room-1/access-log", params={"limit": 1}, headers=bearer("u-owner"))
+    assert page.status_code == 200
+    doc = page.json()
+    [newest] = doc["entries"]
+    assert newest["subject"] == "s-auditor" and newest["staff_reason"] == TICKET
+    older = await api.get("/v1/rooms/room-1/access-log", params={"limit": 1, "cursor": doc["next_cursor"]},
+                          headers=bearer("u-owner"))  # fmt: skip
+    assert older.json()["entries"][0]["at"] <= newest["at"]
+    # the cursor is the owner's: another caller cannot use it
+    staff = {**bearer("s-auditor", roles=["support_staff"]), "X-Access-Reason": TICKET}
+    stolen = await api.get(
+        "/v1/rooms/room-1/access-log", params={"cursor": doc["next_cursor"]}, headers=staff
+    )
+    assert stolen.status_code == 400
+    refused = await api.get("/v1/rooms/room-1/access-log", headers=bearer("u-mod"))
+    assert refused.status_code == 403
+    [audited] = await world.audit("u-mod", action="access_log.read", outcome="denied")
+    assert audited["http_status"] == 403
+
+
+async def test_retention_answers_when_the_next_purge_comes(api: httpx.AsyncClient) -> None:
+    doc = (await api.get("/v1/rooms/room-1/retention", headers=bearer("u-mod"))).json()
+    assert (doc["retention_class"], doc["retention_days"]) == ("private", 30)
+    [stored] = doc["stored"]
+    oldest = date.fromisoformat(stored["oldest_day"])
+    assert stored["next_purge_on"] == purge_day(oldest, 30).isoformat()
+    assert doc["deletion_requests"] is None and doc["legal_hold"] is None  # a moderator's view
+    for days in (1, 3, 30):
+        purge = purge_day(oldest, days)
+        assert is_expired(oldest, purge, days) and not is_expired(oldest, purge - timedelta(days=1), days)
+
+
+async def test_sessions_are_for_people(api: httpx.AsyncClient) -> None:
+    service = await api.post("/v1/session", headers=bearer("svc", kind="service", scope="rooms:read"))
+    assert service.status_code == 403
+    foreign = await api.post("/v1/session", headers={**bearer("u-owner"), "Origin": "https://evil.example"})
+    assert foreign.status_code == 403 and foreign.json()["error"]["code"] == "csrf_failed"
+    made = await api.post("/v1/session", headers=bearer("u-guest"))
+    assert made.status_code == 201
+    cookie = made.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Secure" in cookie
+    jar = {"Cookie": cookie.split(";", 1)[0]}
+    me = (await api.get("/v1/session", headers=jar)).json()
+    assert (me["subject"], me["kind"], me["session"]) == ("u-guest", "user", True)
+    reason = await api.put("/v1/session/reason", json={"reason": TICKET},
+                           headers={**jar, "X-CSRF-Token": me["csrf_token"]})  # fmt: skip
+    assert reason.status_code == 403  # only support staff state a case
+
+
+async def test_live_tail_resumes_after_last_event_id(api: httpx.AsyncClient, world: ConsoleWorld) -> None:
+    missed = await world.publish(ev.chat_message("room-1", GUEST, "sent while you were away"), wait=True)
+    headers = {**bearer("u-owner"), "Last-Event-ID": world.ids["today"]}
+    delivered = False
+    async with api.stream("GET", "/v1/rooms/room-1/tail", headers=headers) as stream:
+        assert stream.status_code == 200
+        async for line in stream.aiter_lines():
+            if line == f"id: {missed}":
+                delivered = True
+                break
+    assert delivered, "the event ingested after Last-Event-ID was not sent"
+    started = (await world.audit("u-owner", action="tail", outcome="started"))[-1]
+    assert started["filters"] == {"resume_after": world.ids["today"]}
