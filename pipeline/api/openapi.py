@@ -299,6 +299,9 @@ def document(settings: ApiSettings) -> dict[str, Any]:
             }
         },
     }
+    from pipeline.api.openapi_console import console_paths  # the room console's endpoints
+
+    paths.update(console_paths(s, room, reason, client_id))
     schemas: dict[str, Any] = {
         "Event": {
             "type": "object",

@@ -280,6 +280,7 @@ async def set_reason(call: Call) -> Response:
             session.session_hash,
             reason,
         )
+        await call.audit(conn, call.entry(filters={"reason": reason}))
     return JSONResponse(
         _describe(call.identity, session.expires_at, reason, session.csrf_token),
         headers={"Cache-Control": "no-store"},
