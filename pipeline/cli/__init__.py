@@ -46,7 +46,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the ingest worker (faust app) against the configured services")
     sim = sub.add_parser("simulate", help="publish realistic room traffic to the configured broker")
     _sim_args(sim)
-    up = sub.add_parser("up", help="start broker, PostgreSQL (unless a DSN is set), migrations and a worker")
+    up = sub.add_parser(
+        "up",
+        help="start broker, PostgreSQL (unless a DSN is set), migrations, a worker, the API with the room "
+        "console and live traffic; print a sign-in link",
+    )
     up.add_argument(
         "--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)"
     )
@@ -149,18 +153,22 @@ async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type
 
 
 def _up(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.cli.console_stack import ConsoleServer
     from pipeline.cli.devstack import DevStack
 
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
+    console: ConsoleServer | None = None
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     try:
         stack.start()
         stack.start_worker()
+        console = ConsoleServer(stack.settings, stack.work_dir)
+        links = console.start()  # the API and the room console, live traffic, a sign-in link
         info_path = args.work_dir / "stack.json"
         stack.write_info(info_path)
-        for key, value in stack.info.items():
+        for key, value in {**stack.info, **links}.items():
             print(f"{key:<18} {value}")
         print(f"(written to {info_path}; Ctrl-C stops everything)", flush=True)
         while not stopping.wait(1.0):
@@ -170,6 +178,8 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         print("stopping ...", flush=True)
         return 0
     finally:
+        if console is not None:
+            console.stop()
         stack.stop()
 
 

@@ -1,0 +1,157 @@
+"""The room console in `roomlogs up`: the API (with the console) as a child process, live traffic, a link.
+
+`ConsoleServer.start()` is called by `roomlogs up` once the stack's PostgreSQL is migrated and its worker
+runs. It gives the API's own database role a fresh password, starts `roomlogs api serve` configured only
+through ROOMLOGS_* / ROOMLOGS_API_* variables (a development HMAC key made for this run), starts a paced
+simulation (`roomlogs simulate --rate`) so that rooms fill and the live view moves, waits until a simulated
+room has an owner and events, and returns what to print: the console's address and a sign-in link for
+that owner. `stop()` ends both children. A child that cannot start is a `RoomlogsError` naming its log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote, urlsplit, urlunsplit
+
+import jwt
+
+from pipeline.cli.devstack import worker_env
+from pipeline.console import sign_in_link
+from pipeline.errors import RoomlogsError
+from pipeline.settings import Settings
+from pipeline.stack.process import free_port
+from pipeline.storage import db
+
+__all__ = ["ConsoleServer"]
+
+API_COMMAND = (sys.executable, "-m", "pipeline.cli", "api", "serve")
+#: Live traffic for the console: a few rooms, paced, until `roomlogs up` stops.
+TRAFFIC_COMMAND = (sys.executable, "-m", "pipeline.cli", "simulate", "--rooms", "12", "--rate", "25",
+                   "--events", "100000000", "--bad-ratio", "0.01", "--no-progress")  # fmt: skip
+_LINK_TTL_SECONDS = 3600
+
+
+@dataclass
+class ConsoleServer:
+    settings: Settings
+    work_dir: Path
+    children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self, *, wait_seconds: float = 120.0) -> dict[str, str]:
+        s = self.settings
+        key = secrets.token_urlsafe(48)
+        host, port = "127.0.0.1", free_port("127.0.0.1")
+        base = f"http://{host}:{port}"
+        password = secrets.token_hex(16)
+        asyncio.run(_set_password(s, password))
+        env = worker_env(s)
+        env.update(
+            {
+                "ROOMLOGS_API_POSTGRES_DSN": _role_dsn(
+                    s.postgres_dsn.get(), f"{s.postgres_schema}_api", password
+                ),
+                "ROOMLOGS_API_JWT_KEY": key,
+                "ROOMLOGS_API_JWT_ALGORITHM": "HS256",
+                "ROOMLOGS_API_CURSOR_KEY": secrets.token_urlsafe(48),
+                "ROOMLOGS_API_HOST": host,
+                "ROOMLOGS_API_PORT": str(port),
+            }
+        )
+        api_log = self.work_dir / "api.log"
+        self.children.append(_spawn(API_COMMAND, env, api_log))
+        if not _wait(lambda: _healthy(base), wait_seconds, self.children[-1]):
+            raise RoomlogsError(f"the API did not start; see {api_log}")
+        traffic_log = self.work_dir / "traffic.log"
+        self.children.append(_spawn(TRAFFIC_COMMAND, worker_env(s), traffic_log))
+        found: list[tuple[str, str]] = []
+        if not _wait(lambda: _owner(s, found), wait_seconds, self.children[-1]):
+            raise RoomlogsError(f"no simulated room got an owner and events; see {traffic_log}")
+        room, owner = found[0]
+        now = int(time.time())
+        token = jwt.encode({"sub": owner, "iat": now, "exp": now + _LINK_TTL_SECONDS}, key, algorithm="HS256")
+        return {
+            "console_url": base + "/console/",
+            "api_log": str(api_log),
+            "traffic_log": str(traffic_log),
+            "sign_in_link": sign_in_link(base, token, next_page=f"/console/rooms/{quote(room, safe='')}/"),
+            "sign_in_as": f"{owner}, owner of {room} (the link works for an hour)",
+        }
+
+    def stop(self) -> None:
+        for child in reversed(self.children):
+            if child.poll() is None:
+                child.terminate()
+                try:
+                    child.wait(30)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        self.children.clear()
+
+
+def _spawn(command: tuple[str, ...], env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+
+def _wait(ready: object, seconds: float, child: subprocess.Popen[bytes]) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if ready():  # type: ignore[operator]
+            return True
+        if child.poll() is not None:
+            return False
+        time.sleep(0.5)
+    return False
+
+
+def _healthy(base: str) -> bool:
+    try:
+        with urllib.request.urlopen(base + "/healthz", timeout=2) as answer:  # noqa: S310 (our own server)
+            return bool(answer.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _owner(s: Settings, found: list[tuple[str, str]]) -> bool:
+    row = asyncio.run(_busiest_owned_room(s))
+    if row is not None:
+        found.append(row)
+    return row is not None
+
+
+async def _busiest_owned_room(s: Settings) -> tuple[str, str] | None:
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        row = await conn.fetchrow(
+            """SELECT r.room_id, r.owner_id, count(e.event_id) AS n
+                 FROM rooms r
+                 JOIN events e ON e.room_id = r.room_id AND e.occurred_at > now() - interval '1 day'
+                WHERE r.owner_id IS NOT NULL
+                GROUP BY 1, 2 HAVING count(e.event_id) >= 20 ORDER BY 3 DESC LIMIT 1"""
+        )
+    finally:
+        await conn.close()
+    return None if row is None else (row["room_id"], row["owner_id"])
+
+
+async def _set_password(s: Settings, password: str) -> None:
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        await conn.execute(f"ALTER ROLE \"{s.postgres_schema}_api\" PASSWORD '{password}'")
+    finally:
+        await conn.close()
+
+
+def _role_dsn(dsn: str, role: str, password: str) -> str:
+    parts = urlsplit(dsn)
+    netloc = f"{role}:{password}@{parts.hostname or '127.0.0.1'}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
