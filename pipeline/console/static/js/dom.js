@@ -1,5 +1,5 @@
 // Building the page: elements and text nodes only. Nothing the API returns is ever parsed as HTML
-// (no innerHTML anywhere): chat text, names and reasons are text, whatever they contain.
+// (no HTML-parsing DOM property or method is used anywhere): chat text, names and reasons are text, whatever they contain.
 
 export function h(tag, attrs, ...children) {
   const el = document.createElement(tag);
