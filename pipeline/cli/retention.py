@@ -315,7 +315,8 @@ def _with_connection(settings: Settings, body: Callable[[asyncpg.Connection], Aw
     async def run() -> int:
         conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
         try:
-            if await conn.fetchval("SELECT to_regclass('deletion_ledger') IS NULL"):
+            # the newest retention table (0006): an older schema lacks it, and maybe others
+            if await conn.fetchval("SELECT to_regclass('retention_detaching') IS NULL"):
                 raise RetentionError(
                     f"schema {settings.postgres_schema!r} lacks the retention tables: run `roomlogs migrate`"
                 )

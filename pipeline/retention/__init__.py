@@ -2,8 +2,9 @@
 
 Retention classes (table `retention_classes`, changed at runtime) give each room's rows a retention in
 days; a row keeps the class it was written with. Enforcement drops whole (class, day) partitions, never
-deletes from them; rows of rooms under a legal hold are copied out first; every deletion is written to the
-deletion ledger in its own transaction. See `maintenance` for one run, `check` for the proof question.
+deletes from them: each is detached concurrently (ingest keeps writing), then, in one transaction, its held
+rooms' rows are copied out, it is dropped and the deletion ledger row written. See `maintenance` for one
+run, `detach` for the steps and their crash safety, `check` for the proof question.
 """
 
 from pipeline.retention.check import CheckResult, Offending, check_retention
