@@ -30,6 +30,7 @@ does; `held_events` is small and not partitioned), one ledger row per class and 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -38,7 +39,7 @@ from datetime import date
 import asyncpg
 
 from pipeline.retention import detach, ledger
-from pipeline.retention.catalog import DETACH_PENDING, DETACHED, EVENTS, count_rows, ident
+from pipeline.retention.catalog import ATTACHED, DETACH_PENDING, DETACHED, EVENTS, count_rows, ident
 from pipeline.retention.exceptions import HeldRowsSchemaError
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import ExpiredPartition, RetentionPlan
@@ -95,7 +96,7 @@ async def drop_expired(
             await detach.forget(conn, sp.name)
             continue
         except _Reattached:
-            _defer(report, metrics, exp, "error", "attached again by someone after it was detached")
+            _defer(report, metrics, exp, "error", "attached again by someone after it was detached", ATTACHED)
             continue
         except asyncpg.PostgresError as e:
             if isinstance(e, CONNECTION_ERRORS):
@@ -166,16 +167,9 @@ async def _drop_one(
         await _detach(conn, exp, run_id, as_of, lock_timeout_ms)
     detached = time.perf_counter()
     dropped = await _drop_detached(conn, exp, run_id, as_of, columns, lock_timeout_ms)
-    return DroppedPartition(
-        dropped.table,
-        dropped.retention_class,
-        dropped.day,
-        dropped.partition,
-        dropped.row_count,
-        dropped.rows_held,
-        dropped.retention_days,
+    return dataclasses.replace(
+        dropped,
         seconds=time.perf_counter() - started,
-        drop_seconds=dropped.drop_seconds,
         detach_seconds=detached - started,
         resumed=exp.begun_by is not None and exp.begun_by != run_id,
     )
