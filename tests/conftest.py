@@ -4,9 +4,12 @@ Tests are isolated by name, not by server: each takes a unique topic (`topic_fac
 (`group_id`) and schema (`pg_schema`), and those are removed afterwards.
 
 By default both servers are embedded (``pipeline.stack``), started on first use and stopped at the end of
-the session. To run the same tests against a stack you already have, set:
+the session. Tests marked ``broker_semantics`` run twice, on the Tansu lane and on a 3-node Apache Kafka
+cluster (``[tansu]`` / ``[apache]``; see broker_lanes.py). To run the same tests against a stack you already
+have, set:
 
-- ``ROOMLOGS_TEST_KAFKA_BOOTSTRAP=host:port``: a Kafka-protocol broker that allows topic creation;
+- ``ROOMLOGS_TEST_KAFKA_BOOTSTRAP=host:port``: a Kafka-protocol broker that allows topic creation (it
+  replaces Tansu in the ``tansu`` lane; the ``apache`` lane always runs its own cluster);
 - ``ROOMLOGS_TEST_POSTGRES_DSN=postgresql://...``: a database the tests may create and drop schemas in.
   Tests that kill or restart PostgreSQL are skipped then (they cannot do that to a server they do not own).
 """
@@ -29,6 +32,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 from aiokafka.structs import ConsumerRecord
+from broker_lanes import LANES, BrokerLane, SecuredCluster, start_cluster
 from prometheus_client import CollectorRegistry
 
 from pipeline.cli.progress import wait_caught_up
@@ -36,6 +40,7 @@ from pipeline.ingest.consumer import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Secret, Settings
 from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
 from pipeline.storage import db
 from pipeline.storage.migrate import migrate
 
@@ -68,16 +73,71 @@ def _unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:12]}"
 
 
+# --- broker lanes -----------------------------------------------------------------------------------------
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests marked broker_semantics run on both lanes; every other test that needs a broker on Tansu."""
+    if "broker_lane" not in metafunc.fixturenames:
+        return
+    lanes = LANES if metafunc.definition.get_closest_marker("broker_semantics") else ("tansu",)
+    params = [
+        pytest.param(lane, id=lane, marks=[pytest.mark.apache_lane] if lane == "apache" else [])
+        for lane in lanes
+    ]
+    metafunc.parametrize("broker_lane", params, indirect=True, scope="session")
+
+
+@pytest.fixture(scope="session")
+def broker_lane(request: pytest.FixtureRequest) -> str:
+    """``tansu`` or ``apache`` (parametrized by pytest_generate_tests)."""
+    lane: str = getattr(request, "param", "tansu")
+    return lane
+
+
 # --- servers, once per session ----------------------------------------------------------------------------
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """``host:port`` of the session's Kafka-protocol broker (no idempotent producer on the embedded one)."""
+def tansu_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``host:port`` of the session's Tansu broker, or of ROOMLOGS_TEST_KAFKA_BOOTSTRAP."""
     external = os.environ.get(KAFKA_BOOTSTRAP_ENV)
     if external:
         yield external
         return
     with EmbeddedKafka(tmp_path_factory.mktemp("kafka")) as kafka:
         yield kafka.bootstrap
+
+
+@pytest.fixture(scope="session")
+def secured_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredCluster]:
+    """The Apache lane's 3-node cluster, with a SASL_SSL listener, SCRAM/PLAIN users and ACLs enforced.
+
+    Skipped without Java or the broker jars (`make kafka-broker`), except under CI=true: a failure there.
+    A test that stops or kills a node must restart it before it ends.
+    """
+    secured = start_cluster(tmp_path_factory.mktemp("apache-kafka"))
+    try:
+        yield secured
+    finally:
+        secured.cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def apache_cluster(secured_cluster: SecuredCluster) -> KafkaCluster:
+    """The Apache lane's KafkaCluster (plaintext `bootstrap`; kill9/restart/leader for fault tests)."""
+    return secured_cluster.cluster
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(broker_lane: str, request: pytest.FixtureRequest) -> BrokerLane:
+    """The broker of this test's lane; the Apache cluster is started only when a test needs it."""
+    if broker_lane == "apache":
+        cluster: KafkaCluster = request.getfixturevalue("apache_cluster")
+        return BrokerLane("apache", cluster.bootstrap, True, cluster.replication_factor, cluster)
+    return BrokerLane("tansu", request.getfixturevalue("tansu_bootstrap"), False, 1)
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: BrokerLane) -> str:
+    """Bootstrap servers of this test's lane (``[tansu]`` unless the test is marked broker_semantics)."""
+    return kafka_broker.bootstrap
 
 
 @pytest.fixture(scope="session")
@@ -103,20 +163,25 @@ def postgres_dsn(postgres_server: PostgresServer) -> str:
 
 # --- per-test names, removed afterwards -------------------------------------------------------------------
 @pytest.fixture
-async def topic_factory(kafka_bootstrap: str) -> AsyncIterator[TopicFactory]:
+async def topic_factory(kafka_broker: BrokerLane) -> AsyncIterator[TopicFactory]:
     """``await topic_factory(partitions=1, prefix="t-")`` creates a uniquely named topic and returns its name.
 
-    The topics are deleted after the test.
+    Replicated as the lane allows (3 on the Apache lane); ``config={"max.message.bytes": "..."}`` sets topic
+    configs. The topics are deleted after the test.
     """
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, client_id="roomlogs-tests")
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap, client_id="roomlogs-tests")
     await admin.start()
     created: list[str] = []
 
-    async def create(partitions: int = 1, *, prefix: str = "t-") -> str:
+    async def create(partitions: int = 1, *, prefix: str = "t-", config: dict[str, str] | None = None) -> str:
         name = _unique(prefix)
-        response = await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1)]
+        topic = NewTopic(
+            name,
+            num_partitions=partitions,
+            replication_factor=kafka_broker.replication_factor,
+            topic_configs=config or {},
         )
+        response = await admin.create_topics([topic])
         for topic, code, *message in response.topic_errors:
             if code:
                 raise for_code(code)(f"could not create topic {topic}: {message}")
@@ -156,13 +221,15 @@ async def pg_schema(postgres_server: PostgresServer) -> AsyncIterator[str]:
 
 @pytest.fixture
 async def ingest_settings(
-    kafka_bootstrap: str, postgres_dsn: str, pg_schema: str, topic_factory: TopicFactory, group_id: str
+    kafka_broker: BrokerLane, postgres_dsn: str, pg_schema: str, topic_factory: TopicFactory, group_id: str
 ) -> Settings:
     """Settings for one test's pipeline: its own topics, consumer group and a migrated schema."""
     topic = await topic_factory(partitions=3, prefix="ev-")
     dead_letters = await topic_factory(partitions=1, prefix="dlq-")
     settings = Settings(
-        kafka_bootstrap=kafka_bootstrap,
+        kafka_bootstrap=kafka_broker.bootstrap,
+        kafka_idempotent_producer=kafka_broker.idempotent_producer,
+        kafka_replication_factor=kafka_broker.replication_factor,
         events_topic=topic,
         events_topic_partitions=3,
         dead_letter_topic=dead_letters,
@@ -228,7 +295,10 @@ def ingest_worker() -> IngestFactory:
 def pytest_report_header(config: pytest.Config) -> list[str]:
     kafka = os.environ.get(KAFKA_BOOTSTRAP_ENV) or "embedded Tansu"
     postgres = "external (" + POSTGRES_DSN_ENV + ")" if os.environ.get(POSTGRES_DSN_ENV) else "embedded 18"
-    return [f"roomlogs stack: kafka={kafka}, postgres={postgres}"]
+    return [
+        f"roomlogs stack: kafka={kafka}, postgres={postgres}",
+        f"broker lanes: tansu ({kafka}); apache (3-node Apache Kafka {KAFKA_VERSION} KRaft cluster)",
+    ]
 
 
 # --- reading a topic back ---------------------------------------------------------------------------------
@@ -250,13 +320,20 @@ def consume(kafka_bootstrap: str) -> Consume:
         )
         await consumer.start()
         try:
-            await consumer.topics()  # fetches the metadata partitions_for_topic() reads
-            numbers = sorted(consumer.partitions_for_topic(topic) or ())
+            deadline = time.monotonic() + timeout_seconds
+            numbers: list[int] = []
+            consumer._client.add_topic(topic)
+            while not numbers and time.monotonic() < deadline:
+                # fetches the metadata partitions_for_topic() reads; a topic just created may take a
+                # moment to reach every broker of a cluster
+                await consumer._client.force_metadata_update()
+                numbers = sorted(consumer.partitions_for_topic(topic) or ())
+                if not numbers:
+                    await asyncio.sleep(0.1)
             partitions = [TopicPartition(topic, p) for p in numbers]
             consumer.assign(partitions)
             await consumer.seek_to_beginning(*partitions)
             records: list[ConsumerRecord] = []
-            deadline = time.monotonic() + timeout_seconds
             while len(records) < expected and time.monotonic() < deadline:
                 for part in (await consumer.getmany(timeout_ms=200)).values():
                     records.extend(part)

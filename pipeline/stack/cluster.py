@@ -87,6 +87,14 @@ def broker_classpath(home: Path) -> str:
     return str(libs / "*")
 
 
+def _cluster_id() -> str:
+    """A KRaft cluster id (base64 of a UUID), never starting with '-' (the formatter would take an option)."""
+    while True:
+        candidate = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if candidate[0].isalnum():
+            return candidate
+
+
 @dataclass(frozen=True)
 class SaslUser:
     """A user of the secured listener. SCRAM users are stored in the cluster metadata when storage is
@@ -413,7 +421,7 @@ class KafkaCluster:
                 return port
 
             state = {
-                "cluster_id": base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("="),
+                "cluster_id": _cluster_id(),
                 "nodes": [
                     {
                         "id": i,

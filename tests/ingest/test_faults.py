@@ -25,7 +25,8 @@ from pipeline.settings import Settings
 from pipeline.stack import free_port
 from pipeline.storage import db
 
-pytestmark = pytest.mark.slow
+# on Tansu and on the 3-node Apache Kafka cluster: the real faust worker process, killed and restarted
+pytestmark = [pytest.mark.slow, pytest.mark.broker_semantics]
 
 
 def chat_events(n: int, rooms: int = 50) -> Iterator[tuple[str, bytes, bytes]]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+import pytest
 import uuid_utils
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -17,6 +18,9 @@ from pipeline.publisher import events as ev
 from pipeline.publisher.client import RoomEventPublisher
 from pipeline.settings import Settings
 from pipeline.storage import db
+
+# rebalances, offsets of record, dead letters: on Tansu and on the 3-node Apache Kafka cluster
+pytestmark = pytest.mark.broker_semantics
 
 NOW = datetime.now(UTC)
 

@@ -1,4 +1,8 @@
-"""RoomEventPublisher against the session's real broker: what a room server relies on."""
+"""RoomEventPublisher against the session's real broker: what a room server relies on.
+
+The tests that talk to a broker run on both lanes: Tansu, and the 3-node Apache Kafka cluster where the
+publisher runs as room servers should (idempotence on, acks=all, replication 3, min.insync.replicas=2).
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ import pytest
 from aiokafka import codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.structs import ConsumerRecord
+from broker_lanes import BrokerLane
 from prometheus_client import CollectorRegistry
 
 from pipeline.errors import ContractError, MissingDependencyError, PublisherClosedError
@@ -24,6 +29,8 @@ from pipeline.publisher import BrokerUnavailableError, DeliveryError, RoomEventP
 from pipeline.publisher import events as ev
 from pipeline.settings import Settings
 from pipeline.stack import EmbeddedKafka, free_port
+
+pytestmark = pytest.mark.broker_semantics
 
 TopicFactory = Callable[..., Awaitable[str]]
 Consume = Callable[..., Awaitable[list[ConsumerRecord]]]
@@ -37,8 +44,14 @@ async def topic(topic_factory: TopicFactory) -> str:
 
 
 @pytest.fixture
-async def publisher(kafka_bootstrap: str, topic: str) -> AsyncIterator[RoomEventPublisher]:
-    async with RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=False) as pub:
+def idempotent(kafka_broker: BrokerLane) -> bool:
+    """Idempotence as room servers should run it on this lane's broker (on with Apache Kafka)."""
+    return kafka_broker.idempotent_producer
+
+
+@pytest.fixture
+async def publisher(kafka_bootstrap: str, topic: str, idempotent: bool) -> AsyncIterator[RoomEventPublisher]:
+    async with RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=idempotent) as pub:
         yield pub
 
 
@@ -146,10 +159,10 @@ async def test_an_event_that_breaks_the_contract_raises_and_nothing_is_sent(
 
 
 async def test_close_delivers_every_buffered_event(
-    kafka_bootstrap: str, consume: Consume, topic: str
+    kafka_bootstrap: str, consume: Consume, topic: str, idempotent: bool
 ) -> None:
     publisher = RoomEventPublisher(
-        bootstrap=kafka_bootstrap, topic=topic, idempotent=False,
+        bootstrap=kafka_bootstrap, topic=topic, idempotent=idempotent,
         linger_seconds=30.0, max_batch_bytes=1024 * 1024,
     )  # fmt: skip
     await publisher.start()
@@ -165,13 +178,13 @@ async def test_close_delivers_every_buffered_event(
 
 
 async def test_send_waits_once_max_buffered_events_are_unacknowledged(
-    kafka_bootstrap: str, consume: Consume, topic: str
+    kafka_bootstrap: str, consume: Consume, topic: str, idempotent: bool
 ) -> None:
     bound = 8
     publisher = RoomEventPublisher(
         bootstrap=kafka_bootstrap,
         topic=topic,
-        idempotent=False,
+        idempotent=idempotent,
         linger_seconds=0.2,
         max_buffered_events=bound,
     )
@@ -220,8 +233,10 @@ async def test_flush_returns_while_other_tasks_keep_sending(publisher: RoomEvent
     assert publisher.acked == publisher.sent and publisher.failed == 0
 
 
-async def test_send_after_close_raises(kafka_bootstrap: str, consume: Consume, topic: str) -> None:
-    publisher = RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=False)
+async def test_send_after_close_raises(
+    kafka_bootstrap: str, consume: Consume, topic: str, idempotent: bool
+) -> None:
+    publisher = RoomEventPublisher(bootstrap=kafka_bootstrap, topic=topic, idempotent=idempotent)
     with pytest.raises(PublisherClosedError, match="not started"):
         await publisher.send(_chat("room-c", 0))
     async with publisher:
@@ -235,11 +250,11 @@ async def test_send_after_close_raises(kafka_bootstrap: str, consume: Consume, t
 
 
 async def test_validate_false_and_send_raw_send_bad_events_as_they_are(
-    kafka_bootstrap: str, consume: Consume, topic: str
+    kafka_bootstrap: str, consume: Consume, topic: str, idempotent: bool
 ) -> None:
     broken = b'{"type": "chat.message", '
     async with RoomEventPublisher(
-        bootstrap=kafka_bootstrap, topic=topic, idempotent=False, validate=False
+        bootstrap=kafka_bootstrap, topic=topic, idempotent=idempotent, validate=False
     ) as pub:
         await pub.send(ev.envelope("chat.whisper", "room-raw", ANN, {"text": "psst"}))
         await pub.send_raw(b"room-raw", broken)
@@ -297,11 +312,11 @@ def test_a_compression_without_its_library_fails_with_the_fix() -> None:
 
 
 async def test_a_room_server_scrapes_what_its_publisher_sent_acked_and_lost(
-    kafka_bootstrap: str, topic: str, tmp_path: Path
+    kafka_bootstrap: str, topic: str, tmp_path: Path, idempotent: bool
 ) -> None:
     registry = CollectorRegistry()
     async with RoomEventPublisher(
-        bootstrap=kafka_bootstrap, topic=topic, idempotent=False, registry=registry
+        bootstrap=kafka_bootstrap, topic=topic, idempotent=idempotent, registry=registry
     ) as publisher:
         for n in range(50):
             await publisher.send(_chat("room-m", n))
