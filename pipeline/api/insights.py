@@ -2,9 +2,10 @@
 moderation actions and gifts. ``GET /v1/rooms/{room_id}/insights?weeks=4&tz=Europe/Berlin``.
 
 Called by the room console's insights page (and any client with read access): the same grant and the same
-audit as a read of the room's events (`row_count` = events aggregated). Two index range scans of the
-room's weeks (`events_room_time`): hourly counts per type, and chat messages per author. Hours and days are
-in the asked time zone (an IANA name; default UTC), weeks end today.
+audit as a read of the room's events (`row_count` = events aggregated). One index range scan of the room's
+weeks (`events_room_time`) gives hourly counts per type and chat messages per author; the display names of
+the top chatters are looked up afterwards. Hours and days are in the asked time zone (an IANA name; default
+UTC), weeks end today.
 """
 
 from __future__ import annotations
@@ -25,19 +26,29 @@ DEFAULT_WEEKS, MAX_WEEKS = 4, 12
 TOP_CHATTERS = 10
 _TZ_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]{0,30}(/[A-Za-z0-9_+\-]{1,30}){0,2}$")
 
-_HOURLY_SQL = """
-SELECT date_trunc('hour', occurred_at AT TIME ZONE $4) AS local_hour, event_type AS type, count(*) AS n,
-       sum(CASE WHEN event_type = 'gift.sent' THEN (payload->>'credits')::bigint END) AS credits
-  FROM events
- WHERE room_id = $1 AND occurred_at >= $2 AND occurred_at < $3
- GROUP BY 1, 2
+# One read of the room's weeks: hourly counts per type and, from the same rows, the top chatters.
+_SCAN_SQL = """
+WITH counted AS (
+    SELECT date_trunc('hour', occurred_at AT TIME ZONE $4) AS local_hour, event_type AS type,
+           CASE WHEN event_type = 'chat.message' THEN actor_id END AS chatter, count(*) AS n,
+           sum(CASE WHEN event_type = 'gift.sent' THEN (payload->>'credits')::bigint END) AS credits
+      FROM events
+     WHERE room_id = $1 AND occurred_at >= $2 AND occurred_at < $3
+     GROUP BY GROUPING SETS ((1, 2), (3))
+)
+SELECT local_hour, type, NULL AS chatter, n, credits FROM counted WHERE local_hour IS NOT NULL
+UNION ALL
+(SELECT NULL, NULL, chatter, n, NULL FROM counted WHERE local_hour IS NULL AND chatter IS NOT NULL
+  ORDER BY n DESC, chatter LIMIT $5)
 """
-_CHATTERS_SQL = """
-SELECT actor_id, count(*) AS n, max(payload->'actor'->>'display_name') AS display_name
-  FROM events
- WHERE room_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-   AND event_type = 'chat.message' AND actor_id IS NOT NULL
- GROUP BY 1 ORDER BY 2 DESC, 1 LIMIT $4
+#: The display name a chatter used last in the range (read only for the top chatters).
+_NAMES_SQL = """
+SELECT a.actor_id,
+       (SELECT e.payload->'actor'->>'display_name' FROM events e
+         WHERE e.room_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
+           AND e.actor_id = a.actor_id AND e.event_type = 'chat.message'
+         ORDER BY e.occurred_at DESC LIMIT 1) AS display_name
+  FROM unnest($4::text[]) AS a(actor_id)
 """
 
 
@@ -69,10 +80,18 @@ async def room_insights(call: Call) -> Response:
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         try:
-            hourly = await conn.fetch(_HOURLY_SQL, room_id, since, now, tz_name)
+            rows = await conn.fetch(_SCAN_SQL, room_id, since, now, tz_name, TOP_CHATTERS)
         except asyncpg.InvalidParameterValueError:
             raise InvalidParameter(f"unknown time zone {tz_name!r}", details={"parameter": "tz"}) from None
-        chatters = await conn.fetch(_CHATTERS_SQL, room_id, since, now, TOP_CHATTERS)
+        hourly = [r for r in rows if r["local_hour"] is not None]
+        top = [r for r in rows if r["chatter"] is not None]
+        names = {
+            r["actor_id"]: r["display_name"]
+            for r in await conn.fetch(_NAMES_SQL, room_id, since, now, [r["chatter"] for r in top])
+        }
+        chatters = [
+            {"actor_id": r["chatter"], "n": r["n"], "display_name": names.get(r["chatter"])} for r in top
+        ]
         body = summarize(hourly, chatters, first_day, weeks)
         await call.audit(
             conn,

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from pipeline.api import queries
 from pipeline.api.access import Action, Grant, binding
 from pipeline.api.context import Call, JSONResponse
+from pipeline.api.daycounts import day_counts
 from pipeline.api.errors import InvalidParameter, NotFound, RangeTooLarge
 from pipeline.api.params import MODERATION_TYPE_VALUES, resolve_range
 
@@ -118,7 +119,7 @@ async def room_days(call: Call) -> Response:
     asked = {"from": first.isoformat(), "to": last.isoformat()}
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
-        rows = await queries.day_counts(conn, room_id, first, last)
+        rows = await day_counts(call.state, conn, room_id, first, last, today)
         days: dict[date, dict[str, Any]] = {}
         for r in rows:
             day = days.setdefault(r["day"], {"day": r["day"].isoformat(), "total": 0, "by_type": {}})
