@@ -10,9 +10,10 @@ from typing import Any
 import httpx
 import jwt
 import pytest
-from console_world import GUEST, JWT_KEY, TICKET, ConsoleWorld, token
+from console_world import GUEST, JWT_KEY, MOD, TICKET, TODAY, ConsoleWorld, token
 
 from pipeline.api.transparency import purge_day
+from pipeline.events.contract import EventType
 from pipeline.publisher import events as ev
 from pipeline.retention.policy import is_expired
 
@@ -131,3 +132,22 @@ async def test_live_tail_resumes_after_last_event_id(api: httpx.AsyncClient, wor
     assert delivered, "the event ingested after Last-Event-ID was not sent"
     started = (await world.audit("u-owner", action="tail", outcome="started"))[-1]
     assert started["filters"] == {"resume_after": world.ids["today"]}
+
+
+async def test_calendar_counts_stay_true_when_a_late_event_arrives(
+    api: httpx.AsyncClient, world: ConsoleWorld
+) -> None:
+    three_days_ago = (TODAY - timedelta(days=3)).isoformat()
+    params = {"from": three_days_ago, "to": three_days_ago}
+
+    async def counts() -> dict[str, int]:
+        doc = (await api.get("/v1/rooms/room-1/days", params=params, headers=bearer("u-owner"))).json()
+        return dict(doc["days"][0]["by_type"])
+
+    before = await counts()
+    assert await counts() == before  # answered again, from the counts kept for a past day
+    late = ev.moderation(EventType.MOD_KICK, "room-1", MOD, GUEST, "late report")
+    late["occurred_at"] = f"{three_days_ago}T23:00:00.000000Z"
+    await world.publish(late, wait=True)
+    after = await counts()
+    assert after == {**before, "moderation.kick": before.get("moderation.kick", 0) + 1}
