@@ -12,6 +12,7 @@ whose message names the setting to fix, which the CLI prints as one line.
 from __future__ import annotations
 
 import contextlib
+import logging
 import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -145,8 +146,12 @@ async def kafka_errors(settings: Settings) -> AsyncIterator[None]:
     """Turn a refusal by the broker into KafkaAccessError / KafkaUnavailableError naming what to fix.
 
     Wrap the start of a client (and its first requests): ``async with kafka_errors(settings): await
-    admin.start()``. Errors that are not about access pass through unchanged.
+    admin.start()``. Errors that are not about access pass through unchanged. Meanwhile aiokafka's own
+    error log lines are held back: the error raised here explains them, in one line.
     """
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     try:
         yield
     except KafkaConnectionError as exc:
@@ -172,6 +177,8 @@ async def kafka_errors(settings: Settings) -> AsyncIterator[None]:
             f"Kafka refused a cluster operation for {_who(settings)}: grant the ACLs listed in "
             "deploy/README.md, or check ROOMLOGS_KAFKA_SASL_USERNAME"
         ) from None
+    finally:
+        aiokafka_log.setLevel(level)
 
 
 def _who(settings: Settings) -> str:

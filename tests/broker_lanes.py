@@ -26,6 +26,7 @@ import pytest
 from tls_support import TestCertificates, make_certificates
 
 from pipeline.errors import MissingDependencyError
+from pipeline.settings import Secret
 from pipeline.stack.cluster import KafkaCluster, SaslUser, SecureListener, broker_classpath, kafka_home
 
 LANES = ("tansu", "apache")
@@ -94,3 +95,27 @@ def start_cluster(work_dir: Path) -> SecuredCluster:
     )
     cluster.start()
     return SecuredCluster(cluster, certificates)
+
+
+def grant(cluster: KafkaCluster, user: SaslUser, *, topics: list[str], groups: list[str]) -> None:
+    """Allow `user` everything on topics and groups whose names start with the given prefixes (one JVM)."""
+    args = ["--add", "--allow-principal", f"User:{user.name}", "--operation", "All"]
+    for topic in topics:
+        args += ["--topic", topic]
+    for group in groups:
+        args += ["--group", group]
+    cluster.acl_command(*args, "--resource-pattern-type", "prefixed", "--force")
+
+
+def secure_settings(secured: SecuredCluster, user: SaslUser, **changes: object) -> dict[str, object]:
+    """Settings fields for a client of the SASL_SSL listener as `user` (trusting the session's CA)."""
+    fields: dict[str, object] = {
+        "kafka_bootstrap": secured.secure_bootstrap,
+        "kafka_security_protocol": "SASL_SSL",
+        "kafka_sasl_mechanism": user.mechanism,
+        "kafka_sasl_username": user.name,
+        "kafka_sasl_password": Secret(user.password),
+        "kafka_ssl_ca_file": str(secured.certificates.ca_file),
+    }
+    fields.update(changes)
+    return fields

@@ -75,10 +75,16 @@ def _unique(prefix: str) -> str:
 
 # --- broker lanes -----------------------------------------------------------------------------------------
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    """Tests marked broker_semantics run on both lanes; every other test that needs a broker on Tansu."""
+    """broker_semantics tests run on both lanes, apache_lane tests on the Apache lane only, the rest of the
+    tests that need a broker on Tansu."""
     if "broker_lane" not in metafunc.fixturenames:
         return
-    lanes = LANES if metafunc.definition.get_closest_marker("broker_semantics") else ("tansu",)
+    if metafunc.definition.get_closest_marker("apache_lane"):
+        lanes: tuple[str, ...] = ("apache",)  # needs the cluster itself (faults, TLS/SASL, ACLs)
+    elif metafunc.definition.get_closest_marker("broker_semantics"):
+        lanes = LANES
+    else:
+        lanes = ("tansu",)
     params = [
         pytest.param(lane, id=lane, marks=[pytest.mark.apache_lane] if lane == "apache" else [])
         for lane in lanes

@@ -1,6 +1,12 @@
 """Publishing room events: the client room servers embed, and a traffic simulator built on it."""
 
-from pipeline.publisher.client import BrokerUnavailableError, DeliveryError, RoomEventPublisher
+from pipeline.publisher.client import (
+    BrokerUnavailableError,
+    DeliveryError,
+    PublisherAccessError,
+    RoomEventPublisher,
+    TopicNotFoundError,
+)
 from pipeline.publisher.simulator import (
     RawEventSink,
     SimulationConfig,
@@ -12,10 +18,12 @@ from pipeline.publisher.simulator import (
 __all__ = [
     "BrokerUnavailableError",
     "DeliveryError",
+    "PublisherAccessError",
     "RawEventSink",
     "RoomEventPublisher",
     "SimulationConfig",
     "SimulationSummary",
+    "TopicNotFoundError",
     "iter_events",
     "simulate",
 ]

@@ -26,7 +26,13 @@ from typing import Any
 import orjson
 import uuid_utils
 from aiokafka import AIOKafkaProducer, codec
-from aiokafka.errors import KafkaConnectionError, KafkaError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAuthorizationFailedError,
+    UnknownTopicOrPartitionError,
+)
 from aiokafka.partitioner import DefaultPartitioner, murmur2
 from prometheus_client import CollectorRegistry
 
@@ -67,6 +73,10 @@ class BrokerUnavailableError(RoomlogsError):
 
 class PublisherAccessError(ConfigurationError):
     """start(): the broker refused this publisher's certificate check, credentials or protocol."""
+
+
+class TopicNotFoundError(ConfigurationError):
+    """start(): the topic is not there (or not visible to this publisher); nothing was sent."""
 
 
 #: What to change, per kafka_client.Refusal.cause, in the publisher's own arguments.
@@ -249,7 +259,12 @@ class RoomEventPublisher:
 
     # --- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Connect to the broker. BrokerUnavailableError when it cannot be reached; a no-op when started."""
+        """Connect to the broker and find the topic; a no-op when started.
+
+        Raises BrokerUnavailableError (retriable) when no broker answers, PublisherAccessError when one
+        refuses the certificate check, credentials or protocol (the message says which argument to fix),
+        and TopicNotFoundError when the topic is not there after `request_timeout_seconds`.
+        """
         if self._closed:
             raise PublisherClosedError("this publisher was closed; create a new one")
         if self._producer is not None:
@@ -278,6 +293,18 @@ class RoomEventPublisher:
         except KafkaError as exc:
             await producer.stop()
             raise BrokerUnavailableError(f"cannot reach the Kafka broker at {self.bootstrap}: {exc}") from exc
+        except BaseException:
+            await producer.stop()
+            raise
+        try:
+            await producer.partitions_for(self.topic)  # waits up to request_timeout_seconds for metadata
+        except (UnknownTopicOrPartitionError, TopicAuthorizationFailedError, KafkaTimeoutError) as exc:
+            await producer.stop()
+            raise TopicNotFoundError(
+                f"topic {self.topic!r} does not exist on the Kafka broker at {self.bootstrap}, or this "
+                f"publisher may not see it ({type(exc).__name__}); brokers with auto-creation off need it "
+                "created first (`roomlogs worker` and `roomlogs simulate` create it), or a DESCRIBE/WRITE ACL"
+            ) from None
         except BaseException:
             await producer.stop()
             raise
