@@ -85,6 +85,13 @@ class TokenExpired(InvalidToken):
     denial = "token_expired"
 
 
+class SessionExpired(Unauthenticated):
+    """The console session is unknown, signed out or expired: sign in again."""
+
+    code = "session_expired"
+    denial = "session_expired"
+
+
 class Forbidden(ApiError):
     """The caller has no right to this room or user (deliberately the same whether it exists or not)."""
 
@@ -97,6 +104,13 @@ class Forbidden(ApiError):
 class ReasonRequired(Forbidden):
     code = "reason_required"
     denial = "reason_required"
+
+
+class CsrfFailed(Forbidden):
+    """A state change on a console session without the session's CSRF token, or from another origin."""
+
+    code = "csrf_failed"
+    denial = "csrf_failed"
 
 
 class InsufficientScope(Forbidden):
@@ -196,6 +210,8 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 Unauthenticated,
                 InvalidToken,
                 TokenExpired,
+                SessionExpired,
+                CsrfFailed,
                 Forbidden,
                 ReasonRequired,
                 InsufficientScope,

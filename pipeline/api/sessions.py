@@ -36,14 +36,19 @@ from starlette.types import Scope
 
 from pipeline.api.auth import Identity, IdentityKind
 from pipeline.api.context import SESSION_REASON, ApiState, Call, JSONResponse
-from pipeline.api.errors import Forbidden, InvalidBody, Unauthenticated, Unavailable
+from pipeline.api.errors import (
+    CsrfFailed,
+    Forbidden,
+    InvalidBody,
+    SessionExpired,
+    Unauthenticated,
+    Unavailable,
+)
 
 __all__ = [
     "COOKIE_NAME",
     "CSRF_HEADER",
     "ConsoleSession",
-    "CsrfFailed",
-    "SessionExpired",
     "authenticate",
     "check_csrf",
     "current_session",
@@ -59,20 +64,6 @@ CSRF_HEADER = "x-csrf-token"
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 _SESSION_ID_BYTES = 32
 _MAX_BODY_BYTES = 1024
-
-
-class SessionExpired(Unauthenticated):
-    """The console session is unknown, signed out or expired: sign in again."""
-
-    code = "session_expired"
-    denial = "session_expired"
-
-
-class CsrfFailed(Forbidden):
-    """A state-changing request on a session cookie without the session's CSRF token, or from elsewhere."""
-
-    code = "csrf_failed"
-    denial = "csrf_failed"
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / ".roomlogs" / "artifacts" / "console"
 AXE = Path(__file__).resolve().parent / "vendor" / "axe.min.js"
+PHONE = {"width": 375, "height": 740}
+
+#: `context = await new_context(**options)` (fixture `new_context`)
+Contexts = Callable[..., Awaitable[Any]]
+#: `page = await sign_in(sub, staff=False, next_page=None, **context_options)` (fixture `sign_in`)
+SignIn = Callable[..., Awaitable[Any]]
 
 
 async def ready(page: Any) -> None:

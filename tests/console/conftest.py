@@ -13,11 +13,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
-from browsing import ready
+from browsing import Contexts, SignIn, ready
 from console_world import ConsoleWorld, console_server, console_world
 
 CHROMIUM = os.environ.get("ROOMLOGS_TEST_CHROMIUM", "/usr/bin/chromium")
@@ -32,7 +32,6 @@ CHROMIUM_ARGS = [
     "--disable-quic",
     "--disable-dev-shm-usage",
 ]
-PHONE = {"width": 375, "height": 740}
 
 
 @pytest.fixture(scope="session")
@@ -72,9 +71,6 @@ async def browser() -> AsyncIterator[Any]:
         await playwright.stop()
 
 
-Contexts = Callable[..., Awaitable[Any]]
-
-
 @pytest.fixture
 async def new_context(browser: Any) -> AsyncIterator[Contexts]:
     """`context = await new_context(**options)`: a fresh browser profile state (cookies) per call."""
@@ -90,9 +86,6 @@ async def new_context(browser: Any) -> AsyncIterator[Contexts]:
     yield make
     for context in made:
         await context.close()
-
-
-SignIn = Callable[..., Awaitable[Any]]
 
 
 @pytest.fixture

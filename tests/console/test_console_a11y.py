@@ -4,8 +4,7 @@ violations, at desktop and phone width, and renders charts without any network r
 from __future__ import annotations
 
 import pytest
-from browsing import axe_violations, open_page, shot
-from conftest import PHONE, SignIn
+from browsing import PHONE, SignIn, axe_violations, open_page, shot
 from console_world import TODAY, ConsoleWorld
 
 
@@ -57,6 +56,6 @@ async def test_insights_draw_their_charts_from_this_origin_only(world: ConsoleWo
     titles = await charts.locator("figcaption").all_inner_texts()
     assert titles[2:] == ["Entries and exits per day", "Moderation actions per week", "Gifts per week"]
     assert await page.locator("svg.chart rect.bar").count() > 10
-    top = await page.locator("table.top tbody tr").all_inner_texts()
+    top = await page.locator("table.chatters tbody tr").all_inner_texts()
     assert top[0].startswith("Gus (u-guest)")
     assert requested and all(url.startswith(world.base_url) for url in requested)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from browsing import open_page, ready, shot
-from conftest import SignIn
+from browsing import SignIn, open_page, ready, shot
 from console_world import TICKET, TODAY, ConsoleWorld
 
 NO_ACCESS = "You do not have access to this room, or it does not exist."

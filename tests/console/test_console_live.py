@@ -6,8 +6,7 @@ reconnects during these tests and resumes after the last event it got (Last-Even
 
 from __future__ import annotations
 
-from browsing import shot
-from conftest import SignIn
+from browsing import SignIn, shot
 from console_world import GUEST, MOD_LIVE, OWNER, ConsoleWorld
 
 from pipeline.publisher import events as ev

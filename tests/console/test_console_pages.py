@@ -6,8 +6,7 @@ from __future__ import annotations
 import csv
 import io
 
-from browsing import open_page, ready, shot
-from conftest import PHONE, SignIn
+from browsing import PHONE, SignIn, open_page, ready, shot
 from console_world import NEEDLE, SCRIPT_PAYLOAD, TODAY, ConsoleWorld
 
 from pipeline.console import CONTENT_SECURITY_POLICY

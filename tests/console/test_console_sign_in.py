@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import httpx
-from browsing import open_page, shot
-from conftest import SignIn
+from browsing import SignIn, open_page, shot
 from console_world import ConsoleWorld, token
 
 

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from browsing import shot
-from conftest import SignIn
+from browsing import SignIn, shot
 from console_world import ConsoleWorld
 
 
