@@ -33,7 +33,7 @@ export async function render({ body, room, query }) {
     barChart({ title: "Gifts per week", labels: weekLabels, series: [{ name: "gifts", values: doc.weekly.map((w) => w.gifts) }] }),
   ];
   const top = doc.top_chatters.length
-    ? scroller("Top chatters", h("table", { class: "grid top" },
+    ? scroller("Top chatters", h("table", { class: "grid chatters" },
       h("caption", null, "Top chatters"),
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "User"), h("th", { scope: "col" }, "Messages"))),
       h("tbody", null, doc.top_chatters.map((c) => h("tr", null,
