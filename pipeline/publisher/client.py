@@ -27,6 +27,7 @@ import orjson
 import uuid_utils
 from aiokafka import AIOKafkaProducer, codec
 from aiokafka.errors import (
+    BrokerResponseError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -236,6 +237,8 @@ class RoomEventPublisher:
         self._pending: dict[asyncio.Future[Any], int] = {}
         self._sends_since_yield = 0
         self._delivered = self._on_delivery  # bound once: the hot path adds it to every future
+        self._renew = False
+        self._renew_lock = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RoomEventPublisher:
@@ -269,6 +272,10 @@ class RoomEventPublisher:
             raise PublisherClosedError("this publisher was closed; create a new one")
         if self._producer is not None:
             return
+        self._producer = await self._connect()
+
+    async def _connect(self) -> Any:
+        """A started producer that has found the topic (see start() for the errors)."""
         producer = AIOKafkaProducer(
             bootstrap_servers=self.bootstrap,
             **self._security,
@@ -308,7 +315,24 @@ class RoomEventPublisher:
         except BaseException:
             await producer.stop()
             raise
-        self._producer = producer
+        return producer
+
+    async def _renew_producer(self) -> None:
+        """Replace an idempotent producer whose sequence the broker broke off.
+
+        When the broker refuses a batch (too large, for example), aiokafka's idempotent producer keeps
+        its producer id and sequence numbers, so every later batch to that partition fails with
+        OutOfOrderSequenceNumber (the Java client bumps the epoch instead). What was in flight settles
+        first (failures counted), then a new producer, with a new producer id, takes over.
+        """
+        async with self._renew_lock:
+            if not self._renew:
+                return
+            await self._wait_settled()
+            old, self._producer = self._producer, await self._connect()
+            self._renew = False
+            await old.stop()
+            log.warning("publisher to %s: new idempotent producer after a refused batch", self.topic)
 
     async def flush(self) -> None:
         """Wait until every event handed to send()/send_raw() before this call is acknowledged or failed.
@@ -407,6 +431,8 @@ class RoomEventPublisher:
         return (room_id.encode() if isinstance(room_id, str) else None), value
 
     async def _enqueue(self, key: bytes | None, value: bytes) -> None:
+        if self._renew:
+            await self._renew_producer()
         epoch = self._epoch
         self._open[epoch] = self._open.get(epoch, 0) + 1
         try:
@@ -457,6 +483,8 @@ class RoomEventPublisher:
                 log.warning("event delivery to %s failed: %r", self.topic, error)
             self.failed += 1
             self.last_error = error
+            if self.idempotent and isinstance(error, BrokerResponseError):
+                self._renew = True  # the next send() replaces the producer (see _renew_producer)
         self._settle(epoch)
 
     # --- flush bookkeeping ---------------------------------------------------------------------------
