@@ -14,7 +14,7 @@ STAMP  := $(VENV)/.installed
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
 KAFKA_HOME    := $(HOME)/.cache/roomlogs/kafka-$(KAFKA_VERSION)
 
-.PHONY: setup demo up test lint bench clean prometheus-tools java-tools kafka-broker browser-tools
+.PHONY: setup demo up test lint bench clean prometheus-tools java-tools kafka-broker postgres-tls-server browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ setup: $(STAMP)
 prometheus-tools:
 	@command -v promtool >/dev/null 2>&1 && command -v prometheus >/dev/null 2>&1 || \
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus; }
+
+# A PostgreSQL server built with OpenSSL for the TLS tests (the embedded wheel's has no TLS): Debian's.
+postgres-tls-server:
+	@ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+	      postgresql; }
 
 # Java 17 (runs the broker) and Maven (fetches it), Debian's packages, only when missing.
 java-tools:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from tls_support import TestCertificates, make_certificates
+from tls_support import Certificates, make_certificates
 
 from pipeline.errors import MissingDependencyError
 from pipeline.settings import Secret
@@ -56,7 +56,7 @@ class SecuredCluster:
     """The Apache lane's cluster with what a client needs for its SASL_SSL listener."""
 
     cluster: KafkaCluster
-    certificates: TestCertificates
+    certificates: Certificates
 
     @property
     def secure_bootstrap(self) -> str:

@@ -22,7 +22,7 @@ KEYSTORE_PASSWORD = "keystorepass"
 
 
 @dataclass(frozen=True)
-class TestCertificates:
+class Certificates:
     ca_file: Path
     stranger_ca_file: Path
     server_cert_file: Path
@@ -61,7 +61,7 @@ def _ca(common_name: str, now: datetime.datetime) -> tuple[ec.EllipticCurvePriva
     return key, cert
 
 
-def make_certificates(directory: Path) -> TestCertificates:
+def make_certificates(directory: Path) -> Certificates:
     """Write a CA, a server certificate it signed (127.0.0.1, localhost) and an unrelated CA."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
@@ -90,7 +90,7 @@ def make_certificates(directory: Path) -> TestCertificates:
         .sign(ca_key, hashes.SHA256())
     )
     pem = serialization.Encoding.PEM
-    paths = TestCertificates(
+    paths = Certificates(
         ca_file=directory / "ca.pem",
         stranger_ca_file=directory / "stranger-ca.pem",
         server_cert_file=directory / "server.pem",

@@ -6,7 +6,14 @@ MissingDependencyError saying so.
 """
 
 from pipeline.stack.kafka import EmbeddedKafka
-from pipeline.stack.postgres import FAST_SETTINGS, EmbeddedPostgres
+from pipeline.stack.postgres import FAST_SETTINGS, EmbeddedPostgres, PostgresTls
 from pipeline.stack.process import EmbeddedServiceError, free_port
 
-__all__ = ["FAST_SETTINGS", "EmbeddedKafka", "EmbeddedPostgres", "EmbeddedServiceError", "free_port"]
+__all__ = [
+    "FAST_SETTINGS",
+    "EmbeddedKafka",
+    "EmbeddedPostgres",
+    "EmbeddedServiceError",
+    "PostgresTls",
+    "free_port",
+]

@@ -77,6 +77,14 @@ def postgres_bin_dir() -> Path:
     return Path(POSTGRES_BIN_PATH)
 
 
+def system_postgres_bin_dir() -> Path | None:
+    """The newest Debian-packaged server's bin/ (/usr/lib/postgresql/N/bin, built with OpenSSL), or None."""
+    found = sorted(
+        Path("/usr/lib/postgresql").glob("*/bin/postgres"), key=lambda p: int(p.parent.parent.name)
+    )
+    return found[-1].parent if found else None
+
+
 @dataclass(frozen=True)
 class _RunAs:
     """Who initdb and the server run as; all None: this process's own user."""
@@ -136,6 +144,18 @@ def _alive(process: psutil.Process) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class PostgresTls:
+    """TLS for the embedded server: a PEM certificate (chain) and its unencrypted PEM key.
+
+    Clients verify it with ``?sslmode=verify-full&sslrootcert=CA.pem`` in the DSN (a certificate for
+    127.0.0.1: the server listens there only); plain connections stay allowed.
+    """
+
+    cert_file: Path
+    key_file: Path
+
+
 class EmbeddedPostgres(EmbeddedServer):
     """A PostgreSQL 18 server on 127.0.0.1:`port`, data in `work_dir`/data, log in `work_dir`/postgres.log.
 
@@ -146,7 +166,8 @@ class EmbeddedPostgres(EmbeddedServer):
     data and port, running crash recovery after a `kill()`.
 
     `fast=True` turns off fsync and full_page_writes (see FAST_SETTINGS); `settings`
-    adds or overrides server settings (``-c name=value``).
+    adds or overrides server settings (``-c name=value``); `tls` turns on TLS (see PostgresTls), which
+    needs a server built with OpenSSL: the wheel's is not, so pass `bin_dir=system_postgres_bin_dir()`.
     """
 
     label = "embedded PostgreSQL"
@@ -159,16 +180,21 @@ class EmbeddedPostgres(EmbeddedServer):
         fast: bool = False,
         max_connections: int = 200,
         settings: Mapping[str, str] | None = None,
+        tls: PostgresTls | None = None,
+        bin_dir: Path | None = None,
         start_timeout_seconds: float = 90.0,
         stop_timeout_seconds: float = 30.0,
     ) -> None:
         super().__init__(work_dir, "postgres.log", port, start_timeout_seconds, stop_timeout_seconds)
+        self._tls = tls
+        self._bin_dir = bin_dir
         self.data_dir = self.work_dir / "data"
         self._settings: dict[str, str] = {
             "max_connections": str(max_connections),
             "TimeZone": "UTC",
             "log_timezone": "UTC",
             **(FAST_SETTINGS if fast else {}),
+            **({"ssl": "on"} if tls else {}),  # server.crt / server.key in the data directory
             **(settings or {}),
         }
         self._fast = fast
@@ -184,9 +210,11 @@ class EmbeddedPostgres(EmbeddedServer):
         """initdb if the data directory is new, start, wait for connections. A no-op when running."""
         if self.running:
             return
-        bin_dir = postgres_bin_dir()
+        bin_dir = self._bin_dir or postgres_bin_dir()
         run_as = _run_as()
         self._prepare_data_dir(bin_dir, run_as)
+        if self._tls is not None:
+            self._install_tls(self._tls, run_as)
         self._start_on_free_port(lambda port: self._spawn_and_wait(bin_dir, run_as, port))
 
     def stop(self) -> None:
@@ -235,7 +263,8 @@ class EmbeddedPostgres(EmbeddedServer):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         self.data_dir.mkdir(mode=0o700, exist_ok=True)
         if run_as.uid is not None and run_as.gid is not None:
-            _make_install_usable(bin_dir)
+            if self._bin_dir is None:  # another installation (bin_dir=) is usable as it is
+                _make_install_usable(bin_dir)
             _import_wheel().ensure_prefix_permissions(self.data_dir)
             os.chown(self.data_dir, run_as.uid, run_as.gid)
         if (self.data_dir / "PG_VERSION").exists():
@@ -268,6 +297,16 @@ class EmbeddedPostgres(EmbeddedServer):
                 raise EmbeddedServiceError(
                     f"initdb failed for {self.data_dir}: {exc}; log {self.log_path}:\n{self._log.tail()}"
                 ) from exc
+
+    def _install_tls(self, tls: PostgresTls, run_as: _RunAs) -> None:
+        """Copy the certificate and key where PostgreSQL looks by default, owned by the server's user
+        and readable by it alone (PostgreSQL refuses a key others may read)."""
+        for source, name in ((tls.cert_file, "server.crt"), (tls.key_file, "server.key")):
+            target = self.data_dir / name
+            target.write_bytes(Path(source).read_bytes())
+            target.chmod(0o600)
+            if run_as.uid is not None and run_as.gid is not None:
+                os.chown(target, run_as.uid, run_as.gid)
 
     def _spawn_and_wait(self, bin_dir: Path, run_as: _RunAs, port: int) -> None:
         command = [

@@ -10,13 +10,19 @@ that starts and then idles. Passing it proves access at start-up only: faults la
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Awaitable, Callable
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.errors import KafkaError
+from aiokafka.errors import (
+    ClusterAuthorizationFailedError,
+    GroupAuthorizationFailedError,
+    KafkaError,
+    TopicAuthorizationFailedError,
+)
 
 from pipeline.errors import ConfigurationError, StorageUnavailableError
 from pipeline.kafka_client import client_kwargs, kafka_errors
@@ -24,7 +30,10 @@ from pipeline.kafka_topics import ensure_topics
 from pipeline.settings import Settings
 from pipeline.storage import db
 
+log = logging.getLogger("roomlogs.worker")
+
 _FETCH_PROBE_MS = 500
+_REFUSALS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, ClusterAuthorizationFailedError)
 _RETRY_SECONDS = 60.0
 
 
@@ -47,16 +56,21 @@ async def _check_topic_access(settings: Settings) -> None:
     try:
         async with kafka_errors(settings):
             await consumer.start()
-            partitions = [
-                TopicPartition(settings.events_topic, p)
-                for p in sorted(consumer.partitions_for_topic(settings.events_topic) or ())
-            ]
-            if partitions:
-                consumer.assign(partitions)
-                await consumer.seek_to_end(*partitions)
-                await consumer.getmany(timeout_ms=_FETCH_PROBE_MS)  # READ is checked on fetch
             await admin.start()
-            await _retrying(lambda: admin.list_consumer_group_offsets(settings.consumer_group))
+            try:
+                partitions = [
+                    TopicPartition(settings.events_topic, p)
+                    for p in sorted(consumer.partitions_for_topic(settings.events_topic) or ())
+                ]
+                if partitions:
+                    consumer.assign(partitions)
+                    await consumer.seek_to_end(*partitions)
+                    await consumer.getmany(timeout_ms=_FETCH_PROBE_MS)  # READ is checked on fetch
+                await _retrying(lambda: admin.list_consumer_group_offsets(settings.consumer_group))
+            except _REFUSALS:
+                raise  # kafka_errors names the topic, group or ACL
+            except KafkaError as exc:  # not a refusal (a broker without these requests): consuming will tell
+                log.debug("Kafka access probe inconclusive: %r", exc)
     finally:
         await consumer.stop()
         await admin.close()
