@@ -63,7 +63,7 @@ demo: setup
 up: setup
 	$(BIN)/roomlogs up
 
-test: setup prometheus-tools kafka-broker browser-tools
+test: setup prometheus-tools kafka-broker postgres-tls-server browser-tools
 	$(BIN)/python -m pytest
 
 lint: setup
