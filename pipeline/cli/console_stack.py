@@ -4,8 +4,9 @@
 runs. It gives the API's own database role a fresh password, starts `roomlogs api serve` configured only
 through ROOMLOGS_* / ROOMLOGS_API_* variables (a development HMAC key made for this run), starts a paced
 simulation (`roomlogs simulate --rate`) so that rooms fill and the live view moves, waits until a simulated
-room has an owner and events, and returns what to print: the console's address and a sign-in link for
-that owner. `stop()` ends both children. A child that cannot start is a `RoomlogsError` naming its log.
+room (a private one, whose owner changes least often) has an owner and events, and returns what to print:
+the console's address and a sign-in link for that owner. `stop()` ends both children. A child that cannot
+start is a `RoomlogsError` naming its log.
 """
 
 from __future__ import annotations
@@ -122,13 +123,15 @@ def _healthy(base: str) -> bool:
 
 
 def _owner(s: Settings, found: list[tuple[str, str]]) -> bool:
-    row = asyncio.run(_busiest_owned_room(s))
+    row = asyncio.run(_owned_room(s))
     if row is not None:
         found.append(row)
     return row is not None
 
 
-async def _busiest_owned_room(s: Settings) -> tuple[str, str] | None:
+async def _owned_room(s: Settings) -> tuple[str, str] | None:
+    """(room, owner) of a simulated room with some history: a private one when there is one (its owner
+    changes least often: the simulation hands rooms over now and then, busy ones soonest)."""
     conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
     try:
         row = await conn.fetchrow(
@@ -136,7 +139,8 @@ async def _busiest_owned_room(s: Settings) -> tuple[str, str] | None:
                  FROM rooms r
                  JOIN events e ON e.room_id = r.room_id AND e.occurred_at > now() - interval '1 day'
                 WHERE r.owner_id IS NOT NULL
-                GROUP BY 1, 2 HAVING count(e.event_id) >= 20 ORDER BY 3 DESC LIMIT 1"""
+                GROUP BY 1, 2 HAVING count(e.event_id) >= 20
+                ORDER BY bool_or(r.privacy = 'private') DESC, 3 DESC LIMIT 1"""
         )
     finally:
         await conn.close()
