@@ -1,6 +1,7 @@
 """Ingest benchmark: the real worker against the raw ceiling, same run, same PostgreSQL.
 
     python bench/ingest.py [--events 1000000] [--dsn postgresql://...] [--bootstrap host:port]
+                           [--kafka tansu|apache] [--kafka-nodes 3]
 
 1. Publishes N simulated events (realistic mix, 1% bad) to a fresh topic.
 2. Raw ceiling: aiokafka `getmany` + orjson + binary COPY into the same partitioned `events` table, with no
@@ -10,7 +11,10 @@
    sampled throughout.
 
 Prints events/s for both, their ratio, and the worker's RSS along the way (peak and at each quarter).
-Without --dsn / --bootstrap it starts an embedded PostgreSQL and Tansu broker and stops them at the end.
+Without --dsn / --bootstrap it starts an embedded PostgreSQL and a broker and stops them at the end: Tansu,
+or with --kafka apache a local Apache Kafka KRaft cluster (3 nodes, replication 3, min.insync.replicas=2,
+idempotent producers, as in production). For a broker it started, it also prints what the broker cost
+during each phase: CPU seconds and peak RSS of its processes (the JVMs, for Apache Kafka).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from pipeline.cli.devstack import spawn_worker
 from pipeline.publisher.simulator import SimulationConfig, iter_events
 from pipeline.settings import Secret, Settings
 from pipeline.stack import EmbeddedKafka, EmbeddedPostgres, free_port
+from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
 from pipeline.storage import db
 from pipeline.storage.batch import EVENT_COLUMNS
 from pipeline.storage.migrate import migrate
@@ -44,14 +49,52 @@ from pipeline.storage.partitions import PartitionManager
 PARTITIONS = 6
 
 
-async def publish(bootstrap: str, topic: str, n: int, rooms: int) -> tuple[int, float]:
+class BrokerMeter:
+    """CPU seconds and RSS of the broker's processes, sampled in the background."""
+
+    def __init__(self, pids: list[int]) -> None:
+        self._procs = [psutil.Process(pid) for pid in pids]
+        self.peak_rss = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def cpu_seconds(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self._procs)
+
+    def rss(self) -> int:
+        return sum(p.memory_info().rss for p in self._procs)
+
+    async def _sample(self) -> None:
+        while True:
+            self.peak_rss = max(self.peak_rss, self.rss())
+            await asyncio.sleep(0.5)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._sample())
+
+    async def phase(self, name: str, started_cpu: float, seconds: float) -> float:
+        """Print the phase's broker CPU (seconds, and share of the 2 cores' time) and peak RSS so far."""
+        used = self.cpu_seconds() - started_cpu
+        cores = os.cpu_count() or 1
+        print(
+            f"  broker during {name}: {used:,.1f} CPU s in {seconds:,.1f} s "
+            f"({used / seconds / cores:.0%} of {cores} cores), RSS now {self.rss() / 2**20:,.0f} MiB, "
+            f"peak {self.peak_rss / 2**20:,.0f} MiB",
+            flush=True,
+        )
+        return self.cpu_seconds()
+
+
+async def publish(
+    bootstrap: str, topic: str, n: int, rooms: int, *, replication: int, idempotent: bool
+) -> tuple[int, float]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, PARTITIONS, 1)])
+    await admin.create_topics([NewTopic(topic, PARTITIONS, replication)])
     await admin.close()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         acks="all",
+        enable_idempotence=idempotent,
         linger_ms=10,
         max_batch_size=512 * 1024,
         compression_type="gzip",
@@ -215,10 +258,20 @@ async def prepare_schema(settings: Settings, today: datetime) -> None:
         await conn.close()
 
 
-async def main_async(args: argparse.Namespace, bootstrap: str, dsn: str, work_dir: Path) -> None:
+async def main_async(
+    args: argparse.Namespace,
+    bootstrap: str,
+    dsn: str,
+    work_dir: Path,
+    broker_pids: list[int],
+    replication: int,
+) -> None:
+    apache = args.kafka == "apache"
     topic = f"bench-{int(time.time())}"
     base = Settings(
         kafka_bootstrap=bootstrap,
+        kafka_idempotent_producer=apache,
+        kafka_replication_factor=replication,
         events_topic=topic,
         postgres_dsn=Secret(dsn),
         events_topic_partitions=PARTITIONS,
@@ -236,12 +289,27 @@ async def main_async(args: argparse.Namespace, bootstrap: str, dsn: str, work_di
         await conn.close()
         await prepare_schema(s, today)
 
-    n, publish_seconds = await publish(bootstrap, topic, args.events, args.rooms)
+    meter = BrokerMeter(broker_pids) if broker_pids else None
+    if meter is not None:
+        meter.start()
+        print(f"  broker at rest: RSS {meter.rss() / 2**20:,.0f} MiB", flush=True)
+    cpu = meter.cpu_seconds() if meter else 0.0
+    n, publish_seconds = await publish(
+        bootstrap, topic, args.events, args.rooms, replication=replication, idempotent=apache
+    )
     print(f"published {n:,} events in {publish_seconds:.1f}s ({n / publish_seconds:,.0f}/s)", flush=True)
+    if meter is not None:
+        cpu = await meter.phase("publish", cpu, publish_seconds)
+    started = time.perf_counter()
     ceiling = await raw_ceiling(raw, n)
     print(f"raw ceiling (getmany + orjson + binary COPY): {ceiling:,.0f} events/s", flush=True)
+    if meter is not None:
+        cpu = await meter.phase("raw ceiling", cpu, time.perf_counter() - started)
+    started = time.perf_counter()
     rate, peak, samples = await real_worker(worker, n, work_dir)
     print(f"real worker (normalize, classify, dead-letter, offsets of record): {rate:,.0f} events/s")
+    if meter is not None:
+        await meter.phase("real worker (start-up included)", cpu, time.perf_counter() - started)
     print(f"ratio worker / ceiling: {rate / ceiling:.2f}")
     print(
         f"worker peak RSS: {peak / 2**20:,.0f} MiB; at "
@@ -256,24 +324,42 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rooms", type=int, default=2_000)
     parser.add_argument("--dsn", default="", help="PostgreSQL to use (default: start an embedded one)")
-    parser.add_argument("--bootstrap", default="", help="Kafka to use (default: start an embedded Tansu)")
+    parser.add_argument("--bootstrap", default="", help="Kafka to use (default: start one, see --kafka)")
+    parser.add_argument(
+        "--kafka", choices=("tansu", "apache"), default="tansu", help="the broker to start (default tansu)"
+    )
+    parser.add_argument("--kafka-nodes", type=int, default=3, help="nodes of the Apache Kafka cluster (3)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="roomlogs-bench-") as tmp:
         work_dir = Path(tmp)
-        kafka = postgres = None
+        kafka: EmbeddedKafka | KafkaCluster | None = None
+        postgres = None
+        broker_pids: list[int] = []
+        replication = 1
         try:
             bootstrap = args.bootstrap
-            if not bootstrap:
-                kafka = EmbeddedKafka(work_dir / "kafka")
-                kafka.start()
-                bootstrap = kafka.bootstrap
+            if not bootstrap and args.kafka == "apache":
+                cluster = KafkaCluster(work_dir / "kafka", nodes=args.kafka_nodes)
+                kafka = cluster
+                cluster.start()
+                bootstrap, replication = cluster.bootstrap, cluster.replication_factor
+                broker_pids = [node.pid for node in cluster.nodes if node.pid is not None]
+                print(
+                    f"Apache Kafka {KAFKA_VERSION}: {args.kafka_nodes} KRaft nodes, replication {replication}"
+                )
+            elif not bootstrap:
+                tansu = EmbeddedKafka(work_dir / "kafka")
+                kafka = tansu
+                tansu.start()
+                bootstrap = tansu.bootstrap
+                broker_pids = [tansu.pid] if tansu.pid is not None else []
             dsn = args.dsn
             if not dsn:
                 postgres = EmbeddedPostgres(work_dir / "postgres")
                 postgres.start()
                 dsn = postgres.dsn
             print(f"PostgreSQL {'embedded' if postgres else dsn}, broker {bootstrap}, {os.cpu_count()} cores")
-            asyncio.run(main_async(args, bootstrap, dsn, work_dir))
+            asyncio.run(main_async(args, bootstrap, dsn, work_dir, broker_pids, replication))
         finally:
             if postgres is not None:
                 postgres.stop()

@@ -22,7 +22,7 @@ from pipeline.settings import Settings
 #: package ships (schemas/compose.schema.json), which is the compose-spec project's schema (Apache-2.0).
 SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
 #: Services that run once and exit; every other service runs for good.
-ONE_SHOT = {"migrate", "api-db-role", "simulator"}
+ONE_SHOT = {"migrate", "api-db-role", "broker-users", "simulator"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CURSOR_KEY|JWT_KEY$|_DSN$")
 
 
@@ -151,6 +151,22 @@ def test_workers_talk_to_the_replicated_cluster_idempotently(compose: dict[str, 
     assert {h.split(":")[0] for h in worker.kafka_bootstrap.split(",")} == set(brokers)
     dsn = worker.postgres_dsn.get()
     assert dsn.startswith("postgresql://") and "@postgres:5432/" in dsn
+
+
+def test_clients_reach_kafka_over_sasl_ssl_and_postgres_over_verified_tls(compose: dict[str, Any]) -> None:
+    for name in ("migrate", "worker", "simulator"):
+        settings = settings_of(services(compose)[name])
+        assert settings.kafka_security_protocol == "SASL_SSL", name
+        assert settings.kafka_ssl_ca_file.startswith("/run/secrets/"), name
+    for name in ("migrate", "worker"):
+        assert "sslmode=verify-full" in settings_of(services(compose)[name]).postgres_dsn.get(), name
+    api = ApiSettings.from_env(environment(services(compose)["api"]))
+    assert "sslmode=verify-full" in api.postgres_dsn.get()
+    broker = environment(services(compose)["kafka-1"])
+    protocols = dict(p.split(":") for p in broker["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    assert protocols["CLIENT"] == protocols["EXTERNAL"] == "SASL_SSL"
+    assert broker["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert "ssl=on" in services(compose)["postgres"]["command"]
 
 
 def test_the_api_role_the_migrations_make_is_the_one_the_api_uses(compose: dict[str, Any]) -> None:
