@@ -22,7 +22,7 @@ import asyncpg
 from pipeline.api import queries
 from pipeline.api.context import ApiState
 
-__all__ = ["DayCounts", "day_counts"]
+__all__ = ["DayCounts", "day_counts", "day_start", "day_totals"]
 
 _TOTALS_SQL = """
 SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
@@ -32,8 +32,14 @@ SELECT (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
 """
 
 
-def _start(day: date) -> datetime:
+def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+async def day_totals(conn: asyncpg.Connection, room_id: str, first: date, last: date) -> dict[date, int]:
+    """Events per UTC day in first..last (inclusive) with activity: from the room/time index alone."""
+    rows = await conn.fetch(_TOTALS_SQL, room_id, day_start(first), day_start(last) + timedelta(days=1))
+    return {r["day"]: int(r["n"]) for r in rows}
 
 
 async def day_counts(
@@ -56,8 +62,7 @@ class DayCounts:
         self, conn: asyncpg.Connection, room_id: str, first: date, last: date, today: date
     ) -> list[dict[str, Any]]:
         """(day, type, count) for each day in first..last (inclusive) with activity, ordered."""
-        since, until = _start(first), _start(last) + timedelta(days=1)
-        totals = {r["day"]: int(r["n"]) for r in await conn.fetch(_TOTALS_SQL, room_id, since, until)}
+        totals = await day_totals(conn, room_id, first, last)
         known: dict[date, dict[str, int]] = {}
         stale: list[date] = []
         for day, total in totals.items():

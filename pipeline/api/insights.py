@@ -2,10 +2,11 @@
 moderation actions and gifts. ``GET /v1/rooms/{room_id}/insights?weeks=4&tz=Europe/Berlin``.
 
 Called by the room console's insights page (and any client with read access): the same grant and the same
-audit as a read of the room's events (`row_count` = events aggregated). One index range scan of the room's
-weeks (`events_room_time`) gives hourly counts per type and chat messages per author; the display names of
-the top chatters are looked up afterwards. Hours and days are in the asked time zone (an IANA name; default
-UTC), weeks end today.
+audit as a read of the room's events (`row_count` = events aggregated). Built from per-UTC-day summaries
+(`pipeline.api.roomdays`: events per hour and type, gift credits, each day's top chatters), which are
+read from the rows once per process and reused while the day's total is unchanged. Hours and days are in
+the asked time zone (an IANA name; default UTC; a UTC hour counts in the local hour it starts in), weeks
+end today.
 """
 
 from __future__ import annotations
@@ -15,41 +16,17 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-import asyncpg
 from starlette.responses import Response
 
 from pipeline.api.access import Action
-from pipeline.api.context import Call, JSONResponse
+from pipeline.api.context import ApiState, Call, JSONResponse
+from pipeline.api.daycounts import day_start
 from pipeline.api.errors import InvalidParameter
+from pipeline.api.roomdays import DaySummaries, DaySummary
 
 DEFAULT_WEEKS, MAX_WEEKS = 4, 12
 TOP_CHATTERS = 10
 _TZ_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_+\-]{0,30}(/[A-Za-z0-9_+\-]{1,30}){0,2}$")
-
-# One read of the room's weeks: hourly counts per type and, from the same rows, the top chatters.
-_SCAN_SQL = """
-WITH counted AS (
-    SELECT date_trunc('hour', occurred_at AT TIME ZONE $4) AS local_hour, event_type AS type,
-           CASE WHEN event_type = 'chat.message' THEN actor_id END AS chatter, count(*) AS n,
-           sum(CASE WHEN event_type = 'gift.sent' THEN (payload->>'credits')::bigint END) AS credits
-      FROM events
-     WHERE room_id = $1 AND occurred_at >= $2 AND occurred_at < $3
-     GROUP BY GROUPING SETS ((1, 2), (3))
-)
-SELECT local_hour, type, NULL AS chatter, n, credits FROM counted WHERE local_hour IS NOT NULL
-UNION ALL
-(SELECT NULL, NULL, chatter, n, NULL FROM counted WHERE local_hour IS NULL AND chatter IS NOT NULL
-  ORDER BY n DESC, chatter LIMIT $5)
-"""
-#: The display name a chatter used last in the range (read only for the top chatters).
-_NAMES_SQL = """
-SELECT a.actor_id,
-       (SELECT e.payload->'actor'->>'display_name' FROM events e
-         WHERE e.room_id = $1 AND e.occurred_at >= $2 AND e.occurred_at < $3
-           AND e.actor_id = a.actor_id AND e.event_type = 'chat.message'
-         ORDER BY e.occurred_at DESC LIMIT 1) AS display_name
-  FROM unnest($4::text[]) AS a(actor_id)
-"""
 
 
 def _zone(raw: str | None) -> tuple[str, ZoneInfo]:
@@ -79,25 +56,49 @@ async def room_insights(call: Call) -> Response:
     asked = {"weeks": weeks, "tz": tz_name, "since": since.isoformat(), "until": now.isoformat()}
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
-        try:
-            rows = await conn.fetch(_SCAN_SQL, room_id, since, now, tz_name, TOP_CHATTERS)
-        except asyncpg.InvalidParameterValueError:
-            raise InvalidParameter(f"unknown time zone {tz_name!r}", details={"parameter": "tz"}) from None
-        hourly = [r for r in rows if r["local_hour"] is not None]
-        top = [r for r in rows if r["chatter"] is not None]
-        names = {
-            r["actor_id"]: r["display_name"]
-            for r in await conn.fetch(_NAMES_SQL, room_id, since, now, [r["chatter"] for r in top])
-        }
-        chatters = [
-            {"actor_id": r["chatter"], "n": r["n"], "display_name": names.get(r["chatter"])} for r in top
-        ]
-        body = summarize(hourly, chatters, first_day, weeks)
-        await call.audit(
+        summaries = await _summaries(call.state).summaries(
             conn,
-            call.entry(grant=grant, filters=asked, row_count=body["total"]),
+            room_id,
+            since.astimezone(UTC).date(),
+            now.astimezone(UTC).date(),
+            now.astimezone(UTC).date(),
         )
+        hourly, chatters = local_hours(summaries, zone, since, now)
+        body = summarize(hourly, chatters, first_day, weeks)
+        await call.audit(conn, call.entry(grant=grant, filters=asked, row_count=body["total"]))
     return JSONResponse({"room_id": room_id, "tz": tz_name, "since": since, "until": now, **body})
+
+
+def _summaries(state: ApiState) -> DaySummaries:
+    cache = state.extra.get("day_summaries")
+    if not isinstance(cache, DaySummaries):
+        cache = state.extra["day_summaries"] = DaySummaries()
+    return cache
+
+
+def local_hours(
+    summaries: dict[date, DaySummary], zone: ZoneInfo, since: datetime, until: datetime
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(local hour, type, count, credits) rows of the UTC hours in since..until, and the top chatters.
+
+    A UTC hour is counted in the local hour it starts in (exact wherever the offset is whole hours)."""
+    hourly: list[dict[str, Any]] = []
+    chat: dict[str, int] = {}
+    names: dict[str, tuple[date, str | None]] = {}
+    for day, summary in summaries.items():
+        start = day_start(day)
+        for (hour, etype), n in summary.hourly.items():
+            bucket = start + timedelta(hours=hour)
+            if since <= bucket + timedelta(minutes=59, seconds=59) and bucket < until:
+                local = bucket.astimezone(zone).replace(tzinfo=None)
+                credits = summary.credits.get(hour, 0) if etype == "gift.sent" else 0
+                hourly.append({"local_hour": local, "type": etype, "n": n, "credits": credits})
+        for actor, (n, name) in summary.chatters.items():
+            chat[actor] = chat.get(actor, 0) + n
+            if actor not in names or names[actor][0] < day:
+                names[actor] = (day, name)
+    top = sorted(chat.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_CHATTERS]
+    return hourly, [{"actor_id": a, "n": n, "display_name": names[a][1]} for a, n in top]
 
 
 def summarize(hourly: list[Any], chatters: list[Any], first_day: date, weeks: int) -> dict[str, Any]:
