@@ -12,7 +12,8 @@
      (busy rooms and days with at least 100 events, and random rooms);
    - calendar: GET /v1/session + GET /v1/rooms/{room}/days for 31 days (the 20 busiest rooms, the first
      view of each and again; random rooms);
-   - insights (4 weeks) and an event with its context, for the same rooms.
+   - insights (4 weeks; the 20 busiest rooms, first view and again; random rooms) and an event with its
+     context.
    Prints p50 / p99 / max server time per page.
 3. Page weight: every file the browser fetches for each page (HTML shell, CSS, icon, the JS modules it
    imports), bytes as served and gzipped, plus the JSON of a typical room.
@@ -161,10 +162,17 @@ async def measure(dsn: str, api_dsn: str, schema: str, samples: int) -> None:
         picks = [f"room-{rng.randrange(20, rooms_total)}" for _ in range(samples)]
         cal_random = [(await console.page(owner(room), calendar(room)))[0] for room in picks]
         report("calendar (31 days), random room, first view", cal_random)
-        insights = [(await console.page(owner(f"room-{i % 20}"), (f"/v1/rooms/room-{i % 20}/insights",
-                                                                   {"weeks": 4, "tz": "Europe/Berlin"})))[0]
-                    for i in range(max(20, samples // 10))]  # fmt: skip
-        report("insights (4 weeks), 20 busiest rooms", insights)
+
+        def insights(room: str) -> tuple[str, dict[str, Any]]:
+            return f"/v1/rooms/{room}/insights", {"weeks": 4, "tz": "Europe/Berlin"}
+
+        ins_cold = [(await console.page(owner(f"room-{i}"), insights(f"room-{i}")))[0] for i in range(20)]
+        report("insights (4 weeks), 20 busiest rooms, first view", ins_cold)
+        ins_warm = [(await console.page(owner(f"room-{i % 20}"), insights(f"room-{i % 20}")))[0]
+                    for i in range(40)]  # fmt: skip
+        report("insights (4 weeks), 20 busiest rooms, again", ins_warm)
+        ins_random = [(await console.page(owner(room), insights(room)))[0] for room in picks[:50]]
+        report("insights (4 weeks), random room, first view", ins_random)
         around = f"/v1/rooms/{one['room_id']}/events/{one['event_id']}/context"
         context = [(await console.page(owner(one["room_id"]), (around, {})))[0]
                    for _ in range(max(20, samples // 10))]  # fmt: skip
