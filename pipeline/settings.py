@@ -68,6 +68,14 @@ class Settings:
     #: Replication of the topics roomlogs creates (events, dead letters, the worker app's own).
     #: 3 in production.
     kafka_replication_factor: int = 1
+    #: Consumer-group session timeout of the ingest workers: how long a dead worker's partitions wait
+    #: before they move (Apache Kafka's default minimum is 6 s).
+    kafka_session_timeout_seconds: float = 6.0
+    #: Static group membership (KIP-345): a restarted worker takes its partitions back at once instead of
+    #: the group waiting for its old self to time out. Needs a stable, unique id per worker.
+    kafka_static_membership: bool = True
+    #: This worker's static member id; empty: `roomlogs worker` uses "<host name>-<metrics port>".
+    kafka_group_instance_id: str = ""
     # --- Kafka security: pipeline/kafka_client.py turns these into the arguments of every Kafka client ---
     #: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.
     kafka_security_protocol: str = "PLAINTEXT"

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -115,6 +116,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
     if not settings.postgres_dsn:
         raise RoomlogsError("ROOMLOGS_POSTGRES_DSN is not set (`roomlogs up` starts a stack with one)")
+    if settings.kafka_static_membership and not settings.kafka_group_instance_id:
+        # stable across restarts of this worker, different for two workers (they cannot share a port)
+        settings = settings.replace(kafka_group_instance_id=f"{socket.gethostname()}-{settings.metrics_port}")
     asyncio.run(preflight(settings))  # a setting that cannot work: one line and exit 2, not a traceback
     app = create_app(settings)
     worker = faust.Worker(

@@ -49,6 +49,9 @@ from pipeline.storage.writer import BatchWriter
 log = logging.getLogger("roomlogs.ingest")
 
 _RETENTION_REFRESH_SECONDS = 30.0
+#: Readiness probes: each check's time limit, and how long an answer is reused (probes come often).
+_PROBE_SECONDS = 2.0
+_PROBE_CACHE_SECONDS = 1.0
 
 
 def utc_now() -> datetime:
@@ -117,6 +120,8 @@ class IngestService:
         self._dropped_through: dict[str, date] = {}
         self._retention_loaded_at = 0.0
         self._paused = False
+        self._readiness: dict[str, Any] = {}
+        self._readiness_at = 0.0
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
         self._written: dict[int, int] = {}
         #: Totals since start (also exported as metrics); handy for tests, the demo and the benchmark.
@@ -161,6 +166,9 @@ class IngestService:
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             max_poll_interval_ms=300_000,
+            session_timeout_ms=int(s.kafka_session_timeout_seconds * 1000),
+            heartbeat_interval_ms=max(100, int(s.kafka_session_timeout_seconds * 1000 / 6)),
+            group_instance_id=s.kafka_group_instance_id if s.kafka_static_membership else None,
         )
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
@@ -229,6 +237,47 @@ class IngestService:
             await asyncio.wait_for(self._finish_pending(), s.shutdown_drain_seconds)
         finally:
             self._stopped.set()
+
+    async def readiness(self) -> dict[str, Any]:
+        """Can this worker ingest right now? Checked live (bounded by `_PROBE_SECONDS` each), for /readyz.
+
+        Not ready: ingest paused for an outage, PostgreSQL unreachable, or no Kafka broker answering.
+        Having no partitions is not a failure (a group with more workers than partitions has idle ones).
+        """
+        now = time.monotonic()
+        if now - self._readiness_at < _PROBE_CACHE_SECONDS and self._readiness:
+            return self._readiness
+        postgres, kafka = await asyncio.gather(self._probe_postgres(), self._probe_kafka())
+        consumer = self._consumer
+        state = {
+            "ready": not self._paused and postgres is None and kafka is None,
+            "paused": self._paused,
+            "postgres": "ok" if postgres is None else postgres,
+            "kafka": "ok" if kafka is None else kafka,
+            "partitions": sorted(tp.partition for tp in consumer.assignment()) if consumer else [],
+        }
+        self._readiness, self._readiness_at = state, now
+        return state
+
+    async def _probe_postgres(self) -> str | None:
+        try:
+            async with asyncio.timeout(_PROBE_SECONDS):
+                async with self._pool.acquire() as conn:
+                    await conn.fetchval("SELECT 1")
+        except CONNECTION_ERRORS as e:  # TimeoutError among them
+            return f"unreachable: {type(e).__name__}"
+        return None
+
+    async def _probe_kafka(self) -> str | None:
+        producer = self._producer
+        if producer is None:
+            return "not started"
+        try:
+            async with asyncio.timeout(_PROBE_SECONDS):
+                ok = await producer.client.fetch_all_metadata()
+        except (TimeoutError, KafkaError, OSError) as e:
+            return f"unreachable: {type(e).__name__}"
+        return None if ok is not None else "unreachable: no metadata"
 
     @property
     def write_in_flight(self) -> bool:

@@ -23,7 +23,6 @@ from pipeline.events.reasons import Invalid
 from pipeline.ingest.rooms import RoomDirectory
 from pipeline.storage.batch import DeadLetter, RoomChange, WriteBatch
 from pipeline.storage.deletions import Deletions
-from pipeline.storage.event_ids import conflicting_copy
 
 
 class KafkaRecord(Protocol):
@@ -135,20 +134,25 @@ def build_batch(
     expired = stats.expired_by_class
     class_of = rooms.class_of
     far_past = date.min
-    #: event id -> (digest, event time) of its first copy in this batch, whatever became of it
-    seen: dict[str, tuple[bytes, datetime]] = {}
+    #: event id -> digests of the copies met in this batch (the first is the one that may become a row)
+    seen: dict[str, set[bytes]] = {}
     for partition, offset, ev in pass1.events:
         event_id = ev[0]
         digest = content_digest(ev)
         earlier = seen.get(event_id)
         if earlier is not None:
-            if earlier[0] == digest:
+            if digest in earlier:
                 stats.duplicates += 1
-            else:
-                row = (event_id, ev[1], "", ev[2], ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
-                batch.dead_letters.append(conflicting_copy(row, now, pass1.topic, earlier[1]))
+            else:  # other content: only the stored copy can say which stands (the writer compares)
+                earlier.add(digest)
+                batch.variants.append(
+                    (
+                        (event_id, ev[1], "", ev[2], ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset),
+                        digest,
+                    )
+                )
             continue  # before its room change: a copy never moves room state twice, a conflicting one never
-        seen[event_id] = (digest, ev[1])
+        seen[event_id] = {digest}
         room_id = ev[2]
         change = ev[8]  # ev[ROOM_CHANGE]
         if change is not None:

@@ -107,6 +107,22 @@ async def register(conn: asyncpg.Connection, entries: Sequence[tuple[str, dateti
     return out
 
 
+async def stored_copies(
+    conn: asyncpg.Connection, event_ids: Sequence[str]
+) -> dict[str, tuple[bytes, datetime]]:
+    """{event id: (digest, event time)} of the registered copies among `event_ids`."""
+    rows = await conn.fetch(
+        "SELECT event_id::text AS id, digest, occurred_at FROM event_ids WHERE event_id = ANY($1::uuid[])",
+        list(event_ids),
+    )
+    return {r["id"]: (r["digest"], r["occurred_at"]) for r in rows}
+
+
+def same_content(stored_digest: bytes, digest: bytes) -> bool:
+    """An empty stored digest (an event stored before fingerprints existed) matches any copy."""
+    return stored_digest == digest or not stored_digest
+
+
 async def forget(conn: asyncpg.Connection, event_ids: Sequence[str]) -> None:
     """Un-register ids whose rows PostgreSQL refused in this transaction (a valid copy may come later)."""
     if event_ids:
@@ -130,7 +146,7 @@ async def prune(conn: asyncpg.Connection, before: datetime, *, chunk_rows: int =
 
 
 def conflicting_copy(
-    row: tuple[Any, ...], received_at: datetime, topic: str, stored_occurred_at: datetime
+    row: tuple[Any, ...], received_at: datetime, topic: str, stored_occurred_at: datetime | None
 ) -> DeadLetter:
     """The dead letter of a copy (an `events` row, EVENT_COLUMNS order) of a stored event with other content.
 
@@ -149,10 +165,13 @@ def conflicting_copy(
             "payload": orjson.Fragment(row[ROW_PAYLOAD]),
         }
     )
-    detail = (
-        f"event {event_id} was stored before with other content (stored copy occurred_at "
-        f"{stored_occurred_at.isoformat()}, this copy {occurred_at.isoformat()}); the stored copy stands"
-    )
+    if stored_occurred_at is None:  # its first copy in the batch was not stored (expired or deleted)
+        detail = f"event {event_id} came twice in one batch with different content; neither was stored"
+    else:
+        detail = (
+            f"event {event_id} was stored before with other content (stored copy occurred_at "
+            f"{stored_occurred_at.isoformat()}, this copy {occurred_at.isoformat()}); the stored copy stands"
+        )
     return DeadLetter(
         received_at,
         Reason.CONFLICTING_DUPLICATE.value,

@@ -119,6 +119,11 @@ class BatchWriter:
                 )
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome)
+            variants = batch.variants
+            if fenced:
+                variants = [v for v in variants if v[0][ROW_OFFSET] >= fenced.get(v[0][ROW_PARTITION], -1)]
+            if variants:
+                await self._settle_variants(conn, variants, batch.topic, received_at, outcome)
             if outcome.rejected_event_ids:
                 await event_ids.forget(conn, outcome.rejected_event_ids)
             extra = [*outcome.conflicts, *outcome.rejected]
@@ -158,6 +163,31 @@ class BatchWriter:
                 kept_rows.append(r)
                 kept_digests.append(d)
         return kept_rows, kept_digests
+
+    async def _settle_variants(
+        self,
+        conn: asyncpg.Connection,
+        variants: list[tuple[tuple[Any, ...], bytes]],
+        topic: str,
+        received_at: datetime,
+        outcome: WriteOutcome,
+    ) -> None:
+        """Copies whose content differs from their batch's first copy: duplicates of the copy stored (this
+        batch's or an earlier one), or conflicting duplicates. Rare: one query when there are any."""
+        stored = await event_ids.stored_copies(conn, [row[ROW_EVENT_ID] for row, _ in variants])
+        covers = self.deletions.covers
+        for row, digest in variants:
+            gone = covers(row[ROW_ROOM_ID], row[ROW_EVENT_TYPE], row[ROW_ACTOR_ID], row[ROW_OCCURRED_AT])
+            if gone:
+                outcome.suppressed[gone] = outcome.suppressed.get(gone, 0) + 1
+                continue
+            held = stored.get(row[ROW_EVENT_ID])
+            if held is not None and event_ids.same_content(held[0], digest):
+                outcome.duplicates += 1
+            else:
+                outcome.conflicts.append(
+                    conflicting_copy(row, received_at, topic, held[1] if held is not None else None)
+                )
 
     async def _register(
         self,
