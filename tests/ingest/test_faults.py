@@ -10,10 +10,12 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 import uuid_utils
@@ -107,22 +109,36 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
     events = list(chat_events(60_000))
     await produce(s, [(k, v) for _, k, v in events])
 
-    kills = []
-    for round_no, threshold in enumerate((8_000, 30_000)):
+    kills: list[int] = []
+    resumed_after: list[float] = []  # seconds from a restart to its first write
+    for round_no, threshold in enumerate((8_000, 30_000, 45_000)):
+        before = await count(s)
+        started = time.monotonic()
         proc = start_worker(s, tmp_path, round_no)
         try:
+            await wait_for_count(s, before + 1, proc, within_seconds=120)
+            resumed_after.append(time.monotonic() - started)
             kills.append(await wait_for_count(s, threshold, proc, within_seconds=120))
         finally:
             proc.send_signal(signal.SIGKILL)
             proc.wait()
     assert kills[0] < len(events), "the first kill must land mid-stream"
 
+    started, before = time.monotonic(), await count(s)
     proc = start_worker(s, tmp_path, 9)
     try:
+        await wait_for_count(s, before + 1, proc, within_seconds=120)
+        resumed_after.append(time.monotonic() - started)
         assert await wait_caught_up(s, 180, progress=False)
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "worker-9.log").read_text()[-3000:]
+    # the first start forms the group; every later one follows a kill -9 of the previous worker
+    print(
+        "\nkill -9 recovery (embedded broker): seconds from restart to first write after each kill:",
+        ", ".join(f"{t:.1f}" for t in resumed_after[1:]),
+        f"(first start {resumed_after[0]:.1f})",
+    )
 
     ids = await stored_ids(s)
     assert len(ids) == len(events), f"killed at {kills} rows"
@@ -160,3 +176,41 @@ async def test_postgres_outage_mid_stream_pauses_and_loses_nothing(
     assert len(ids) == len(events)
     assert set(ids) == {eid for eid, _, _ in events}
     assert await count(s, "dead_letters") == 0
+
+
+async def test_readiness_follows_postgres_while_liveness_stays(
+    ingest_settings: Settings, tmp_path: Path, postgres_server: Any
+) -> None:
+    """An orchestrator must route around a worker that cannot ingest, and must not restart one that is
+    correctly waiting for PostgreSQL to come back."""
+    port = free_port()
+    own = ingest_settings.replace(metrics_port=port, worker_data_dir=str(tmp_path / "w"))
+    proc = spawn_worker(own, tmp_path / "worker.log")
+
+    async def until(path: str, status: int, within_seconds: float = 90) -> dict[str, Any]:
+        deadline = asyncio.get_running_loop().time() + within_seconds
+        while True:
+            assert proc.poll() is None, (tmp_path / "worker.log").read_text()[-3000:]
+            with contextlib.suppress(httpx.TransportError):
+                r = await http.get(path)
+                if r.status_code == status:
+                    return dict(r.json())
+            assert asyncio.get_running_loop().time() < deadline, f"{path} never answered {status}"
+            await asyncio.sleep(0.2)
+
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+            ready = await until("/readyz", 200)
+            assert (ready["postgres"], ready["kafka"], ready["paused"]) == ("ok", "ok", False)
+            await asyncio.to_thread(postgres_server.stop)  # skips the test when the server is not ours
+            try:
+                down = await until("/readyz", 503)
+                assert down["postgres"].startswith("unreachable"), down
+                assert (await http.get("/livez")).status_code == 200, "waiting out an outage is alive"
+                assert (await http.get("/health")).status_code == 503
+            finally:
+                await asyncio.to_thread(postgres_server.restart)
+            await until("/readyz", 200)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
