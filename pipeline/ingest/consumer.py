@@ -342,6 +342,9 @@ class IngestService:
         for reason, n in outcome.suppressed.items():
             m.suppressed.labels(reason).inc(n)
             self.totals["suppressed"] += n
+        for cls, n in outcome.expired.items():
+            m.expired.labels(cls).inc(n)
+            self.totals["expired"] += n
         self.totals["dead_lettered"] += outcome.dead_lettered
         if outcome.outboxed and self.mirror is not None:
             self.mirror.wake()

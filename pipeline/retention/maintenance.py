@@ -50,8 +50,9 @@ from pipeline.retention.report import (
 )
 from pipeline.retention.status import observe
 from pipeline.settings import Settings
+from pipeline.storage import event_ids
 from pipeline.storage.db import CONNECTION_ERRORS
-from pipeline.storage.partitions import PartitionManager
+from pipeline.storage.partitions import PartitionManager, day_start
 
 __all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "run_maintenance"]
 
@@ -187,6 +188,7 @@ async def _enforce(
         await drop_expired(conn, plan, run_id, metrics, report, lock_timeout_ms)
         if plan.held_expired:
             await purge_released_holds(conn, plan, run_id, metrics, report, lock_timeout_ms)
+        await _prune_event_ids(conn, report)
     except Exception as e:
         # Record the failure when the connection still works; the error itself is reported by maintain().
         if not isinstance(e, CONNECTION_ERRORS):
@@ -218,6 +220,20 @@ async def _finish(conn: asyncpg.Connection, report: MaintenanceReport, *, outcom
         rows_held=report.rows_held,
         detail=detail[:2000],
     )
+
+
+async def _prune_event_ids(conn: asyncpg.Connection, report: MaintenanceReport) -> None:
+    """Forget ids of events no class could accept again: older than the longest retention, and a day.
+
+    The registry (pipeline/storage/event_ids.py) holds ids, times and fingerprints, no log content; it is
+    pruned row by row (in chunks) because a partitioned table could not keep an id unique on its own.
+    """
+    classes = await load_classes(conn)
+    if not classes:
+        return
+    longest = max(c.retention_days for c in classes.values())
+    cutoff = day_start(report.as_of - timedelta(days=longest + 1))
+    report.ids_pruned = await event_ids.prune(conn, cutoff)
 
 
 async def _premake(

@@ -89,6 +89,8 @@ class MaintenanceReport:
     would_purge_held: list[PurgedHeld] = field(default_factory=list)
     #: leaves under no retention rule (never dropped automatically): "name: why"
     unruled: list[str] = field(default_factory=list)
+    #: event-id registry entries pruned (events older than the longest retention)
+    ids_pruned: int = 0
     duration_seconds: float = 0.0
 
     @property
@@ -133,6 +135,8 @@ class MaintenanceReport:
         for p in purged:
             lines.append(f"{verb} {p.rows} preserved rows of released holds ({p.retention_class}, {p.day})")
         lines.extend(f.render() for f in self.deferred)
+        if self.ids_pruned:
+            lines.append(f"forgot {self.ids_pruned} event ids older than the longest retention")
         if not drops and not purged and not self.deferred and not self.error:
             lines.append("nothing has expired")
         for u in self.unruled:

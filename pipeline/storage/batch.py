@@ -120,6 +120,8 @@ class WriteOutcome:
     conflicting_rooms: set[str] = field(default_factory=set)
     #: Events an authorized deletion made known inside this transaction covers, by reason.
     suppressed: dict[str, int] = field(default_factory=dict)
+    #: Events of a day retention was dropping as the batch was written, by class (counted as expired).
+    expired: dict[str, int] = field(default_factory=dict)
     dead_lettered: int = 0
     partitions_created: int = 0
     write_seconds: float = 0.0

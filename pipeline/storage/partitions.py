@@ -63,12 +63,15 @@ class PartitionManager:
         self._events: set[tuple[str, date]] = set()
         self._classes: set[str] = set()
         self._dead_letters: set[date] = set()
+        #: (class, day) whose table retention has detached and is about to drop: never written again
+        self.retiring: set[tuple[str, date]] = set()
 
     def forget(self) -> None:
         """Drop the cache (after retention dropped partitions, or on a reconnect)."""
         self._events.clear()
         self._classes.clear()
         self._dead_letters.clear()
+        self.retiring.clear()
 
     async def load(self, conn: asyncpg.Connection) -> None:
         rows = await conn.fetch(
@@ -77,7 +80,7 @@ class PartitionManager:
                  JOIN pg_class c ON c.oid = i.inhrelid
                  JOIN pg_class p ON p.oid = i.inhparent
                  JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = current_schema()"""
+                WHERE n.nspname = current_schema() AND NOT i.inhdetachpending"""
         )
         self.forget()
         for r in rows:
@@ -105,14 +108,13 @@ class PartitionManager:
         """Create the partitions these (class, day) pairs and dead-letter days need; return how many."""
         made = 0
         for cls, day in sorted(self.missing(event_days)):
-            made += await self._create_event_day(conn, cls, day)
+            try:
+                made += await self._create_event_day(conn, cls, day)
+            except PartitionRetiringError:
+                self.retiring.add((cls, day))
         for day in sorted(set(dead_letter_days) - self._dead_letters):
-            made += await self._create(
-                conn,
-                dead_letter_partition(day),
-                "dead_letters",
-                day,
-            )
+            # a dead-letter day being dropped is days old; dead letters are dated by their arrival
+            made += await self._create(conn, dead_letter_partition(day), "dead_letters", day)
             self._dead_letters.add(day)
         return made
 
@@ -128,29 +130,67 @@ class PartitionManager:
     async def _create_event_day(self, conn: asyncpg.Connection, cls: str, day: date) -> int:
         made = 0
         if cls not in self._classes:
-            table = class_table(cls)
-            await _ddl(
+            made += await self._attach_new(
                 conn,
-                f"CREATE TABLE IF NOT EXISTS {table} PARTITION OF events "
-                f"FOR VALUES IN ('{cls}') PARTITION BY RANGE (occurred_at)",
+                class_table(cls),
+                "events",
+                f"FOR VALUES IN ('{cls}')",
+                partitioned_by="RANGE (occurred_at)",
             )
             self._classes.add(cls)
-            made += 1
         made += await self._create(conn, event_partition(cls, day), class_table(cls), day)
         self._events.add((cls, day))
         return made
 
     async def _create(self, conn: asyncpg.Connection, name: str, parent: str, day: date) -> int:
+        """Create day partition `name` of `parent` without making ingest wait.
+
+        `CREATE TABLE ... PARTITION OF` takes ACCESS EXCLUSIVE on the parent: behind any reader of the parent
+        it would wait, and every COPY into the parent would queue behind it. A new table attached with
+        `ATTACH PARTITION` takes only SHARE UPDATE EXCLUSIVE on the parent, which neither readers nor
+        writers conflict with (PostgreSQL 12+); attaching an empty table scans nothing.
+        """
         lo = day_start(day).isoformat()
         hi = day_start(day + timedelta(days=1)).isoformat()
-        exists = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", name)
-        if exists:
+        return await self._attach_new(conn, name, parent, f"FOR VALUES FROM ('{lo}') TO ('{hi}')")
+
+    async def _attach_new(
+        self, conn: asyncpg.Connection, name: str, parent: str, bounds: str, *, partitioned_by: str = ""
+    ) -> int:
+        attached = await _attached(conn, name)
+        if attached is True:
             return 0
-        await _ddl(
-            conn,
-            f"CREATE TABLE IF NOT EXISTS {name} PARTITION OF {parent} FOR VALUES FROM ('{lo}') TO ('{hi}')",
-        )
+        if attached is False:  # detached by retention (pipeline/retention/detach.py), about to be dropped
+            raise PartitionRetiringError(name)
+        sub = f" PARTITION BY {partitioned_by}" if partitioned_by else ""
+        try:
+            async with conn.transaction():
+                await conn.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
+                await conn.execute(
+                    f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS){sub}"
+                )
+                await conn.execute(f"ALTER TABLE {parent} ATTACH PARTITION {name} {bounds}")
+        except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+            # another worker created it between our check and our CREATE: the outcome we wanted, if attached
+            if await _attached(conn, name) is False:
+                raise PartitionRetiringError(name) from None
+            return 0
         return 1
+
+
+class PartitionRetiringError(Exception):
+    """A day partition's table exists but is detached: retention is dropping it (its day has expired)."""
+
+
+async def _attached(conn: asyncpg.Connection, name: str) -> bool | None:
+    """True: `name` is a partition; False: a table, not (or no longer) attached; None: no such table."""
+    state: bool | None = await conn.fetchval(
+        """SELECT c.relispartition AND NOT coalesce(i.inhdetachpending, false)
+             FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
+            WHERE c.oid = to_regclass($1)""",
+        name,
+    )
+    return state
 
 
 async def _ddl(conn: asyncpg.Connection, sql: str) -> None:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 import asyncpg
@@ -34,6 +34,7 @@ from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
     ROW_ACTOR_ID,
+    ROW_CLASS,
     ROW_EVENT_ID,
     ROW_EVENT_TYPE,
     ROW_OCCURRED_AT,
@@ -48,7 +49,7 @@ from pipeline.storage.batch import (
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.event_ids import conflicting_copy
-from pipeline.storage.partitions import PartitionManager
+from pipeline.storage.partitions import PartitionManager, day_of
 from pipeline.storage.rooms import Classify, ClassRule, apply_room_changes
 
 #: Errors that mean "this row is unacceptable" (data exceptions and integrity violations other than
@@ -110,6 +111,8 @@ class BatchWriter:
                 dead_letters = [d for d in dead_letters if d.src_offset >= fenced.get(d.src_partition, -1)]
                 changes = [c for c in changes if c.src_offset >= fenced.get(c.src_partition, -1)]
                 outcome.fenced = len(batch.rows) + len(batch.dead_letters) - len(rows) - len(dead_letters)
+            if self._partitions.retiring and rows:
+                rows, digests = _not_retiring(rows, digests, self._partitions.retiring, outcome)
             # No deletion can commit from here to our commit; one committed before is seen now.
             if await self.deletions.hold_and_refresh(conn) and rows:
                 rows, digests = self._not_deleted(rows, digests, outcome)
@@ -303,3 +306,18 @@ def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: s
         None,
         None,
     )
+
+
+def _not_retiring(
+    rows: list[tuple[Any, ...]], digests: list[bytes], retiring: set[tuple[str, date]], outcome: WriteOutcome
+) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+    """Rows of a day retention is dropping right now are expired (its clock got there before ours)."""
+    kept_rows, kept_digests = [], []
+    for r, d in zip(rows, digests, strict=True):
+        cls = r[ROW_CLASS]
+        if (cls, day_of(r[ROW_OCCURRED_AT])) in retiring:
+            outcome.expired[cls] = outcome.expired.get(cls, 0) + 1
+        else:
+            kept_rows.append(r)
+            kept_digests.append(d)
+    return kept_rows, kept_digests
