@@ -392,9 +392,6 @@ class IngestService:
         for reason, n in stats.suppressed_by_reason.items():
             m.suppressed.labels(reason).inc(n)
             self.totals["suppressed"] += n
-        if stats.duplicates:
-            m.duplicates.inc(stats.duplicates)
-            self.totals["duplicates"] += stats.duplicates
         dropped = self.normalizer.dropped_fields
         if dropped:
             for etype, n in dropped.items():

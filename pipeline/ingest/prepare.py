@@ -17,7 +17,6 @@ from datetime import date, datetime
 from typing import Any, Protocol
 
 from pipeline.events.deadletter import keep, safe_detail
-from pipeline.events.identity import content_digest
 from pipeline.events.normalize import Normalized, Normalizer
 from pipeline.events.reasons import Invalid
 from pipeline.ingest.rooms import RoomDirectory
@@ -54,8 +53,6 @@ class BatchStats:
     expired_by_class: Counter[str] = field(default_factory=Counter)
     #: Events an authorized deletion covers (a replay of deleted logs), by reason.
     suppressed_by_reason: Counter[str] = field(default_factory=Counter)
-    #: Copies of an event seen earlier in the same batch with the same content.
-    duplicates: int = 0
 
 
 #: Records normalized between two yields to the event loop. The previous batch's COPY is streamed by the
@@ -129,30 +126,21 @@ def build_batch(
     )
     stats = BatchStats()
     rows = batch.rows
-    digests = batch.digests
     days = batch.event_days
     expired = stats.expired_by_class
     class_of = rooms.class_of
     far_past = date.min
-    #: event id -> digests of the copies met in this batch (the first is the one that may become a row)
-    seen: dict[str, set[bytes]] = {}
+    #: event ids met in this batch: a later copy is settled by the writer against the copy that is stored
+    #: (the first copy itself may turn out to conflict with an earlier batch's)
+    seen: set[str] = set()
     for partition, offset, ev in pass1.events:
         event_id = ev[0]
-        digest = content_digest(ev)
-        earlier = seen.get(event_id)
-        if earlier is not None:
-            if digest in earlier:
-                stats.duplicates += 1
-            else:  # other content: only the stored copy can say which stands (the writer compares)
-                earlier.add(digest)
-                batch.variants.append(
-                    (
-                        (event_id, ev[1], "", ev[2], ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset),
-                        digest,
-                    )
-                )
+        if event_id in seen:
+            batch.variants.append(
+                (event_id, ev[1], "", ev[2], ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
+            )
             continue  # before its room change: a copy never moves room state twice, a conflicting one never
-        seen[event_id] = {digest}
+        seen.add(event_id)
         room_id = ev[2]
         change = ev[8]  # ev[ROOM_CHANGE]
         if change is not None:
@@ -171,7 +159,6 @@ def build_batch(
         rows.append(
             (event_id, occurred_at, cls, room_id, ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
         )
-        digests.append(digest)
     if batch.dead_letters:
         batch.dead_letter_days.add(now.date())
         stats.dead_lettered_by_reason.update(d.reason for d in batch.dead_letters)

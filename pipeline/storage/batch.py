@@ -85,17 +85,15 @@ class WriteBatch:
 
     `next_offsets[p]` is the offset after the last record of partition p in this batch; `first_offsets[p]`
     is the first. Together they let the writer fence off records that an earlier transaction already wrote.
-    `digests[i]` is the content fingerprint of `rows[i]` (pipeline.events.identity); an event id appears at
-    most once in `rows`.
+    An event id appears at most once in `rows`.
     """
 
     topic: str
     consumer_group: str
     rows: list[tuple[Any, ...]] = field(default_factory=list)
-    digests: list[bytes] = field(default_factory=list)
-    #: Further copies of an event id of this batch with other content than its first copy: (row, digest).
-    #: Each is a duplicate or a conflicting duplicate depending on the copy that is stored.
-    variants: list[tuple[tuple[Any, ...], bytes]] = field(default_factory=list)
+    #: Further copies of an event id of this batch (rows). Each is a duplicate or a conflicting duplicate,
+    #: depending on the copy that is stored (this batch's first, or an earlier batch's).
+    variants: list[tuple[Any, ...]] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     room_changes: list[RoomChange] = field(default_factory=list)
     first_offsets: dict[int, int] = field(default_factory=dict)

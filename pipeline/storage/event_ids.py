@@ -2,12 +2,18 @@
 
 The `events` key is (retention class, event time, event id), as a partitioned table's key must include the
 partition columns; it cannot see a copy re-delivered after its room changed class, or a copy with another
-timestamp. Every id the writer stores is registered here first, in the batch's transaction, with the
-content fingerprint of the copy stored; a later copy is a duplicate (same fingerprint: skipped and counted)
-or a conflicting duplicate (dead-lettered by the caller).
+timestamp. Every id the writer stores is registered here first, in the batch's transaction, with the event
+time of the copy stored. A later copy of a registered id is compared with the stored row (`settle`): the
+same content is a duplicate (skipped and counted), other content a conflicting duplicate (dead-lettered by
+the caller). The usual path costs one binary COPY of (id, time) per batch; comparing happens only for ids
+seen before.
 
-Who calls it: the batch writer (`register`), and maintenance (`prune`: ids whose event time is older than
-the longest retention, which no replay can bring back anyway because every class's horizon refuses them).
+"Content" is what the normalizer keeps of an event: event time, room, type, actor, target, text and
+payload; not its retention class, Kafka coordinates or the JSON spelling it arrived in.
+
+Who calls it: the batch writer (`register`, `settle`), and maintenance (`prune`: ids whose event time is
+older than the longest retention, which no replay can bring back because every class's horizon refuses
+them).
 """
 
 from __future__ import annotations
@@ -43,13 +49,12 @@ class Registration:
     """Positions (into the sequence given to `register`) by outcome."""
 
     new: list[int] = field(default_factory=list)
-    duplicates: list[int] = field(default_factory=list)
-    #: position -> event time of the copy stored earlier
-    conflicts: dict[int, datetime] = field(default_factory=dict)
+    #: position -> event time of the copy registered earlier
+    known: dict[int, datetime] = field(default_factory=dict)
 
 
-async def register(conn: asyncpg.Connection, entries: Sequence[tuple[str, datetime, bytes]]) -> Registration:
-    """Register (event_id, occurred_at, digest) entries inside the caller's transaction.
+async def register(conn: asyncpg.Connection, entries: Sequence[tuple[str, datetime]]) -> Registration:
+    """Register (event_id, occurred_at) entries inside the caller's transaction.
 
     Ids must be unique within `entries` (the batch builder sees to it). Fast path: a binary COPY straight
     into the registry. When an id is already there, a savepoint undoes that and the slow path sorts the
@@ -61,7 +66,7 @@ async def register(conn: asyncpg.Connection, entries: Sequence[tuple[str, dateti
     try:
         async with conn.transaction():
             await conn.copy_records_to_table(
-                "event_ids", records=entries, columns=("event_id", "occurred_at", "digest")
+                "event_ids", records=entries, columns=("event_id", "occurred_at")
             )
     except asyncpg.UniqueViolationError:
         pass
@@ -70,18 +75,16 @@ async def register(conn: asyncpg.Connection, entries: Sequence[tuple[str, dateti
         return out
     await conn.execute(
         f"""CREATE TEMP TABLE IF NOT EXISTS {_STAGING}
-            (pos integer, event_id uuid, occurred_at timestamptz, digest bytea) ON COMMIT DELETE ROWS"""
+            (pos integer, event_id uuid, occurred_at timestamptz) ON COMMIT DELETE ROWS"""
     )
     await conn.execute(f"TRUNCATE {_STAGING}")
     await conn.copy_records_to_table(
-        _STAGING,
-        records=[(i, *e) for i, e in enumerate(entries)],
-        columns=("pos", "event_id", "occurred_at", "digest"),
+        _STAGING, records=[(i, *e) for i, e in enumerate(entries)], columns=("pos", "event_id", "occurred_at")
     )
     inserted = await conn.fetch(
         f"""WITH ins AS (
-                INSERT INTO event_ids (event_id, occurred_at, digest)
-                SELECT event_id, occurred_at, digest FROM {_STAGING}
+                INSERT INTO event_ids (event_id, occurred_at)
+                SELECT event_id, occurred_at FROM {_STAGING}
                 ON CONFLICT (event_id) DO NOTHING
                 RETURNING event_id)
             SELECT s.pos FROM {_STAGING} s JOIN ins USING (event_id)"""
@@ -90,37 +93,100 @@ async def register(conn: asyncpg.Connection, entries: Sequence[tuple[str, dateti
     fresh = set(out.new)
     # a new statement, a new snapshot: it sees ids another transaction committed while we waited on them
     known = await conn.fetch(
-        f"""SELECT s.pos, (e.digest = s.digest OR e.digest = ''::bytea) AS same, e.occurred_at
-              FROM {_STAGING} s JOIN event_ids e USING (event_id)
+        f"""SELECT s.pos, e.occurred_at FROM {_STAGING} s JOIN event_ids e USING (event_id)
              WHERE s.pos <> ALL($1::int[])""",
         list(fresh),
     )
-    for r in known:
-        if r["same"]:
-            out.duplicates.append(r["pos"])
-        else:
-            out.conflicts[r["pos"]] = r["occurred_at"]
-    # an id neither inserted nor found was pruned meanwhile: older than every horizon, so not stored
-    placed = fresh | set(out.conflicts) | {r["pos"] for r in known}
-    out.duplicates.extend(i for i in range(len(entries)) if i not in placed)
-    out.duplicates.sort()
+    out.known = {r["pos"]: r["occurred_at"] for r in known}
     return out
 
 
-async def stored_copies(
-    conn: asyncpg.Connection, event_ids: Sequence[str]
-) -> dict[str, tuple[bytes, datetime]]:
-    """{event id: (digest, event time)} of the registered copies among `event_ids`."""
+async def stored_times(conn: asyncpg.Connection, event_ids: Sequence[str]) -> dict[str, datetime]:
+    """{event id: event time of the registered copy} for those of `event_ids` that are registered."""
     rows = await conn.fetch(
-        "SELECT event_id::text AS id, digest, occurred_at FROM event_ids WHERE event_id = ANY($1::uuid[])",
+        "SELECT event_id::text AS id, occurred_at FROM event_ids WHERE event_id = ANY($1::uuid[])",
         list(event_ids),
     )
-    return {r["id"]: (r["digest"], r["occurred_at"]) for r in rows}
+    return {r["id"]: r["occurred_at"] for r in rows}
 
 
-def same_content(stored_digest: bytes, digest: bytes) -> bool:
-    """An empty stored digest (an event stored before fingerprints existed) matches any copy."""
-    return stored_digest == digest or not stored_digest
+async def settle(
+    conn: asyncpg.Connection, copies: Sequence[tuple[tuple[Any, ...], datetime | None]]
+) -> tuple[list[tuple[Any, ...]], list[tuple[tuple[Any, ...], datetime | None]]]:
+    """Sort copies of registered ids (an `events` row each, with the registered copy's event time) into
+    (duplicates, conflicts).
+
+    A copy is a duplicate when the stored row (found by the copy's room, the registered time and the id,
+    through the room index) has the same content. Not finding it means another room or time, a conflict,
+    unless the id is registered with no row left (retention or an authorized deletion removed it; the
+    caller refuses those copies before this), which also counts as a duplicate: the event was stored once.
+    """
+    lookup = [(row[ROW_ROOM_ID], row[ROW_EVENT_ID], at) for row, at in copies if at is not None]
+    stored: dict[tuple[str, str], tuple[Any, ...]] = {}
+    gone: set[str] = set()
+    if lookup:
+        rows = await conn.fetch(
+            """SELECT s.event_id::text AS id, s.room_id, s.occurred_at, s.event_type, s.actor_id,
+                      s.target_id, s.body, s.payload
+                 FROM unnest($1::text[], $2::uuid[], $3::timestamptz[]) AS k(room_id, event_id, occurred_at)
+                 JOIN stored_events s
+                   ON s.room_id = k.room_id AND s.occurred_at = k.occurred_at AND s.event_id = k.event_id""",
+            [k[0] for k in lookup],
+            [k[1] for k in lookup],
+            [k[2] for k in lookup],
+        )
+        stored = {
+            (r["room_id"], r["id"]): (
+                r["occurred_at"],
+                r["event_type"],
+                r["actor_id"],
+                r["target_id"],
+                r["body"],
+                r["payload"],
+            )
+            for r in rows
+        }
+        gone = await _registered_without_row(conn, [k for k in lookup if (k[0], k[1]) not in stored])
+    duplicates: list[tuple[Any, ...]] = []
+    conflicts: list[tuple[tuple[Any, ...], datetime | None]] = []
+    for row, at in copies:
+        held = stored.get((row[ROW_ROOM_ID], row[ROW_EVENT_ID])) if at is not None else None
+        # no row left in any room: removed by retention or a deletion after it was stored once
+        same = held == _content(row) if held is not None else at is not None and row[ROW_EVENT_ID] in gone
+        if same:
+            duplicates.append(row)
+        else:
+            conflicts.append((row, at))
+    return duplicates, conflicts
+
+
+async def _registered_without_row(
+    conn: asyncpg.Connection, missing: Sequence[tuple[str, str, datetime]]
+) -> set[str]:
+    """Ids among `missing` (not found in their copy's room) that have no stored row in any room."""
+    if not missing:
+        return set()
+    rows = await conn.fetch(
+        """SELECT k.event_id::text AS id
+             FROM unnest($1::uuid[], $2::timestamptz[]) AS k(event_id, occurred_at)
+            WHERE NOT EXISTS (SELECT 1 FROM stored_events s
+                               WHERE s.occurred_at = k.occurred_at AND s.event_id = k.event_id)""",
+        [m[1] for m in missing],
+        [m[2] for m in missing],
+    )
+    return {r["id"] for r in rows}
+
+
+def _content(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """What a copy (an `events` row) is compared on, in the shape the stored row is read in."""
+    return (
+        row[ROW_OCCURRED_AT],
+        row[ROW_EVENT_TYPE],
+        row[ROW_ACTOR_ID],
+        row[ROW_TARGET_ID],
+        row[ROW_BODY],
+        orjson.loads(row[ROW_PAYLOAD]),
+    )
 
 
 async def forget(conn: asyncpg.Connection, event_ids: Sequence[str]) -> None:

@@ -103,30 +103,33 @@ class BatchWriter:
         )
         async with conn.transaction():
             fenced = await self._fence(conn, batch)
-            rows, digests = batch.rows, batch.digests
+            rows, variants = batch.rows, batch.variants
             dead_letters, changes = batch.dead_letters, batch.room_changes
             if fenced:
-                kept = [i for i, r in enumerate(rows) if r[ROW_OFFSET] >= fenced.get(r[ROW_PARTITION], -1)]
-                rows, digests = [rows[i] for i in kept], [digests[i] for i in kept]
+                rows = [r for r in rows if r[ROW_OFFSET] >= fenced.get(r[ROW_PARTITION], -1)]
+                variants = [v for v in variants if v[ROW_OFFSET] >= fenced.get(v[ROW_PARTITION], -1)]
                 dead_letters = [d for d in dead_letters if d.src_offset >= fenced.get(d.src_partition, -1)]
                 changes = [c for c in changes if c.src_offset >= fenced.get(c.src_partition, -1)]
                 outcome.fenced = len(batch.rows) + len(batch.dead_letters) - len(rows) - len(dead_letters)
             if self._partitions.retiring and rows:
-                rows, digests = _not_retiring(rows, digests, self._partitions.retiring, outcome)
+                rows = _not_retiring(rows, self._partitions.retiring, outcome)
             # No deletion can commit from here to our commit; one committed before is seen now.
-            if await self.deletions.hold_and_refresh(conn) and rows:
-                rows, digests = self._not_deleted(rows, digests, outcome)
+            if await self.deletions.hold_and_refresh(conn) and (rows or variants):
+                rows = self._not_deleted(rows, outcome)
+                variants = self._not_deleted(variants, outcome)
+            copies: list[tuple[tuple[Any, ...], datetime | None]] = []
             if rows:
-                rows, changes = await self._register(
-                    conn, rows, digests, changes, batch.topic, received_at, outcome
-                )
+                reg = await event_ids.register(conn, [(r[ROW_EVENT_ID], r[ROW_OCCURRED_AT]) for r in rows])
+                if len(reg.new) < len(rows):
+                    copies = [(rows[i], at) for i, at in reg.known.items()]
+                    rows = [rows[i] for i in reg.new]
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome)
-            variants = batch.variants
-            if fenced:
-                variants = [v for v in variants if v[0][ROW_OFFSET] >= fenced.get(v[0][ROW_PARTITION], -1)]
-            if variants:
-                await self._settle_variants(conn, variants, batch.topic, received_at, outcome)
+            if variants:  # after this batch's rows are in: a variant may be a copy of one of them
+                times = await event_ids.stored_times(conn, [v[ROW_EVENT_ID] for v in variants])
+                copies += [(v, times.get(v[ROW_EVENT_ID])) for v in variants]
+            if copies:
+                changes = await self._settle(conn, copies, changes, batch.topic, received_at, outcome)
             if outcome.rejected_event_ids:
                 await event_ids.forget(conn, outcome.rejected_event_ids)
             extra = [*outcome.conflicts, *outcome.rejected]
@@ -152,72 +155,39 @@ class BatchWriter:
             )
         return outcome
 
-    def _not_deleted(
-        self, rows: list[tuple[Any, ...]], digests: list[bytes], outcome: WriteOutcome
-    ) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+    def _not_deleted(self, rows: list[tuple[Any, ...]], outcome: WriteOutcome) -> list[tuple[Any, ...]]:
         """Drop rows a deletion made after the batch was built covers (counted in `outcome.suppressed`)."""
         covers = self.deletions.covers
-        kept_rows, kept_digests = [], []
-        for r, d in zip(rows, digests, strict=True):
+        kept = []
+        for r in rows:
             gone = covers(r[ROW_ROOM_ID], r[ROW_EVENT_TYPE], r[ROW_ACTOR_ID], r[ROW_OCCURRED_AT])
             if gone:
                 outcome.suppressed[gone] = outcome.suppressed.get(gone, 0) + 1
             else:
-                kept_rows.append(r)
-                kept_digests.append(d)
-        return kept_rows, kept_digests
+                kept.append(r)
+        return kept
 
-    async def _settle_variants(
+    async def _settle(
         self,
         conn: asyncpg.Connection,
-        variants: list[tuple[tuple[Any, ...], bytes]],
-        topic: str,
-        received_at: datetime,
-        outcome: WriteOutcome,
-    ) -> None:
-        """Copies whose content differs from their batch's first copy: duplicates of the copy stored (this
-        batch's or an earlier one), or conflicting duplicates. Rare: one query when there are any."""
-        stored = await event_ids.stored_copies(conn, [row[ROW_EVENT_ID] for row, _ in variants])
-        covers = self.deletions.covers
-        for row, digest in variants:
-            gone = covers(row[ROW_ROOM_ID], row[ROW_EVENT_TYPE], row[ROW_ACTOR_ID], row[ROW_OCCURRED_AT])
-            if gone:
-                outcome.suppressed[gone] = outcome.suppressed.get(gone, 0) + 1
-                continue
-            held = stored.get(row[ROW_EVENT_ID])
-            if held is not None and event_ids.same_content(held[0], digest):
-                outcome.duplicates += 1
-            else:
-                outcome.conflicts.append(
-                    conflicting_copy(row, received_at, topic, held[1] if held is not None else None)
-                )
-
-    async def _register(
-        self,
-        conn: asyncpg.Connection,
-        rows: list[tuple[Any, ...]],
-        digests: list[bytes],
+        copies: list[tuple[tuple[Any, ...], datetime | None]],
         changes: list[RoomChange],
         topic: str,
         received_at: datetime,
         outcome: WriteOutcome,
-    ) -> tuple[list[tuple[Any, ...]], list[RoomChange]]:
-        """Keep the rows whose event id is new; count duplicates, dead-letter conflicting copies."""
-        reg = await event_ids.register(
-            conn, [(r[ROW_EVENT_ID], r[ROW_OCCURRED_AT], d) for r, d in zip(rows, digests, strict=True)]
-        )
-        if len(reg.new) == len(rows):
-            return rows, changes
-        outcome.duplicates += len(reg.duplicates)
-        if reg.conflicts:
-            dropped = set()
-            for i, stored_at in reg.conflicts.items():
-                r = rows[i]
-                outcome.conflicts.append(conflicting_copy(r, received_at, topic, stored_at))
-                outcome.conflicting_rooms.add(r[ROW_ROOM_ID])
-                dropped.add((r[ROW_PARTITION], r[ROW_OFFSET]))
-            changes = [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
-        return [rows[i] for i in reg.new], changes
+    ) -> list[RoomChange]:
+        """Copies of event ids stored before (this batch or earlier): count the duplicates, dead-letter the
+        conflicting ones and take back the room changes those would have made. Rare: a replay, a resend."""
+        duplicates, conflicts = await event_ids.settle(conn, copies)
+        outcome.duplicates += len(duplicates)
+        if not conflicts:
+            return changes
+        dropped = set()
+        for row, stored_at in conflicts:
+            outcome.conflicts.append(conflicting_copy(row, received_at, topic, stored_at))
+            outcome.conflicting_rooms.add(row[ROW_ROOM_ID])
+            dropped.add((row[ROW_PARTITION], row[ROW_OFFSET]))
+        return [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
 
     async def _fence(self, conn: asyncpg.Connection, batch: WriteBatch) -> dict[int, int]:
         """Lock this batch's offset rows; return {partition: stored next offset} where it overlaps."""
@@ -309,15 +279,14 @@ def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: s
 
 
 def _not_retiring(
-    rows: list[tuple[Any, ...]], digests: list[bytes], retiring: set[tuple[str, date]], outcome: WriteOutcome
-) -> tuple[list[tuple[Any, ...]], list[bytes]]:
+    rows: list[tuple[Any, ...]], retiring: set[tuple[str, date]], outcome: WriteOutcome
+) -> list[tuple[Any, ...]]:
     """Rows of a day retention is dropping right now are expired (its clock got there before ours)."""
-    kept_rows, kept_digests = [], []
-    for r, d in zip(rows, digests, strict=True):
+    kept = []
+    for r in rows:
         cls = r[ROW_CLASS]
         if (cls, day_of(r[ROW_OCCURRED_AT])) in retiring:
             outcome.expired[cls] = outcome.expired.get(cls, 0) + 1
         else:
-            kept_rows.append(r)
-            kept_digests.append(d)
-    return kept_rows, kept_digests
+            kept.append(r)
+    return kept

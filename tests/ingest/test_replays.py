@@ -208,7 +208,10 @@ async def test_dead_letters_keep_no_undeclared_personal_data(
     }
     assert (kept["raw_sha256"], kept["raw_bytes"]) == (hashlib.sha256(raw).digest(), len(raw))
     assert unparsed["content"] is None
-    assert (unparsed["raw_sha256"], unparsed["raw_bytes"]) == (hashlib.sha256(unparsable).digest(), len(unparsable))
+    assert (unparsed["raw_sha256"], unparsed["raw_bytes"]) == (
+        hashlib.sha256(unparsable).digest(),
+        len(unparsable),
+    )
     mirrored = await consume(s.dead_letter_topic, 2)
     assert len(mirrored) == 2
     for m in mirrored:

@@ -1,8 +1,9 @@
 -- roomlogs 0004: state that holds under replays, duplicates and out-of-order events.
 --
 -- * event_ids: one row per event id ever stored, whatever retention class or timestamp its copies carry
---   (the events key includes both, so it cannot see such duplicates); a copy whose content differs is
---   dead-lettered (conflicting_duplicate), never silently dropped nor stored twice.
+--   (the events key includes both, so it cannot see such duplicates). A later copy is compared with the
+--   stored row: the same content is a duplicate, other content is dead-lettered (conflicting_duplicate),
+--   never silently dropped nor stored twice.
 -- * rooms / room_moderator_grants: every piece of room state carries the version of the event that set it,
 --   (event time, then event id), and only a newer event moves it; a revoked moderator stays as a row with
 --   active = false so that an older grant arriving later cannot bring it back.
@@ -18,17 +19,15 @@ SELECT set_config('search_path', format('%I, pg_temp', current_schema()), true);
 -- 1. One row per event id ---------------------------------------------------------------------------------
 CREATE TABLE event_ids (
     event_id    uuid        PRIMARY KEY,
-    -- event time of the copy that was stored (the registry is pruned by it, after the longest retention)
-    occurred_at timestamptz NOT NULL,
-    -- fingerprint of the stored copy's normalized content (room, type, time, actor, target, text, payload;
-    -- not its retention class). Empty for events stored before this migration: any copy counts as equal.
-    digest      bytea       NOT NULL
+    -- event time of the copy that was stored: where to find it, and what the registry is pruned by
+    -- (after the longest retention)
+    occurred_at timestamptz NOT NULL
 );
 -- pruning only; BRIN costs next to nothing on insert (ids arrive roughly in event-time order)
 CREATE INDEX event_ids_occurred_at ON event_ids USING brin (occurred_at);
 
-INSERT INTO event_ids (event_id, occurred_at, digest)
-SELECT DISTINCT ON (event_id) event_id, occurred_at, ''::bytea
+INSERT INTO event_ids (event_id, occurred_at)
+SELECT DISTINCT ON (event_id) event_id, occurred_at
   FROM stored_events
  ORDER BY event_id, ingested_at;
 
