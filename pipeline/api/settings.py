@@ -2,7 +2,8 @@
 
 Kept apart from `pipeline.settings.Settings` (the ingest side) so the two can evolve separately; the API
 also uses `Settings.postgres_schema` for the schema it reads. `ApiSettings.from_env(environ)` is called by
-the CLI; everything below receives the frozen object.
+the CLI; everything below receives the frozen object. Values are checked against each field's rule (ranges,
+allowed values) by the same machinery as `Settings` (`pipeline.settings.read_env` / `check_rules`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import ConfigurationError
-from pipeline.settings import Secret
+from pipeline.settings import Secret, check_rules, env_names, read_env, setting
 
 API_ENV_PREFIX = "ROOMLOGS_API_"
 
@@ -33,11 +34,11 @@ class ApiSettings:
     #: DSN of the API's own role (`<schema>_api`, created by migration 0003; set its password with
     #: ALTER ROLE). The API refuses to start on a role that may edit or delete logs.
     postgres_dsn: Secret = field(default_factory=lambda: Secret(""))
-    postgres_pool_size: int = 8
+    postgres_pool_size: int = setting(8, ge=1, le=1_000)
     #: Every API query is cancelled after this long (PostgreSQL statement_timeout).
-    statement_timeout_seconds: float = 5.0
+    statement_timeout_seconds: float = setting(5.0, gt=0, le=86_400)
     #: Exports and deletions stream or delete many rows: their own, longer timeout.
-    long_statement_timeout_seconds: float = 120.0
+    long_statement_timeout_seconds: float = setting(120.0, gt=0, le=86_400)
     #: Start anyway on a role that may UPDATE/DELETE logs or audit rows (development only).
     allow_privileged_db_role: bool = False
     # --- bearer tokens ---------------------------------------------------------------------------------
@@ -49,7 +50,7 @@ class ApiSettings:
     #: When set, tokens must carry this `iss` / `aud`.
     jwt_issuer: str = ""
     jwt_audience: str = ""
-    jwt_leeway_seconds: float = 30.0
+    jwt_leeway_seconds: float = setting(30.0, ge=0, le=3_600)
     #: Role claim value that makes a user support staff.
     staff_role: str = "support_staff"
     #: What a staff member's stated reason must look like (a ticket or case id).
@@ -57,67 +58,42 @@ class ApiSettings:
     # --- pagination cursors ----------------------------------------------------------------------------
     #: HMAC key signing pagination cursors (at least 32 bytes; the same on every API instance).
     cursor_key: Secret = field(default_factory=lambda: Secret(""))
-    cursor_ttl_seconds: int = 3600
+    cursor_ttl_seconds: int = setting(3600, ge=1)
     # --- limits ----------------------------------------------------------------------------------------
-    default_page_size: int = 100
-    max_page_size: int = 500
+    default_page_size: int = setting(100, ge=1)
+    max_page_size: int = setting(500, ge=1, le=100_000)
     #: Longest time range one events, moderation-history or export request may cover.
-    max_range_days: int = 31
+    max_range_days: int = setting(31, ge=1, le=3_650)
     #: Longest range of the per-day activity summary.
-    max_days_range_days: int = 366
-    export_max_rows: int = 1_000_000
-    rate_limit_per_second: float = 20.0
-    rate_limit_burst: int = 40
+    max_days_range_days: int = setting(366, ge=1, le=3_650)
+    export_max_rows: int = setting(1_000_000, ge=1)
+    rate_limit_per_second: float = setting(20.0, gt=0)
+    rate_limit_burst: int = setting(40, ge=1)
     #: What an export costs against the caller's rate limit, in requests.
-    export_rate_cost: int = 10
+    export_rate_cost: int = setting(10, ge=1)
     #: Concurrent exports and live tails per caller.
-    max_streams_per_caller: int = 2
+    max_streams_per_caller: int = setting(2, ge=1)
     #: A caller's 429s are audited as the first one, then one row with a count per this many seconds.
-    rate_limited_audit_window_seconds: float = 60.0
+    rate_limited_audit_window_seconds: float = setting(60.0, gt=0)
     # --- live tail -------------------------------------------------------------------------------------
-    tail_poll_seconds: float = 1.0
-    tail_max_seconds: float = 900.0
-    tail_heartbeat_seconds: float = 15.0
+    tail_poll_seconds: float = setting(1.0, gt=0)
+    tail_max_seconds: float = setting(900.0, gt=0)
+    tail_heartbeat_seconds: float = setting(15.0, gt=0)
     #: Events whose occurred_at is older than this when they are ingested are not tailed.
-    tail_late_window_seconds: float = 3600.0
+    tail_late_window_seconds: float = setting(3600.0, ge=0)
     # --- console sessions ------------------------------------------------------------------------------
     #: How long a console session lasts after signing in (then sign in again).
-    session_ttl_seconds: int = 28_800
+    session_ttl_seconds: int = setting(28_800, ge=1, le=31_536_000)
     #: Mark the session cookie Secure (and name it __Host-...); false only for plain-HTTP development.
     session_cookie_secure: bool = True
     # --- serving ---------------------------------------------------------------------------------------
-    host: str = "127.0.0.1"
-    port: int = 8080
+    host: str = setting("127.0.0.1", pattern=r"\S+", shape="an address to listen on")
+    port: int = setting(8080, ge=1, le=65_535)
     #: Path of the Prometheus endpoint on the API's port; empty disables it.
-    metrics_path: str = "/metrics"
+    metrics_path: str = setting("/metrics", pattern=r"(/\S*)?", shape="empty or a path starting with /")
 
     def __post_init__(self) -> None:
-        for name in (
-            "postgres_pool_size",
-            "default_page_size",
-            "max_page_size",
-            "max_range_days",
-            "max_days_range_days",
-            "export_max_rows",
-            "rate_limit_burst",
-            "max_streams_per_caller",
-            "cursor_ttl_seconds",
-            "export_rate_cost",
-            "session_ttl_seconds",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"{API_ENV_PREFIX}{name.upper()} must be positive")
-        for name in (
-            "statement_timeout_seconds",
-            "long_statement_timeout_seconds",
-            "rate_limit_per_second",
-            "rate_limited_audit_window_seconds",
-            "tail_poll_seconds",
-            "tail_max_seconds",
-            "tail_heartbeat_seconds",
-        ):
-            if getattr(self, name) <= 0:
-                raise ConfigurationError(f"{API_ENV_PREFIX}{name.upper()} must be positive")
+        check_rules(self, API_ENV_PREFIX)
         if self.default_page_size > self.max_page_size:
             raise ConfigurationError(
                 "ROOMLOGS_API_DEFAULT_PAGE_SIZE must not exceed ROOMLOGS_API_MAX_PAGE_SIZE"
@@ -184,46 +160,10 @@ class ApiSettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ApiSettings:
         """Read every ``ROOMLOGS_API_*`` variable; an unknown one is an error (a typo must not pass)."""
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        values: dict[str, Any] = {}
-        for key, raw in environ.items():
-            if not key.startswith(API_ENV_PREFIX):
-                continue
-            name = key[len(API_ENV_PREFIX) :].lower()
-            if name not in known:
-                raise ConfigurationError(f"unknown setting {key}; see `roomlogs api --help` and README.md")
-            values[name] = _parse(key, raw, known[name])
+        values = read_env(cls, API_ENV_PREFIX, environ, see="`roomlogs api --help` and README.md")
         values.update(overrides)
         return cls(**values)
 
     @staticmethod
     def env_names() -> list[str]:
-        return [API_ENV_PREFIX + f.name.upper() for f in dataclasses.fields(ApiSettings)]
-
-
-_BOOLS = {
-    "1": True,
-    "true": True,
-    "yes": True,
-    "on": True,
-    "0": False,
-    "false": False,
-    "no": False,
-    "off": False,
-}
-
-
-def _parse(key: str, raw: str, f: dataclasses.Field[Any]) -> Any:
-    kind = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
-    if kind == "Secret":
-        return Secret(raw)
-    if kind == "bool":
-        if raw.strip().lower() not in _BOOLS:
-            raise ConfigurationError(f"{key}={raw!r} is not a valid bool (true/false)")
-        return _BOOLS[raw.strip().lower()]
-    if kind not in ("int", "float"):
-        return raw
-    try:
-        return int(raw) if kind == "int" else float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{key}={raw!r} is not a valid {kind}") from None
+        return env_names(ApiSettings, API_ENV_PREFIX)
