@@ -25,6 +25,7 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -221,6 +222,10 @@ async def pg_schema(postgres_server: PostgresServer) -> AsyncIterator[str]:
     connection = await asyncpg.connect(postgres_server.dsn, timeout=30)
     try:
         await connection.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
+        for role in (f"{name}_api", f"{name}_worker"):  # made by the migrations, cluster-wide
+            if await connection.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
+                await connection.execute(f'DROP OWNED BY "{role}"')
+                await connection.execute(f'DROP ROLE "{role}"')
     finally:
         await connection.close()
 
@@ -252,6 +257,28 @@ async def ingest_settings(
     finally:
         await conn.close()
     return settings
+
+
+def role_dsn(dsn: str, role: str, password: str) -> str:
+    """`dsn` with another user and password."""
+    parts = urlsplit(dsn)
+    netloc = f"{role}:{password}@{parts.hostname or '127.0.0.1'}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
+
+
+@pytest.fixture
+async def worker_settings(ingest_settings: Settings) -> Settings:
+    """`ingest_settings` connecting as the worker's own role (`<schema>_worker`, migration 0008), as
+    `roomlogs worker` does in production, instead of the superuser that migrated the schema."""
+    admin_dsn = ingest_settings.postgres_dsn.get()
+    role = f"{ingest_settings.postgres_schema}_worker"
+    password = uuid.uuid4().hex
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f"ALTER ROLE \"{role}\" PASSWORD '{password}'")
+    finally:
+        await conn.close()
+    return ingest_settings.replace(postgres_dsn=Secret(role_dsn(admin_dsn, role, password)))
 
 
 @dataclass

@@ -17,7 +17,13 @@ from pipeline.retention.exceptions import (
 )
 from pipeline.retention.holds import Hold, active_rooms, list_holds, place_hold, release_hold
 from pipeline.retention.ledger import LedgerEntry, read_ledger
-from pipeline.retention.maintenance import DROP_LOCK_TIMEOUT_MS, maintain, maintenance_lock, run_maintenance
+from pipeline.retention.maintenance import (
+    DROP_LOCK_TIMEOUT_MS,
+    maintain,
+    maintenance_lock,
+    owns_log_tables,
+    run_maintenance,
+)
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import RetentionPlan, plan_retention
 from pipeline.retention.policy import RetentionClass, is_expired, load_classes, set_retention_days
@@ -51,6 +57,7 @@ __all__ = [
     "maintain",
     "maintenance_lock",
     "observe",
+    "owns_log_tables",
     "partition_status",
     "place_hold",
     "plan_retention",

@@ -54,7 +54,7 @@ from pipeline.storage import event_ids
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.partitions import PartitionManager, day_start
 
-__all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "run_maintenance"]
+__all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "owns_log_tables", "run_maintenance"]
 
 log = logging.getLogger("roomlogs.retention")
 
@@ -119,6 +119,13 @@ async def maintain(
     try:
         if dry_run:
             await _dry_run(conn, settings, report)
+        elif not await owns_log_tables(conn):
+            # the worker's own role: partitions ahead and the id registry; drops are the owner's
+            report.drops_left_to = await conn.fetchval(
+                "SELECT pg_get_userbyid(relowner) FROM pg_class WHERE oid = 'events'::regclass"
+            )
+            await _premake(conn, settings, metrics, report, partitions)
+            await _prune_event_ids(conn, report)
         elif not await maintenance_lock(conn):
             report.skipped = SKIPPED_LOCKED
             if metrics is not None:
@@ -151,6 +158,18 @@ async def maintain(
     elif report.dropped or report.purged_held:
         log.info("%s", report.render())
     return report
+
+
+async def owns_log_tables(conn: asyncpg.Connection) -> bool:
+    """May this session drop day partitions? DETACH ... CONCURRENTLY and DROP need the owner of the log
+    tables (or a member of its role). The worker's own role (`<schema>_worker`, migration 0008) is not: a
+    run on it makes partitions ahead and prunes the event-id registry, and leaves drops, held rows and the
+    ledger to `roomlogs retention enforce --apply` run as the owner."""
+    return bool(
+        await conn.fetchval(
+            "SELECT pg_has_role(current_user, relowner, 'USAGE') FROM pg_class WHERE oid = 'events'::regclass"
+        )
+    )
 
 
 async def maintenance_lock(conn: asyncpg.Connection) -> bool:

@@ -79,6 +79,9 @@ class MaintenanceReport:
     run_id: uuid.UUID | None = None
     #: set when the run did nothing on purpose (another maintainer holds the lock)
     skipped: str | None = None
+    #: set when the run was on a role that may not drop partitions (the worker's own): the owner's name.
+    #: Such a run makes partitions ahead and prunes event ids only.
+    drops_left_to: str | None = None
     #: set when the run stopped on an error (PostgreSQL unreachable, ...)
     error: str | None = None
     created: int = 0
@@ -137,7 +140,12 @@ class MaintenanceReport:
         lines.extend(f.render() for f in self.deferred)
         if self.ids_pruned:
             lines.append(f"forgot {self.ids_pruned} event ids older than the longest retention")
-        if not drops and not purged and not self.deferred and not self.error:
+        if self.drops_left_to is not None:
+            lines.append(
+                f"expired partitions are dropped by their owner: run `roomlogs retention enforce --apply` "
+                f"as {self.drops_left_to}"
+            )
+        elif not drops and not purged and not self.deferred and not self.error:
             lines.append("nothing has expired")
         for u in self.unruled:
             lines.append(f"under no retention rule, left alone: {u}")

@@ -114,7 +114,7 @@ class PartitionManager:
                 self.retiring.add((cls, day))
         for day in sorted(set(dead_letter_days) - self._dead_letters):
             # a dead-letter day being dropped is days old; dead letters are dated by their arrival
-            made += await self._create(conn, dead_letter_partition(day), "dead_letters", day)
+            made += await self._create(conn, dead_letter_partition(day), "dead_letters", None, day)
             self._dead_letters.add(day)
         return made
 
@@ -130,46 +130,40 @@ class PartitionManager:
     async def _create_event_day(self, conn: asyncpg.Connection, cls: str, day: date) -> int:
         made = 0
         if cls not in self._classes:
-            made += await self._attach_new(
-                conn,
-                class_table(cls),
-                "events",
-                f"FOR VALUES IN ('{cls}')",
-                partitioned_by="RANGE (occurred_at)",
-            )
+            made += await self._attach_new(conn, class_table(cls), "events", cls, None)
             self._classes.add(cls)
-        made += await self._create(conn, event_partition(cls, day), class_table(cls), day)
+        made += await self._create(conn, event_partition(cls, day), "events", cls, day)
         self._events.add((cls, day))
         return made
 
-    async def _create(self, conn: asyncpg.Connection, name: str, parent: str, day: date) -> int:
-        """Create day partition `name` of `parent` without making ingest wait.
+    async def _create(
+        self, conn: asyncpg.Connection, name: str, table: str, cls: str | None, day: date
+    ) -> int:
+        """Create day partition `name` of `table` ("events" of class `cls`, or "dead_letters") without
+        making ingest wait.
 
         `CREATE TABLE ... PARTITION OF` takes ACCESS EXCLUSIVE on the parent: behind any reader of the parent
         it would wait, and every COPY into the parent would queue behind it. A new table attached with
         `ATTACH PARTITION` takes only SHARE UPDATE EXCLUSIVE on the parent, which neither readers nor
         writers conflict with (PostgreSQL 12+); attaching an empty table scans nothing.
         """
-        lo = day_start(day).isoformat()
-        hi = day_start(day + timedelta(days=1)).isoformat()
-        return await self._attach_new(conn, name, parent, f"FOR VALUES FROM ('{lo}') TO ('{hi}')")
+        return await self._attach_new(conn, name, table, cls, day)
 
     async def _attach_new(
-        self, conn: asyncpg.Connection, name: str, parent: str, bounds: str, *, partitioned_by: str = ""
+        self, conn: asyncpg.Connection, name: str, table: str, cls: str | None, day: date | None
     ) -> int:
+        """CREATE TABLE + ATTACH PARTITION, done by `create_log_partition()` (migration 0008), a SECURITY
+        DEFINER function of the tables' owner: ATTACH needs the parent's owner, and the worker's own role
+        (`<schema>_worker`) owns nothing, so that it can never edit, truncate or drop the logs."""
         attached = await _attached(conn, name)
         if attached is True:
             return 0
         if attached is False:  # detached by retention (pipeline/retention/detach.py), about to be dropped
             raise PartitionRetiringError(name)
-        sub = f" PARTITION BY {partitioned_by}" if partitioned_by else ""
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
-                await conn.execute(
-                    f"CREATE TABLE {name} (LIKE {parent} INCLUDING DEFAULTS INCLUDING CONSTRAINTS){sub}"
-                )
-                await conn.execute(f"ALTER TABLE {parent} ATTACH PARTITION {name} {bounds}")
+                await conn.execute("SELECT create_log_partition($1, $2, $3)", table, cls, day)
         except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
             # another worker created it between our check and our CREATE: the outcome we wanted, if attached
             if await _attached(conn, name) is False:

@@ -22,7 +22,7 @@ from pipeline.ingest.consumer import IngestService
 from pipeline.kafka_client import faust_credentials
 from pipeline.kafka_topics import ensure_topics
 from pipeline.metrics import IngestMetrics
-from pipeline.retention import RetentionMetrics, run_maintenance
+from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenance
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.migrate import available
@@ -98,6 +98,12 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             )
             async with pool.acquire() as conn:
                 await check_schema(conn, settings.postgres_schema)
+                if not await owns_log_tables(conn):
+                    log.info(
+                        "connected as a role that does not own the log tables (the worker's own role): "
+                        "this worker makes partitions ahead; expired partitions are dropped by "
+                        "`roomlogs retention enforce --apply` run as their owner"
+                    )
             ingest = IngestService(settings, pool, metrics)
             async with pool.acquire() as conn:
                 made = await ingest.partitions.premake(
