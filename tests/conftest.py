@@ -25,7 +25,6 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
@@ -34,6 +33,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import for_code
 from aiokafka.structs import ConsumerRecord
 from broker_lanes import LANES, BrokerLane, SecuredCluster, start_cluster
+from db_roles import login_as
 from prometheus_client import CollectorRegistry
 
 from pipeline.cli.progress import wait_caught_up
@@ -259,26 +259,12 @@ async def ingest_settings(
     return settings
 
 
-def role_dsn(dsn: str, role: str, password: str) -> str:
-    """`dsn` with another user and password."""
-    parts = urlsplit(dsn)
-    netloc = f"{role}:{password}@{parts.hostname or '127.0.0.1'}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
-
-
 @pytest.fixture
 async def worker_settings(ingest_settings: Settings) -> Settings:
     """`ingest_settings` connecting as the worker's own role (`<schema>_worker`, migration 0008), as
     `roomlogs worker` does in production, instead of the superuser that migrated the schema."""
-    admin_dsn = ingest_settings.postgres_dsn.get()
-    role = f"{ingest_settings.postgres_schema}_worker"
-    password = uuid.uuid4().hex
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f"ALTER ROLE \"{role}\" PASSWORD '{password}'")
-    finally:
-        await conn.close()
-    return ingest_settings.replace(postgres_dsn=Secret(role_dsn(admin_dsn, role, password)))
+    dsn = await login_as(ingest_settings.postgres_dsn.get(), f"{ingest_settings.postgres_schema}_worker")
+    return ingest_settings.replace(postgres_dsn=Secret(dsn))
 
 
 @dataclass

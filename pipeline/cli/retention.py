@@ -4,6 +4,8 @@
     roomlogs retention [--as-of D]               show what retention would drop now, drop nothing
     roomlogs retention enforce --apply           drop what has expired now (what the worker does every
                                                  minute; for cron: `roomlogs retention enforce --apply`)
+    roomlogs retention enforce --apply --loop    the same every maintenance interval, until stopped: the
+                                                 retention service when workers run on their own role
     roomlogs retention check [--as-of D]         is any log older than its retention stored? (exit 1: yes)
     roomlogs retention hold place ROOM --reason TEXT --by WHO
     roomlogs retention hold release HOLD_ID --by WHO [--reason TEXT]
@@ -25,12 +27,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, date, datetime
 
 import asyncpg
 
+from pipeline.errors import StorageUnavailableError
 from pipeline.retention import (
     RetentionError,
     check_retention,
@@ -129,6 +134,13 @@ def _enforce_args(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         default=default_day,
         help="list what would be dropped as of this UTC day (YYYY-MM-DD); not with --apply",
     )
+    p.add_argument(
+        "--loop",
+        action="store_true",
+        default=default_flag,
+        help="with --apply: run again every ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS until SIGTERM or Ctrl-C "
+        "(the retention service of a deployment whose workers run on their own role)",
+    )
 
 
 def _day(text: str) -> date:
@@ -190,6 +202,10 @@ def retention(settings: Settings, args: argparse.Namespace) -> int:
 def _enforce(settings: Settings, args: argparse.Namespace) -> int:
     if args.apply and args.dry_run:
         raise RetentionError("--apply drops and --dry-run does not: give one of them")
+    if args.loop:
+        if not args.apply or args.as_of is not None:
+            raise RetentionError("--loop drops what expires by the real clock: give it with --apply alone")
+        return asyncio.run(_enforce_loop(settings))
     now = datetime.now(UTC)
     if args.as_of is not None:
         if args.apply:
@@ -199,6 +215,8 @@ def _enforce(settings: Settings, args: argparse.Namespace) -> int:
     async def run(conn: asyncpg.Connection) -> int:
         report = await maintain(conn, settings, now=now, dry_run=not args.apply)
         print(report.render())
+        if report.drops_left_to is not None:
+            raise RetentionError(_not_owner(report.drops_left_to))
         if not args.apply:
             if not (report.would_drop or report.would_purge_held):
                 return 0
@@ -209,6 +227,43 @@ def _enforce(settings: Settings, args: argparse.Namespace) -> int:
         return {"ok": 0, "partial": 1}.get(report.outcome, 2)
 
     return _with_connection(settings, run)
+
+
+def _not_owner(owner: str) -> str:
+    return (
+        f"this role does not own the log tables, so it drops nothing: run it with a DSN of {owner} "
+        "(the worker's own role only makes partitions ahead)"
+    )
+
+
+async def _enforce_loop(settings: Settings) -> int:
+    """`retention enforce --apply --loop`: one run now, then one every maintenance interval, each on a fresh
+    connection (an outage costs the runs it lasts, nothing more). A run that dropped, deferred or failed
+    prints its report; SIGTERM or Ctrl-C stops between runs (a run in hand finishes: its steps resume
+    safely anyway)."""
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    interval = settings.maintenance_interval_seconds
+    print(f"retention: a run every {interval:g} s until stopped", flush=True)
+    while not stopping.is_set():
+        try:
+            conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+        except StorageUnavailableError as e:
+            print(f"retention: {e}; next try in {interval:g} s", flush=True)
+        else:
+            try:
+                report = await maintain(conn, settings, now=datetime.now(UTC))
+            finally:
+                await conn.close()
+            if report.drops_left_to is not None:
+                raise RetentionError(_not_owner(report.drops_left_to))
+            if report.dropped or report.deferred or report.purged_held or report.error:
+                print(report.render(), flush=True)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stopping.wait(), interval)
+    return 0
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:
