@@ -15,6 +15,7 @@ from pathlib import Path
 
 from pipeline.cli import api as api_cli
 from pipeline.cli import retention as retention_cli
+from pipeline.cli import status as status_cli
 from pipeline.errors import RoomlogsError
 from pipeline.logs import configure_logging, logging_config
 from pipeline.settings import Settings
@@ -62,6 +63,7 @@ def _parser() -> argparse.ArgumentParser:
     _sim_args(demo, events=50_000)
     retention_cli.add_commands(sub)
     api_cli.add_commands(sub)
+    status_cli.add_commands(sub)
     return p
 
 
@@ -224,4 +226,5 @@ _COMMANDS = {
     "demo": _demo,
     **retention_cli.COMMANDS,
     **api_cli.COMMANDS,
+    **status_cli.COMMANDS,
 }

@@ -22,8 +22,12 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     watermark. So: ask, then fetch from there and take the larger high watermark (equal on Apache Kafka).
     """
     consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
-    async with kafka_errors(settings):
-        await consumer.start()
+    try:
+        async with kafka_errors(settings):
+            await consumer.start()
+    except BaseException:
+        await consumer.stop()  # a consumer that could not start still holds a client
+        raise
     try:
         parts = consumer.partitions_for_topic(settings.events_topic) or set()
         if not parts:

@@ -14,7 +14,7 @@ from datetime import date, datetime
 
 import asyncpg
 
-__all__ = ["LedgerEntry", "finish_run", "read_ledger", "record", "start_run"]
+__all__ = ["LastRun", "LedgerEntry", "finish_run", "last_run", "read_ledger", "record", "start_run"]
 
 DROP_PARTITION = "drop_partition"
 PURGE_HELD = "purge_held"
@@ -128,3 +128,22 @@ async def read_ledger(
         limit,
     )
     return [LedgerEntry(**dict(r)) for r in rows]
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The newest maintenance run recorded (runs that held the maintenance lock, i.e. the owner's)."""
+
+    run_id: uuid.UUID
+    started_at: datetime
+    finished_at: datetime | None
+    #: running | ok | partial | failed
+    outcome: str
+
+
+async def last_run(conn: asyncpg.Connection) -> LastRun | None:
+    row = await conn.fetchrow(
+        """SELECT run_id, started_at, finished_at, outcome FROM maintenance_runs
+            ORDER BY started_at DESC LIMIT 1"""
+    )
+    return LastRun(**dict(row)) if row is not None else None

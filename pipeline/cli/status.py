@@ -1,0 +1,269 @@
+"""`roomlogs status`: is ingest keeping up, and is upkeep on time? One screen (or `--json`) for operators.
+
+    roomlogs status [--worker URL ...] [--json]
+
+Per partition of the events topic: its end offset (Kafka), the offset of record (`ingest_offsets`) and the
+lag between them, when the partition was last written, and, with `--worker` (a running worker's metrics
+address, e.g. http://127.0.0.1:9308; repeat it for each worker), which worker holds it and whether that
+worker has paused ingest (its `/readyz`). Then the days each partitioned table has ahead of today and when
+the next retention run is due (the newest `maintenance_runs` row + ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS).
+
+Reads ROOMLOGS_KAFKA_* (bootstrap and security), ROOMLOGS_EVENTS_TOPIC, ROOMLOGS_CONSUMER_GROUP,
+ROOMLOGS_POSTGRES_DSN, ROOMLOGS_POSTGRES_SCHEMA, ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS and
+ROOMLOGS_DEAD_LETTER_RETENTION_DAYS. Changes nothing. Exit 0, or 2 when PostgreSQL cannot be read; Kafka or
+a worker that does not answer is shown as such (the rest is still worth seeing in an outage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from pipeline.cli.progress import end_offsets
+from pipeline.errors import RoomlogsError
+from pipeline.retention.ledger import last_run
+from pipeline.retention.status import partition_status
+from pipeline.settings import Settings
+from pipeline.storage import db
+from pipeline.storage.offsets import stored_offsets
+
+__all__ = ["COMMANDS", "add_commands"]
+
+_WORKER_TIMEOUT_SECONDS = 5.0
+
+
+def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = subparsers.add_parser(
+        "status",
+        help="per partition: end offset, stored offset, lag, last write, paused; partitions ahead; next "
+        "retention run",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--worker",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a running worker's metrics address (http://host:9308); repeat for each worker",
+    )
+    p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    url: str
+    #: None: it did not answer (see `error`)
+    ready: bool | None
+    paused: bool | None
+    partitions: list[int]
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PartitionState:
+    partition: int
+    end_offset: int | None
+    stored_offset: int | None
+    lag: int | None
+    last_write: datetime | None
+    #: None: no --worker given holds it, or it did not answer
+    paused: bool | None
+    worker: str | None
+
+
+@dataclass(slots=True)
+class Status:
+    topic: str
+    consumer_group: str
+    as_of: datetime
+    partitions: list[PartitionState] = field(default_factory=list)
+    #: None when Kafka answered
+    kafka_error: str | None = None
+    workers: list[WorkerState] = field(default_factory=list)
+    #: partitioned table -> consecutive days after today with a partition
+    partitions_ahead: dict[str, int] = field(default_factory=dict)
+    last_retention_run: datetime | None = None
+    last_retention_outcome: str | None = None
+    retention_interval_seconds: float = 0.0
+
+    @property
+    def total_lag(self) -> int | None:
+        lags = [p.lag for p in self.partitions]
+        return None if not lags or any(lag is None for lag in lags) else sum(lag or 0 for lag in lags)
+
+    @property
+    def next_retention_run(self) -> datetime | None:
+        if self.last_retention_run is None:
+            return None
+        return self.last_retention_run + timedelta(seconds=self.retention_interval_seconds)
+
+    @property
+    def retention_overdue(self) -> bool:
+        """No run recorded, or the next one is more than an interval late (nobody is running retention)."""
+        due = self.next_retention_run
+        return due is None or self.as_of - due > timedelta(seconds=self.retention_interval_seconds)
+
+    def to_json(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.update(
+            total_lag=self.total_lag,
+            next_retention_run=self.next_retention_run,
+            retention_overdue=self.retention_overdue,
+        )
+        return out
+
+    def render(self) -> str:
+        lines = [
+            f"events topic {self.topic}, consumer group {self.consumer_group}, as of "
+            f"{self.as_of:%Y-%m-%d %H:%M:%S} UTC"
+        ]
+        if self.kafka_error:
+            lines.append(f"Kafka did not answer ({self.kafka_error}): end offsets and lag unknown")
+        header = ("partition", "end offset", "stored", "lag", "last write (UTC)", "paused", "worker")
+        rows = [
+            (
+                str(p.partition),
+                _opt(p.end_offset),
+                _opt(p.stored_offset),
+                _opt(p.lag),
+                self._ago(p.last_write),
+                "-" if p.paused is None else ("yes" if p.paused else "no"),
+                p.worker or "-",
+            )
+            for p in self.partitions
+        ]
+        lines += _table(header, rows)
+        lines.append(f"total lag: {_opt(self.total_lag)} records")
+        for w in self.workers:
+            if w.error is not None:
+                lines.append(f"worker {w.url}: did not answer ({w.error})")
+            elif not w.partitions:
+                lines.append(f"worker {w.url}: holds no partition (ready: {'yes' if w.ready else 'no'})")
+        lines.append("partitions ahead (days after today that have a partition):")
+        lines += [f"  {table:<28} {days}" for table, days in sorted(self.partitions_ahead.items())]
+        if self.last_retention_run is None:
+            lines.append(
+                "retention: no run recorded; is `roomlogs retention enforce --apply` running as the owner?"
+            )
+        else:
+            due = self.next_retention_run
+            assert due is not None
+            lines.append(
+                f"retention: last run {self._ago(self.last_retention_run)} ({self.last_retention_outcome}), "
+                f"next due {due:%Y-%m-%d %H:%M:%S}"
+                + (" (overdue: is anything running retention?)" if self.retention_overdue else "")
+            )
+        return "\n".join(lines)
+
+    def _ago(self, moment: datetime | None) -> str:
+        if moment is None:
+            return "-"
+        seconds = max(0, int((self.as_of - moment).total_seconds()))
+        return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} ({_duration(seconds)} ago)"
+
+
+async def collect(settings: Settings, workers: list[str], *, now: datetime) -> Status:
+    status = Status(
+        settings.events_topic,
+        settings.consumer_group,
+        now,
+        retention_interval_seconds=settings.maintenance_interval_seconds,
+    )
+    ends: dict[int, int] = {}
+    try:
+        ends = await end_offsets(settings)
+    except RoomlogsError as e:
+        status.kafka_error = str(e)
+    status.workers = list(await asyncio.gather(*(_worker(url) for url in workers)))
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        stored = await stored_offsets(conn, settings.consumer_group, settings.events_topic)
+        tables = await partition_status(
+            conn, today=now.date(), dead_letter_retention_days=settings.dead_letter_retention_days
+        )
+        run = await last_run(conn)
+    finally:
+        await conn.close()
+    holder = {p: w for w in status.workers for p in w.partitions}
+    for p in sorted(set(ends) | set(stored)):
+        end, mine = ends.get(p), stored.get(p)
+        next_offset = mine.next_offset if mine else None
+        # never written: the worker starts at the earliest record Kafka keeps, so at most `end` behind
+        lag = None if end is None else max(0, end - (next_offset or 0))
+        w = holder.get(p)
+        status.partitions.append(
+            PartitionState(
+                p, end, next_offset, lag, mine.updated_at if mine else None, w.paused if w else None,
+                w.url if w else None,
+            )
+        )  # fmt: skip
+    status.partitions_ahead = {t.table: t.ahead_days for t in tables}
+    if run is not None:
+        status.last_retention_run, status.last_retention_outcome = run.started_at, run.outcome
+    return status
+
+
+async def _worker(url: str) -> WorkerState:
+    """A worker's `/readyz` (200 when ready, 503 with the same JSON body when not)."""
+    target = url.rstrip("/")
+    if not target.endswith(("/readyz", "/health")):
+        target += "/readyz"
+    if not target.startswith(("http://", "https://")):
+        return WorkerState(url, None, None, [], "not an http(s) URL")
+
+    def get() -> bytes:
+        try:
+            with urllib.request.urlopen(target, timeout=_WORKER_TIMEOUT_SECONDS) as answer:  # noqa: S310
+                body: bytes = answer.read()
+        except urllib.error.HTTPError as e:  # 503: not ready, and the body says why
+            body = e.read()
+        return body
+
+    try:
+        body = orjson.loads(await asyncio.to_thread(get))
+    except (OSError, ValueError) as e:  # URLError, timeouts and refused connections are OSErrors
+        return WorkerState(url, None, None, [], f"{type(e).__name__}: {e}")
+    if not isinstance(body, dict):
+        return WorkerState(url, None, None, [], "its /readyz did not answer a JSON object")
+    partitions = [p for p in body.get("partitions", []) if isinstance(p, int)]
+    return WorkerState(url, body.get("status") == "ok", bool(body.get("paused")), partitions)
+
+
+def status(settings: Settings, args: argparse.Namespace) -> int:
+    result = asyncio.run(collect(settings, args.worker, now=datetime.now(UTC)))
+    if args.json:
+        print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
+    else:
+        print(result.render())
+    return 0
+
+
+def _opt(value: int | None) -> str:
+    return "-" if value is None else f"{value:,}"
+
+
+def _duration(seconds: int) -> str:
+    if seconds < 120:
+        return f"{seconds} s"
+    if seconds < 7200:
+        return f"{seconds // 60} min"
+    if seconds < 172_800:
+        return f"{seconds // 3600} h"
+    return f"{seconds // 86_400} days"
+
+
+def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
+
+
+COMMANDS = {"status": status}

@@ -1,0 +1,127 @@
+"""`roomlogs status` against a real `roomlogs worker` process (on the worker's own database role), the real
+broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from pipeline.cli.devstack import spawn_worker
+from pipeline.cli.progress import wait_caught_up
+from pipeline.cli.status import COMMANDS, add_commands
+from pipeline.publisher import events as ev
+from pipeline.retention import maintain
+from pipeline.settings import Settings
+from pipeline.stack.process import free_port
+from pipeline.storage import db
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="roomlogs")
+    add_commands(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+async def roomlogs_status(settings: Settings, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    args = _parse(["status", *argv])
+    assert await asyncio.to_thread(COMMANDS["status"], settings, args) == 0
+    return capsys.readouterr().out
+
+
+async def produce(settings: Settings, n: int, *, start: int = 0) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for i in range(start, start + n):
+            room = f"room-{i % 6}"
+            event = ev.user_entered(
+                room,
+                ev.user(f"u-{i}", "Ann"),
+                event_id=str(uuid.uuid4()),
+                occurred_at=(datetime.now(UTC) - timedelta(seconds=n - i)).isoformat(),
+            )
+            await producer.send(settings.events_topic, orjson.dumps(event), key=room.encode())
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def test_status_shows_lag_last_writes_pauses_partitions_ahead_and_the_next_retention_run(
+    ingest_settings: Settings, worker_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    port = free_port()
+    s = worker_settings.replace(metrics_port=port, worker_data_dir=str(tmp_path / "w"))
+    url = f"http://127.0.0.1:{port}"
+    await produce(s, 30)
+    proc = spawn_worker(s, tmp_path / "worker.log")
+    try:
+        assert await wait_caught_up(s, 120, progress=False), (tmp_path / "worker.log").read_text()[-3000:]
+        # the worker answers /readyz once its ingest runs and it holds its partitions
+        deadline = asyncio.get_running_loop().time() + 60
+        while True:
+            status: dict[str, Any] = orjson.loads(await roomlogs_status(s, capsys, "--worker", url, "--json"))
+            if status["workers"][0]["partitions"] == [0, 1, 2]:
+                break
+            assert asyncio.get_running_loop().time() < deadline, status["workers"]
+            await asyncio.sleep(0.5)
+        assert status["kafka_error"] is None and status["total_lag"] == 0
+        parts = status["partitions"]
+        assert [p["partition"] for p in parts] == [0, 1, 2]
+        assert sum(p["end_offset"] for p in parts) == sum(p["stored_offset"] for p in parts) == 30
+        assert all(p["lag"] == 0 and p["last_write"] and p["paused"] is False for p in parts)
+        assert {p["worker"] for p in parts} == {url}
+        assert status["workers"][0]["ready"] is True
+        # the worker made today + 3 days for every class (on its own role, through create_log_partition)
+        ahead = status["partitions_ahead"]
+        assert {t: ahead[t] for t in ("events_public", "events_private", "events_busy_public")} == {
+            "events_public": 3,
+            "events_private": 3,
+            "events_busy_public": 3,
+        }
+        assert ahead["dead_letters"] == 3
+        # the worker's own role drops nothing, so it records no retention run: nobody runs retention yet
+        assert status["last_retention_run"] is None and status["retention_overdue"] is True
+        text = await roomlogs_status(s, capsys, "--worker", url)
+        assert "total lag: 0 records" in text
+        assert "retention: no run recorded" in text
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0
+
+    # the owner runs retention; the worker is gone and more events wait in Kafka
+    admin = await db.connect(ingest_settings.postgres_dsn.get(), s.postgres_schema)
+    try:
+        await maintain(admin, ingest_settings, now=datetime.now(UTC))
+    finally:
+        await admin.close()
+    await produce(s, 7, start=30)
+    status = orjson.loads(await roomlogs_status(s, capsys, "--worker", url, "--json"))
+    assert status["total_lag"] == 7
+    assert status["workers"][0]["ready"] is None and status["workers"][0]["error"]
+    assert all(p["paused"] is None and p["worker"] is None for p in status["partitions"])
+    ran = datetime.fromisoformat(status["last_retention_run"])
+    assert datetime.fromisoformat(status["next_retention_run"]) == ran + timedelta(
+        seconds=s.maintenance_interval_seconds
+    )
+    assert status["last_retention_outcome"] == "ok" and status["retention_overdue"] is False
+    text = await roomlogs_status(s, capsys, "--worker", url)
+    assert "total lag: 7 records" in text and f"worker {url}: did not answer" in text
+    assert "(ok), next due" in text
+
+
+async def test_status_without_kafka_still_shows_what_postgres_knows(
+    ingest_settings: Settings, capsys: pytest.CaptureFixture[str]
+) -> None:
+    s = ingest_settings.replace(kafka_bootstrap="127.0.0.1:1")
+    text = await roomlogs_status(s, capsys)
+    assert "Kafka did not answer" in text
+    assert "events_public" in text and "retention: no run recorded" in text
