@@ -18,7 +18,11 @@ One JSON object per line on stderr (stdout stays for command output such as `roo
 No room content ever reaches a log: extra fields named like content (`CONTENT_FIELDS`: chat text, bodies,
 payloads, raw records) are replaced by ``"[withheld]"`` whatever their value, and a message longer than
 `MAX_MESSAGE_CHARS` is cut (a log line is for operators, not a copy of the data). Code that logs must still
-never format content into the message itself: log ids, counts and reason codes.
+never format content into the message itself: log ids, counts and reason codes. The same config makes
+uvicorn's loggers (`roomlogs api serve`) write this shape, and its access log drop query strings (a chat
+search `q=` is room content).
+
+asyncpg's pool retries during an outage (a traceback each) are held back unless the level is debug.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import logging
 import logging.config
 import os
+import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
@@ -121,6 +126,32 @@ class TextFormatter(_Shape):
         return head + tail + (f"\n{exc}" if exc else "")
 
 
+class WithoutQueryString(logging.Filter):
+    """Drops the query string from uvicorn's access-log lines: ``"GET /v1/rooms/r/events HTTP/1.1" 200``.
+
+    Chat search terms (`q=`) and other filters are room content or personal data; the path, method and
+    status are what an operator needs. Works on the formatted line, whatever uvicorn's argument order.
+    """
+
+    _QUERY = re.compile(r"(?<=\S)\?[^\s\"]*")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "?" in message:
+            record.msg, record.args = self._QUERY.sub("", message), None
+        return True
+
+
+class QuietPoolRetries(logging.Filter):
+    """asyncpg's pool logs a warning with a traceback each time it fails to reconnect during an outage;
+    `OutageLog` already said the server is gone. Those records pass only when the root level is debug."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if str(record.msg).startswith("Failed to restore the pool connection"):
+            return logging.getLogger().isEnabledFor(logging.DEBUG)
+        return True
+
+
 def _level(level: str) -> str:
     name = level.strip().lower()
     if name not in _LEVELS:
@@ -131,17 +162,30 @@ def _level(level: str) -> str:
 def logging_config(level: str, json: bool, *, process: str = "roomlogs") -> dict[str, Any]:
     """A `logging.config.dictConfig` dict: one stderr handler with our formatter on the root logger.
 
-    Existing loggers stay enabled (module-level loggers are created at import, before this runs).
+    Existing loggers stay enabled (module-level loggers are created at import, before this runs). uvicorn's
+    loggers write through the same handler (uvicorn takes this dict as its `log_config`), its access log
+    without query strings; asyncpg's pool reconnect tracebacks only at debug.
     """
     formatter = JsonFormatter if json else TextFormatter
     return {
         "version": 1,
         "disable_existing_loggers": False,
         "formatters": {"roomlogs": {"()": formatter, "process": process}},
+        "filters": {
+            "without_query_string": {"()": WithoutQueryString},
+            "quiet_pool_retries": {"()": QuietPoolRetries},
+        },
         "handlers": {
             "stderr": {
                 "class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "roomlogs",
             },
+        },
+        "loggers": {
+            # propagate to the root handler; no handlers of their own (uvicorn's defaults would add some)
+            "uvicorn": {"handlers": [], "propagate": True},
+            "uvicorn.error": {"handlers": [], "propagate": True},
+            "uvicorn.access": {"handlers": [], "propagate": True, "filters": ["without_query_string"]},
+            "asyncpg.pool": {"filters": ["quiet_pool_retries"]},
         },
         "root": {"level": _level(level), "handlers": ["stderr"]},
     }

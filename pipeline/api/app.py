@@ -203,8 +203,8 @@ async def open_pool(settings: ApiSettings, schema: str) -> asyncpg.Pool:
             server_settings=server_settings,
             init=db.init_connection,
         )
-    except db.CONNECTION_ERRORS as e:
-        raise ConfigurationError(f"the API cannot connect to PostgreSQL: {e}") from e
+    except db.CONNECT_FAILURES as e:
+        raise db.connect_failure(e, "ROOMLOGS_API_POSTGRES_DSN") from e
     assert pool is not None
     try:
         async with pool.acquire() as conn:
@@ -223,7 +223,10 @@ async def check_role(conn: asyncpg.Connection, schema: str, *, allow_privileged:
                   to_regclass('access_audit') IS NOT NULL AS migrated""",
     )
     if not facts["migrated"]:
-        raise ConfigurationError(f"schema {schema!r} has no access_audit table: run `roomlogs migrate` first")
+        raise ConfigurationError(
+            f"schema {schema!r} has no access_audit table: run `roomlogs migrate` first "
+            "(or check ROOMLOGS_POSTGRES_SCHEMA and the database in ROOMLOGS_API_POSTGRES_DSN)"
+        )
     powers = await conn.fetchrow(
         """SELECT has_table_privilege('events', 'UPDATE') OR has_table_privilege('events', 'DELETE')
                   OR has_table_privilege('events', 'TRUNCATE') AS edit_logs,
@@ -236,10 +239,11 @@ async def check_role(conn: asyncpg.Connection, schema: str, *, allow_privileged:
     assert powers is not None
     if not (powers["read_logs"] and powers["append_audit"]):
         raise ConfigurationError(
-            f"role {facts['role']!r} cannot read events or append to access_audit; connect as {schema}_api"
+            f"role {facts['role']!r} cannot read events or append to access_audit: set "
+            f"ROOMLOGS_API_POSTGRES_DSN to connect as {schema}_api"
         )
     if (facts["superuser"] or powers["edit_logs"] or powers["edit_audit"]) and not allow_privileged:
         raise ConfigurationError(
-            f"role {facts['role']!r} may edit or delete logs or audit rows; the API must connect as "
-            f"{schema}_api (or set ROOMLOGS_API_ALLOW_PRIVILEGED_DB_ROLE=true for local development)"
+            f"role {facts['role']!r} may edit or delete logs or audit rows: set ROOMLOGS_API_POSTGRES_DSN to "
+            f"connect as {schema}_api (or ROOMLOGS_API_ALLOW_PRIVILEGED_DB_ROLE=true for local development)"
         )

@@ -10,6 +10,7 @@ variables (`pipeline.api.settings.ApiSettings`), read once here; the schema is t
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import os
 import sys
@@ -19,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigurationError
+from pipeline.logs import logging_config
 from pipeline.settings import Settings
 
 if TYPE_CHECKING:
@@ -95,6 +97,9 @@ def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespa
 
     states: list[ApiState] = []
     app = mount(create_app(api_settings, settings.postgres_schema, state_hook=states.append))
+    # The checks the app's start-up makes (DSN, database, role, migrations), made here first: a problem is
+    # one line and exit 2, not a traceback from uvicorn's lifespan.
+    asyncio.run(_check_database(api_settings, settings.postgres_schema))
 
     class Server(uvicorn.Server):
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -109,11 +114,20 @@ def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespa
         port=args.port or api_settings.port,
         lifespan="on",
         log_level=settings.log_level.lower(),
+        # uvicorn's own lines in the roomlogs shape (ROOMLOGS_LOG_FORMAT), access lines without query strings
+        log_config=logging_config(settings.log_level, json=settings.log_format == "json", process="api"),
         timeout_graceful_shutdown=30,
         server_header=False,
     )
     Server(config).run()
     return 0
+
+
+async def _check_database(api_settings: ApiSettings, schema: str) -> None:
+    from pipeline.api.app import open_pool
+
+    pool = await open_pool(api_settings, schema)
+    await pool.close()
 
 
 def _sign_in_link(api_settings: ApiSettings, args: argparse.Namespace) -> str:

@@ -157,5 +157,6 @@ async def _set_password(s: Settings, password: str) -> None:
 
 def _role_dsn(dsn: str, role: str, password: str) -> str:
     parts = urlsplit(dsn)
-    netloc = f"{role}:{password}@{parts.hostname or '127.0.0.1'}" + (f":{parts.port}" if parts.port else "")
+    host_port = parts.netloc.rpartition("@")[2] or "127.0.0.1"  # as written: an IPv6 host keeps its brackets
+    netloc = f"{role}:{password}@{host_port}"
     return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))

@@ -146,9 +146,12 @@ def spawn_worker(settings: Settings, log_path: Path) -> subprocess.Popen[bytes]:
 
 
 async def _prepare(s: Settings) -> None:
+    from pipeline.worker.preflight import check_default_class
+
     conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
     try:
         await migrate(conn, s.postgres_schema)
+        await check_default_class(conn, s)  # what the worker would refuse, said before it starts
     finally:
         await conn.close()
     await ensure_topics(s)

@@ -7,26 +7,61 @@ re-encoding), decoded with orjson on the way out.
 
 from __future__ import annotations
 
+import ssl
 from typing import Any
 
 import asyncpg
 import orjson
 
-from pipeline.errors import ConfigurationError, StorageUnavailableError
+from pipeline.errors import ConfigurationError, RoomlogsError, StorageUnavailableError
 
-#: asyncpg/OS exceptions that mean "the server is not there right now", not "your data is wrong".
+#: asyncpg/OS exceptions that mean "the server is not there right now", not "your data is wrong": the
+#: ingest loop pauses and retries on these. asyncpg's InterfaceError ("improper use of the API": a
+#: released connection used again, two queries at once on one connection, a closed pool) is a bug and is
+#: deliberately not here, so it surfaces instead of being retried forever; its subclass for a lost
+#: connection is the PostgresConnectionError ConnectionDoesNotExistError, which is.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.CannotConnectNowError,
-    asyncpg.InterfaceError,
+    asyncpg.PostgresConnectionError,  # 08xxx: connection lost, failed, rejected
+    asyncpg.exceptions.ConnectionDoesNotExistError,  # "connection was closed in the middle of operation"
+    asyncpg.CannotConnectNowError,  # starting up, in recovery
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.ConnectionFailureError,
     asyncpg.exceptions.TooManyConnectionsError,
     ConnectionError,
     OSError,
     TimeoutError,
 )
+#: What opening a connection may raise besides an outage: a DSN that does not parse (asyncpg's
+#: ClientConfigurationError is a ValueError), or PostgreSQL refusing it (no such database or role, a wrong
+#: password, an unknown parameter). `connect_failure()` turns each into an error naming the setting.
+CONNECT_FAILURES: tuple[type[BaseException], ...] = (
+    *CONNECTION_ERRORS,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    ValueError,
+    OverflowError,
+)
+
+DSN_SETTING = "ROOMLOGS_POSTGRES_DSN"
+
+
+def connect_failure(exc: BaseException, setting: str = DSN_SETTING) -> RoomlogsError:
+    """The error to raise for `exc` (one of CONNECT_FAILURES) from opening a connection with `setting`.
+
+    An outage is a StorageUnavailableError (retriable); everything a setting must fix is a
+    ConfigurationError naming it. Never echoes the DSN (it may hold a password).
+    """
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ConfigurationError(
+            f"PostgreSQL presented a certificate this client does not trust (certificate verify failed: "
+            f"{exc.verify_message}): set sslrootcert in {setting} to the CA that signed it"
+        )
+    if isinstance(exc, CONNECTION_ERRORS):
+        detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return StorageUnavailableError(f"cannot connect to PostgreSQL ({setting}): {detail}")
+    if isinstance(exc, asyncpg.PostgresError):
+        return ConfigurationError(f"PostgreSQL refused the connection: {exc} (check {setting})")
+    return ConfigurationError(f"{setting} is not a usable PostgreSQL DSN: {exc}")
 
 
 def _encode_jsonb(value: Any) -> bytes:
@@ -48,20 +83,21 @@ def server_settings(schema: str) -> dict[str, str]:
     return {"search_path": f"{schema},public", "application_name": "roomlogs", "timezone": "UTC"}
 
 
-async def connect(dsn: str, schema: str) -> asyncpg.Connection:
+async def connect(dsn: str, schema: str, *, setting: str = DSN_SETTING) -> asyncpg.Connection:
+    """One connection; a RoomlogsError naming `setting` (the variable the DSN came from) when it fails."""
     if not dsn:
-        raise ConfigurationError("no PostgreSQL DSN: set ROOMLOGS_POSTGRES_DSN (or use `roomlogs up`)")
+        raise ConfigurationError(f"no PostgreSQL DSN: set {setting} (or use `roomlogs up`)")
     try:
         conn = await asyncpg.connect(dsn, server_settings=server_settings(schema))
-    except CONNECTION_ERRORS as e:
-        raise StorageUnavailableError(f"cannot connect to PostgreSQL: {e}") from e
+    except CONNECT_FAILURES as e:
+        raise connect_failure(e, setting) from e
     await init_connection(conn)
     return conn
 
 
 async def create_pool(dsn: str, schema: str, size: int) -> asyncpg.Pool:
     if not dsn:
-        raise ConfigurationError("no PostgreSQL DSN: set ROOMLOGS_POSTGRES_DSN (or use `roomlogs up`)")
+        raise ConfigurationError(f"no PostgreSQL DSN: set {DSN_SETTING} (or use `roomlogs up`)")
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -70,7 +106,7 @@ async def create_pool(dsn: str, schema: str, size: int) -> asyncpg.Pool:
             server_settings=server_settings(schema),
             init=init_connection,
         )
-    except CONNECTION_ERRORS as e:
-        raise StorageUnavailableError(f"cannot connect to PostgreSQL: {e}") from e
+    except CONNECT_FAILURES as e:
+        raise connect_failure(e) from e
     assert pool is not None
     return pool

@@ -25,25 +25,9 @@ from pipeline.metrics import IngestMetrics
 from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenance
 from pipeline.settings import Settings
 from pipeline.storage import db
-from pipeline.storage.migrate import available
+from pipeline.worker.preflight import check_schema
 
 log = logging.getLogger("roomlogs.worker")
-
-
-class SchemaNotReadyError(RuntimeError):
-    pass
-
-
-async def check_schema(conn: Any, schema: str) -> None:
-    """Fail loudly when the database is not migrated to what this code expects."""
-    latest = available()[-1].version
-    present = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
-    version = await conn.fetchval("SELECT max(version) FROM schema_migrations") if present else None
-    if version is None or version < latest:
-        raise SchemaNotReadyError(
-            f"PostgreSQL schema {schema!r} is at migration {version or 0}, this worker needs {latest}: "
-            "run `roomlogs migrate` first"
-        )
 
 
 class _Boot(BootStrategy):

@@ -10,7 +10,7 @@ that starts and then idles. Passing it proves access at start-up only: faults la
 from __future__ import annotations
 
 import logging
-import ssl
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -21,11 +21,12 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from pipeline.errors import ConfigurationError, StorageUnavailableError
+from pipeline.errors import ConfigurationError
 from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.kafka_topics import ensure_topics
 from pipeline.settings import Settings
 from pipeline.storage import db
+from pipeline.storage.migrate import available
 
 log = logging.getLogger("roomlogs.worker")
 
@@ -34,15 +35,42 @@ _REFUSALS = (TopicAuthorizationFailedError, GroupAuthorizationFailedError, Clust
 
 
 async def preflight(settings: Settings) -> None:
-    """Raise a RoomlogsError naming the setting (or ACL) to fix when the worker could not work.
+    """Raise a RoomlogsError naming the setting (or ACL, or command) to fix when the worker could not work.
 
-    Checks, in order: the brokers accept our TLS and SASL settings; the events and dead-letter topics
-    exist or can be created; we may read the events topic and use the consumer group; PostgreSQL accepts
-    the DSN (TLS included).
+    Checks, in order: PostgreSQL accepts the DSN (database, role, password, TLS), the schema is migrated
+    and ROOMLOGS_DEFAULT_RETENTION_CLASS is one of its retention classes; the brokers accept our TLS and
+    SASL settings; the events and dead-letter topics exist or can be created; we may read the events
+    topic and use the consumer group. PostgreSQL goes first: it is quick to ask and creates nothing.
     """
+    await _check_postgres(settings)
     await ensure_topics(settings)
     await _check_topic_access(settings)
-    await _check_postgres(settings)
+
+
+class SchemaNotReadyError(ConfigurationError):
+    """The schema is not migrated to what this code expects."""
+
+
+async def check_schema(conn: Any, schema: str) -> None:
+    """SchemaNotReadyError (run `roomlogs migrate`) unless the schema has every migration this code has."""
+    latest = available()[-1].version
+    present = await conn.fetchval("SELECT to_regclass('schema_migrations') IS NOT NULL")
+    version = await conn.fetchval("SELECT max(version) FROM schema_migrations") if present else None
+    if version is None or version < latest:
+        raise SchemaNotReadyError(
+            f"PostgreSQL schema {schema!r} is at migration {version or 0}, this worker needs {latest}: "
+            "run `roomlogs migrate` first (or check ROOMLOGS_POSTGRES_SCHEMA)"
+        )
+
+
+async def check_default_class(conn: Any, settings: Settings) -> None:
+    """ConfigurationError unless ROOMLOGS_DEFAULT_RETENTION_CLASS names a class of `retention_classes`."""
+    names = [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes ORDER BY name")]
+    if settings.default_retention_class not in names:
+        raise ConfigurationError(
+            f"ROOMLOGS_DEFAULT_RETENTION_CLASS={settings.default_retention_class!r} is not a retention "
+            f"class: use one of {', '.join(names)} (`roomlogs retention classes list`)"
+        )
 
 
 async def _check_topic_access(settings: Settings) -> None:
@@ -75,14 +103,9 @@ async def _check_topic_access(settings: Settings) -> None:
 
 
 async def _check_postgres(settings: Settings) -> None:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
-        conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-    except StorageUnavailableError as exc:
-        if isinstance(exc.__cause__, ssl.SSLCertVerificationError):
-            raise ConfigurationError(
-                f"PostgreSQL presented a certificate this worker does not trust "
-                f"({exc.__cause__.verify_message}): set sslrootcert in ROOMLOGS_POSTGRES_DSN to the CA "
-                "that signed it"
-            ) from None
-        raise
-    await conn.close()
+        await check_schema(conn, settings.postgres_schema)
+        await check_default_class(conn, settings)
+    finally:
+        await conn.close()

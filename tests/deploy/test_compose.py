@@ -133,6 +133,12 @@ def test_each_roomlogs_service_environment_parses_as_settings(compose: dict[str,
     ApiSettings.from_env(api_env)
 
 
+def test_every_roomlogs_process_logs_json(compose: dict[str, Any]) -> None:
+    """deploy/README.md promises one JSON object per line from every roomlogs container."""
+    for name, service in roomlogs_services(compose).items():
+        assert settings_of(service).log_format == "json", f"{name}: set ROOMLOGS_LOG_FORMAT=json"
+
+
 def test_workers_talk_to_the_replicated_cluster_idempotently(compose: dict[str, Any]) -> None:
     brokers = {name: s for name, s in services(compose).items() if name.startswith("kafka-")}
     assert len(brokers) == 3

@@ -1,0 +1,275 @@
+"""A start-up problem ends every command with one line on stderr naming what to fix, and exit code 2.
+
+Each case runs the real `roomlogs` command (``python -m pipeline.cli``) against the session's PostgreSQL
+and Kafka-protocol broker, as an operator would, and checks what they would see: the exit code, a stderr
+of exactly one line that names the setting (or command) to fix, and no Python traceback.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+from pipeline.settings import Settings
+from pipeline.stack import free_port
+
+JWT_KEY = "k" * 48
+API_KEYS = {
+    "ROOMLOGS_API_JWT_KEY": JWT_KEY,
+    "ROOMLOGS_API_JWT_ALGORITHM": "HS256",
+    "ROOMLOGS_API_CURSOR_KEY": "c" * 48,
+}
+
+
+def roomlogs(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`roomlogs ARGS` with exactly the ROOMLOGS_* variables in `env` (none from this process)."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline.cli", *args],
+        env={**clean, **env},
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def refused(done: subprocess.CompletedProcess[str], *names: str) -> str:
+    """The one stderr line of a command that refused to start; it must name each of `names`."""
+    assert "Traceback" not in done.stderr, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, done.stderr[-3000:]
+    assert done.returncode == 2, (done.returncode, done.stderr)
+    for name in names:
+        assert name in lines[0], lines[0]
+    return lines[0]
+
+
+def with_database(dsn: str, database: str = "", user: str = "") -> str:
+    parts = urlsplit(dsn)
+    netloc = parts.netloc
+    if user:
+        netloc = f"{user}@{netloc.rpartition('@')[2]}"
+    path = f"/{database}" if database else parts.path
+    return urlunsplit((parts.scheme, netloc, path, parts.query, parts.fragment))
+
+
+@contextlib.contextmanager
+def ipv6_loopback(target_port: int) -> Iterator[int]:
+    """A port on [::1] that forwards every connection to 127.0.0.1:`target_port` (the session's server
+    listens on IPv4 only)."""
+    listener = socket.create_server(("::1", 0), family=socket.AF_INET6)
+    listener.settimeout(0.2)
+    stop = threading.Event()
+    sockets: list[socket.socket] = []
+
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except TimeoutError:
+                continue
+            upstream = socket.create_connection(("127.0.0.1", target_port))
+            sockets.extend((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=pump, args=(a, b), daemon=True).start()
+
+    acceptor = threading.Thread(target=serve, daemon=True)
+    acceptor.start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        stop.set()
+        acceptor.join(5)
+        listener.close()
+        for s in sockets:
+            s.close()
+
+
+# --- PostgreSQL -----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", [["migrate"], ["retention", "check"], ["partitions"], ["worker"]])
+def test_a_database_that_does_not_exist(command: list[str], postgres_dsn: str, tmp_path: Path) -> None:
+    env = {"ROOMLOGS_POSTGRES_DSN": with_database(postgres_dsn, "no_such_db")}
+    line = refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_POSTGRES_DSN")
+    assert 'database "no_such_db" does not exist' in line
+
+
+def test_a_role_that_does_not_exist(postgres_dsn: str, tmp_path: Path) -> None:
+    env = {"ROOMLOGS_POSTGRES_DSN": with_database(postgres_dsn, user="no_such_role")}
+    line = refused(roomlogs("migrate", env=env, cwd=tmp_path), "ROOMLOGS_POSTGRES_DSN")
+    assert 'role "no_such_role" does not exist' in line
+
+
+@pytest.mark.parametrize(
+    "dsn",
+    [
+        "postgresql://roomlogs@[::1:5432/roomlogs",  # IPv6 without its closing bracket
+        "postgresql://roomlogs@db:port/roomlogs",
+        "mysql://roomlogs@db/roomlogs",
+        "postgresql://roomlogs@db/roomlogs?sslmode=sometimes",
+    ],
+)
+def test_a_malformed_dsn(dsn: str, tmp_path: Path) -> None:
+    line = refused(
+        roomlogs("migrate", env={"ROOMLOGS_POSTGRES_DSN": dsn}, cwd=tmp_path), "ROOMLOGS_POSTGRES_DSN"
+    )
+    assert "not a usable PostgreSQL DSN" in line
+
+
+def test_an_ipv6_dsn_works(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    port = urlsplit(postgres_dsn).port
+    assert port is not None
+    with ipv6_loopback(port) as v6_port:
+        dsn = f"postgresql://postgres@[::1]:{v6_port}/postgres"
+        env = {"ROOMLOGS_POSTGRES_DSN": dsn, "ROOMLOGS_POSTGRES_SCHEMA": pg_schema}
+        done = roomlogs("migrate", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert "applied 0001_ingest" in done.stdout
+        done = roomlogs("retention", "check", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+
+
+def test_a_server_that_does_not_answer(tmp_path: Path) -> None:
+    env = {"ROOMLOGS_POSTGRES_DSN": f"postgresql://roomlogs@[::1]:{free_port()}/roomlogs"}
+    line = refused(roomlogs("migrate", env=env, cwd=tmp_path), "ROOMLOGS_POSTGRES_DSN")
+    assert "cannot connect to PostgreSQL" in line
+
+
+def test_the_worker_without_a_dsn(tmp_path: Path) -> None:
+    refused(roomlogs("worker", env={}, cwd=tmp_path), "ROOMLOGS_POSTGRES_DSN")
+
+
+def test_an_unmigrated_schema(
+    postgres_dsn: str, pg_schema: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    env = {
+        "ROOMLOGS_POSTGRES_DSN": postgres_dsn,
+        "ROOMLOGS_POSTGRES_SCHEMA": pg_schema,
+        "ROOMLOGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+    }
+    for command in (["worker"], ["retention"], ["retention", "hold", "list"], ["partitions"]):
+        refused(roomlogs(*command, env=env, cwd=tmp_path), "roomlogs migrate")
+
+
+def test_a_default_retention_class_the_database_does_not_have(
+    ingest_settings: Settings, tmp_path: Path
+) -> None:
+    env = {**ingest_settings.to_env(), "ROOMLOGS_DEFAULT_RETENTION_CLASS": "vip"}
+    line = refused(roomlogs("worker", env=env, cwd=tmp_path), "ROOMLOGS_DEFAULT_RETENTION_CLASS")
+    assert "busy_public, private, public" in line
+
+
+# --- Kafka ----------------------------------------------------------------------------------------------
+def test_kafka_unreachable(ingest_settings: Settings, tmp_path: Path) -> None:
+    env = {**ingest_settings.to_env(), "ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
+    for command in (["worker"], ["simulate", "--events", "10", "--no-progress"]):
+        refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_BOOTSTRAP")
+
+
+def test_kafka_refusing(ingest_settings: Settings, tmp_path: Path) -> None:
+    # the session's broker speaks plaintext without SASL: a SASL client is refused at its handshake
+    env = {
+        **ingest_settings.to_env(),
+        "ROOMLOGS_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "ROOMLOGS_KAFKA_SASL_USERNAME": "roomlogs",
+        "ROOMLOGS_KAFKA_SASL_PASSWORD": "secret",
+    }
+    for command in (["worker"], ["simulate", "--events", "10", "--no-progress"]):
+        line = refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_SASL_MECHANISM")
+        assert "secret" not in line
+
+
+# --- the API --------------------------------------------------------------------------------------------
+def test_the_api_without_its_dsn(tmp_path: Path) -> None:
+    refused(roomlogs("api", "serve", env=API_KEYS, cwd=tmp_path), "ROOMLOGS_API_POSTGRES_DSN")
+
+
+def test_the_api_on_a_privileged_role(ingest_settings: Settings, tmp_path: Path) -> None:
+    env = {
+        **API_KEYS,
+        "ROOMLOGS_POSTGRES_SCHEMA": ingest_settings.postgres_schema,
+        "ROOMLOGS_API_POSTGRES_DSN": ingest_settings.postgres_dsn.get(),  # the superuser that migrated
+    }
+    line = refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "ROOMLOGS_API_POSTGRES_DSN")
+    assert "may edit or delete logs" in line and "ROOMLOGS_API_ALLOW_PRIVILEGED_DB_ROLE" in line
+
+
+async def test_the_api_on_an_unmigrated_schema(postgres_dsn: str, pg_schema: str, tmp_path: Path) -> None:
+    env = {
+        **API_KEYS,
+        "ROOMLOGS_POSTGRES_SCHEMA": pg_schema,
+        "ROOMLOGS_API_POSTGRES_DSN": with_database(postgres_dsn, user=f"{pg_schema}_api"),
+    }
+    line = refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "ROOMLOGS_API_POSTGRES_DSN")
+    assert f'role "{pg_schema}_api" does not exist' in line
+    conn = await asyncpg.connect(postgres_dsn)
+    try:  # a role that exists, in a schema nobody migrated
+        await conn.execute(f'CREATE ROLE "{pg_schema}_api" LOGIN')
+        line = refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "roomlogs migrate")
+        assert "ROOMLOGS_POSTGRES_SCHEMA" in line
+    finally:
+        await conn.close()
+
+
+# --- the embedded stack ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_up_and_demo_with_a_database_that_does_not_exist(
+    command: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    env = {"ROOMLOGS_POSTGRES_DSN": with_database(postgres_dsn, "no_such_db")}
+    done = roomlogs(command, "--work-dir", str(tmp_path / "work"), env=env, cwd=tmp_path)
+    refused(done, "ROOMLOGS_POSTGRES_DSN")
+
+
+def test_up_with_a_default_retention_class_the_database_does_not_have(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    env = {
+        "ROOMLOGS_POSTGRES_DSN": postgres_dsn,
+        "ROOMLOGS_POSTGRES_SCHEMA": pg_schema,
+        "ROOMLOGS_DEFAULT_RETENTION_CLASS": "vip",
+    }
+    done = roomlogs("up", "--work-dir", str(tmp_path / "work"), env=env, cwd=tmp_path)
+    refused(done, "ROOMLOGS_DEFAULT_RETENTION_CLASS")
+
+
+# --- settings -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"ROOMLOGS_METRICS_PROT": "9400"}, ("ROOMLOGS_METRICS_PROT", "did you mean ROOMLOGS_METRICS_PORT")),
+        ({"ROOMLOGS_METRICS_PORT": "99999"}, ("ROOMLOGS_METRICS_PORT", "1..65535")),
+        ({"ROOMLOGS_DB_RETRY_MAX_SECONDS": "-1"}, ("ROOMLOGS_DB_RETRY_MAX_SECONDS",)),
+        ({"ROOMLOGS_LOG_LEVEL": "loud"}, ("ROOMLOGS_LOG_LEVEL", "debug, info")),
+    ],
+)
+@pytest.mark.parametrize("command", [["worker"], ["migrate"], ["simulate"], ["retention"], ["api", "serve"]])
+def test_a_wrong_setting_stops_every_command(
+    command: list[str], env: dict[str, str], names: tuple[str, ...], tmp_path: Path
+) -> None:
+    refused(roomlogs(*command, env={**API_KEYS, **env}, cwd=tmp_path), *names)
+
+
+def test_a_misspelt_api_setting(tmp_path: Path) -> None:
+    env = {**API_KEYS, "ROOMLOGS_API_PROT": "8081"}
+    refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "did you mean ROOMLOGS_API_PORT")
