@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 
 from pipeline.cli import api as api_cli
+from pipeline.cli import dead_letters as dead_letters_cli
 from pipeline.cli import retention as retention_cli
 from pipeline.cli import status as status_cli
 from pipeline.errors import RoomlogsError
@@ -64,6 +65,7 @@ def _parser() -> argparse.ArgumentParser:
     retention_cli.add_commands(sub)
     api_cli.add_commands(sub)
     status_cli.add_commands(sub)
+    dead_letters_cli.add_commands(sub)
     return p
 
 
@@ -227,4 +229,5 @@ _COMMANDS = {
     **retention_cli.COMMANDS,
     **api_cli.COMMANDS,
     **status_cli.COMMANDS,
+    **dead_letters_cli.COMMANDS,
 }

@@ -194,3 +194,25 @@ async def _ddl(conn: asyncpg.Connection, sql: str) -> None:
             await conn.execute(sql)
     except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
         pass  # another worker created it between our check and our CREATE: that is the outcome we wanted
+
+
+async def writable_since(conn: asyncpg.Connection, today: date) -> dict[str, date]:
+    """Oldest day still writable per retention class: inside its retention, and after any day retention
+    has dropped (a class whose retention was lengthened does not bring back days already deleted).
+
+    The rule the ingest loop applies to every batch (IngestService._horizons), read in one go for writers
+    that run seldom (a dead-letter replay)."""
+    classes = await conn.fetch("SELECT name, retention_days FROM retention_classes")
+    dropped = {
+        r["retention_class"]: r["day"]
+        for r in await conn.fetch(
+            """SELECT retention_class, max(day) AS day FROM deletion_ledger
+                WHERE table_name = 'events' AND action = 'drop_partition' GROUP BY 1"""
+        )
+    }
+    out = {}
+    for r in classes:
+        oldest = horizon(today, r["retention_days"])
+        gone = dropped.get(r["name"])
+        out[r["name"]] = gone + timedelta(days=1) if gone is not None and gone >= oldest else oldest
+    return out
