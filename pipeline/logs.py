@@ -22,7 +22,9 @@ never format content into the message itself: log ids, counts and reason codes. 
 uvicorn's loggers (`roomlogs api serve`) write this shape, and its access log drop query strings (a chat
 search `q=` is room content).
 
-asyncpg's pool retries during an outage (a traceback each) are held back unless the level is debug.
+Outages are logged as two lines, not one per retry: `OutageLog` writes when a dependency stops answering
+and when it answers again (with how long it was out), and asyncpg's pool retries (a traceback each) are
+held back unless the level is debug.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ import logging.config
 import os
 import re
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -43,9 +47,11 @@ __all__ = [
     "CONTENT_FIELDS",
     "MAX_MESSAGE_CHARS",
     "JsonFormatter",
+    "OutageLog",
     "TextFormatter",
     "configure_logging",
     "logging_config",
+    "outage_log",
 ]
 
 #: Extra-field names whose values are never written (they would be room content or personal data).
@@ -150,6 +156,62 @@ class QuietPoolRetries(logging.Filter):
         if str(record.msg).startswith("Failed to restore the pool connection"):
             return logging.getLogger().isEnabledFor(logging.DEBUG)
         return True
+
+
+class OutageLog:
+    """One line when a dependency stops answering, one when it answers again (with the outage's length).
+
+    Callers report every failure (`down`) and every success (`up`); only the changes are logged, so a
+    retry loop waiting out an outage writes two lines in all. `outage_log(name)` gives the process's one
+    instance per dependency, so every part of a process that notices the same outage (the ingest loop, the
+    maintenance timer) shares its two lines.
+    """
+
+    def __init__(
+        self, what: str, logger: logging.Logger, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.what = what
+        self._log = logger
+        self._clock = clock
+        self._since: float | None = None
+
+    @property
+    def is_down(self) -> bool:
+        return self._since is not None
+
+    def down(self, error: BaseException | str, consequence: str) -> None:
+        """`error` happened; the first one of an outage is logged with `consequence` (what waits for it)."""
+        if self._since is not None:
+            return
+        self._since = self._clock()
+        cause = error if isinstance(error, str) else f"{type(error).__name__}: {error}".rstrip(": ")
+        self._log.warning(
+            "%s unavailable (%s): %s", self.what, cause, consequence, extra={"outage": "started"}
+        )
+
+    def up(self, consequence: str = "") -> None:
+        """A call succeeded; the first one after an outage is logged with how long it lasted."""
+        if self._since is None:
+            return
+        seconds = self._clock() - self._since
+        self._since = None
+        self._log.warning(
+            "%s available again after %.1f s%s",
+            self.what,
+            seconds,
+            f": {consequence}" if consequence else "",
+            extra={"outage": "ended", "outage_seconds": round(seconds, 3)},
+        )
+
+
+_OUTAGES: dict[str, OutageLog] = {}
+
+
+def outage_log(what: str) -> OutageLog:
+    """This process's OutageLog for `what` (e.g. "PostgreSQL"), logging as ``roomlogs.outage``."""
+    if what not in _OUTAGES:
+        _OUTAGES[what] = OutageLog(what, logging.getLogger("roomlogs.outage"))
+    return _OUTAGES[what]
 
 
 def _level(level: str) -> str:

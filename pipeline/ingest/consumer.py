@@ -38,6 +38,7 @@ from pipeline.ingest.mirror import DeadLetterMirror
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
 from pipeline.kafka_client import client_kwargs
+from pipeline.logs import outage_log
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.storage.batch import WriteBatch, WriteOutcome
@@ -47,6 +48,8 @@ from pipeline.storage.partitions import PartitionManager, horizon
 from pipeline.storage.writer import BatchWriter
 
 log = logging.getLogger("roomlogs.ingest")
+#: one line when PostgreSQL goes away, one when it is back (shared with the rest of the process)
+_outage = outage_log("PostgreSQL")
 
 _RETENTION_REFRESH_SECONDS = 30.0
 #: Readiness probes: each check's time limit, and how long an answer is reused (probes come often).
@@ -304,8 +307,7 @@ class IngestService:
                 if generation != self._generation:
                     self._pending = self._pending_batch = None
                     return  # revoked meanwhile: the records will be read again from the stored offsets
-                if not self._paused:
-                    log.warning("PostgreSQL unavailable, pausing ingest and retrying: %s", e)
+                _outage.down(e.__cause__ or e, "ingest paused, retrying with back-off")
                 self._set_paused(True)
                 await self._idle_poll(delay)
                 delay = min(delay * 2, self.settings.db_retry_max_seconds)
@@ -316,7 +318,7 @@ class IngestService:
                 self._pending = asyncio.create_task(self._writer.write(batch, now))
         self._pending = self._pending_batch = None
         if self._paused:
-            log.warning("PostgreSQL is back, ingest resumed")
+            _outage.up("ingest resumed")
             self._set_paused(False)
         await self._after_write(batch, stats, outcome)
 
@@ -445,7 +447,8 @@ class IngestService:
         while True:
             try:
                 await fn(*args)
-            except CONNECTION_ERRORS:
+            except CONNECTION_ERRORS as e:
+                _outage.down(e, "ingest paused, retrying with back-off")
                 self.metrics.storage_unavailable.inc()
                 self._set_paused(True)
                 if self._stopping.is_set() or generation != self._generation:
@@ -454,6 +457,7 @@ class IngestService:
                 delay = min(delay * 2, self.settings.db_retry_max_seconds)
                 continue
             if self._paused:
+                _outage.up("ingest resumed")
                 self._set_paused(False)
             return True
 
@@ -517,8 +521,10 @@ class IngestService:
         while True:
             try:
                 await read_offsets()
+                _outage.up("assigned partitions resume from their stored offsets")
                 break
-            except CONNECTION_ERRORS:
+            except CONNECTION_ERRORS as e:
+                _outage.down(e, "assigned partitions wait for their stored offsets")
                 self.metrics.storage_unavailable.inc()
                 if self._stopping.is_set():
                     return

@@ -35,6 +35,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
 
+from pipeline.logs import outage_log
 from pipeline.retention import ledger
 from pipeline.retention.catalog import EVENTS, count_rows
 from pipeline.retention.enforce import counts, drop_expired, purge_released_holds
@@ -57,6 +58,8 @@ from pipeline.storage.partitions import PartitionManager, day_start
 __all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "owns_log_tables", "run_maintenance"]
 
 log = logging.getLogger("roomlogs.retention")
+#: an unreachable PostgreSQL is logged when it goes and when it is back, not by every run in between
+_outage = outage_log("PostgreSQL")
 
 #: How long any one lock wait of a drop (the detach's waits for other transactions on the parent, the
 #: locks on the partition and on legal_holds) may last before the partition is deferred to the next run.
@@ -99,7 +102,7 @@ async def run_maintenance(
     except CONNECTION_ERRORS as e:
         if metrics is not None:
             metrics.failures.labels("run").inc()
-        log.warning("maintenance could not get a connection: %s: %s", type(e).__name__, e)
+        _outage.down(e, "maintenance retries at its next run")
         return MaintenanceReport(as_of=_today(now), dry_run=dry_run, error=f"{type(e).__name__}: {e}")
 
 
@@ -116,6 +119,7 @@ async def maintain(
     """One run on `conn` (see the module docstring). A dry run changes nothing and takes no lock."""
     started = time.perf_counter()
     report = MaintenanceReport(as_of=_today(now), dry_run=dry_run)
+    unavailable: BaseException | None = None
     try:
         if dry_run:
             await _dry_run(conn, settings, report)
@@ -141,6 +145,7 @@ async def maintain(
             )
     except CONNECTION_ERRORS as e:
         report.error = f"PostgreSQL unavailable: {type(e).__name__}: {e}"
+        unavailable = e
     except (asyncpg.PostgresError, HeldRowsSchemaError) as e:
         report.error = f"{type(e).__name__}: {e}"
     report.duration_seconds = time.perf_counter() - started
@@ -150,7 +155,11 @@ async def maintain(
             metrics.failures.labels("run").inc()
         elif not report.skipped and not dry_run:
             metrics.last_success.set(now.timestamp())
-    if report.error:
+    if unavailable is not None:
+        _outage.down(unavailable, "maintenance retries at its next run")
+    else:
+        _outage.up()
+    if report.error and unavailable is None:
         log.warning("maintenance failed: %s", report.error)
     elif report.deferred:
         # one record per run naming each deferred partition and why (the CLI prints the same lines)

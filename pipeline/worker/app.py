@@ -99,16 +99,21 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             task = asyncio.ensure_future(ingest.run())
             task.add_done_callback(self._ingest_done)
             state["task"] = task
+            relay = ingest._mirror_task  # the dead-letter relay: a bug there must end the worker too
+            if relay is not None:
+                relay.add_done_callback(self._ingest_done)
             log.info("ingesting %s as group %s", settings.events_topic, settings.consumer_group)
 
         def _ingest_done(self, task: asyncio.Future[None]) -> None:
             exc = None if task.cancelled() else task.exception()
             if exc is not None:
-                # An unexpected error in the ingest loop must end the worker (and be seen), not idle it.
-                log.error("ingest loop crashed: %r", exc)
+                # An unexpected error in the ingest loop (or its dead-letter relay) must end the worker (and
+                # be seen), not idle it. Outages never get here: they pause and retry.
+                log.error("ingest crashed: %r", exc, exc_info=exc)
                 self.crash_task = asyncio.ensure_future(self.crash(exc))
 
         async def on_stop(self) -> None:
+            state["stopping"] = True  # no maintenance run starts on a pool about to close
             ingest: IngestService | None = state.get("ingest")
             if ingest is not None:
                 await ingest.stop()
@@ -126,17 +131,16 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     async def maintenance() -> None:
         """Partitions ahead, expired partitions dropped, legal holds honoured, deletions recorded.
 
-        Several workers run this; an advisory lock lets one at a time do it. It never raises for a
-        PostgreSQL problem (the report carries the error and a failure is counted).
+        Several workers run this; an advisory lock lets one at a time do it. It never raises for an
+        outage or an error PostgreSQL reports (the run logs it, the report carries it and a failure is
+        counted); a bug (asyncpg's InterfaceError, say) ends the worker.
         """
         ingest: IngestService | None = state.get("ingest")
-        if ingest is None:
+        if ingest is None or state.get("stopping"):
             return
-        report = await run_maintenance(
+        await run_maintenance(
             state["pool"], settings, retention_metrics, now=datetime.now(UTC), partitions=ingest.partitions
         )
-        if report.error:
-            log.warning("maintenance failed: %s", report.error)
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
