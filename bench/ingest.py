@@ -39,7 +39,7 @@ from tqdm import tqdm
 from pipeline.cli.devstack import spawn_worker
 from pipeline.publisher.simulator import SimulationConfig, iter_events
 from pipeline.settings import Secret, Settings
-from pipeline.stack import EmbeddedKafka, EmbeddedPostgres, free_port
+from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres, free_port
 from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
 from pipeline.storage import db
 from pipeline.storage.batch import EVENT_COLUMNS
@@ -280,6 +280,8 @@ async def main_async(
         worker_data_dir=str(work_dir / "worker"),
         log_level="warning",
     )
+    if not apache:
+        base = base.replace(**TANSU_CLIENT_SETTINGS)
     today = datetime.now(UTC)
     raw = base.replace(postgres_schema="bench_raw", consumer_group="bench-raw")
     worker = base.replace(postgres_schema="bench_worker", consumer_group="bench-worker")

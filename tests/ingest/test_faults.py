@@ -103,7 +103,7 @@ async def wait_for_count(
 
 
 async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
-    ingest_settings: Settings, tmp_path: Path
+    ingest_settings: Settings, tmp_path: Path, kafka_broker: Any
 ) -> None:
     s = ingest_settings.replace(batch_max_events=2_000)  # many small transactions: more places to die in
     events = list(chat_events(60_000))
@@ -135,7 +135,7 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
         assert proc.wait(60) == 0, (tmp_path / "worker-9.log").read_text()[-3000:]
     # the first start forms the group; every later one follows a kill -9 of the previous worker
     print(
-        "\nkill -9 recovery (embedded broker): seconds from restart to first write after each kill:",
+        f"\nkill -9 recovery ({kafka_broker.name}): seconds from restart to first write after each kill:",
         ", ".join(f"{t:.1f}" for t in resumed_after[1:]),
         f"(first start {resumed_after[0]:.1f})",
     )
