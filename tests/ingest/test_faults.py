@@ -111,7 +111,15 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
 
     kills: list[int] = []
     resumed_after: list[float] = []  # seconds from a restart to its first write
-    for round_no, threshold in enumerate((8_000, 30_000, 45_000)):
+    # three workers killed with kill -9 mid-stream, then one stopped cleanly (SIGTERM) mid-stream
+    for round_no, (threshold, stop) in enumerate(
+        (
+            (8_000, signal.SIGKILL),
+            (30_000, signal.SIGKILL),
+            (40_000, signal.SIGKILL),
+            (48_000, signal.SIGTERM),
+        )
+    ):
         before = await count(s)
         started = time.monotonic()
         proc = start_worker(s, tmp_path, round_no)
@@ -120,8 +128,8 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
             resumed_after.append(time.monotonic() - started)
             kills.append(await wait_for_count(s, threshold, proc, within_seconds=120))
         finally:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
+            proc.send_signal(stop)
+            proc.wait(60)
     assert kills[0] < len(events), "the first kill must land mid-stream"
 
     started, before = time.monotonic(), await count(s)
@@ -133,11 +141,11 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "worker-9.log").read_text()[-3000:]
-    # the first start forms the group; every later one follows a kill -9 of the previous worker
+    # the first start forms the group; the next three follow a kill -9, the last a clean stop
     print(
-        f"\nkill -9 recovery ({kafka_broker.name}): seconds from restart to first write after each kill:",
-        ", ".join(f"{t:.1f}" for t in resumed_after[1:]),
-        f"(first start {resumed_after[0]:.1f})",
+        f"\nworker recovery ({kafka_broker.name}): seconds from restart to first write after kill -9:",
+        ", ".join(f"{t:.1f}" for t in resumed_after[1:4]),
+        f"; after a clean stop: {resumed_after[4]:.1f} (first start {resumed_after[0]:.1f})",
     )
 
     ids = await stored_ids(s)
