@@ -10,7 +10,9 @@ What it promises:
   (backpressure instead of unbounded memory);
 - nothing is lost silently: a delivery that fails after `send()` returned is counted (`failed`,
   `last_error`), reported by the next `flush()`, and `close()` raises DeliveryError if any delivery ever
-  failed. `close()` delivers everything still buffered before it stops (cf. aiokafka #923).
+  failed. `close()` delivers everything still buffered before it stops (cf. aiokafka #923);
+- a caller that needs to know which events arrived awaits the future `send()` returns: it resolves when
+  the broker acknowledged that event, and fails with the error when it will never be delivered.
 """
 
 from __future__ import annotations
@@ -379,17 +381,21 @@ class RoomEventPublisher:
         await self.close()
 
     # --- sending ------------------------------------------------------------------------------------
-    async def send(self, event: Mapping[str, Any]) -> None:
+    async def send(self, event: Mapping[str, Any]) -> asyncio.Future[Any]:
         """Publish one event (a dict following contract v1); returns once the producer buffered it.
 
         Fills `event_id` (UUIDv7), `schema_version` and `occurred_at` (now) when absent, without changing
         the caller's dict. Raises ContractError (reason = the code the worker would dead-letter it with)
         and sends nothing if the event breaks the contract; DeliveryError if the producer refuses it;
         PublisherClosedError after close(). Waits while `max_buffered_events` are unacknowledged.
+
+        Returns the event's delivery: a future that resolves (to aiokafka's RecordMetadata) once the
+        broker acknowledged the event, or fails with the error that ends its delivery. Awaiting it is
+        optional: every outcome is counted and reported by flush()/close() either way.
         """
         self._check_open()
         key, value = self._encode(event)
-        await self._enqueue(key, value)
+        return await self._enqueue(key, value)
 
     async def send_raw(self, key: bytes | None, value: bytes) -> None:
         """Publish bytes as they are: no validation, no defaults. For tools (simulator, benchmark)."""
@@ -430,7 +436,7 @@ class RoomEventPublisher:
         room_id = doc.get("room_id")
         return (room_id.encode() if isinstance(room_id, str) else None), value
 
-    async def _enqueue(self, key: bytes | None, value: bytes) -> None:
+    async def _enqueue(self, key: bytes | None, value: bytes) -> asyncio.Future[Any]:
         if self._renew:
             await self._renew_producer()
         epoch = self._epoch
@@ -444,7 +450,7 @@ class RoomEventPublisher:
         if self.in_flight > self.peak_in_flight:
             self.peak_in_flight = self.in_flight
         try:
-            future = await self._producer.send(self.topic, value, key=key)
+            future: asyncio.Future[Any] = await self._producer.send(self.topic, value, key=key)
         except BaseException as exc:
             self.in_flight -= 1
             self._slots.release()
@@ -470,6 +476,7 @@ class RoomEventPublisher:
             # starve it until its send timed out. Yielding now and then lets the waiting tasks in.
             self._sends_since_yield = 0
             await asyncio.sleep(0)
+        return future
 
     def _on_delivery(self, future: asyncio.Future[Any]) -> None:
         epoch = self._pending.pop(future)

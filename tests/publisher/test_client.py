@@ -95,6 +95,19 @@ async def test_events_arrive_exactly_as_sent_and_each_room_in_order(
         assert ids == [e["event_id"] for e in sent if e["room_id"].encode() == key]
 
 
+async def test_each_send_returns_a_future_that_says_where_its_event_was_acknowledged(
+    publisher: RoomEventPublisher, consume: Consume, topic: str
+) -> None:
+    """A room server (or a fault harness) that must know which events arrived awaits their deliveries."""
+    sent = [_chat(f"room-{n % 5}", n) for n in range(60)]
+    deliveries = [await publisher.send(event) for event in sent]
+    acknowledged = await asyncio.gather(*deliveries)
+    pairs = zip(acknowledged, sent, strict=True)
+    where = {(md.partition, md.offset): event["event_id"] for md, event in pairs}
+    records = await consume(topic, 60)
+    assert where == {(r.partition, r.offset): orjson.loads(r.value)["event_id"] for r in records}
+
+
 async def test_missing_envelope_fields_are_filled_without_touching_the_callers_dict(
     publisher: RoomEventPublisher, consume: Consume, topic: str
 ) -> None:
@@ -276,12 +289,12 @@ async def test_close_raises_when_events_were_not_delivered(tmp_path: Path) -> No
             linger_seconds=30.0, request_timeout_seconds=3.0,
         )  # fmt: skip
         await publisher.start()
-        for n in range(50):
-            await publisher.send(_chat("room-lost", n))
+        deliveries = [await publisher.send(_chat("room-lost", n)) for n in range(50)]
         await asyncio.to_thread(kafka.stop)  # the broker goes away with all 50 still buffered
         with pytest.raises(DeliveryError) as caught:
             await publisher.close()
     assert caught.value.failed == 50
+    assert all(d.done() and d.exception() is not None for d in deliveries)  # each one says it failed
     assert (publisher.acked, publisher.failed, publisher.in_flight) == (0, 50, 0)
     assert caught.value.retriable
 
