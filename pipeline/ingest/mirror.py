@@ -24,9 +24,10 @@ import asyncpg
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
+from pipeline.errors import StorageUnavailableError
 from pipeline.metrics import IngestMetrics
 from pipeline.storage import outbox
-from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.db import CONNECTION_ERRORS, lost
 
 log = logging.getLogger("roomlogs.ingest.mirror")
 
@@ -81,7 +82,7 @@ class DeadLetterMirror:
             requests = self._requests
             try:
                 await self.drain()
-            except (KafkaError, MirrorStalledError, *CONNECTION_ERRORS) as e:
+            except (KafkaError, MirrorStalledError, StorageUnavailableError, *CONNECTION_ERRORS) as e:
                 self._metrics.dead_letter_publish_errors.inc()
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
@@ -105,13 +106,19 @@ class DeadLetterMirror:
         """Send queued messages until the queue is empty; return how many were acknowledged."""
         total = 0
         while True:
-            async with self._pool.acquire() as conn, conn.transaction():
-                messages = await outbox.claim(conn, self._claim_rows)
-                if not messages:
-                    self._metrics.dead_letter_outbox_pending.set(0)
-                    return total
-                acked = await self._send(messages)
-                await outbox.done(conn, acked)
+            async with self._pool.acquire() as conn:
+                try:
+                    async with conn.transaction():
+                        messages = await outbox.claim(conn, self._claim_rows)
+                        if not messages:
+                            self._metrics.dead_letter_outbox_pending.set(0)
+                            return total
+                        acked = await self._send(messages)
+                        await outbox.done(conn, acked)
+                except asyncpg.InterfaceError as e:
+                    if not lost(e, conn):
+                        raise  # a bug: ends the worker
+                    raise StorageUnavailableError(f"PostgreSQL went away during a relay round: {e}") from e
             total += len(acked)
             self._metrics.dead_letters_mirrored.inc(len(acked))
             if len(acked) < len(messages):

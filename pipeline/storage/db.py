@@ -110,3 +110,19 @@ async def create_pool(dsn: str, schema: str, size: int) -> asyncpg.Pool:
         raise connect_failure(e) from e
     assert pool is not None
     return pool
+
+
+def lost(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
+    """Whether `exc`, raised while using `conn`, means the server went away (an outage, not a bug).
+
+    Leaving `async with conn.transaction()` after the server died raises asyncpg's InterfaceError ("the
+    underlying connection is closed"), not a connection error: on a closed connection it is an outage too.
+    """
+    if isinstance(exc, CONNECTION_ERRORS):
+        return True
+    if not isinstance(exc, asyncpg.InterfaceError) or conn is None:
+        return False
+    try:
+        return conn.is_closed()
+    except asyncpg.InterfaceError:
+        return True  # the pool took the connection back from us because it died

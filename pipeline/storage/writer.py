@@ -46,7 +46,7 @@ from pipeline.storage.batch import (
     WriteBatch,
     WriteOutcome,
 )
-from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.db import CONNECTION_ERRORS, lost
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.event_ids import conflicting_copy
 from pipeline.storage.partitions import PartitionManager, day_of
@@ -89,6 +89,10 @@ class BatchWriter:
                     # a partition another process dropped or we never saw. Re-read the catalog, retry once.
                     await self._partitions.load(conn)
                     outcome = await self._write(conn, batch, received_at)
+                except asyncpg.InterfaceError as e:
+                    if not lost(e, conn):
+                        raise  # improper use of asyncpg: a bug, not an outage
+                    raise StorageUnavailableError(f"PostgreSQL went away: {e}") from e
         except CONNECTION_ERRORS as e:
             raise StorageUnavailableError(f"PostgreSQL unavailable: {type(e).__name__}: {e}") from e
         outcome.write_seconds = time.perf_counter() - started
