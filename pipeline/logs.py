@@ -60,8 +60,11 @@ WITHHELD = "[withheld]"
 MAX_MESSAGE_CHARS = 2_000
 _LEVELS = ("debug", "info", "warning", "error", "critical")
 
-# Every attribute a LogRecord has without `extra` (what remains are the caller's fields).
-_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# Every attribute a LogRecord has without `extra` (what remains are the caller's fields), and uvicorn's
+# `color_message` (its message again, with terminal colour codes).
+_RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message", "asctime", "color_message",
+}  # fmt: skip
 
 
 def _timestamp(record: logging.LogRecord) -> str:

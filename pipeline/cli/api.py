@@ -20,6 +20,7 @@ from types import FrameType
 from typing import TYPE_CHECKING
 
 from pipeline.errors import ConfigurationError
+from pipeline.listen import check_can_listen
 from pipeline.logs import logging_config
 from pipeline.settings import Settings
 
@@ -97,8 +98,12 @@ def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespa
 
     states: list[ApiState] = []
     app = mount(create_app(api_settings, settings.postgres_schema, state_hook=states.append))
-    # The checks the app's start-up makes (DSN, database, role, migrations), made here first: a problem is
-    # one line and exit 2, not a traceback from uvicorn's lifespan.
+    # The checks the app's start-up makes (DSN, database, role, migrations) and the port, made here first: a
+    # problem is one line and exit 2, not a traceback from uvicorn's lifespan or its log lines and exit 3.
+    host, port = args.host or api_settings.host, args.port or api_settings.port
+    check_can_listen(
+        host, port, host_setting="ROOMLOGS_API_HOST", port_setting="ROOMLOGS_API_PORT (or --port)"
+    )
     asyncio.run(_check_database(api_settings, settings.postgres_schema))
 
     class Server(uvicorn.Server):
@@ -110,8 +115,8 @@ def _serve(settings: Settings, api_settings: ApiSettings, args: argparse.Namespa
 
     config = uvicorn.Config(
         app,
-        host=args.host or api_settings.host,
-        port=args.port or api_settings.port,
+        host=host,
+        port=port,
         lifespan="on",
         log_level=settings.log_level.lower(),
         # uvicorn's own lines in the roomlogs shape (ROOMLOGS_LOG_FORMAT), access lines without query strings

@@ -56,7 +56,7 @@ READS: dict[str, tuple[str, ...]] = {
         *_POSTGRES, "partitions_ahead_days", "dead_letter_retention_days", "maintenance_interval_seconds",
         *_LOGGING,
     ),
-    "api": ("postgres_schema", *_LOGGING, *_API),
+    "api": (*_POSTGRES, *_LOGGING, *_API),  # the DSN: `api trust-key`, as the schema's owner
     "status": (
         *_KAFKA, "events_topic", "consumer_group", "maintenance_interval_seconds",
         "dead_letter_retention_days", *_POSTGRES, *_LOGGING,

@@ -24,6 +24,7 @@ from aiokafka.errors import (
 from pipeline.errors import ConfigurationError
 from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.kafka_topics import ensure_topics
+from pipeline.listen import check_can_listen
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.migrate import available
@@ -40,8 +41,15 @@ async def preflight(settings: Settings) -> None:
     Checks, in order: PostgreSQL accepts the DSN (database, role, password, TLS), the schema is migrated
     and ROOMLOGS_DEFAULT_RETENTION_CLASS is one of its retention classes; the brokers accept our TLS and
     SASL settings; the events and dead-letter topics exist or can be created; we may read the events
-    topic and use the consumer group. PostgreSQL goes first: it is quick to ask and creates nothing.
+    topic and use the consumer group. Before all that, that its metrics port is free (faust's own error
+    for a taken port is a traceback). PostgreSQL goes before Kafka: it is quick to ask and creates nothing.
     """
+    check_can_listen(
+        settings.metrics_host,
+        settings.metrics_port,
+        host_setting="ROOMLOGS_METRICS_HOST",
+        port_setting="ROOMLOGS_METRICS_PORT",
+    )
     await _check_postgres(settings)
     await ensure_topics(settings)
     await _check_topic_access(settings)

@@ -86,6 +86,7 @@ def test_api_logs_are_json_lines_and_the_access_log_has_no_query_strings(
         server.wait(60)
     text = stderr_path.read_text()
     assert "fountain" not in text and "u-2" not in text
+    assert "color_message" not in text and "\x1b[" not in text  # no terminal colour codes
     lines = [orjson.loads(line) for line in text.splitlines() if line.strip()]  # every line is JSON
     assert {line["process"] for line in lines} == {"api"}
     assert all(list(line)[:6] == ["ts", "level", "logger", "msg", "process", "pid"] for line in lines)

@@ -231,6 +231,26 @@ async def test_the_api_on_an_unmigrated_schema(postgres_dsn: str, pg_schema: str
         await conn.close()
 
 
+# --- ports -----------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def taken_port() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def test_the_worker_on_a_taken_metrics_port(ingest_settings: Settings, tmp_path: Path) -> None:
+    with taken_port() as port:
+        env = {**ingest_settings.to_env(), "ROOMLOGS_METRICS_PORT": str(port)}
+        line = refused(roomlogs("worker", env=env, cwd=tmp_path), "ROOMLOGS_METRICS_PORT")
+    assert f"127.0.0.1:{port}" in line
+
+
+def test_the_api_on_a_taken_port(tmp_path: Path) -> None:
+    with taken_port() as port:
+        env = {**API_KEYS, "ROOMLOGS_API_PORT": str(port), "ROOMLOGS_API_POSTGRES_DSN": "postgresql://x@db/x"}
+        refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "ROOMLOGS_API_PORT")
+
+
 # --- the embedded stack ---------------------------------------------------------------------------------
 @pytest.mark.parametrize("command", ["up", "demo"])
 def test_up_and_demo_with_a_database_that_does_not_exist(
