@@ -6,12 +6,15 @@
   rows are deleted in every room: ``POST /v1/users/{user_id}/erasures``.
 
 The API's role cannot DELETE from `events`. It calls `api_delete_room_logs` / `api_erase_user_chat`
-(migration 0003), SECURITY DEFINER functions that re-check the basis, delete under the
-`roomlogs.authorized_deletion` setting the events trigger requires, and write the `deletion_requests`
-ledger row; the access-audit row is written in the same transaction, so a deletion is recorded twice or
-not done at all. Both are keyed by the server's request id (a client's X-Request-Id is only a label, so
-a retried or reused one can neither collide with another request nor name it). Refusals (403, a legal
-hold's 409, a bad body's 400) are raised and audited by the gate.
+(migrations 0003, 0010), SECURITY DEFINER functions that check the grant themselves: the API passes the
+caller's proof of identity (the bearer token as sent, or the console session cookie's value), which the
+function verifies with the identity provider's key only the schema's owner can read, then decides from
+the room's current owner or the staff role. They delete under the `roomlogs.authorized_deletion` setting
+the events trigger requires and write the `deletion_requests` ledger row; the access-audit row is
+written in the same transaction, so a deletion is recorded twice or not done at all. Both are keyed by
+the server's request id (a client's X-Request-Id is only a label, so a retried or reused one can neither
+collide with another request nor name it). Refusals (403, a legal hold's 409, a bad body's 400) are
+raised and audited by the gate.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import Forbidden, InvalidBody, LegalHold
 from pipeline.api.params import storable
+from pipeline.api.sessions import database_refusal, identity_proof
 
 _MAX_BODY_BYTES = 4096
 _NOTE_MAX_CHARS = 500
@@ -40,6 +44,7 @@ async def delete_room_logs(call: Call) -> Response:
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.DELETE, asked)
         reason = grant.staff_reason if grant.basis == "staff" else (note or "owner request")
+        proof_kind, proof = identity_proof(call.state, call.request)
         try:
             async with conn.transaction():
                 await _long_timeout(call, conn)
@@ -47,8 +52,8 @@ async def delete_room_logs(call: Call) -> Response:
                     "SELECT api_delete_room_logs($1, $2, $3, $4, $5, $6)",
                     call.request_id,
                     room_id,
-                    call.identity.subject,
-                    call.identity.kind.value,
+                    proof_kind,
+                    proof,
                     grant.basis,
                     reason,
                 )
@@ -59,6 +64,11 @@ async def delete_room_logs(call: Call) -> Response:
             raise LegalHold(f"room {room_id!r} is under legal hold; its logs cannot be deleted") from None
         except asyncpg.InsufficientPrivilegeError:  # the owner changed since authorize_room looked
             raise Forbidden("only the room's owner or support staff may delete its logs") from None
+        except (
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.ObjectNotInPrerequisiteStateError,
+        ) as e:  # the database's check of the caller's proof disagrees with the API's, or has no key
+            raise database_refusal(e) from None
     return JSONResponse(
         {
             "request_id": call.request_id,
@@ -81,17 +91,26 @@ async def erase_user_chat(call: Call) -> Response:
     call.asking(asked)
     ticket = call.state.policy.staff_reason(call.identity, call.stated_reason)
     grant = call.granted(Grant("staff", ticket))
-    async with call.connection() as conn, conn.transaction():
-        await _long_timeout(call, conn)
-        deleted = await conn.fetchval(
-            "SELECT api_erase_user_chat($1, $2, $3, $4, $5)",
-            call.request_id,
-            user_id,
-            call.identity.subject,
-            call.identity.kind.value,
-            ticket,
-        )
-        await call.audit(conn, call.entry(http_status=201, grant=grant, filters=asked, row_count=deleted))
+    proof_kind, proof = identity_proof(call.state, call.request)
+    try:
+        async with call.connection() as conn, conn.transaction():
+            await _long_timeout(call, conn)
+            deleted = await conn.fetchval(
+                "SELECT api_erase_user_chat($1, $2, $3, $4, $5)",
+                call.request_id,
+                user_id,
+                proof_kind,
+                proof,
+                ticket,
+            )
+            await call.audit(conn, call.entry(http_status=201, grant=grant, filters=asked, row_count=deleted))
+    except asyncpg.InsufficientPrivilegeError:  # the database's own check of the caller refused
+        raise Forbidden("only support staff with a ticket may erase a user's chat") from None
+    except (
+        asyncpg.InvalidAuthorizationSpecificationError,
+        asyncpg.ObjectNotInPrerequisiteStateError,
+    ) as e:  # the database's check of the caller's proof disagrees with the API's, or has no key
+        raise database_refusal(e) from None
     return JSONResponse(
         {
             "request_id": call.request_id,

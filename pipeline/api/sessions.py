@@ -37,6 +37,7 @@ from starlette.types import Scope
 from pipeline.api.auth import Identity, IdentityKind
 from pipeline.api.context import SESSION_REASON, ApiState, Call, JSONResponse
 from pipeline.api.errors import (
+    ApiError,
     CsrfFailed,
     Forbidden,
     InvalidBody,
@@ -52,6 +53,8 @@ __all__ = [
     "authenticate",
     "check_csrf",
     "current_session",
+    "database_refusal",
+    "identity_proof",
     "session_is_live",
 ]
 
@@ -107,6 +110,30 @@ async def authenticate(state: ApiState, scope: Scope) -> Identity:
     scope[SESSION] = session
     scope[SESSION_REASON] = session.staff_reason
     return session.identity
+
+
+def identity_proof(state: ApiState, request: Request) -> tuple[str, str]:
+    """What shows the database who is asking (migration 0010): ("bearer", the token as sent) or ("session",
+    the session cookie's value), the same choice `authenticate` made. The deletion functions verify it
+    themselves rather than take the API's word for the caller."""
+    headers = request.headers
+    authorization = headers.get("authorization")
+    raw = cookie_parser(headers.get("cookie", "")).get(cookie_name(state))
+    if authorization or not raw:
+        return "bearer", (authorization or "").strip().partition(" ")[2].strip()
+    return "session", raw
+
+
+def database_refusal(e: asyncpg.PostgresError) -> ApiError:
+    """The API's answer when the database's own identity check (migration 0010) refuses a proof the API
+    accepted (SQLSTATE 28000: its key differs from the API's) or has no key (55000). A setup problem, not
+    the caller's: 503 with the fix."""
+    if isinstance(e, asyncpg.ObjectNotInPrerequisiteStateError):
+        return Unavailable("the database has no key to verify identities with: run `roomlogs api trust-key`")
+    return Unavailable(
+        "the database does not accept the token the API accepted: run `roomlogs api trust-key` with the "
+        "API's token settings"
+    )
 
 
 def check_csrf(scope: Scope) -> None:
@@ -195,18 +222,25 @@ async def sign_in(call: Call) -> Response:
         raise Forbidden("services use bearer tokens; console sessions are for people")
     secret = secrets.token_bytes(_SESSION_ID_BYTES)
     ttl = timedelta(seconds=call.settings.session_ttl_seconds)
+    _, token = identity_proof(call.state, request)
     async with call.connection() as conn, conn.transaction():
         await conn.execute(
             "DELETE FROM console_sessions WHERE expires_at < clock_timestamp() - interval '1 day'"
         )
-        expires_at = await conn.fetchval(
-            """INSERT INTO console_sessions (session_hash, subject, identity_type, expires_at)
-               VALUES ($1, $2, $3, clock_timestamp() + $4::interval) RETURNING expires_at""",
-            hashlib.sha256(secret).digest(),
-            identity.subject,
-            identity.kind.value,
-            ttl,
-        )
+        try:
+            # the database verifies the token itself: the API's role cannot open a session for anyone
+            async with conn.transaction():
+                expires_at = await conn.fetchval(
+                    "SELECT api_open_session($1, $2, $3)",
+                    token,
+                    hashlib.sha256(secret).digest(),
+                    int(ttl.total_seconds()),
+                )
+        except (
+            asyncpg.InvalidAuthorizationSpecificationError,
+            asyncpg.ObjectNotInPrerequisiteStateError,
+        ) as e:
+            raise database_refusal(e) from None
         await call.audit(conn, call.entry(filters={"expires_at": expires_at.isoformat()}))
     response = JSONResponse(
         _describe(identity, expires_at, None, _csrf_token(secret)), status_code=201,
@@ -265,12 +299,14 @@ async def set_reason(call: Call) -> Response:
     if stated is not None and not isinstance(stated, str):
         raise InvalidBody("reason must be a string or null")
     reason = None if stated is None else call.state.policy.staff_reason(call.identity, stated.strip())
+    kind, cookie = identity_proof(call.state, call.request)
+    if kind != "session":
+        raise Unauthenticated("this needs a console session (sign in at /console/sign-in)")
     async with call.connection() as conn:
-        await conn.execute(
-            "UPDATE console_sessions SET staff_reason = $2 WHERE session_hash = $1",
-            session.session_hash,
-            reason,
-        )
+        try:
+            await conn.execute("SELECT api_set_session_reason($1, $2)", cookie, reason)
+        except asyncpg.InvalidAuthorizationSpecificationError:
+            raise SessionExpired("your console session has ended; sign in again") from None
         await call.audit(conn, call.entry(filters={"reason": reason}))
     return JSONResponse(
         _describe(call.identity, session.expires_at, reason, session.csrf_token),

@@ -1,5 +1,5 @@
 """`roomlogs api ...`: serve the query API and the room console, print its OpenAPI document, mint
-development tokens and console sign-in links.
+development tokens and console sign-in links, install the token key the database checks callers with.
 
 Wiring: `pipeline.cli` calls `add_commands(subparsers)` when it builds its parser and dispatches
 `args.command` through `COMMANDS`, like its own commands. API settings are the ``ROOMLOGS_API_*``
@@ -65,6 +65,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "--base-url", default=None, help="where the console is served (default http://HOST:PORT of the API)"
     )
     link.add_argument("--ttl-seconds", type=int, default=600, help="how long the link works (default 600)")
+    sub.add_parser(
+        "trust-key",
+        help="install the token key in the database, which checks deletions and console sign-ins itself "
+        "(run as the schema's owner: ROOMLOGS_POSTGRES_DSN; reads ROOMLOGS_API_JWT_*, "
+        "ROOMLOGS_API_STAFF_ROLE, ROOMLOGS_API_SESSION_TTL_SECONDS)",
+    )
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -85,7 +91,13 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     if command == "sign-in-link":
         print(_sign_in_link(api_settings, args))
         return 0
-    print("usage: roomlogs api {serve,openapi,token,sign-in-link} (see roomlogs api --help)", file=sys.stderr)
+    if command == "trust-key":
+        print(asyncio.run(_trust_key(settings, api_settings)))
+        return 0
+    print(
+        "usage: roomlogs api {serve,openapi,token,sign-in-link,trust-key} (see roomlogs api --help)",
+        file=sys.stderr,
+    )
     return 2
 
 
@@ -133,6 +145,34 @@ async def _check_database(api_settings: ApiSettings, schema: str) -> None:
 
     pool = await open_pool(api_settings, schema)
     await pool.close()
+
+
+async def _trust_key(settings: Settings, api_settings: ApiSettings) -> str:
+    """Install the API's token key in `token_trust` (pipeline/api/trust.py), as the schema's owner."""
+    import asyncpg
+
+    from pipeline.api.trust import install, token_trust
+    from pipeline.storage import db
+
+    trust = token_trust(api_settings)
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        await install(conn, trust)
+    except asyncpg.UndefinedTableError:
+        raise ConfigurationError(
+            f"schema {settings.postgres_schema!r} has no token_trust table: run `roomlogs migrate` first"
+        ) from None
+    except asyncpg.InsufficientPrivilegeError:
+        raise ConfigurationError(
+            "only the schema's owner may install the token key: set ROOMLOGS_POSTGRES_DSN to its DSN"
+        ) from None
+    finally:
+        await conn.close()
+    return (
+        f"the database now verifies {trust.algorithm} tokens (key {trust.fingerprint}) before a deletion "
+        f"or a console sign-in; staff role {trust.staff_role!r}, sessions of at most "
+        f"{trust.session_max_seconds} s"
+    )
 
 
 def _sign_in_link(api_settings: ApiSettings, args: argparse.Namespace) -> str:

@@ -52,7 +52,7 @@ class ConsoleServer:
         host, port = "127.0.0.1", free_port("127.0.0.1")
         base = f"http://{host}:{port}"
         password = secrets.token_hex(16)
-        asyncio.run(_set_password(s, password))
+        asyncio.run(_set_password(s, password, key))
         env = worker_env(s)
         env.update(
             {
@@ -147,10 +147,17 @@ async def _owned_room(s: Settings) -> tuple[str, str] | None:
     return None if row is None else (row["room_id"], row["owner_id"])
 
 
-async def _set_password(s: Settings, password: str) -> None:
+async def _set_password(s: Settings, password: str, jwt_key: str) -> None:
+    """The API role's password, and the token key the database checks deletions and sign-ins with
+    (what `roomlogs api trust-key` installs)."""
+    from pipeline.api.settings import ApiSettings
+    from pipeline.api.trust import install, token_trust
+    from pipeline.settings import Secret
+
     conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
     try:
         await conn.execute(f"ALTER ROLE \"{s.postgres_schema}_api\" PASSWORD '{password}'")
+        await install(conn, token_trust(ApiSettings(jwt_key=Secret(jwt_key), jwt_algorithm="HS256")))
     finally:
         await conn.close()
 

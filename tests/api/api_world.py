@@ -23,6 +23,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import CollectorRegistry
 
 from pipeline.api import ApiSettings
+from pipeline.api.trust import install, token_trust
 from pipeline.events.contract import EventType
 from pipeline.ingest.consumer import IngestService
 from pipeline.metrics import IngestMetrics
@@ -136,6 +137,8 @@ async def new_schema(dsn: str) -> tuple[str, str, asyncpg.Pool]:
         await migrate(conn, schema)
         password = secrets.token_hex(16)
         await conn.execute(f"ALTER ROLE {schema}_api PASSWORD '{password}'")
+        # what `roomlogs api trust-key` does: the database verifies callers with the API's token key
+        await install(conn, token_trust(api_settings()))
     finally:
         await conn.close()
     api_dsn = role_dsn(dsn, f"{schema}_api", password)
@@ -148,8 +151,9 @@ async def drop_schema(dsn: str, schema: str, pool: asyncpg.Pool) -> None:
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-        await conn.execute(f'DROP OWNED BY "{schema}_api"')
-        await conn.execute(f'DROP ROLE IF EXISTS "{schema}_api"')
+        for role in (f"{schema}_api", f"{schema}_worker"):
+            await conn.execute(f'DROP OWNED BY "{role}"')
+            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
     finally:
         await conn.close()
 

@@ -28,6 +28,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.api import ApiSettings, create_app
 from pipeline.api.context import ApiState
+from pipeline.api.trust import install, token_trust
 from pipeline.console import mount, sign_in_link
 from pipeline.events.contract import EventType
 from pipeline.ingest.consumer import IngestService
@@ -212,6 +213,8 @@ async def console_world(kafka_bootstrap: str, dsn: str) -> AsyncIterator[Console
         await migrate(conn, schema)
         password = secrets.token_hex(16)
         await conn.execute(f"ALTER ROLE {schema}_api PASSWORD '{password}'")
+        # what `roomlogs api trust-key` does: the database verifies callers with the API's token key
+        await install(conn, token_trust(api_settings()))
     finally:
         await conn.close()
     api_pool = await db.create_pool(role_dsn(dsn, f"{schema}_api", password), schema, 4)
@@ -259,8 +262,9 @@ async def console_world(kafka_bootstrap: str, dsn: str) -> AsyncIterator[Console
         conn = await asyncpg.connect(dsn)
         try:
             await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            await conn.execute(f'DROP OWNED BY "{schema}_api"')
-            await conn.execute(f'DROP ROLE IF EXISTS "{schema}_api"')
+            for role in (f"{schema}_api", f"{schema}_worker"):
+                await conn.execute(f'DROP OWNED BY "{role}"')
+                await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
         finally:
             await conn.close()
 

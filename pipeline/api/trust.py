@@ -1,0 +1,115 @@
+"""What the database verifies identities with: the identity provider's token key, in `token_trust`.
+
+The deletion functions, and the opening of console sessions, check who asks themselves (migration 0010):
+they verify the caller's bearer token, or the console session it opened, with the key installed here. Only
+the schema's owner may read or write `token_trust`, so the API's own role cannot swap in a key of its own
+and delete a room's logs in anyone's name.
+
+Who calls it: `roomlogs api trust-key`, run as the schema's owner (ROOMLOGS_POSTGRES_DSN) with the API's
+token settings (ROOMLOGS_API_JWT_*, ROOMLOGS_API_STAFF_ROLE, ROOMLOGS_API_SESSION_TTL_SECONDS): after
+`roomlogs migrate` and whenever the key changes. The database verifies HS256/384/512 (the shared secret)
+and RS256/384/512 (the provider's public key); it has no arithmetic for PS*, ES* or EdDSA, so with those
+keys deletions and console sign-in are refused (ConfigurationError says so here).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass
+
+import asyncpg
+
+from pipeline.api.settings import HMAC_ALGORITHMS, ApiSettings
+from pipeline.errors import ConfigurationError
+
+__all__ = ["TokenTrust", "install", "token_trust"]
+
+#: What the database can verify (RSASSA-PKCS1-v1_5 and HMAC, in SQL).
+RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
+
+
+@dataclass(frozen=True, slots=True)
+class TokenTrust:
+    """One `token_trust` row."""
+
+    algorithm: str
+    hmac_key: bytes | None
+    rsa_n: int | None
+    rsa_e: int | None
+    rsa_bytes: int | None
+    issuer: str
+    audience: str
+    leeway_seconds: float
+    staff_role: str
+    session_max_seconds: int
+
+    @property
+    def fingerprint(self) -> str:
+        """Names the key without revealing it (SHA-256 of the secret, or of the modulus), for messages."""
+        material = self.hmac_key if self.hmac_key is not None else str(self.rsa_n).encode()
+        return hashlib.sha256(material).hexdigest()[:16]
+
+
+def token_trust(settings: ApiSettings) -> TokenTrust:
+    """The row the API's settings call for; ConfigurationError when the database cannot verify that key."""
+    algorithm = settings.jwt_algorithm
+    key = settings.verification_key()
+    base = TokenTrust(
+        algorithm=algorithm,
+        hmac_key=None,
+        rsa_n=None,
+        rsa_e=None,
+        rsa_bytes=None,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+        leeway_seconds=float(settings.jwt_leeway_seconds),
+        staff_role=settings.staff_role,
+        session_max_seconds=int(settings.session_ttl_seconds),
+    )
+    if algorithm in HMAC_ALGORITHMS:
+        return dataclasses.replace(base, hmac_key=key.encode("utf-8"))
+    if algorithm not in RSA_ALGORITHMS:
+        raise ConfigurationError(
+            f"ROOMLOGS_API_JWT_ALGORITHM={algorithm}: the database verifies HS256/384/512 and RS256/384/512 "
+            "tokens only, so deletions and console sign-in would be refused; have the identity provider sign "
+            "with an RSA key (RS256)"
+        )
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+    from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+    try:
+        public = load_pem_public_key(key.encode("utf-8"))
+    except ValueError as e:
+        raise ConfigurationError(f"ROOMLOGS_API_JWT_KEY is not a PEM public key: {e}") from e
+    if not isinstance(public, RSAPublicKey):
+        raise ConfigurationError(f"ROOMLOGS_API_JWT_ALGORITHM={algorithm} needs an RSA public key")
+    numbers = public.public_numbers()
+    return dataclasses.replace(
+        base, rsa_n=numbers.n, rsa_e=numbers.e, rsa_bytes=(numbers.n.bit_length() + 7) // 8
+    )
+
+
+async def install(conn: asyncpg.Connection, trust: TokenTrust) -> None:
+    """Write the row (replacing the one before); needs the schema's owner."""
+    await conn.execute(
+        """INSERT INTO token_trust (singleton, algorithm, hmac_key, rsa_n, rsa_e, rsa_bytes, issuer, audience,
+                                    leeway_seconds, staff_role, session_max_seconds)
+           VALUES (true, $1, $2, $3::text::numeric, $4::text::numeric, $5, $6, $7, $8, $9, $10)
+           ON CONFLICT (singleton) DO UPDATE
+              SET algorithm = EXCLUDED.algorithm, hmac_key = EXCLUDED.hmac_key, rsa_n = EXCLUDED.rsa_n,
+                  rsa_e = EXCLUDED.rsa_e, rsa_bytes = EXCLUDED.rsa_bytes, issuer = EXCLUDED.issuer,
+                  audience = EXCLUDED.audience, leeway_seconds = EXCLUDED.leeway_seconds,
+                  staff_role = EXCLUDED.staff_role, session_max_seconds = EXCLUDED.session_max_seconds,
+                  installed_at = clock_timestamp(), installed_by = current_user""",
+        trust.algorithm,
+        trust.hmac_key,
+        None if trust.rsa_n is None else str(trust.rsa_n),
+        None if trust.rsa_e is None else str(trust.rsa_e),
+        trust.rsa_bytes,
+        trust.issuer,
+        trust.audience,
+        trust.leeway_seconds,
+        trust.staff_role,
+        trust.session_max_seconds,
+    )
