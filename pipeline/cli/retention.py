@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import signal
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -54,6 +55,8 @@ from pipeline.storage import db
 from pipeline.storage.partitions import PartitionManager
 
 __all__ = ["COMMANDS", "add_commands"]
+
+log = logging.getLogger("roomlogs.retention")
 
 Command = Callable[[Settings, argparse.Namespace], int]
 
@@ -238,31 +241,30 @@ def _not_owner(owner: str) -> str:
 
 async def _enforce_loop(settings: Settings) -> int:
     """`retention enforce --apply --loop`: one run now, then one every maintenance interval, each on a fresh
-    connection (an outage costs the runs it lasts, nothing more). A run that dropped, deferred or failed
-    prints its report; SIGTERM or Ctrl-C stops between runs (a run in hand finishes: its steps resume
-    safely anyway)."""
+    connection (an outage costs the runs it lasts, nothing more). Runs are logged as the worker's are (a run
+    that dropped, deferred or failed says what, in ROOMLOGS_LOG_FORMAT); SIGTERM or Ctrl-C stops between
+    runs (a run in hand finishes: its steps resume safely anyway)."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
     interval = settings.maintenance_interval_seconds
-    print(f"retention: a run every {interval:g} s until stopped", flush=True)
+    log.info("retention: a run every %g s until stopped", interval)
     while not stopping.is_set():
         try:
             conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
         except StorageUnavailableError as e:
-            print(f"retention: {e}; next try in {interval:g} s", flush=True)
+            log.warning("retention: %s; next try in %g s", e, interval)
         else:
             try:
-                report = await maintain(conn, settings, now=datetime.now(UTC))
+                report = await maintain(conn, settings, now=datetime.now(UTC))  # logs what it did
             finally:
                 await conn.close()
             if report.drops_left_to is not None:
                 raise RetentionError(_not_owner(report.drops_left_to))
-            if report.dropped or report.deferred or report.purged_held or report.error:
-                print(report.render(), flush=True)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
+    log.info("retention: stopped")
     return 0
 
 

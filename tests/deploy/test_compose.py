@@ -22,7 +22,7 @@ from pipeline.settings import Settings
 #: package ships (schemas/compose.schema.json), which is the compose-spec project's schema (Apache-2.0).
 SCHEMA = Path(__file__).with_name("compose-spec.schema.json")
 #: Services that run once and exit; every other service runs for good.
-ONE_SHOT = {"migrate", "api-db-role", "broker-users", "simulator"}
+ONE_SHOT = {"migrate", "db-roles", "api-token-key", "broker-users", "simulator"}
 SECRET_NAME = re.compile(r"PASSWORD|SECRET|TOKEN|CURSOR_KEY|JWT_KEY$|_DSN$")
 
 
@@ -80,7 +80,14 @@ def test_the_roomlogs_image_tag_is_the_project_version(compose: dict[str, Any]) 
     for name, service in roomlogs_services(compose).items():
         assert service["image"] == f"roomlogs:{version}", name
         assert service["build"]["context"] == "." and (ROOT / service["build"]["dockerfile"]).is_file()
-    assert set(roomlogs_services(compose)) == {"migrate", "worker", "api", "simulator"}
+    assert set(roomlogs_services(compose)) == {
+        "migrate",
+        "worker",
+        "retention",
+        "api",
+        "api-token-key",
+        "simulator",
+    }
 
 
 # --- variables and secrets ---------------------------------------------------------------------------------
@@ -179,7 +186,37 @@ def test_the_api_role_the_migrations_make_is_the_one_the_api_uses(compose: dict[
     schema = settings_of(services(compose)["api"]).postgres_schema
     api = ApiSettings.from_env(environment(services(compose)["api"]))
     assert api.postgres_dsn.get().startswith(f"postgresql://{schema}_api:")
-    assert f"ALTER ROLE {schema}_api " in services(compose)["api-db-role"]["command"][0]
+    assert f"ALTER ROLE {schema}_api " in services(compose)["db-roles"]["command"][0]
+
+
+def test_workers_connect_as_their_own_role_and_retention_as_the_owner(compose: dict[str, Any]) -> None:
+    """Least privilege (migration 0008): workers append logs as <schema>_worker, which cannot edit, delete
+    or drop them; dropping expired days needs the tables' owner, so a retention service does it."""
+    worker = settings_of(services(compose)["worker"])
+    assert worker.postgres_dsn.get().startswith(f"postgresql://{worker.postgres_schema}_worker:")
+    assert f"ALTER ROLE {worker.postgres_schema}_worker " in services(compose)["db-roles"]["command"][0]
+    assert (
+        services(compose)["worker"]["depends_on"]["db-roles"]["condition"] == "service_completed_successfully"
+    )
+    owner = settings_of(services(compose)["migrate"]).postgres_dsn.get().split("@")[0]
+    retention = services(compose)["retention"]
+    assert retention["command"] == ["retention", "enforce", "--apply", "--loop"]
+    assert settings_of(retention).postgres_dsn.get().split("@")[0] == owner
+    assert "sslmode=verify-full" in settings_of(retention).postgres_dsn.get()
+    assert retention["healthcheck"]["test"] == ["CMD", "roomlogs", "retention", "check"]
+
+
+def test_the_database_checks_deletions_with_the_apis_token_key(compose: dict[str, Any]) -> None:
+    """`roomlogs api trust-key` (as the owner) installs the key the API verifies tokens with, before the API
+    starts: the deletion functions verify the caller's token themselves (migration 0010)."""
+    trust, api = services(compose)["api-token-key"], services(compose)["api"]
+    assert trust["command"] == ["api", "trust-key"]
+    assert api["depends_on"]["api-token-key"]["condition"] == "service_completed_successfully"
+    owner = settings_of(services(compose)["migrate"]).postgres_dsn.get().split("@")[0]
+    assert settings_of(trust).postgres_dsn.get().split("@")[0] == owner
+    same = [f"ROOMLOGS_API_JWT_{k}" for k in ("ALGORITHM", "KEY_FILE", "ISSUER", "AUDIENCE")]
+    assert {k: environment(trust)[k] for k in same} == {k: environment(api)[k] for k in same}
+    assert "api_jwt_key" in trust["secrets"]
 
 
 # --- ports ------------------------------------------------------------------------------------------------
