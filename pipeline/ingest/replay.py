@@ -41,7 +41,7 @@ from pipeline.ingest.rooms import RoomDirectory
 from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.settings import Settings
 from pipeline.storage import replays
-from pipeline.storage.batch import WriteOutcome
+from pipeline.storage.batch import ROW_CLASS, WriteOutcome
 from pipeline.storage.dead_letters import Source, StoredDeadLetter
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.partitions import PartitionManager, writable_since
@@ -132,7 +132,8 @@ async def _one(
     if pass1.dead_letters:
         refused = pass1.dead_letters[0]
         return LetterReplay(letter, Outcome.STILL_INVALID, None, f"{refused.reason}: {refused.detail}")
-    event_id = pass1.events[0][2][0]
+    _, _, normalized = pass1.events[0]
+    event_id = normalized[0]  # normalized[EVENT_ID], spelled so mypy knows the type
     rooms = RoomDirectory(
         default_class=settings.default_retention_class, busy_min_occupancy=settings.busy_room_min_occupancy
     )
@@ -162,7 +163,8 @@ async def _one(
     except _Undo as u:
         return LetterReplay(letter, u.outcome, event_id, u.detail)
     if written.stored:
-        return LetterReplay(letter, Outcome.STORED, event_id, f"stored as a {batch.rows[0][2]} log row")
+        stored_class = batch.rows[0][ROW_CLASS]
+        return LetterReplay(letter, Outcome.STORED, event_id, f"stored as a {stored_class} log row")
     return LetterReplay(letter, Outcome.DUPLICATE, event_id, "already stored with the same content")
 
 
