@@ -52,7 +52,7 @@ from pipeline.retention.report import (
 from pipeline.retention.status import observe
 from pipeline.settings import Settings
 from pipeline.storage import event_ids
-from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.db import CONNECTION_ERRORS, lost
 from pipeline.storage.partitions import PartitionManager, day_start
 
 __all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "owns_log_tables", "run_maintenance"]
@@ -143,7 +143,9 @@ async def maintain(
             await observe(
                 conn, metrics, now=now, dead_letter_retention_days=settings.dead_letter_retention_days
             )
-    except CONNECTION_ERRORS as e:
+    except (*CONNECTION_ERRORS, asyncpg.InterfaceError) as e:
+        if not lost(e, conn):
+            raise  # improper use of asyncpg: a bug, not an outage
         report.error = f"PostgreSQL unavailable: {type(e).__name__}: {e}"
         unavailable = e
     except (asyncpg.PostgresError, HeldRowsSchemaError) as e:
@@ -219,7 +221,7 @@ async def _enforce(
         await _prune_event_ids(conn, report)
     except Exception as e:
         # Record the failure when the connection still works; the error itself is reported by maintain().
-        if not isinstance(e, CONNECTION_ERRORS):
+        if not lost(e, conn):
             await _finish(conn, report, outcome="failed", detail=f"{type(e).__name__}: {e}")
         raise
     if partitions is not None and report.dropped:

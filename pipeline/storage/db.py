@@ -123,6 +123,6 @@ def lost(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
     if not isinstance(exc, asyncpg.InterfaceError) or conn is None:
         return False
     try:
-        return conn.is_closed()
+        return bool(conn.is_closed())
     except asyncpg.InterfaceError:
         return True  # the pool took the connection back from us because it died
