@@ -1,0 +1,243 @@
+"""The faults, each hitting a running stream: what is done, when (seeded), and what is measured from when.
+
+Every wait and every choice (which broker, which worker, how long) comes from the run's seeded random
+generator, so the same seed replays the same schedule. Each fault leaves a Mark (monitor.py) for the
+time to recover: from its start when the survivors should take over, from its end when everyone must
+wait it out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import asyncpg
+
+from .harness import Run, Scenario
+from .netns import Namespace
+
+
+async def leader_kill9(run: Run) -> None:
+    """kill -9 of the broker leading a (seeded) partition of the events topic, then its restart."""
+    cluster = run.stack.cluster
+    leaders = await run.leaders()
+    victim = leaders[run.rng.randrange(run.partitions)]
+    led = {p for p, node in leaders.items() if node == victim}
+    await run.pause(1.0, 3.0)
+    await asyncio.to_thread(cluster.kill9, victim)
+    run.progress.mark(f"kill -9 of broker {victim}", led, from_start=True)
+    run.note(f"killed broker {victim} (-9), leader of partitions {sorted(led)}")
+    down = await run.pause(8.0, 12.0)
+    started = time.monotonic()
+    await asyncio.to_thread(cluster.restart, victim)
+    served = time.monotonic() - started
+    run.note(
+        f"restarted broker {victim} after {down:.1f} s down (it served again {served:.1f} s later); "
+        f"leaders now {await run.leaders()}"
+    )
+
+
+async def worker_kill9(run: Run, rounds: int = 5) -> None:
+    """kill -9 of a (seeded) worker, restarted after a seeded delay as a supervisor would; five times."""
+    group = run.group
+    for n in range(1, rounds + 1):
+        await run.pause(2.0, 4.0)
+        held = await group.assignment()
+        candidates = [w for w in group.workers if held[w.name]]
+        victim = run.rng.choice(candidates)
+        victim.kill9()
+        mark = run.progress.mark(
+            f"kill -9 of {victim.name} ({n}/{rounds})", held[victim.name], from_start=True
+        )
+        # before or after the session timeout: restarted in time it takes its partitions back (static
+        # membership); later, the other worker has taken them and the group rebalances when it returns
+        delay = await run.pause(0.5, 8.0)
+        victim.start()
+        recovered = await run.until_recovered(mark, 90.0)
+        run.note(
+            f"kill -9 {n}: {victim.name} (partitions {sorted(held[victim.name])}), restarted after "
+            f"{delay:.1f} s; "
+            + (f"its partitions progressed {recovered:.1f} s after the kill" if recovered else "no progress")
+        )
+        if not await group.wait_assigned(run.partitions, 90.0, members=2):
+            run.note(f"kill -9 {n}: the group had not re-formed within 90 s: {await group.assignment()}")
+
+
+async def worker_sigstop(run: Run) -> None:
+    """SIGSTOP of a worker beyond its session timeout, while the other takes its partitions; then SIGCONT.
+
+    The stopped worker wakes with records it fetched before the stop in hand and writes them before it
+    learns that it left the group: the offsets of record (the fence) and the event-id registry must keep
+    them from being stored again. Its counters show how many it tried to write again.
+    """
+    group = run.group
+    held = await group.assignment()
+    victim = run.rng.choice([w for w in group.workers if held[w.name]])
+    other = next(w for w in group.workers if w is not victim)
+    before = await group.counters()
+    await run.pause(1.0, 3.0)
+    victim.sigstop()
+    run.progress.mark(f"SIGSTOP of {victim.name}", held[victim.name], from_start=True)
+    timeout = run.settings.kafka_session_timeout_seconds
+    stopped = await run.pause(timeout + 4.0, timeout + 8.0)
+    taken = await other.partitions(group.http)
+    run.note(
+        f"{victim.name} stopped for {stopped:.1f} s (session timeout {timeout:.0f} s) "
+        f"holding {sorted(held[victim.name])}; meanwhile {other.name} held {sorted(taken)}"
+    )
+    victim.sigcont()
+    await asyncio.sleep(8.0)  # it writes what it had in hand, finds itself out of the group, rejoins
+    after = await group.counters()
+    for w in group.workers:
+        fenced = after[w.name]["fenced"] - before[w.name]["fenced"]
+        duplicates = after[w.name]["duplicates"] - before[w.name]["duplicates"]
+        run.note(
+            f"{w.name}{' (the stopped one)' if w is victim else ''}: {fenced:.0f} record(s) fenced off as "
+            f"already written by another transaction, {duplicates:.0f} copy(ies) caught by the event-id "
+            "registry"
+        )
+
+
+async def postgres_stop(run: Run, seconds: float = 20.0) -> None:
+    """PostgreSQL stopped (fast shutdown) for 20 s, then started again."""
+    postgres = run.stack.postgres
+    await run.pause(1.0, 3.0)
+    started = time.monotonic()
+    await asyncio.to_thread(postgres.stop)
+    await asyncio.sleep(min(5.0, seconds))
+    run.note(f"PostgreSQL down; workers paused: {await run.group.paused()}")
+    await asyncio.sleep(max(0.0, seconds - (time.monotonic() - started)))
+    await asyncio.to_thread(postgres.restart)
+    run.progress.mark("PostgreSQL back", range(run.partitions), from_start=False)
+    run.note(f"PostgreSQL was down {time.monotonic() - started:.1f} s (restart included)")
+
+
+async def broker_restart_while_paused(run: Run) -> None:
+    """PostgreSQL stopped until the workers pause; the group coordinator restarted meanwhile; PostgreSQL
+    back."""
+    postgres, cluster, group = run.stack.postgres, run.stack.cluster, run.group
+    await run.pause(1.0, 3.0)
+    await asyncio.to_thread(postgres.stop)
+    for _ in range(100):  # until every worker says it paused (at most ~30 s)
+        paused = await group.paused()
+        if all(paused.values()):
+            break
+        await asyncio.sleep(0.3)
+    victim = await run.coordinator()
+    run.note(f"PostgreSQL down; workers paused: {paused}; restarting broker {victim} (the group coordinator)")
+    started = time.monotonic()
+    await asyncio.to_thread(cluster.restart, victim)
+    run.note(f"broker {victim} restarted (served again after {time.monotonic() - started:.1f} s)")
+    await run.pause(1.0, 3.0)
+    await asyncio.to_thread(postgres.restart)
+    run.progress.mark("PostgreSQL back after the broker restart", range(run.partitions), from_start=False)
+
+
+#: The cut-off worker's backends inside a transaction (it connects from its namespace's address).
+_IN_TRANSACTION = """SELECT count(*) FROM pg_stat_activity
+                       WHERE client_addr = $1::inet AND xact_start IS NOT NULL"""
+#: Backends waiting for a lock the cut-off worker's transaction holds.
+_BLOCKED_BY = """SELECT count(*) FROM pg_stat_activity w
+                  WHERE w.wait_event_type = 'Lock' AND EXISTS (
+                        SELECT 1 FROM pg_stat_activity b
+                         WHERE b.pid = ANY (pg_blocking_pids(w.pid)) AND b.client_addr = $1::inet)"""
+
+
+async def _cut_inside_a_transaction(
+    namespace: Namespace, conn: asyncpg.Connection, attempts: int = 10
+) -> bool:
+    """Cut the link the moment the worker's backend is inside a write transaction (seen in
+    pg_stat_activity), so that the cut leaves that transaction open; True when it did. A cut that missed
+    (the transaction committed first) is healed at once and tried again."""
+    for _ in range(attempts):
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline and not await conn.fetchval(_IN_TRANSACTION, namespace.ns_address):
+            pass  # one round trip per check: as soon as it is seen
+        namespace.cut()
+        await asyncio.sleep(0.3)
+        if await conn.fetchval(_IN_TRANSACTION, namespace.ns_address):
+            return True
+        namespace.heal()
+        await asyncio.sleep(1.0)
+    namespace.cut()
+    return False
+
+
+async def worker_netcut(run: Run) -> None:
+    """The first worker's network link cut (veth down: every packet dropped, no RST) beyond its session
+    timeout, then healed. It runs in a network namespace of its own and reaches the brokers and PostgreSQL
+    over that link only. The cut lands while it is inside a write transaction, which a partition leaves
+    open on the server: the other worker must take over regardless."""
+    namespace, group = run.namespace, run.group
+    assert namespace is not None, "worker-netcut runs its first worker in a network namespace"
+    victim, other = group.workers[0], group.workers[1]
+    held = await victim.partitions(group.http)
+    timeout = run.settings.kafka_session_timeout_seconds
+    conn = await asyncpg.connect(run.stack.postgres.dsn, timeout=10)
+    try:
+        await run.pause(1.0, 3.0)
+        open_transaction = await _cut_inside_a_transaction(namespace, conn)
+        run.progress.mark(f"network cut of {victim.name}", held, from_start=True)
+        cut_for = run.rng.uniform(timeout + 4.0, timeout + 8.0)
+        blocked, deadline = 0, time.monotonic() + cut_for
+        while time.monotonic() < deadline:  # how long the others wait on the cut-off worker's locks
+            await asyncio.sleep(0.5)
+            if await conn.fetchval(_BLOCKED_BY, namespace.ns_address):
+                blocked += 1
+        taken = await other.partitions(group.http)
+        namespace.heal()
+    finally:
+        await conn.close()
+    run.note(
+        f"{victim.name} cut off for {cut_for:.1f} s holding {sorted(held)}, "
+        + (
+            "inside an open write transaction"
+            if open_transaction
+            else "outside a transaction (not caught in one)"
+        )
+        + f"; meanwhile {other.name} held {sorted(taken)}"
+    )
+    if blocked:
+        run.note(
+            f"for ~{blocked * 0.5:.1f} s of the cut, other sessions waited on locks held by {victim.name}'s "
+            "open transaction (PostgreSQL keeps it until the client's TCP connection is known dead)"
+        )
+    healed = time.monotonic()
+    if await group.wait_assigned(run.partitions, 90.0, members=2):
+        run.note(
+            f"{victim.name} held partitions again {time.monotonic() - healed:.1f} s after the link healed"
+        )
+    else:
+        run.note(f"{victim.name} had no partitions 90 s after the link healed: {await group.assignment()}")
+
+
+SCENARIOS: dict[str, Scenario] = {
+    s.name: s
+    for s in (
+        Scenario(
+            "leader-kill9",
+            "kill -9 of a partition leader broker mid-stream, restarted 8-12 s later",
+            leader_kill9,
+        ),
+        Scenario("worker-kill9", "kill -9 of a worker, restarted 0.5-8 s later; five times", worker_kill9),
+        Scenario(
+            "worker-sigstop",
+            "SIGSTOP of a worker for its session timeout + 4-8 s while the other takes over, then SIGCONT",
+            worker_sigstop,
+        ),
+        Scenario("postgres-stop", "PostgreSQL stopped for 20 s", postgres_stop),
+        Scenario(
+            "broker-restart-paused",
+            "PostgreSQL stopped until the workers pause, the group coordinator broker restarted, "
+            "PostgreSQL back",
+            broker_restart_while_paused,
+        ),
+        Scenario(
+            "worker-netcut",
+            "a worker's network link (its own namespace, a veth) cut inside a write transaction for its "
+            "session timeout + 4-8 s, then healed",
+            worker_netcut,
+            needs_netns=True,
+        ),
+    )
+}
