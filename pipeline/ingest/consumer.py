@@ -66,10 +66,18 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self._service = service
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        await self._service._on_revoked(revoked)
+        try:
+            await self._service._on_revoked(revoked)
+        except Exception as e:
+            self._service._listener_failed(e)
+            raise
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        await self._service._on_assigned(assigned)
+        try:
+            await self._service._on_assigned(assigned)
+        except Exception as e:
+            self._service._listener_failed(e)
+            raise
 
 
 class IngestService:
@@ -123,6 +131,7 @@ class IngestService:
         self._dropped_through: dict[str, date] = {}
         self._retention_loaded_at = 0.0
         self._paused = False
+        self._listener_error: BaseException | None = None
         self._readiness: dict[str, Any] = {}
         self._readiness_at = 0.0
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
@@ -205,6 +214,8 @@ class IngestService:
         wait_ms = int(s.batch_max_wait_seconds * 1000)
         try:
             while not self._stopping.is_set():
+                if self._listener_error is not None:
+                    raise self._listener_error  # a bug in a rebalance callback: end the loop, not idle in it
                 records = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_events)
                 generation = self._generation
                 self._update_lag(consumer)
@@ -281,6 +292,15 @@ class IngestService:
         except (TimeoutError, KafkaError, OSError) as e:
             return f"unreachable: {type(e).__name__}"
         return None if ok is not None else "unreachable: no metadata"
+
+    def _listener_failed(self, error: BaseException) -> None:
+        """aiokafka logs and swallows errors raised in rebalance callbacks; the loop re-raises them."""
+        self._listener_error = error
+
+    @property
+    def relay_task(self) -> asyncio.Task[None] | None:
+        """The dead-letter relay's task (None before `start()`): its failure must end the worker too."""
+        return self._mirror_task
 
     @property
     def write_in_flight(self) -> bool:

@@ -7,13 +7,17 @@ import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import orjson
 import pytest
 import uuid_utils
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from prometheus_client import CollectorRegistry
 
 from pipeline.cli.progress import wait_caught_up
 from pipeline.events.contract import EventType
+from pipeline.ingest.consumer import IngestService
+from pipeline.metrics import IngestMetrics
 from pipeline.publisher import events as ev
 from pipeline.publisher.client import RoomEventPublisher
 from pipeline.settings import Settings
@@ -498,3 +502,23 @@ async def test_a_replay_does_not_bring_back_logs_an_authorized_request_deleted(
         assert w.metrics.suppressed.labels("user_erased")._value.get() == 1
     bodies = sorted(r["body"] for r in await fetch(s, "SELECT body FROM events"))
     assert bodies == ["said after the deletion", "said after the erasure", "someone else"]
+
+
+async def test_an_error_in_a_rebalance_ends_the_ingest_loop_instead_of_idling(
+    ingest_settings: Settings,
+) -> None:
+    """aiokafka logs and swallows errors raised in rebalance callbacks: a worker whose assignment failed for
+    a reason other than an outage (here the offsets table is gone) must stop, not sit idle in its group."""
+    s = ingest_settings
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    await conn.execute("ALTER TABLE ingest_offsets RENAME TO ingest_offsets_gone")
+    await conn.close()
+    pool = await db.create_pool(s.postgres_dsn.get(), s.postgres_schema, 2)
+    service = IngestService(s, pool, IngestMetrics(CollectorRegistry()))
+    try:
+        await service.start()
+        with pytest.raises(asyncpg.UndefinedTableError):
+            await asyncio.wait_for(service.run(), 60)
+    finally:
+        await service.close()
+        await pool.close()
