@@ -29,6 +29,7 @@ from pipeline.api.metrics import ApiMetrics
 from pipeline.api.params import REASON_HEADER, Params, check_ident
 from pipeline.api.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
+from pipeline.storage import db
 
 log = logging.getLogger("roomlogs.api.audit")
 
@@ -169,7 +170,14 @@ class Call:
         if pool is None:
             raise Unavailable("the API is starting or stopping")
         async with pool.acquire() as conn:
-            yield conn
+            try:
+                yield conn
+            except asyncpg.InterfaceError as e:
+                # leaving a transaction after PostgreSQL went away raises InterfaceError: an outage (503),
+                # not a bug (500), when the connection is dead
+                if db.lost(e, conn):
+                    raise Unavailable("the database is unavailable; retry shortly") from e
+                raise
 
     def entry(self, action: str | None = None, *, http_status: int = 200, **fields: Any) -> audit.AuditEntry:
         """A row about this request; `action` defaults to the route's."""
