@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import asyncpg
 from aiokafka import TopicPartition
@@ -99,6 +100,10 @@ class Run:
     @property
     def partitions(self) -> int:
         return self.settings.events_topic_partitions
+
+    @property
+    def postgres_port(self) -> int:
+        return urlsplit(self.stack.postgres.dsn).port or 5432
 
     def note(self, text: str) -> None:
         log.info("%s", text)
@@ -364,8 +369,13 @@ async def _run(run: Run, scenario: Scenario, workload: Workload, result: Result)
     try:
         if not await _wait_ingesting(progress, run.partitions, 60.0):
             raise HarnessError(f"ingest did not start on every partition: {progress.latest()}")
+        faults_from = time.monotonic()
         await scenario.inject(run)
         await asyncio.sleep(TAIL_SECONDS)
+        run.note(
+            "longest stretch in which no partition progressed, from the fault to the end of the stream: "
+            f"{progress.standstill(faults_from, time.monotonic()):.1f} s"
+        )
     finally:
         await workload.stop()
     for worker in group.workers:  # the supervisor's part: whatever the fault left down runs again

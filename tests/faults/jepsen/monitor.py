@@ -111,3 +111,17 @@ class Progress:
             if len(recovered) == len(mark.partitions):
                 return max(recovered.values()) - mark.at
         return None
+
+    def standstill(self, since: float, until: float) -> float:
+        """The longest stretch within [since, until] in which no partition progressed, in seconds."""
+        longest, moved_at, total = 0.0, since, None
+        for at, offsets in self.samples:
+            if at > until:
+                break
+            now = sum(offsets.values())
+            if total is not None and now != total:
+                if at >= since:
+                    longest = max(longest, at - moved_at)
+                moved_at = max(at, since)
+            total = now
+        return max(longest, until - moved_at)

@@ -13,8 +13,9 @@ import time
 
 import asyncpg
 
+from . import pgwatch
+from .group import Worker
 from .harness import Run, Scenario
-from .netns import Namespace
 
 
 async def leader_kill9(run: Run) -> None:
@@ -63,29 +64,67 @@ async def worker_kill9(run: Run, rounds: int = 5) -> None:
             run.note(f"kill -9 {n}: the group had not re-formed within 90 s: {await group.assignment()}")
 
 
+async def _stop_outside_a_transaction(run: Run, victim: Worker, conn: asyncpg.Connection) -> bool:
+    """SIGSTOP `victim` at a moment none of its sessions is inside a transaction, so that the other worker
+    can take over and write; True when it did. Caught inside one after all, it is let go at once (a stop
+    of milliseconds) and tried again."""
+    for _ in range(40):
+        pids = await pgwatch.backends(conn, victim, run.postgres_port)
+        if not await pgwatch.in_transaction(conn, pids):
+            victim.sigstop()
+            await asyncio.sleep(0.02)  # the signal is delivered; a transaction begun meanwhile shows now
+            if not await pgwatch.in_transaction(conn, pids):
+                return True
+            victim.sigcont()
+        await asyncio.sleep(0.05)
+    victim.sigstop()
+    return False
+
+
+async def _blocked_seconds(conn: asyncpg.Connection, pids: list[int], seconds: float) -> float:
+    """Wait `seconds`; return for about how long other sessions waited on locks `pids` hold."""
+    blocked, deadline = 0.0, time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        if await pgwatch.blocking(conn, pids):
+            blocked += 0.5
+    return blocked
+
+
 async def worker_sigstop(run: Run) -> None:
     """SIGSTOP of a worker beyond its session timeout, while the other takes its partitions; then SIGCONT.
 
+    The stop lands between two of its write transactions, so the other worker can take over and write.
     The stopped worker wakes with records it fetched before the stop in hand and writes them before it
     learns that it left the group: the offsets of record (the fence) and the event-id registry must keep
-    them from being stored again. Its counters show how many it tried to write again.
+    them from being stored again. The workers' counters show how many records were fenced off.
     """
     group = run.group
     held = await group.assignment()
     victim = run.rng.choice([w for w in group.workers if held[w.name]])
     other = next(w for w in group.workers if w is not victim)
     before = await group.counters()
-    await run.pause(1.0, 3.0)
-    victim.sigstop()
-    run.progress.mark(f"SIGSTOP of {victim.name}", held[victim.name], from_start=True)
     timeout = run.settings.kafka_session_timeout_seconds
-    stopped = await run.pause(timeout + 4.0, timeout + 8.0)
+    conn = await asyncpg.connect(run.stack.postgres.dsn, timeout=10)
+    try:
+        await run.pause(1.0, 3.0)
+        between = await _stop_outside_a_transaction(run, victim, conn)
+        run.progress.mark(f"SIGSTOP of {victim.name}", held[victim.name], from_start=True)
+        stopped = run.rng.uniform(timeout + 4.0, timeout + 8.0)
+        pids = await pgwatch.backends(conn, victim, run.postgres_port)
+        blocked = await _blocked_seconds(conn, pids, stopped)
+    finally:
+        await conn.close()
     taken = await other.partitions(group.http)
-    run.note(
-        f"{victim.name} stopped for {stopped:.1f} s (session timeout {timeout:.0f} s) "
-        f"holding {sorted(held[victim.name])}; meanwhile {other.name} held {sorted(taken)}"
-    )
     victim.sigcont()
+    run.note(
+        f"{victim.name} stopped for {stopped:.1f} s (session timeout {timeout:.0f} s) holding "
+        f"{sorted(held[victim.name])}, "
+        + ("between two transactions" if between else "inside a transaction (no moment between two found)")
+        + f"; meanwhile {other.name} held {sorted(taken)}"
+    )
+    if blocked:
+        run.note(f"for ~{blocked:.1f} s of the stop, other sessions waited on locks held by {victim.name}")
     await asyncio.sleep(8.0)  # it writes what it had in hand, finds itself out of the group, rejoins
     after = await group.counters()
     for w in group.workers:
@@ -133,29 +172,20 @@ async def broker_restart_while_paused(run: Run) -> None:
     run.progress.mark("PostgreSQL back after the broker restart", range(run.partitions), from_start=False)
 
 
-#: The cut-off worker's backends inside a transaction (it connects from its namespace's address).
-_IN_TRANSACTION = """SELECT count(*) FROM pg_stat_activity
-                       WHERE client_addr = $1::inet AND xact_start IS NOT NULL"""
-#: Backends waiting for a lock the cut-off worker's transaction holds.
-_BLOCKED_BY = """SELECT count(*) FROM pg_stat_activity w
-                  WHERE w.wait_event_type = 'Lock' AND EXISTS (
-                        SELECT 1 FROM pg_stat_activity b
-                         WHERE b.pid = ANY (pg_blocking_pids(w.pid)) AND b.client_addr = $1::inet)"""
-
-
-async def _cut_inside_a_transaction(
-    namespace: Namespace, conn: asyncpg.Connection, attempts: int = 10
-) -> bool:
-    """Cut the link the moment the worker's backend is inside a write transaction (seen in
-    pg_stat_activity), so that the cut leaves that transaction open; True when it did. A cut that missed
-    (the transaction committed first) is healed at once and tried again."""
-    for _ in range(attempts):
+async def _cut_inside_a_transaction(run: Run, victim: Worker, conn: asyncpg.Connection) -> bool:
+    """Cut the link the moment one of `victim`'s sessions is inside a write transaction, so that the cut
+    leaves that transaction open on the server; True when it did. A cut that missed (the transaction
+    committed first) is healed at once and tried again."""
+    namespace = run.namespace
+    assert namespace is not None
+    for _ in range(10):
         deadline = time.monotonic() + 3.0
-        while time.monotonic() < deadline and not await conn.fetchval(_IN_TRANSACTION, namespace.ns_address):
-            pass  # one round trip per check: as soon as it is seen
+        while time.monotonic() < deadline:  # one round trip per look: cut as soon as one is seen
+            if await pgwatch.in_transaction(conn, await pgwatch.backends(conn, victim, run.postgres_port)):
+                break
         namespace.cut()
         await asyncio.sleep(0.3)
-        if await conn.fetchval(_IN_TRANSACTION, namespace.ns_address):
+        if await pgwatch.in_transaction(conn, await pgwatch.backends(conn, victim, run.postgres_port)):
             return True
         namespace.heal()
         await asyncio.sleep(1.0)
@@ -166,8 +196,8 @@ async def _cut_inside_a_transaction(
 async def worker_netcut(run: Run) -> None:
     """The first worker's network link cut (veth down: every packet dropped, no RST) beyond its session
     timeout, then healed. It runs in a network namespace of its own and reaches the brokers and PostgreSQL
-    over that link only. The cut lands while it is inside a write transaction, which a partition leaves
-    open on the server: the other worker must take over regardless."""
+    over that link only. The cut lands while it is inside a write transaction, which the partition leaves
+    open on the server with the row locks it took: the other worker must take over regardless."""
     namespace, group = run.namespace, run.group
     assert namespace is not None, "worker-netcut runs its first worker in a network namespace"
     victim, other = group.workers[0], group.workers[1]
@@ -176,31 +206,24 @@ async def worker_netcut(run: Run) -> None:
     conn = await asyncpg.connect(run.stack.postgres.dsn, timeout=10)
     try:
         await run.pause(1.0, 3.0)
-        open_transaction = await _cut_inside_a_transaction(namespace, conn)
+        open_transaction = await _cut_inside_a_transaction(run, victim, conn)
         run.progress.mark(f"network cut of {victim.name}", held, from_start=True)
         cut_for = run.rng.uniform(timeout + 4.0, timeout + 8.0)
-        blocked, deadline = 0, time.monotonic() + cut_for
-        while time.monotonic() < deadline:  # how long the others wait on the cut-off worker's locks
-            await asyncio.sleep(0.5)
-            if await conn.fetchval(_BLOCKED_BY, namespace.ns_address):
-                blocked += 1
+        pids = await pgwatch.backends(conn, victim, run.postgres_port)
+        blocked = await _blocked_seconds(conn, pids, cut_for)
         taken = await other.partitions(group.http)
         namespace.heal()
     finally:
         await conn.close()
     run.note(
         f"{victim.name} cut off for {cut_for:.1f} s holding {sorted(held)}, "
-        + (
-            "inside an open write transaction"
-            if open_transaction
-            else "outside a transaction (not caught in one)"
-        )
+        + ("inside an open write transaction" if open_transaction else "outside a transaction (none caught)")
         + f"; meanwhile {other.name} held {sorted(taken)}"
     )
     if blocked:
         run.note(
-            f"for ~{blocked * 0.5:.1f} s of the cut, other sessions waited on locks held by {victim.name}'s "
-            "open transaction (PostgreSQL keeps it until the client's TCP connection is known dead)"
+            f"for ~{blocked:.1f} s of the cut, other sessions waited on locks held by {victim.name}'s open "
+            "transaction (PostgreSQL keeps it until the client's TCP connection is known dead)"
         )
     healed = time.monotonic()
     if await group.wait_assigned(run.partitions, 90.0, members=2):
