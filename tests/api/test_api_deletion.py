@@ -4,6 +4,7 @@ text (staff, erasure request). Each test has a schema of its own."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -40,21 +41,22 @@ async def test_the_owner_deletes_the_rooms_logs(app_factory: Any, small_world: W
         await conn.close()
 
 
+# tokens are minted when a test runs (lambdas), not when the module is collected: they last 5 minutes
 @pytest.mark.parametrize(
     ("who", "headers", "code"),
     [
-        ("moderator", bearer("u-mod"), "forbidden"),
-        ("stranger", bearer("u-guest"), "forbidden"),
-        ("owner_of_another_room", bearer("u-owner-b"), "forbidden"),
-        ("staff_without_reason", staff(reason=None), "reason_required"),
-        ("service", service("svc", "rooms:read", "rooms:export", "rooms:tail"), "forbidden"),
+        ("moderator", lambda: bearer("u-mod"), "forbidden"),
+        ("stranger", lambda: bearer("u-guest"), "forbidden"),
+        ("owner_of_another_room", lambda: bearer("u-owner-b"), "forbidden"),
+        ("staff_without_reason", lambda: staff(reason=None), "reason_required"),
+        ("service", lambda: service("svc", "rooms:read", "rooms:export", "rooms:tail"), "forbidden"),
     ],
 )
 async def test_others_cannot_delete(
-    app_factory: Any, small_world: World, who: str, headers: dict[str, str], code: str
+    app_factory: Any, small_world: World, who: str, headers: Callable[[], dict[str, str]], code: str
 ) -> None:
     client, _ = await app_factory(small_world)
-    r = await client.post("/v1/rooms/room-a/deletions", headers=headers)
+    r = await client.post("/v1/rooms/room-a/deletions", headers=headers())
     assert (r.status_code, r.json()["error"]["code"]) == (403, code), who
     assert await _count(small_world) == 60
     assert await small_world.fetch("SELECT * FROM deletion_requests") == []
@@ -107,13 +109,18 @@ async def test_staff_erase_one_users_chat_text_everywhere(app_factory: Any, smal
 
 @pytest.mark.parametrize(
     "headers",
-    [bearer("u-owner"), staff(reason=None), staff(reason="no ticket"), service("svc", "moderation:read")],
+    [
+        lambda: bearer("u-owner"),
+        lambda: staff(reason=None),
+        lambda: staff(reason="no ticket"),
+        lambda: service("svc", "moderation:read"),
+    ],
 )
 async def test_only_staff_with_a_ticket_erase(
-    app_factory: Any, small_world: World, headers: dict[str, str]
+    app_factory: Any, small_world: World, headers: Callable[[], dict[str, str]]
 ) -> None:
     client, _ = await app_factory(small_world)
-    r = await client.post("/v1/users/u-chat/erasures", headers=headers)
+    r = await client.post("/v1/users/u-chat/erasures", headers=headers())
     assert r.status_code == 403
     assert await _count(small_world) == 60
     audit = await small_world.audit_rows(r.headers["x-request-id"])

@@ -7,15 +7,19 @@ owner or an auditor would: how many rows an event has, who may read a room, what
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import jwt
 import orjson
 from test_ingest import event_id, fetch, produce_raw
 
+from pipeline.api.settings import ApiSettings
+from pipeline.api.trust import install, token_trust
 from pipeline.publisher import events as ev
-from pipeline.settings import Settings
+from pipeline.settings import Secret, Settings
 from pipeline.storage import db
 
 
@@ -101,12 +105,17 @@ async def test_a_deletion_takes_effect_for_ingest_at_once(
     chats = [stamped(ev.chat_message("room-d", GUEST, f"before {i}"), -800 + i) for i in range(20)]
     conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
     try:
+        # the deletion function checks the owner's token itself (migration 0010), with the key installed
+        key = "replay-test-key-" + "k" * 48
+        await install(conn, token_trust(ApiSettings(jwt_key=Secret(key), jwt_algorithm="HS256")))
+        owner_token = jwt.encode({"sub": "u-owner", "exp": int(time.time()) + 300}, key, algorithm="HS256")
         async with ingest_worker(s) as w:
             await produce_raw(s, [record(owner), *map(record, chats)])
             assert await w.caught_up(60)
             deleted = await conn.fetchval(
-                "SELECT api_delete_room_logs($1, 'room-d', 'u-owner', 'user', 'owner', 'clean slate')",
+                "SELECT api_delete_room_logs($1, 'room-d', 'bearer', $2, 'owner', 'clean slate')",
                 uuid.uuid4(),
+                owner_token,
             )
             assert deleted == 21
             # straight away: a room server resends everything, and late events from before the deletion
