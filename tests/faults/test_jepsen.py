@@ -6,7 +6,7 @@ checker's verdict: every event a publisher saw acknowledged is stored, none twic
 Kafka record), nothing dead-lettered, ingest caught up, every worker exited cleanly when asked. Times to
 recover are printed, never asserted.
 
-The seed is ROOMLOGS_FAULTS_SEED (default 7); a failure prints the command that replays the scenario
+The seed is ROOMLOGS_TEST_FAULTS_SEED (default 7); a failure prints the command that replays the scenario
 with it: ``python bench/faults.py --seed N --faults NAME``. worker-netcut needs root and network
 namespaces; where they are missing it is reported as "not possible here" with the reason.
 """
@@ -24,7 +24,7 @@ from pipeline.stack.cluster import KafkaCluster
 
 pytestmark = [pytest.mark.slow, pytest.mark.apache_lane]
 
-SEED = int(os.environ.get("ROOMLOGS_FAULTS_SEED", "7"))
+SEED = int(os.environ.get("ROOMLOGS_TEST_FAULTS_SEED", "7"))
 
 
 @pytest.mark.timeout(420)

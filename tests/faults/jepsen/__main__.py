@@ -97,7 +97,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             postgres.stop()
             cluster.stop()
-    command = f"python bench/faults.py --seed {args.seed} --faults {','.join(names)}"
+    command = f"python bench/faults.py --seed {args.seed}"
+    if names != list(SCENARIOS):
+        command += f" --faults {','.join(names)}"
     if args.rate != 150.0:
         command += f" --rate {args.rate:g}"
     print(f"\n{command}\n")
