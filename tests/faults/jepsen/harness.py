@@ -349,7 +349,7 @@ async def run_scenario(
             result.notes.append("publishers reported at close: " + "; ".join(workload.close_reports))
     finally:
         if namespace is not None:
-            namespace.close()
+            await namespace.aclose(settings.postgres_dsn.get())
         if not keep:
             await _drop_schema(settings)
             await _delete_topics(settings)

@@ -20,6 +20,7 @@ import contextlib
 import ipaddress
 import os
 import random
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -105,10 +106,23 @@ class Namespace:
         finally:
             await conn.close()
 
+    async def aclose(self, dsn: str) -> None:
+        """`close()`, then have PostgreSQL re-read its pg_hba.conf (if it is up)."""
+        edited = bool(self._hba)
+        self.close()
+        if edited:
+            with contextlib.suppress(OSError, asyncpg.PostgresError):
+                conn = await asyncpg.connect(dsn, timeout=10)
+                try:
+                    await conn.execute("SELECT pg_reload_conf()")
+                finally:
+                    await conn.close()
+
     def close(self) -> None:
+        """Remove the pg_hba.conf lines (effective at the next reload), the veth and the namespace."""
         for hba, line in self._hba:
             with contextlib.suppress(OSError):
-                hba.write_text(hba.read_text().replace(line, ""))  # takes effect on the next reload/restart
+                hba.write_text(hba.read_text().replace(line, ""))
         self._hba.clear()
         with contextlib.suppress(OSError):
             _ip("link", "del", self.host_if)  # takes the namespace's end with it
@@ -118,8 +132,9 @@ class Namespace:
 
 def create(seed: int) -> Namespace:
     """A namespace with a veth to the host on a free /30 of 10.231.0.0/16, routes as the module says."""
+    remove_stale()
     rng = random.Random(f"{seed}/{os.getpid()}")
-    tag = f"{os.getpid() % 100_000:05d}{rng.randrange(100):02d}"
+    tag = f"{os.getpid()}x{rng.randrange(100):02d}"  # at most 10 characters: interface names take 15
     in_use = _addresses_in_use()
     subnets = list(_POOL.subnets(new_prefix=30))
     while True:
@@ -143,6 +158,20 @@ def create(seed: int) -> Namespace:
         ns.close()
         raise
     return ns
+
+
+def remove_stale() -> None:
+    """Remove the namespaces (and their veths) of harness runs whose process is gone (killed mid-run)."""
+    done = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30, check=False)
+    for line in done.stdout.splitlines():
+        name = line.split()[0] if line.split() else ""
+        match = re.fullmatch(rf"{PREFIX}-(\d+)x\d\d", name)
+        if match is None or Path(f"/proc/{match.group(1)}").exists():
+            continue
+        tag = name.removeprefix(f"{PREFIX}-")
+        for command in (["link", "del", f"{PREFIX}{tag}h"], ["netns", "del", name]):
+            with contextlib.suppress(OSError):
+                _ip(*command)
 
 
 def unsupported_reason() -> str | None:

@@ -44,8 +44,7 @@ async def worker_kill9(run: Run, rounds: int = 5) -> None:
     for n in range(1, rounds + 1):
         await run.pause(2.0, 4.0)
         held = await group.assignment()
-        candidates = [w for w in group.workers if held[w.name]]
-        victim = run.rng.choice(candidates)
+        victim = run.rng.choice([w for w in group.workers if held[w.name]] or group.workers)
         victim.kill9()
         mark = run.progress.mark(
             f"kill -9 of {victim.name} ({n}/{rounds})", held[victim.name], from_start=True
@@ -101,7 +100,7 @@ async def worker_sigstop(run: Run) -> None:
     """
     group = run.group
     held = await group.assignment()
-    victim = run.rng.choice([w for w in group.workers if held[w.name]])
+    victim = run.rng.choice([w for w in group.workers if held[w.name]] or group.workers)
     other = next(w for w in group.workers if w is not victim)
     before = await group.counters()
     timeout = run.settings.kafka_session_timeout_seconds
