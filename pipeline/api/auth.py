@@ -14,7 +14,6 @@ Claims the API reads:
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -24,9 +23,8 @@ from jwt.types import Options
 
 from pipeline.api.errors import InvalidToken, TokenExpired, Unauthenticated
 from pipeline.api.settings import ApiSettings
+from pipeline.events.identifiers import ID_MAX_CHARS, is_identifier
 
-#: 1..64 characters, no control characters and no lone surrogates (PostgreSQL stores UTF-8 only).
-_SUBJECT = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,64}$")
 _MAX_TOKEN_CHARS = 8192
 
 
@@ -113,8 +111,8 @@ class TokenVerifier:
 
     def _identity(self, claims: dict[str, Any]) -> Identity:
         subject = claims.get("sub")
-        if not isinstance(subject, str) or not _SUBJECT.fullmatch(subject):
-            raise InvalidToken("sub must be 1..64 printable characters")
+        if not isinstance(subject, str) or not is_identifier(subject):
+            raise InvalidToken(f"sub must be 1..{ID_MAX_CHARS} printable characters")
         kind = claims.get("kind", "user")
         roles = claims.get("roles", [])
         if not isinstance(roles, list) or not all(isinstance(r, str) for r in roles):
@@ -141,4 +139,4 @@ def _claimed_subject(token: str) -> str | None:
     except jwt.InvalidTokenError:
         return None
     subject = claims.get("sub")
-    return subject if isinstance(subject, str) and _SUBJECT.fullmatch(subject) else None
+    return subject if isinstance(subject, str) and is_identifier(subject) else None

@@ -51,7 +51,7 @@ from pipeline.api.errors import (
     Unauthenticated,
     Unavailable,
 )
-from pipeline.api.params import is_ident
+from pipeline.events.identifiers import is_identifier
 from pipeline.storage import db
 
 log = logging.getLogger("roomlogs.api")
@@ -107,7 +107,7 @@ class Gate:
             exchange.action = matched.action
             for name in _SUBJECT_PARAMS:
                 value = params.get(name)
-                if isinstance(value, str) and is_ident(value):
+                if isinstance(value, str) and is_identifier(value):
                     setattr(exchange, name, value)
         status: int | None = None
 

@@ -16,11 +16,10 @@ from starlette.datastructures import QueryParams
 
 from pipeline.api.errors import InvalidCursor, InvalidParameter, RangeTooLarge
 from pipeline.events.contract import MODERATION_TYPES, EventType
+from pipeline.events.identifiers import ID_MAX_CHARS, is_identifier
 
 EVENT_TYPES = tuple(t.value for t in EventType)
 MODERATION_TYPE_VALUES = tuple(sorted(t.value for t in MODERATION_TYPES))
-#: An identifier (room, user): 1..64 characters, no control characters, no lone surrogates.
-_IDENT = re.compile(r"^[^\x00-\x1f\x7f\ud800-\udfff]{1,64}$")
 #: What PostgreSQL text cannot hold: NUL, and lone surrogates (not UTF-8).
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
 _TEXT_MIN, _TEXT_MAX = 3, 200
@@ -214,18 +213,17 @@ def parse_timestamp(raw: str, name: str) -> datetime:
     return moment
 
 
-def is_ident(raw: str) -> bool:
-    return _IDENT.fullmatch(raw) is not None
-
-
 def storable(text: str) -> bool:
     """Whether PostgreSQL text (and jsonb) can hold `text` as it is."""
     return _UNSTORABLE.search(text) is None
 
 
 def check_ident(raw: str, name: str) -> str:
-    if not _IDENT.fullmatch(raw):
-        raise InvalidParameter(f"{name} must be 1..64 printable characters", details={"parameter": name})
+    """`raw` if it is an identifier (pipeline.events.identifiers), else InvalidParameter (400)."""
+    if not is_identifier(raw):
+        raise InvalidParameter(
+            f"{name} must be 1..{ID_MAX_CHARS} printable characters", details={"parameter": name}
+        )
     return raw
 
 

@@ -27,10 +27,10 @@ import orjson
 
 from pipeline.events import contract as c
 from pipeline.events.contract import EventType
+from pipeline.events.identifiers import is_identifier
 from pipeline.events.reasons import Invalid, Reason
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _MAYBE_PII = re.compile(r"[@\d]")
 _EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63}){0,8}\.[A-Za-z]{2,24}")
 _MASK_MARGIN_CHARS = 320  # longer than any e-mail address, card number or IP we mask
@@ -451,8 +451,7 @@ def _ident(value: Any, path: str, suffix: str = "") -> str:
     if type(value) is not str:
         _require(value, path + suffix)
         raise Invalid(Reason.WRONG_TYPE, f"{path}{suffix}: expected a string")
-    # isprintable() (C speed) settles the usual case; the contract only bans C0 controls and DEL
-    if not 0 < len(value) <= c.ID_MAX_CHARS or (not value.isprintable() and _CONTROL.search(value)):
+    if not is_identifier(value):
         raise Invalid(
             Reason.INVALID_VALUE, f"{path}{suffix}: expected 1..{c.ID_MAX_CHARS} characters, no controls"
         )
