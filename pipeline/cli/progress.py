@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.settings import Settings
-from pipeline.storage import db
+from pipeline.storage import db, offsets
 
 
 async def end_offsets(settings: Settings) -> dict[int, int]:
@@ -49,14 +49,11 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
 
 
 async def stored_offsets(settings: Settings) -> dict[int, int]:
+    """{partition: next offset of record} of the configured group on the events topic."""
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
-        rows = await conn.fetch(
-            "SELECT partition, next_offset FROM ingest_offsets WHERE consumer_group = $1 AND topic = $2",
-            settings.consumer_group,
-            settings.events_topic,
-        )
-        return {r["partition"]: r["next_offset"] for r in rows}
+        found = await offsets.stored_offsets(conn, settings.consumer_group, settings.events_topic)
+        return {p: o.next_offset for p, o in found.items()}
     finally:
         await conn.close()
 

@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -57,7 +57,16 @@ _ITEM_FIELDS = frozenset({"item_id", "name"})
 _GIFT_FIELDS = frozenset({"recipient", "item", "credits"})
 
 # Positions in the tuple `normalize()` returns (a plain tuple: this is the hot path).
-EVENT_ID, OCCURRED_AT, ROOM_ID, EVENT_TYPE, ACTOR_ID, TARGET_ID, BODY, PAYLOAD, ROOM_CHANGE = range(9)
+# Final literals: mypy types `ev[ROOM_ID]` as str, `ev[OCCURRED_AT]` as datetime, and so on.
+EVENT_ID: Final = 0
+OCCURRED_AT: Final = 1
+ROOM_ID: Final = 2
+EVENT_TYPE: Final = 3
+ACTOR_ID: Final = 4
+TARGET_ID: Final = 5
+BODY: Final = 6
+PAYLOAD: Final = 7
+ROOM_CHANGE: Final = 8
 Normalized = tuple[str, datetime, str, str, str | None, str | None, str | None, bytes, tuple[Any, ...] | None]
 
 

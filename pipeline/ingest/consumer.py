@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -34,13 +35,16 @@ from aiokafka.structs import OffsetAndMetadata
 from pipeline.errors import StorageUnavailableError
 from pipeline.events.normalize import Normalizer
 from pipeline.events.reasons import Reason
+from pipeline.ingest.backoff import Backoff
 from pipeline.ingest.mirror import DeadLetterMirror
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
+from pipeline.ingest.readiness import Readiness
 from pipeline.ingest.rooms import RoomDirectory
 from pipeline.kafka_client import client_kwargs
 from pipeline.logs import outage_log
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
+from pipeline.storage import offsets
 from pipeline.storage.batch import WriteBatch, WriteOutcome
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.deletions import Deletions
@@ -52,13 +56,22 @@ log = logging.getLogger("roomlogs.ingest")
 _outage = outage_log("PostgreSQL")
 
 _RETENTION_REFRESH_SECONDS = 30.0
-#: Readiness probes: each check's time limit, and how long an answer is reused (probes come often).
-_PROBE_SECONDS = 2.0
-_PROBE_CACHE_SECONDS = 1.0
 
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+@dataclass(slots=True)
+class InFlight:
+    """The batch being written while the next is normalized: what to count once it lands, what to retry."""
+
+    batch: WriteBatch
+    stats: BatchStats
+    received_at: datetime
+    #: the assignment generation it was read under (a write that outlives a rebalance is not retried)
+    generation: int
+    task: asyncio.Task[WriteOutcome]
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -122,8 +135,8 @@ class IngestService:
         self._generation = 0
         #: True between a revoke and the next assignment (records fetched then are not ours to write).
         self._rebalancing = False
-        self._pending: asyncio.Task[WriteOutcome] | None = None
-        self._pending_batch: tuple[WriteBatch, BatchStats, datetime, int] | None = None
+        #: the batch being written while the next one is normalized (at most one)
+        self._in_flight: InFlight | None = None
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._retention_days: dict[str, int] = {}
@@ -132,8 +145,7 @@ class IngestService:
         self._retention_loaded_at = 0.0
         self._paused = False
         self._listener_error: BaseException | None = None
-        self._readiness: dict[str, Any] = {}
-        self._readiness_at = 0.0
+        self._readiness = Readiness()
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
         self._written: dict[int, int] = {}
         #: Totals since start (also exported as metrics); handy for tests, the demo and the benchmark.
@@ -253,45 +265,14 @@ class IngestService:
             self._stopped.set()
 
     async def readiness(self) -> dict[str, Any]:
-        """Can this worker ingest right now? Checked live (bounded by `_PROBE_SECONDS` each), for /readyz.
-
-        Not ready: ingest paused for an outage, PostgreSQL unreachable, or no Kafka broker answering.
-        Having no partitions is not a failure (a group with more workers than partitions has idle ones).
-        """
-        now = time.monotonic()
-        if now - self._readiness_at < _PROBE_CACHE_SECONDS and self._readiness:
-            return self._readiness
-        postgres, kafka = await asyncio.gather(self._probe_postgres(), self._probe_kafka())
+        """Can this worker ingest right now? (pipeline/ingest/readiness.py; served at /readyz)"""
         consumer = self._consumer
-        state = {
-            "ready": not self._paused and postgres is None and kafka is None,
-            "paused": self._paused,
-            "postgres": "ok" if postgres is None else postgres,
-            "kafka": "ok" if kafka is None else kafka,
-            "partitions": sorted(tp.partition for tp in consumer.assignment()) if consumer else [],
-        }
-        self._readiness, self._readiness_at = state, now
-        return state
-
-    async def _probe_postgres(self) -> str | None:
-        try:
-            async with asyncio.timeout(_PROBE_SECONDS):
-                async with self._pool.acquire() as conn:
-                    await conn.fetchval("SELECT 1")
-        except CONNECTION_ERRORS as e:  # TimeoutError among them
-            return f"unreachable: {type(e).__name__}"
-        return None
-
-    async def _probe_kafka(self) -> str | None:
-        producer = self._producer
-        if producer is None:
-            return "not started"
-        try:
-            async with asyncio.timeout(_PROBE_SECONDS):
-                ok = await producer.client.fetch_all_metadata()
-        except (TimeoutError, KafkaError, OSError) as e:
-            return f"unreachable: {type(e).__name__}"
-        return None if ok is not None else "unreachable: no metadata"
+        return await self._readiness.check(
+            self._pool,
+            self._producer,
+            paused=self._paused,
+            partitions=sorted(tp.partition for tp in consumer.assignment()) if consumer else [],
+        )
 
     def _listener_failed(self, error: BaseException) -> None:
         """aiokafka logs and swallows errors raised in rebalance callbacks; the loop re-raises them."""
@@ -305,42 +286,46 @@ class IngestService:
     @property
     def write_in_flight(self) -> bool:
         """A batch is being written or its outcome not yet counted (counters lag the offsets until then)."""
-        return self._pending is not None
+        return self._in_flight is not None
 
     # --- writing ---------------------------------------------------------------------------------------
     def _launch(self, batch: WriteBatch, stats: BatchStats, now: datetime, generation: int) -> None:
-        self._pending_batch = (batch, stats, now, generation)
-        self._pending = asyncio.create_task(self._writer.write(batch, now))
+        self._in_flight = InFlight(batch, stats, now, generation, self._write(batch, now))
+
+    def _write(self, batch: WriteBatch, now: datetime) -> asyncio.Task[WriteOutcome]:
+        return asyncio.create_task(self._writer.write(batch, now))
 
     async def _finish_pending(self) -> None:
         """Wait for the write in flight; on an outage retry it, with back-off, until it lands."""
-        if self._pending is None or self._pending_batch is None:
+        job = self._in_flight
+        if job is None:
             return
-        batch, stats, now, generation = self._pending_batch
-        delay = self.settings.db_retry_initial_seconds
+        backoff = self._backoff()
         while True:
             try:
-                outcome = await self._pending
+                outcome = await job.task
                 break
             except StorageUnavailableError as e:
                 self.metrics.storage_unavailable.inc()
-                if generation != self._generation:
-                    self._pending = self._pending_batch = None
+                if job.generation != self._generation:
+                    self._in_flight = None
                     return  # revoked meanwhile: the records will be read again from the stored offsets
                 _outage.down(e.__cause__ or e, "ingest paused, retrying with back-off")
                 self._set_paused(True)
-                await self._idle_poll(delay)
-                delay = min(delay * 2, self.settings.db_retry_max_seconds)
-                if self._stopping.is_set() and delay >= self.settings.db_retry_max_seconds:
+                await self._idle_poll(backoff.next_delay())
+                if self._stopping.is_set() and backoff.exhausted:
                     log.warning("stopping with a batch unwritten; it will be read again on restart")
-                    self._pending = self._pending_batch = None
+                    self._in_flight = None
                     return
-                self._pending = asyncio.create_task(self._writer.write(batch, now))
-        self._pending = self._pending_batch = None
+                job.task = self._write(job.batch, job.received_at)
+        self._in_flight = None
         if self._paused:
             _outage.up("ingest resumed")
             self._set_paused(False)
-        await self._after_write(batch, stats, outcome)
+        await self._after_write(job.batch, job.stats, outcome)
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.db_retry_initial_seconds, self.settings.db_retry_max_seconds)
 
     async def _after_write(self, batch: WriteBatch, stats: BatchStats, outcome: WriteOutcome) -> None:
         m = self.metrics
@@ -463,7 +448,7 @@ class IngestService:
     async def _with_storage(self, fn: Callable[..., Any], *args: Any) -> bool:
         """Run a read against PostgreSQL, waiting out an outage. False if a rebalance made it moot."""
         generation = self._generation
-        delay = self.settings.db_retry_initial_seconds
+        backoff = self._backoff()
         while True:
             try:
                 await fn(*args)
@@ -473,8 +458,7 @@ class IngestService:
                 self._set_paused(True)
                 if self._stopping.is_set() or generation != self._generation:
                     return False
-                await self._idle_poll(delay)
-                delay = min(delay * 2, self.settings.db_retry_max_seconds)
+                await self._idle_poll(backoff.next_delay())
                 continue
             if self._paused:
                 _outage.up("ingest resumed")
@@ -510,9 +494,11 @@ class IngestService:
 
     async def _settle_pending(self) -> None:
         """Let the write in flight land (or fail) before partitions change hands or offsets are read."""
-        if self._pending is not None:
+        if self._in_flight is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(asyncio.shield(self._pending), self.settings.shutdown_drain_seconds)
+                await asyncio.wait_for(
+                    asyncio.shield(self._in_flight.task), self.settings.shutdown_drain_seconds
+                )
 
     async def _on_assigned(self, assigned: set[TopicPartition]) -> None:
         self._generation += 1
@@ -525,22 +511,17 @@ class IngestService:
             self._rebalancing = False
             return
         stored: dict[int, int] = {}
-
-        async def read_offsets() -> None:
-            async with self._pool.acquire() as conn:
-                rows = await conn.fetch(
-                    """SELECT partition, next_offset FROM ingest_offsets
-                        WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])""",
-                    self.settings.consumer_group,
-                    self.settings.events_topic,
-                    [tp.partition for tp in assigned],
-                )
-                stored.update({r["partition"]: r["next_offset"] for r in rows})
-
-        delay = self.settings.db_retry_initial_seconds
+        backoff = self._backoff()
         while True:
             try:
-                await read_offsets()
+                async with self._pool.acquire() as conn:
+                    found = await offsets.stored_offsets(
+                        conn,
+                        self.settings.consumer_group,
+                        self.settings.events_topic,
+                        (tp.partition for tp in assigned),
+                    )
+                stored = {p: o.next_offset for p, o in found.items()}
                 _outage.up("assigned partitions resume from their stored offsets")
                 break
             except CONNECTION_ERRORS as e:
@@ -548,8 +529,7 @@ class IngestService:
                 self.metrics.storage_unavailable.inc()
                 if self._stopping.is_set():
                     return
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, self.settings.db_retry_max_seconds)
+                await asyncio.sleep(backoff.next_delay())
         fresh = [tp for tp in assigned if tp.partition not in stored]
         # Explicit offsets: seek_to_beginning() resets lazily and can rewind a partition after a fetch.
         beginnings = await consumer.beginning_offsets(fresh) if fresh else {}

@@ -25,6 +25,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
 
 from pipeline.errors import StorageUnavailableError
+from pipeline.ingest.backoff import Backoff
 from pipeline.metrics import IngestMetrics
 from pipeline.storage import outbox
 from pipeline.storage.db import CONNECTION_ERRORS, lost
@@ -76,7 +77,7 @@ class DeadLetterMirror:
         self._wake.set()
 
     async def run(self) -> None:
-        delay = self._retry_initial
+        backoff = Backoff(self._retry_initial, self._retry_max)
         while not self._stopping.is_set():
             self._wake.clear()
             requests = self._requests
@@ -87,8 +88,7 @@ class DeadLetterMirror:
                 if self._failing_since is None:
                     self._failing_since = time.monotonic()
                     log.warning("dead-letter topic %s: mirrors queued, retrying: %s", self.topic, e)
-                await self._sleep(delay)
-                delay = min(delay * 2, self._retry_max)
+                await self._sleep(backoff.next_delay())
                 continue
             if self._failing_since is not None:
                 log.warning(
@@ -97,7 +97,7 @@ class DeadLetterMirror:
                     time.monotonic() - self._failing_since,
                 )
                 self._failing_since = None
-            delay = self._retry_initial
+            backoff = Backoff(self._retry_initial, self._retry_max)
             if requests == self._requests:  # nothing queued since this round began
                 self.drained.set()
             await self._sleep(self._idle_seconds)

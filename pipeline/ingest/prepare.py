@@ -16,11 +16,23 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Protocol
 
+from pipeline.events.contract import SCHEMA_VERSION
 from pipeline.events.deadletter import keep, safe_detail
-from pipeline.events.normalize import Normalized, Normalizer
+from pipeline.events.normalize import (
+    ACTOR_ID,
+    BODY,
+    EVENT_ID,
+    EVENT_TYPE,
+    OCCURRED_AT,
+    PAYLOAD,
+    ROOM_ID,
+    TARGET_ID,
+    Normalized,
+    Normalizer,
+)
 from pipeline.events.reasons import Invalid
 from pipeline.ingest.rooms import RoomDirectory
-from pipeline.storage.batch import DeadLetter, RoomChange, WriteBatch
+from pipeline.storage.batch import ROW_EVENT_TYPE, DeadLetter, RoomChange, WriteBatch
 from pipeline.storage.deletions import Deletions
 
 
@@ -97,7 +109,7 @@ async def normalize_records(
                         )
                     )
             await asyncio.sleep(0)
-    out.rooms = {ev[2] for _, _, ev in events}  # ev[ROOM_ID], spelled so mypy knows the type
+    out.rooms = {ev[ROOM_ID] for _, _, ev in events}
     return out
 
 
@@ -134,36 +146,64 @@ def build_batch(
     #: (the first copy itself may turn out to conflict with an earlier batch's)
     seen: set[str] = set()
     for partition, offset, ev in pass1.events:
-        event_id = ev[0]
+        # the Normalized fields by name (unpacking is the hot path's cheapest way to read them)
+        event_id, occurred_at, room_id, etype, actor_id, target_id, body, payload, change = ev
         if event_id in seen:
-            batch.variants.append(
-                (event_id, ev[1], "", ev[2], ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
-            )
+            batch.variants.append(row_of(ev, "", partition, offset))
             continue  # before its room change: a copy never moves room state twice, a conflicting one never
         seen.add(event_id)
-        room_id = ev[2]
-        change = ev[8]  # ev[ROOM_CHANGE]
         if change is not None:
             cls = _room_change(batch, rooms, partition, offset, ev, change)
         else:
             cls = class_of(room_id)
-        occurred_at = ev[1]
         day = occurred_at.date()
         if day < horizons.get(cls, far_past):
             expired[cls] += 1
             continue
-        if deletions and (gone := deletions.covers(room_id, ev[3], ev[4], occurred_at)):
+        if deletions and (gone := deletions.covers(room_id, etype, actor_id, occurred_at)):
             stats.suppressed_by_reason[gone] += 1
             continue
         days.add((cls, day))
+        # EVENT_COLUMNS order (row_of, spelled out on the hot path)
         rows.append(
-            (event_id, occurred_at, cls, room_id, ev[3], 1, ev[4], ev[5], ev[6], ev[7], partition, offset)
+            (
+                event_id,
+                occurred_at,
+                cls,
+                room_id,
+                etype,
+                SCHEMA_VERSION,
+                actor_id,
+                target_id,
+                body,
+                payload,
+                partition,
+                offset,
+            )
         )
     if batch.dead_letters:
         batch.dead_letter_days.add(now.date())
         stats.dead_lettered_by_reason.update(d.reason for d in batch.dead_letters)
-    stats.stored_by_type.update(r[4] for r in rows)
+    stats.stored_by_type.update(r[ROW_EVENT_TYPE] for r in rows)
     return batch, stats
+
+
+def row_of(ev: Normalized, retention_class: str, partition: int, offset: int) -> tuple[Any, ...]:
+    """The `events` row (EVENT_COLUMNS order) of a normalized event."""
+    return (
+        ev[EVENT_ID],
+        ev[OCCURRED_AT],
+        retention_class,
+        ev[ROOM_ID],
+        ev[EVENT_TYPE],
+        SCHEMA_VERSION,
+        ev[ACTOR_ID],
+        ev[TARGET_ID],
+        ev[BODY],
+        ev[PAYLOAD],
+        partition,
+        offset,
+    )
 
 
 def _room_change(
@@ -174,7 +214,7 @@ def _room_change(
     ev: Normalized,
     change: tuple[Any, ...],
 ) -> str:
-    event_id, occurred_at, room_id = ev[0], ev[1], ev[2]
+    event_id, occurred_at, room_id = ev[EVENT_ID], ev[OCCURRED_AT], ev[ROOM_ID]
     if change[0] == "settings":
         state = rooms.apply_settings(room_id, change[1], change[2], (occurred_at, event_id))
         batch.room_changes.append(

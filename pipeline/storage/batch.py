@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, NamedTuple
+from typing import Any, Final, NamedTuple
 
 #: Column order of `events` rows as built by the ingest stage and copied by the writer. Rows are plain
-#: tuples on the hot path; read them through the ROW_* positions below.
+#: tuples on the hot path; read them through the ROW_* positions below (Final literals, typed by mypy).
 EVENT_COLUMNS = (
     "event_id",
     "occurred_at",
@@ -22,20 +22,18 @@ EVENT_COLUMNS = (
     "src_partition",
     "src_offset",
 )
-(
-    ROW_EVENT_ID,
-    ROW_OCCURRED_AT,
-    ROW_CLASS,
-    ROW_ROOM_ID,
-    ROW_EVENT_TYPE,
-    ROW_SCHEMA_VERSION,
-    ROW_ACTOR_ID,
-    ROW_TARGET_ID,
-    ROW_BODY,
-    ROW_PAYLOAD,
-    ROW_PARTITION,
-    ROW_OFFSET,
-) = range(len(EVENT_COLUMNS))
+ROW_EVENT_ID: Final = 0
+ROW_OCCURRED_AT: Final = 1
+ROW_CLASS: Final = 2
+ROW_ROOM_ID: Final = 3
+ROW_EVENT_TYPE: Final = 4
+ROW_SCHEMA_VERSION: Final = 5
+ROW_ACTOR_ID: Final = 6
+ROW_TARGET_ID: Final = 7
+ROW_BODY: Final = 8
+ROW_PAYLOAD: Final = 9
+ROW_PARTITION: Final = 10
+ROW_OFFSET: Final = 11
 
 
 class DeadLetter(NamedTuple):

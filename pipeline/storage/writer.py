@@ -29,7 +29,7 @@ import asyncpg
 
 from pipeline.errors import StorageUnavailableError
 from pipeline.events.reasons import Reason
-from pipeline.storage import event_ids, outbox
+from pipeline.storage import event_ids, offsets, outbox
 from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
@@ -106,7 +106,9 @@ class BatchWriter:
             conn, batch.event_days, batch.dead_letter_days
         )
         async with conn.transaction():
-            fenced = await self._fence(conn, batch)
+            fenced = await offsets.lock_for_batch(
+                conn, batch.consumer_group, batch.topic, batch.first_offsets
+            )
             rows, variants = batch.rows, batch.variants
             dead_letters, changes = batch.dead_letters, batch.room_changes
             if fenced:
@@ -149,14 +151,7 @@ class BatchWriter:
             outcome.dead_lettered = len(dead_letters)
             if changes:
                 await apply_room_changes(conn, changes, self._classify)
-            await conn.executemany(
-                """INSERT INTO ingest_offsets (consumer_group, topic, partition, next_offset)
-                   VALUES ($1, $2, $3, $4)
-                   ON CONFLICT (consumer_group, topic, partition)
-                   DO UPDATE SET next_offset = GREATEST(ingest_offsets.next_offset, EXCLUDED.next_offset),
-                                 updated_at = now()""",
-                [(batch.consumer_group, batch.topic, p, o) for p, o in batch.next_offsets.items()],
-            )
+            await offsets.advance(conn, batch.consumer_group, batch.topic, batch.next_offsets)
         return outcome
 
     def _not_deleted(self, rows: list[tuple[Any, ...]], outcome: WriteOutcome) -> list[tuple[Any, ...]]:
@@ -192,22 +187,6 @@ class BatchWriter:
             outcome.conflicting_rooms.add(row[ROW_ROOM_ID])
             dropped.add((row[ROW_PARTITION], row[ROW_OFFSET]))
         return [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
-
-    async def _fence(self, conn: asyncpg.Connection, batch: WriteBatch) -> dict[int, int]:
-        """Lock this batch's offset rows; return {partition: stored next offset} where it overlaps."""
-        stored = await conn.fetch(
-            """SELECT partition, next_offset FROM ingest_offsets
-                WHERE consumer_group = $1 AND topic = $2 AND partition = ANY($3::int[])
-                FOR UPDATE""",
-            batch.consumer_group,
-            batch.topic,
-            list(batch.first_offsets),
-        )
-        return {
-            r["partition"]: r["next_offset"]
-            for r in stored
-            if r["next_offset"] > batch.first_offsets[r["partition"]]
-        }
 
     async def _copy_events(
         self,

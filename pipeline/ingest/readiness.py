@@ -1,0 +1,70 @@
+"""Readiness of an ingest worker: can it ingest right now? Served at /readyz by the worker app.
+
+Not ready: ingest paused for an outage, PostgreSQL unreachable, or no Kafka broker answering. Having no
+partitions is not a failure (a group with more workers than partitions has idle ones). Each check is live
+and bounded (`PROBE_SECONDS`); an answer is reused for `CACHE_SECONDS` because probes come often.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from pipeline.storage.db import CONNECTION_ERRORS
+
+PROBE_SECONDS = 2.0
+CACHE_SECONDS = 1.0
+
+
+class Readiness:
+    def __init__(self) -> None:
+        self._answer: dict[str, Any] = {}
+        self._at = 0.0
+
+    async def check(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer | None,
+        *,
+        paused: bool,
+        partitions: list[int],
+    ) -> dict[str, Any]:
+        now = time.monotonic()
+        if self._answer and now - self._at < CACHE_SECONDS:
+            return self._answer
+        postgres, kafka = await asyncio.gather(_probe_postgres(pool), _probe_kafka(producer))
+        self._answer = {
+            "ready": not paused and postgres is None and kafka is None,
+            "paused": paused,
+            "postgres": "ok" if postgres is None else postgres,
+            "kafka": "ok" if kafka is None else kafka,
+            "partitions": partitions,
+        }
+        self._at = now
+        return self._answer
+
+
+async def _probe_postgres(pool: asyncpg.Pool) -> str | None:
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            async with pool.acquire() as conn:
+                await conn.fetchval("SELECT 1")
+    except CONNECTION_ERRORS as e:  # TimeoutError among them
+        return f"unreachable: {type(e).__name__}"
+    return None
+
+
+async def _probe_kafka(producer: AIOKafkaProducer | None) -> str | None:
+    if producer is None:
+        return "not started"
+    try:
+        async with asyncio.timeout(PROBE_SECONDS):
+            await producer.client.fetch_all_metadata()
+    except (TimeoutError, KafkaError, OSError) as e:
+        return f"unreachable: {type(e).__name__}"
+    return None
