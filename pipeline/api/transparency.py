@@ -22,9 +22,12 @@ from starlette.responses import Response
 from pipeline.api.access import Action, binding
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import Forbidden
+from pipeline.storage.classes import retention_days
 from pipeline.storage.partitions import day_start
 
-_PAGE_DEFAULT, _PAGE_MAX = 50, 200
+_PAGE_DEFAULT = 50
+#: Largest page of the access log.
+ACCESS_LOG_PAGE_MAX = 200
 _ACCESS_LOG_SQL = """SELECT audit_id, at, subject, identity_type, basis, staff_reason, action, outcome,
                             row_count, detail
                        FROM api_room_access_log($1, $2, $3, $4, $5, $6, $7, $8)"""
@@ -39,7 +42,7 @@ async def access_log(call: Call) -> Response:
     """GET /v1/rooms/{room_id}/access-log"""
     room_id = call.path("room_id")
     p = call.params
-    limit = p.integer("limit", default=_PAGE_DEFAULT, low=1, high=_PAGE_MAX)
+    limit = p.integer("limit", default=_PAGE_DEFAULT, low=1, high=ACCESS_LOG_PAGE_MAX)
     cursor = p.cursor()
     p.done()
     assert limit is not None
@@ -107,10 +110,7 @@ async def room_retention(call: Call) -> Response:
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, {})
         room = await conn.fetchrow("SELECT privacy, retention_class FROM rooms WHERE room_id = $1", room_id)
-        classes = {
-            r["name"]: r["retention_days"]
-            for r in await conn.fetch("SELECT name, retention_days FROM retention_classes ORDER BY name")
-        }
+        classes = await retention_days(conn)
         stored: list[dict[str, Any]] = []
         for name, days in classes.items():
             oldest = await conn.fetchval(

@@ -15,7 +15,7 @@ from pipeline.retention.exceptions import (
     RetentionError,
     UnknownRetentionClassError,
 )
-from pipeline.retention.holds import Hold, active_rooms, list_holds, place_hold, release_hold
+from pipeline.retention.holds import place_hold, release_hold
 from pipeline.retention.ledger import LedgerEntry, read_ledger
 from pipeline.retention.maintenance import (
     DROP_LOCK_TIMEOUT_MS,
@@ -26,9 +26,11 @@ from pipeline.retention.maintenance import (
 )
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import RetentionPlan, plan_retention
-from pipeline.retention.policy import RetentionClass, is_expired, load_classes, set_retention_days
+from pipeline.retention.policy import is_expired, set_retention_days
 from pipeline.retention.report import DeferredPartition, DroppedPartition, MaintenanceReport, PurgedHeld
 from pipeline.retention.status import PartitionSetStatus, observe, partition_status
+from pipeline.storage.classes import RetentionClass, load_classes
+from pipeline.storage.holds import Hold, active_rooms, list_holds
 
 __all__ = [
     "DROP_LOCK_TIMEOUT_MS",

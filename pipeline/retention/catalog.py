@@ -1,4 +1,4 @@
-"""What is stored: the day partitions of `events` and `dead_letters`, read from the PostgreSQL catalog.
+"""What is stored: the day partitions of `events` and `dead_letters`, retention's view of the catalog.
 
 The catalog, not a cache, is the truth here: retention must see partitions another worker, an operator or
 an older version created. A leaf that is not a day partition (a DEFAULT catch-all someone added by hand,
@@ -8,31 +8,26 @@ Retention takes a partition out with DETACH PARTITION ... CONCURRENTLY before dr
 can also sit in a leaf that is "detach pending" (still attached; queries through the parent no longer see
 it) or in a detached table (no longer a partition, same name). Both still hold rows: `list_partitions`
 marks the first, `list_detached` finds the second by the shape of its name.
+
+Built on the shared listing of `pipeline.storage.catalog` (which the ingest stage's PartitionManager reads
+too); this module adds what retention judges by: the logical table, the class, the day, the state.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from datetime import date
 
 import asyncpg
 
-from pipeline.storage.partitions import parse_day
+from pipeline.storage import catalog
+from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED, ident
+from pipeline.storage.partitions import DAY_PARTITION_LIKE, DAY_PARTITION_NAME, parse_day
 
-__all__ = ["StoredPartition", "count_rows", "ident", "list_detached", "list_partitions"]
+__all__ = ["DEAD_LETTERS", "EVENTS", "StoredPartition", "count_rows", "list_detached", "list_partitions"]
 
 EVENTS = "events"
 DEAD_LETTERS = "dead_letters"
-
-#: StoredPartition.state: a partition queries see; one an interrupted DETACH ... CONCURRENTLY left "detach
-#: pending" (queries through the parent no longer see it; `DETACH ... FINALIZE` completes it); a table
-#: detached from its parent and not dropped yet
-ATTACHED = "attached"
-DETACH_PENDING = "detach_pending"
-DETACHED = "detached"
-
-_DETACHED_NAME = re.compile(r"^(?:events_([a-z][a-z0-9_]{0,30})|dead_letters)_p\d{8}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +44,7 @@ class StoredPartition:
     #: None when it is not a day partition
     day: date | None
     is_default: bool
-    #: ATTACHED, DETACH_PENDING or DETACHED
+    #: ATTACHED, DETACH_PENDING or DETACHED (pipeline.storage.catalog)
     state: str = ATTACHED
 
 
@@ -58,26 +53,16 @@ async def list_partitions(conn: asyncpg.Connection) -> list[StoredPartition]:
 
     Leaves left "detach pending" are listed (they still hold rows) with `state=DETACH_PENDING`.
     """
-    rows = await conn.fetch(
-        """SELECT c.relname AS child, p.relname AS parent, c.relkind::text AS kind,
-                  coalesce(pg_get_expr(c.relpartbound, c.oid), '') AS bound, i.inhdetachpending
-             FROM pg_inherits i
-             JOIN pg_class c ON c.oid = i.inhrelid
-             JOIN pg_class p ON p.oid = i.inhparent
-             JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = current_schema()"""
-    )
+    listed = await catalog.children(conn)
     # Class tables are the partitioned children of `events` (LIST by class).
     class_of = {
-        r["child"]: r["child"].removeprefix("events_")
-        for r in rows
-        if r["parent"] == EVENTS and r["kind"] == "p"
+        c.name: c.name.removeprefix("events_") for c in listed if c.parent == EVENTS and c.partitioned
     }
     found: list[StoredPartition] = []
-    for r in rows:
-        if r["kind"] == "p":
+    for c in listed:
+        if c.partitioned:
             continue  # an intermediate level; its leaves are listed
-        parent, child, is_default = r["parent"], r["child"], r["bound"] == "DEFAULT"
+        parent, child, is_default = c.parent, c.name, c.is_default
         if parent in class_of:
             table, cls = EVENTS, class_of[parent]
         elif parent == EVENTS:
@@ -87,7 +72,7 @@ async def list_partitions(conn: asyncpg.Connection) -> list[StoredPartition]:
         else:
             continue  # some other partitioned table: not ours to judge
         day = None if is_default else parse_day(child)
-        state = DETACH_PENDING if r["inhdetachpending"] else ATTACHED
+        state = DETACH_PENDING if c.detach_pending else ATTACHED
         found.append(StoredPartition(table, parent, child, cls, day, is_default, state))
     found.sort(key=lambda sp: (sp.parent, sp.day or date.min, sp.name))
     return found
@@ -97,21 +82,14 @@ async def list_detached(conn: asyncpg.Connection) -> list[StoredPartition]:
     """Plain tables named like a day partition (`events_<class>_pYYYYMMDD`, `dead_letters_pYYYYMMDD`) that
     are no partition of anything: a day detached from its parent and not dropped (yet). `parent` is the
     table it was detached from, as its name says. Ordered by parent then day."""
-    rows = await conn.fetch(
-        """SELECT c.relname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE n.nspname = current_schema() AND c.relkind = 'r' AND NOT c.relispartition
-              AND (c.relname LIKE 'events\\_%' OR c.relname LIKE 'dead\\_letters\\_p%')"""
-    )
     found: list[StoredPartition] = []
-    for r in rows:
-        m = _DETACHED_NAME.match(r["relname"])
+    for name in await catalog.unattached(conn, *DAY_PARTITION_LIKE):
+        m = DAY_PARTITION_NAME.fullmatch(name)
         if m is None:
             continue
         cls = m.group(1)
         table, parent = (EVENTS, f"events_{cls}") if cls else (DEAD_LETTERS, DEAD_LETTERS)
-        found.append(
-            StoredPartition(table, parent, r["relname"], cls, parse_day(r["relname"]), False, DETACHED)
-        )
+        found.append(StoredPartition(table, parent, name, cls, parse_day(name), False, DETACHED))
     found.sort(key=lambda sp: (sp.parent, sp.day or date.min, sp.name))
     return found
 
@@ -136,8 +114,3 @@ async def count_rows(conn: asyncpg.Connection, partition: str) -> int:
         n = await conn.fetchval(f"SELECT count(*) FROM {ident(partition)}")
         await conn.execute("SET LOCAL enable_seqscan TO DEFAULT")
     return int(n)
-
-
-def ident(name: str) -> str:
-    """A table name from the catalog, quoted for SQL (names come from PostgreSQL, never from users)."""
-    return '"' + name.replace('"', '""') + '"'

@@ -17,8 +17,9 @@ from datetime import date
 
 import asyncpg
 
-from pipeline.retention.catalog import DETACH_PENDING, DETACHED, count_rows
+from pipeline.retention.catalog import count_rows
 from pipeline.retention.plan import plan_retention
+from pipeline.storage.catalog import DETACH_PENDING, DETACHED
 
 __all__ = ["CheckResult", "Offending", "check_retention"]
 

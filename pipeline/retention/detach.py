@@ -30,9 +30,10 @@ from datetime import date
 
 import asyncpg
 
-from pipeline.retention.catalog import ATTACHED, DETACH_PENDING, DETACHED, StoredPartition, ident
+from pipeline.retention.catalog import StoredPartition
+from pipeline.storage.catalog import ident
 
-__all__ = ["Detaching", "begin", "concurrently", "finalize", "forget", "holders", "state_of", "unfinished"]
+__all__ = ["Detaching", "begin", "concurrently", "finalize", "forget", "holders", "unfinished"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,7 +91,7 @@ async def concurrently(conn: asyncpg.Connection, sp: StoredPartition, lock_timeo
     """`DETACH PARTITION ... CONCURRENTLY`; each lock wait is bounded by `lock_timeout_ms`.
 
     Raises asyncpg.LockNotAvailableError when a wait timed out: the partition is then either still
-    attached (step 1 gave up) or detach pending (step 2 did); `state_of` says which.
+    attached (step 1 gave up) or detach pending (step 2 did); `pipeline.storage.catalog.state_of` says which.
     """
     await _outside_transaction(
         conn,
@@ -104,21 +105,6 @@ async def finalize(conn: asyncpg.Connection, sp: StoredPartition, lock_timeout_m
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
         await conn.execute(f"ALTER TABLE {ident(sp.parent)} DETACH PARTITION {ident(sp.name)} FINALIZE")
-
-
-async def state_of(conn: asyncpg.Connection, name: str) -> str | None:
-    """ATTACHED, DETACH_PENDING, DETACHED (a table that is no partition), or None when it does not exist."""
-    row = await conn.fetchrow(
-        """SELECT c.relispartition, i.inhdetachpending
-             FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
-            WHERE c.oid = to_regclass($1)""",
-        ident(name),
-    )
-    if row is None:
-        return None
-    if not row["relispartition"]:
-        return DETACHED
-    return DETACH_PENDING if row["inhdetachpending"] else ATTACHED
 
 
 async def holders(conn: asyncpg.Connection, name: str) -> list[int]:

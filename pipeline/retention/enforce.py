@@ -34,16 +34,19 @@ import dataclasses
 import logging
 import time
 import uuid
+from collections.abc import Awaitable
 from datetime import date
 
 import asyncpg
 
 from pipeline.retention import detach, ledger
-from pipeline.retention.catalog import ATTACHED, DETACH_PENDING, DETACHED, EVENTS, count_rows, ident
+from pipeline.retention.catalog import EVENTS, count_rows
 from pipeline.retention.exceptions import HeldRowsSchemaError
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import ExpiredPartition, RetentionPlan
 from pipeline.retention.report import DeferredPartition, DroppedPartition, MaintenanceReport, PurgedHeld
+from pipeline.storage import catalog, holds
+from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED, ident
 from pipeline.storage.db import CONNECTION_ERRORS
 
 __all__ = ["counts", "drop_expired", "purge_released_holds"]
@@ -70,8 +73,8 @@ async def drop_expired(
     for exp in plan.expired:
         sp = exp.partition
         waits_for = sp.parent if sp.parent in blocked else None
-        if sp.table == EVENTS and "legal_holds" in blocked:
-            waits_for = "legal_holds"
+        if sp.table == EVENTS and holds.TABLE in blocked:
+            waits_for = holds.TABLE
         if waits_for:
             _defer(report, metrics, exp, "lock_timeout", f"{waits_for} in use (see {blocked[waits_for]})")
             continue
@@ -101,7 +104,7 @@ async def drop_expired(
         except asyncpg.PostgresError as e:
             if isinstance(e, CONNECTION_ERRORS):
                 raise
-            state = await detach.state_of(conn, sp.name) or DETACHED
+            state = await catalog.state_of(conn, sp.name) or DETACHED
             if state == DETACH_PENDING:
                 blocked.setdefault(sp.parent, sp.name)
             reason = "deadlock" if isinstance(e, asyncpg.DeadlockDetectedError) else "error"
@@ -190,7 +193,7 @@ async def _detach(
     except asyncpg.PostgresError as e:
         if isinstance(e, CONNECTION_ERRORS):
             raise
-        state = await detach.state_of(conn, sp.name)
+        state = await catalog.state_of(conn, sp.name)
         if state is None:
             raise _Gone from e
         if state == DETACHED:
@@ -217,19 +220,14 @@ async def _drop_detached(
     sp = exp.partition
     async with conn.transaction():
         await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-        await _lock(conn, f"LOCK TABLE {ident(sp.name)} IN ACCESS EXCLUSIVE MODE", sp.name)
-        if await detach.state_of(conn, sp.name) != DETACHED:
+        await _lock(conn.execute(f"LOCK TABLE {ident(sp.name)} IN ACCESS EXCLUSIVE MODE"), sp.name)
+        if await catalog.state_of(conn, sp.name) != DETACHED:
             # attached again by someone: dropping it now would lock the parent, which ingest writes to
             raise _Reattached(sp.name)
         held_rows = 0
         if sp.table == EVENTS:
-            await _lock(conn, "LOCK TABLE legal_holds IN SHARE MODE", "legal_holds")
-            held = [
-                r["room_id"]
-                for r in await conn.fetch(
-                    "SELECT DISTINCT room_id FROM legal_holds WHERE released_at IS NULL"
-                )
-            ]
+            await _lock(holds.lock_shared(conn), holds.TABLE)
+            held = await holds.active_rooms(conn)
             total, held_rows = await counts(conn, sp.name, held)
             if held_rows:
                 cols = ", ".join(columns)
@@ -271,11 +269,12 @@ async def _drop_detached(
     )
 
 
-async def _lock(conn: asyncpg.Connection, sql: str, what: str) -> None:
+async def _lock(statement: Awaitable[object], what: str) -> None:
+    """Await a LOCK `statement` on table `what`, telling a lock timeout and a vanished table apart."""
     try:
-        await conn.execute(sql)
+        await statement
     except asyncpg.LockNotAvailableError as e:
-        raise _LockTimeout(what, DETACHED, "legal_holds" if what == "legal_holds" else None) from e
+        raise _LockTimeout(what, DETACHED, holds.TABLE if what == holds.TABLE else None) from e
     except asyncpg.UndefinedTableError as e:
         raise _Gone from e
 
@@ -320,16 +319,15 @@ async def purge_released_holds(
     try:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {int(lock_timeout_ms)}")
-            await conn.execute("LOCK TABLE legal_holds IN SHARE MODE")
+            await holds.lock_shared(conn)
             await conn.execute("SET LOCAL roomlogs.authorized_deletion = 'on'")
             rows = await conn.fetch(
-                """WITH gone AS (
+                f"""WITH gone AS (
                        DELETE FROM held_events h
                         USING retention_classes rc
                         WHERE rc.name = h.retention_class
                           AND h.occurred_at < (($1::date - rc.retention_days)::timestamp AT TIME ZONE 'UTC')
-                          AND NOT EXISTS (SELECT 1 FROM legal_holds l
-                                           WHERE l.room_id = h.room_id AND l.released_at IS NULL)
+                          AND NOT {holds.ACTIVE_HOLD_ON.format(room="h.room_id")}
                     RETURNING h.retention_class, (h.occurred_at AT TIME ZONE 'UTC')::date AS day,
                               rc.retention_days)
                    SELECT retention_class, day, min(retention_days) AS retention_days, count(*) AS n

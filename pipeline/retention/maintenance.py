@@ -42,7 +42,6 @@ from pipeline.retention.enforce import counts, drop_expired, purge_released_hold
 from pipeline.retention.exceptions import HeldRowsSchemaError
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import plan_retention
-from pipeline.retention.policy import load_classes
 from pipeline.retention.report import (
     SKIPPED_LOCKED,
     DroppedPartition,
@@ -52,7 +51,9 @@ from pipeline.retention.report import (
 from pipeline.retention.status import observe
 from pipeline.settings import Settings
 from pipeline.storage import event_ids
+from pipeline.storage.classes import class_names, retention_days
 from pipeline.storage.db import CONNECTION_ERRORS, lost
+from pipeline.storage.holds import active_rooms
 from pipeline.storage.partitions import PartitionManager, day_start
 
 __all__ = ["DROP_LOCK_TIMEOUT_MS", "maintain", "maintenance_lock", "owns_log_tables", "run_maintenance"]
@@ -258,10 +259,10 @@ async def _prune_event_ids(conn: asyncpg.Connection, report: MaintenanceReport) 
     The registry (pipeline/storage/event_ids.py) holds ids, times and fingerprints, no log content; it is
     pruned row by row (in chunks) because a partitioned table could not keep an id unique on its own.
     """
-    classes = await load_classes(conn)
-    if not classes:
+    days = await retention_days(conn)
+    if not days:
         return
-    longest = max(c.retention_days for c in classes.values())
+    longest = max(days.values())
     cutoff = day_start(report.as_of - timedelta(days=longest + 1))
     report.ids_pruned = await event_ids.prune(conn, cutoff)
 
@@ -277,7 +278,7 @@ async def _premake(
     if manager is None:
         manager = PartitionManager()
         await manager.load(conn)
-    classes = sorted(await load_classes(conn))
+    classes = sorted(await class_names(conn))
     try:
         report.created = await manager.premake(conn, classes, report.as_of, settings.partitions_ahead_days)
     except asyncpg.PostgresError as e:
@@ -298,10 +299,7 @@ async def _dry_run(conn: asyncpg.Connection, settings: Settings, report: Mainten
         conn, today=report.as_of, dead_letter_retention_days=settings.dead_letter_retention_days
     )
     report.unruled = [f"{u.partition.name}: {u.why}" for u in plan.unruled]
-    held = [
-        r["room_id"]
-        for r in await conn.fetch("SELECT DISTINCT room_id FROM legal_holds WHERE released_at IS NULL")
-    ]
+    held = await active_rooms(conn)
     for exp in plan.expired:
         sp = exp.partition
         try:

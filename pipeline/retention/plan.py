@@ -24,17 +24,11 @@ from datetime import date
 import asyncpg
 
 from pipeline.retention import detach
-from pipeline.retention.catalog import (
-    ATTACHED,
-    DEAD_LETTERS,
-    DETACH_PENDING,
-    DETACHED,
-    EVENTS,
-    StoredPartition,
-    list_detached,
-    list_partitions,
-)
-from pipeline.retention.policy import is_expired, load_classes
+from pipeline.retention.catalog import DEAD_LETTERS, EVENTS, StoredPartition, list_detached, list_partitions
+from pipeline.retention.policy import is_expired
+from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED
+from pipeline.storage.classes import retention_days
+from pipeline.storage.holds import ACTIVE_HOLD_ON
 from pipeline.storage.partitions import horizon
 
 __all__ = ["ExpiredPartition", "HeldExpiry", "RetentionPlan", "UnruledPartition", "plan_retention"]
@@ -87,7 +81,7 @@ class RetentionPlan:
 async def plan_retention(
     conn: asyncpg.Connection, *, today: date, dead_letter_retention_days: int
 ) -> RetentionPlan:
-    classes = {name: c.retention_days for name, c in (await load_classes(conn)).items()}
+    classes = await retention_days(conn)
     plan = RetentionPlan(today, classes, dead_letter_retention_days)
     begun = await detach.unfinished(conn)
     for sp in [*await list_partitions(conn), *await list_detached(conn)]:
@@ -109,12 +103,11 @@ async def plan_retention(
     # unfinished detaches first: a parent may have one pending detach at a time
     plan.expired.sort(key=lambda e: (e.partition.state == ATTACHED, e.partition.parent, e.day))
     rows = await conn.fetch(
-        """SELECT h.retention_class, (h.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n,
+        f"""SELECT h.retention_class, (h.occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n,
                   min(rc.retention_days) AS retention_days
              FROM held_events h
              LEFT JOIN retention_classes rc ON rc.name = h.retention_class
-            WHERE NOT EXISTS (SELECT 1 FROM legal_holds l
-                               WHERE l.room_id = h.room_id AND l.released_at IS NULL)
+            WHERE NOT {ACTIVE_HOLD_ON.format(room="h.room_id")}
             GROUP BY 1, 2
             ORDER BY 1, 2"""
     )

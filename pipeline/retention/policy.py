@@ -23,40 +23,20 @@ keeps what is still stored longer, but cannot bring back what is already dropped
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date
 
 import asyncpg
 
 from pipeline.retention.exceptions import RetentionError, UnknownRetentionClassError
+from pipeline.storage.classes import MAX_RETENTION_DAYS, class_names, update_retention_days
 from pipeline.storage.partitions import horizon
 
-__all__ = ["RetentionClass", "is_expired", "load_classes", "set_retention_days"]
-
-_MAX_RETENTION_DAYS = 3650  # the CHECK on retention_classes.retention_days
+__all__ = ["is_expired", "set_retention_days"]
 
 
 def is_expired(day: date, today: date, retention_days: int) -> bool:
     """True when the partition of `day` is past retention on `today`."""
     return day < horizon(today, retention_days)
-
-
-@dataclass(frozen=True, slots=True)
-class RetentionClass:
-    name: str
-    retention_days: int
-    description: str
-    updated_at: datetime
-
-
-async def load_classes(conn: asyncpg.Connection) -> dict[str, RetentionClass]:
-    rows = await conn.fetch(
-        "SELECT name, retention_days, description, updated_at FROM retention_classes ORDER BY name"
-    )
-    return {
-        r["name"]: RetentionClass(r["name"], r["retention_days"], r["description"], r["updated_at"])
-        for r in rows
-    }
 
 
 async def set_retention_days(
@@ -66,36 +46,14 @@ async def set_retention_days(
 
     Takes effect at the next maintenance run (and within a minute for the ingest stage's horizon).
     Shortening drops more days at that run; lengthening keeps days not yet dropped longer, but cannot bring
-    back days already dropped.
+    back days already dropped. The table itself is `pipeline.storage.classes`'.
     """
-    if not 1 <= days <= _MAX_RETENTION_DAYS:
-        raise RetentionError(f"retention must be between 1 and {_MAX_RETENTION_DAYS} days, not {days}")
+    if not 1 <= days <= MAX_RETENTION_DAYS:
+        raise RetentionError(f"retention must be between 1 and {MAX_RETENTION_DAYS} days, not {days}")
     if not changed_by.strip():
         raise RetentionError("say who changes the retention (--by)")
-    async with conn.transaction():
-        old = await conn.fetchval(
-            "SELECT retention_days FROM retention_classes WHERE name = $1 FOR UPDATE", name
-        )
-        if old is None:
-            known = ", ".join(sorted(await _names(conn))) or "none"
-            raise UnknownRetentionClassError(f"no retention class {name!r} (known: {known})")
-        await conn.execute(
-            """UPDATE retention_classes SET retention_days = $2, updated_at = clock_timestamp()
-                WHERE name = $1""",
-            name,
-            days,
-        )
-        await conn.execute(
-            """INSERT INTO retention_class_changes (name, old_days, new_days, changed_by, reason)
-               VALUES ($1, $2, $3, $4, $5)""",
-            name,
-            old,
-            days,
-            changed_by.strip(),
-            reason,
-        )
+    old = await update_retention_days(conn, name, days, changed_by=changed_by.strip(), reason=reason)
+    if old is None:
+        known = ", ".join(sorted(await class_names(conn))) or "none"
+        raise UnknownRetentionClassError(f"no retention class {name!r} (known: {known})")
     return int(old), days
-
-
-async def _names(conn: asyncpg.Connection) -> list[str]:
-    return [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes")]

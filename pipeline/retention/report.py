@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import date
 
-from pipeline.retention.catalog import ATTACHED, DETACH_PENDING, DETACHED
+from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED
 
 __all__ = ["DeferredPartition", "DroppedPartition", "MaintenanceReport", "PurgedHeld"]
 

@@ -15,7 +15,9 @@ import asyncpg
 
 from pipeline.retention.catalog import DEAD_LETTERS, count_rows, list_detached, list_partitions
 from pipeline.retention.metrics import RetentionMetrics
-from pipeline.retention.policy import is_expired, load_classes
+from pipeline.retention.policy import is_expired
+from pipeline.storage.classes import retention_days
+from pipeline.storage.holds import count_active
 from pipeline.storage.partitions import class_table, day_start
 
 __all__ = ["PartitionSetStatus", "observe", "partition_status"]
@@ -45,7 +47,7 @@ class PartitionSetStatus:
 async def partition_status(
     conn: asyncpg.Connection, *, today: date, dead_letter_retention_days: int
 ) -> list[PartitionSetStatus]:
-    classes = {n: c.retention_days for n, c in (await load_classes(conn)).items()}
+    classes = await retention_days(conn)
     days: dict[str, set[date]] = {class_table(c): set() for c in classes}
     days[DEAD_LETTERS] = set()
     class_of: dict[str, str | None] = {class_table(c): c for c in classes}
@@ -97,7 +99,7 @@ async def observe(
     """Refresh the state gauges from the database; return the status they were set from."""
     today = now.astimezone(UTC).date()
     status = await partition_status(conn, today=today, dead_letter_retention_days=dead_letter_retention_days)
-    holds = await conn.fetchval("SELECT count(*) FROM legal_holds WHERE released_at IS NULL")
+    holds = await count_active(conn)
     held_rows = await conn.fetchval("SELECT count(*) FROM held_events")
     m = metrics
     for gauge in (m.partitions_ahead, m.oldest_partition_age, m.retention_period, m.expired_partitions):

@@ -12,13 +12,21 @@ and the maintenance loop (`premake()` today..today+N for every class).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
-_CLASS = re.compile(r"^[a-z][a-z0-9_]{0,30}$")
+from pipeline.settings import RETENTION_CLASS_NAME
+from pipeline.storage import catalog
+from pipeline.storage.classes import retention_days
+
+_CLASS = re.compile(RETENTION_CLASS_NAME)
 _DAY_SUFFIX = re.compile(r"_p(\d{8})$")
+#: The name of a day partition (`fullmatch`): events_<class>_pYYYYMMDD (group 1: the class), or
+#: dead_letters_pYYYYMMDD; and LIKE patterns finding every table that may be one.
+DAY_PARTITION_NAME = re.compile(rf"(?:events_({RETENTION_CLASS_NAME})|dead_letters)_p\d{{8}}")
+DAY_PARTITION_LIKE = ("events\\_%", "dead\\_letters\\_p%")
 
 #: Lock timeout for partition DDL: never queue behind a long reader (it would stall every writer behind us).
 DDL_LOCK_TIMEOUT_MS = 2_000
@@ -38,7 +46,7 @@ def horizon(today: date, retention_days: int) -> date:
 
 
 def class_table(cls: str) -> str:
-    if not _CLASS.match(cls):
+    if not _CLASS.fullmatch(cls):
         raise ValueError(f"retention class {cls!r} is not a plain identifier")
     return f"events_{cls}"
 
@@ -74,17 +82,13 @@ class PartitionManager:
         self.retiring.clear()
 
     async def load(self, conn: asyncpg.Connection) -> None:
-        rows = await conn.fetch(
-            """SELECT c.relname AS child, p.relname AS parent
-                 FROM pg_inherits i
-                 JOIN pg_class c ON c.oid = i.inhrelid
-                 JOIN pg_class p ON p.oid = i.inhparent
-                 JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = current_schema() AND NOT i.inhdetachpending"""
-        )
+        """Learn what exists from the catalog (leaves left detach pending are being retired: not counted)."""
+        listed = await catalog.children(conn)
         self.forget()
-        for r in rows:
-            child, parent = r["child"], r["parent"]
+        for leaf in listed:
+            if leaf.detach_pending:
+                continue
+            child, parent = leaf.name, leaf.parent
             if parent == "events":
                 self._classes.add(child.removeprefix("events_"))
             elif parent == "dead_letters":
@@ -178,13 +182,8 @@ class PartitionRetiringError(Exception):
 
 async def _attached(conn: asyncpg.Connection, name: str) -> bool | None:
     """True: `name` is a partition; False: a table, not (or no longer) attached; None: no such table."""
-    state: bool | None = await conn.fetchval(
-        """SELECT c.relispartition AND NOT coalesce(i.inhdetachpending, false)
-             FROM pg_class c LEFT JOIN pg_inherits i ON i.inhrelid = c.oid
-            WHERE c.oid = to_regclass($1)""",
-        name,
-    )
-    return state
+    state = await catalog.state_of(conn, name)
+    return None if state is None else state == catalog.ATTACHED
 
 
 async def _ddl(conn: asyncpg.Connection, sql: str) -> None:
@@ -196,23 +195,31 @@ async def _ddl(conn: asyncpg.Connection, sql: str) -> None:
         pass  # another worker created it between our check and our CREATE: that is the outcome we wanted
 
 
-async def writable_since(conn: asyncpg.Connection, today: date) -> dict[str, date]:
+def writable_from(
+    today: date, days_by_class: Mapping[str, int], dropped_by_class: Mapping[str, date]
+) -> dict[str, date]:
     """Oldest day still writable per retention class: inside its retention, and after any day retention
     has dropped (a class whose retention was lengthened does not bring back days already deleted).
 
-    The rule the ingest loop applies to every batch (IngestService._horizons), read in one go for writers
-    that run seldom (a dead-letter replay)."""
-    classes = await conn.fetch("SELECT name, retention_days FROM retention_classes")
-    dropped = {
-        r["retention_class"]: r["day"]
-        for r in await conn.fetch(
-            """SELECT retention_class, max(day) AS day FROM deletion_ledger
-                WHERE table_name = 'events' AND action = 'drop_partition' GROUP BY 1"""
-        )
-    }
+    `days_by_class` from `pipeline.storage.classes.retention_days`, `dropped_by_class` from
+    `dropped_through` below. The ingest loop (IngestService._horizons) applies this to every batch."""
     out = {}
-    for r in classes:
-        oldest = horizon(today, r["retention_days"])
-        gone = dropped.get(r["name"])
-        out[r["name"]] = gone + timedelta(days=1) if gone is not None and gone >= oldest else oldest
+    for cls, days in days_by_class.items():
+        oldest = horizon(today, days)
+        gone = dropped_by_class.get(cls)
+        out[cls] = gone + timedelta(days=1) if gone is not None and gone >= oldest else oldest
     return out
+
+
+async def dropped_through(conn: asyncpg.Connection) -> dict[str, date]:
+    """Per retention class, the newest day whose `events` partition retention has dropped (the ledger)."""
+    rows = await conn.fetch(
+        """SELECT retention_class, max(day) AS day FROM deletion_ledger
+            WHERE table_name = 'events' AND action = 'drop_partition' GROUP BY 1"""
+    )
+    return {r["retention_class"]: r["day"] for r in rows}
+
+
+async def writable_since(conn: asyncpg.Connection, today: date) -> dict[str, date]:
+    """`writable_from` read in one go, for writers that run seldom (a dead-letter replay)."""
+    return writable_from(today, await retention_days(conn), await dropped_through(conn))

@@ -25,6 +25,7 @@ from pipeline.metrics import IngestMetrics
 from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenance
 from pipeline.settings import Settings
 from pipeline.storage import db
+from pipeline.storage.classes import class_names
 from pipeline.worker.preflight import check_schema
 
 log = logging.getLogger("roomlogs.worker")
@@ -91,7 +92,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             ingest = IngestService(settings, pool, metrics)
             async with pool.acquire() as conn:
                 made = await ingest.partitions.premake(
-                    conn, await _classes(conn), datetime.now(UTC).date(), settings.partitions_ahead_days
+                    conn, await class_names(conn), datetime.now(UTC).date(), settings.partitions_ahead_days
                 )
                 metrics.partitions_created.inc(made)
             await ingest.start()
@@ -174,7 +175,3 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
     app.page("/health")(readiness)  # the name earlier releases used: readiness
 
     return app
-
-
-async def _classes(conn: Any) -> list[str]:
-    return [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes ORDER BY name")]

@@ -27,6 +27,7 @@ from pipeline.kafka_topics import ensure_topics
 from pipeline.listen import check_can_listen
 from pipeline.settings import Settings
 from pipeline.storage import db
+from pipeline.storage.classes import class_names
 from pipeline.storage.migrate import available
 
 log = logging.getLogger("roomlogs.worker")
@@ -73,7 +74,7 @@ async def check_schema(conn: Any, schema: str) -> None:
 
 async def check_default_class(conn: Any, settings: Settings) -> None:
     """ConfigurationError unless ROOMLOGS_DEFAULT_RETENTION_CLASS names a class of `retention_classes`."""
-    names = [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes ORDER BY name")]
+    names = await class_names(conn)
     if settings.default_retention_class not in names:
         raise ConfigurationError(
             f"ROOMLOGS_DEFAULT_RETENTION_CLASS={settings.default_retention_class!r} is not a retention "

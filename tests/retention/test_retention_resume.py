@@ -27,6 +27,7 @@ from pipeline.retention import (
 )
 from pipeline.retention.catalog import StoredPartition, list_partitions
 from pipeline.settings import Settings
+from pipeline.storage import catalog
 
 WAIT_UNTIL_KILLED_MS = 600_000
 EVENTS_DAY = f"events_public_p{days_ago(15):%Y%m%d}"
@@ -87,7 +88,7 @@ async def test_a_run_killed_mid_drop_is_finished_by_the_next_run(
     await blocking.commit()
 
     assert killed.error is not None and killed.dropped == []
-    assert await detach.state_of(monitor, partition) == left
+    assert await catalog.state_of(monitor, partition) == left
     # out of the live data, yet still stored: check counts it, the metrics' state counts it
     rows = 4 if partition == DEAD_LETTERS_DAY else 5
     assert await _live_rows(monitor) == ((5, 0) if partition == DEAD_LETTERS_DAY else (0, 0))
@@ -131,7 +132,7 @@ async def test_a_day_detached_by_a_run_that_died_before_dropping_it_is_dropped_o
     run_id = await _started_run(conn)
     await detach.begin(conn, sp, 14 if sp.table == "events" else 7, run_id, TODAY)
     await detach.concurrently(conn, sp, 1_000)
-    assert await detach.state_of(conn, partition) == "detached"
+    assert await catalog.state_of(conn, partition) == "detached"
     assert (await check_retention(conn, today=TODAY, dead_letter_retention_days=7)).overdue
     dry = await maintain(conn, settings, now=NOON, dry_run=True)
     assert [(d.partition, d.resumed) for d in dry.would_drop if d.partition == partition] == [
@@ -184,7 +185,7 @@ async def test_a_day_detached_by_hand_is_reported_and_left_alone(
     assert (offending.name, offending.rows) == (name, 3)
     assert "detached from events_public outside retention" in offending.why
     assert report.dropped == [] and report.unruled == [f"{name}: {offending.why}"]
-    assert await detach.state_of(conn, name) == "detached"
+    assert await catalog.state_of(conn, name) == "detached"
 
 
 async def _stored(conn: asyncpg.Connection) -> list[StoredPartition]:
