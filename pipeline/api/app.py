@@ -1,5 +1,7 @@
 """The query API as a Starlette app: routes, the gate every /v1 request passes, start-up and shutdown.
 
+The routes are `pipeline.api.endpoints.ROUTES`; /openapi.json describes exactly those.
+
 `create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
 pool and a registry). Every /v1 request passes through `pipeline.api.gate.Gate`: request id, bearer token,
 rate limit, route, one JSON error shape, the audit of every refusal and error, metrics; the handler only
@@ -17,7 +19,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -29,10 +30,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.api import deletion, export, gate, insights, rooms, routes, sessions, tail, transparency
+from pipeline.api import gate
 from pipeline.api.access import AccessPolicy, CursorCodec
 from pipeline.api.auth import TokenVerifier
 from pipeline.api.context import ApiState, Call, JSONResponse, error_response
+from pipeline.api.endpoints import ROUTES, RouteSpec
 from pipeline.api.errors import ApiError, InternalError, MethodNotAllowed, NotFound
 from pipeline.api.floods import FloodTally
 from pipeline.api.metrics import ApiMetrics
@@ -44,39 +46,6 @@ from pipeline.errors import ConfigurationError
 from pipeline.storage import db
 
 log = logging.getLogger("roomlogs.api")
-
-Handler = Callable[[Call], Awaitable[Response]]
-
-
-@dataclass(frozen=True, slots=True)
-class RouteSpec:
-    path: str
-    method: str
-    handler: Handler
-    #: access_audit.action of its requests
-    action: str
-
-
-ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("/v1/rooms/{room_id}/events", "GET", routes.list_events, "events.list"),
-    RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", routes.get_event, "events.get"),
-    RouteSpec("/v1/rooms/{room_id}/days", "GET", routes.room_days, "days"),
-    RouteSpec("/v1/rooms/{room_id}/export", "GET", export.export_events, "export"),
-    RouteSpec("/v1/rooms/{room_id}/tail", "GET", tail.tail_room, "tail"),
-    RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs, "room_logs.delete"),
-    RouteSpec("/v1/users/{user_id}/moderation", "GET", routes.moderation_history, "moderation.history"),
-    RouteSpec("/v1/users/{user_id}/erasures", "POST", deletion.erase_user_chat, "user_chat.erase"),
-    # the room console's needs (any client may use them)
-    RouteSpec("/v1/me/rooms", "GET", rooms.my_rooms, "rooms.mine"),
-    RouteSpec("/v1/rooms/{room_id}/events/{event_id}/context", "GET", rooms.event_context, "events.context"),
-    RouteSpec("/v1/rooms/{room_id}/insights", "GET", insights.room_insights, "insights"),
-    RouteSpec("/v1/rooms/{room_id}/access-log", "GET", transparency.access_log, "access_log.read"),
-    RouteSpec("/v1/rooms/{room_id}/retention", "GET", transparency.room_retention, "retention.read"),
-    RouteSpec("/v1/session", "POST", sessions.sign_in, "session.start"),
-    RouteSpec("/v1/session", "GET", sessions.session_info, "session.info"),
-    RouteSpec("/v1/session", "DELETE", sessions.sign_out, "session.end"),
-    RouteSpec("/v1/session/reason", "PUT", sessions.set_reason, "session.reason"),
-)
 
 
 def create_app(

@@ -32,7 +32,7 @@ from pipeline.api.params import storable
 from pipeline.api.sessions import database_refusal, identity_proof
 
 _MAX_BODY_BYTES = 4096
-_NOTE_MAX_CHARS = 500
+NOTE_MAX_CHARS = 500
 
 
 async def delete_room_logs(call: Call) -> Response:
@@ -144,8 +144,8 @@ async def _note(call: Call) -> str | None:
     note = body.get("note")
     if note is None:
         return None
-    if not isinstance(note, str) or not 0 < len(note) <= _NOTE_MAX_CHARS or not storable(note):
-        raise InvalidBody(f"note must be 1..{_NOTE_MAX_CHARS} characters, without NUL")
+    if not isinstance(note, str) or not 0 < len(note) <= NOTE_MAX_CHARS or not storable(note):
+        raise InvalidBody(f"note must be 1..{NOTE_MAX_CHARS} characters, without NUL")
     return note
 
 

@@ -31,6 +31,8 @@ from pipeline.api.params import EventFilters, TimeRange
 log = logging.getLogger("roomlogs.api.export")
 
 FORMATS = ("ndjson", "csv")
+#: `order` of an export: oldest first unless asked
+ORDERS = ("asc", "desc")
 CSV_COLUMNS = (
     "event_id",
     "occurred_at",
@@ -56,7 +58,7 @@ async def export_events(call: Call) -> Response:
     rng = p.time_range(default=timedelta(days=_DEFAULT_SPAN_DAYS), max_days=s.max_range_days)
     filters = p.filters()
     fmt = p.choice("format", FORMATS, "ndjson")
-    order = p.choice("order", ("asc", "desc"), "asc")
+    order = p.choice("order", ORDERS, "asc")
     limit = p.integer("limit", default=None, low=1, high=s.export_max_rows)
     p.done()
     caller = call.identity.caller_key

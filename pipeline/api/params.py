@@ -22,7 +22,8 @@ EVENT_TYPES = tuple(t.value for t in EventType)
 MODERATION_TYPE_VALUES = tuple(sorted(t.value for t in MODERATION_TYPES))
 #: What PostgreSQL text cannot hold: NUL, and lone surrogates (not UTF-8).
 _UNSTORABLE = re.compile(r"[\x00\ud800-\udfff]")
-_TEXT_MIN, _TEXT_MAX = 3, 200
+#: Length of the `q` search text.
+TEXT_MIN_CHARS, TEXT_MAX_CHARS = 3, 200
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_CURSOR_CHARS = 1024
@@ -155,9 +156,11 @@ class Params:
     def filters(self) -> EventFilters:
         types = self.types()
         text = self._one("q")
-        if text is not None and (not _TEXT_MIN <= len(text) <= _TEXT_MAX or _UNSTORABLE.search(text)):
+        if text is not None and (
+            not TEXT_MIN_CHARS <= len(text) <= TEXT_MAX_CHARS or _UNSTORABLE.search(text)
+        ):
             raise InvalidParameter(
-                f"q must be {_TEXT_MIN}..{_TEXT_MAX} characters", details={"parameter": "q"}
+                f"q must be {TEXT_MIN_CHARS}..{TEXT_MAX_CHARS} characters", details={"parameter": "q"}
             )
         return EventFilters(types=types, actor=self.ident("actor"), target=self.ident("target"), text=text)
 

@@ -24,7 +24,9 @@ from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import Forbidden, InvalidParameter, NotFound
 
 _MAX_ROOMS = 500
-_CONTEXT_DEFAULT, _CONTEXT_MAX = 10, 50
+_CONTEXT_DEFAULT = 10
+#: Most events an event's context shows on either side.
+CONTEXT_MAX = 50
 #: How far around the event its context is looked for (a conversation, not a day).
 _CONTEXT_SPAN = timedelta(hours=6)
 #: Activity older than this does not make a room's "last activity" (keeps the query to recent partitions).
@@ -79,8 +81,8 @@ async def event_context(call: Call) -> Response:
     room_id = call.path("room_id")
     event_id = _event_id(call)
     p = call.params
-    before = p.integer("before", default=_CONTEXT_DEFAULT, low=0, high=_CONTEXT_MAX)
-    after = p.integer("after", default=_CONTEXT_DEFAULT, low=0, high=_CONTEXT_MAX)
+    before = p.integer("before", default=_CONTEXT_DEFAULT, low=0, high=CONTEXT_MAX)
+    after = p.integer("after", default=_CONTEXT_DEFAULT, low=0, high=CONTEXT_MAX)
     p.done()
     assert before is not None and after is not None
     asked: dict[str, Any] = {"event_id": str(event_id), "before": before, "after": after}
