@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import signal
 import subprocess
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ class Worker:
     #: return codes of exits nobody asked for
     unexpected_exits: list[int] = field(default_factory=list)
     stopped: bool = False  # SIGSTOP sent, no SIGCONT yet
+    #: killed by the harness and not started again yet (the supervisor leaves it down)
+    down_on_purpose: bool = False
+    _restarted_at: float = 0.0
 
     @property
     def url(self) -> str:
@@ -56,6 +60,27 @@ class Worker:
                 stderr=subprocess.STDOUT,
             )
         self.starts += 1
+        self.down_on_purpose = False
+
+    def supervise(self) -> bool:
+        """What `restart: unless-stopped` does: start the worker again if it exited on its own (at most
+        every 2 s). True when it did."""
+        self.check_exit()
+        if self.proc is not None or self.down_on_purpose or time.monotonic() - self._restarted_at < 2.0:
+            return False
+        self._restarted_at = time.monotonic()
+        self.start()
+        return True
+
+    def last_error(self) -> str:
+        """The last line its log wrote at level error or critical (for a report), or ''."""
+        try:
+            lines = self.log_path.read_text(errors="replace").splitlines()
+        except OSError:
+            return ""
+        return next(
+            (line.strip() for line in reversed(lines) if line.split()[1:2] in (["error"], ["critical"])), ""
+        )
 
     def check_exit(self) -> None:
         """Record an exit nobody asked for (a worker that gave up or crashed on its own)."""
@@ -70,6 +95,7 @@ class Worker:
             self.proc.wait(30)
             self.proc = None
         self.stopped = False
+        self.down_on_purpose = True
 
     def sigstop(self) -> None:
         if self.proc is not None:
@@ -85,6 +111,7 @@ class Worker:
         """SIGTERM (drain, commit, exit 0), SIGKILL past the timeout. The exit code, None if not running."""
         self.check_exit()
         proc, self.proc = self.proc, None
+        self.down_on_purpose = True
         if proc is None:
             return None
         proc.send_signal(signal.SIGCONT)
@@ -136,6 +163,13 @@ class WorkerGroup:
         for worker in self.workers:
             worker.start()
 
+    async def supervise(self) -> None:
+        """Until cancelled: restart any worker that exits on its own (its exit stays recorded)."""
+        while True:
+            for worker in self.workers:
+                worker.supervise()
+            await asyncio.sleep(0.5)
+
     async def close(self) -> dict[str, int | None]:
         """SIGTERM every worker (in parallel); their exit codes."""
         codes = await asyncio.gather(*(asyncio.to_thread(w.terminate) for w in self.workers))
@@ -153,8 +187,6 @@ class WorkerGroup:
         deadline = loop.time() + timeout_seconds
         wanted = set(range(partitions))
         while loop.time() < deadline:
-            for worker in self.workers:
-                worker.check_exit()
             held = [parts for parts in (await self.assignment()).values() if parts]
             union = set().union(*held) if held else set()
             if len(held) >= members and union == wanted and sum(map(len, held)) == partitions:

@@ -1,7 +1,7 @@
 """One scenario, start to verdict: a fresh topic, schema and consumer group, two workers, three
 publishers, the fault, the drain, the check.
 
-    result = await run_scenario(Stack(cluster, postgres, work_dir), "worker-kill9", seed=7)
+    result = await run_scenario(Stack(cluster, postgres, work_dir), SCENARIOS["worker-kill9"], seed=7)
 
 1. Create the topic (6 partitions, replication 3) and migrate a schema of its own; start two `roomlogs
    worker` processes (one in a network namespace when the scenario cuts a link) and wait until they share
@@ -9,9 +9,12 @@ publishers, the fault, the drain, the check.
 2. Start the publishers (seeded events, paced) and wait until every partition is being ingested.
 3. Run the fault (scenarios.py), keep publishing a little longer, stop the publishers (each waits for its
    deliveries to settle).
-4. Drain: every worker running again (the harness is their supervisor), ingest caught up with the end of
-   every partition; then SIGTERM them all (each should exit 0).
+4. Drain: every worker running again, ingest caught up with the end of every partition; then SIGTERM
+   them all (each should exit 0).
 5. Check (checker.py) and measure the time to recover of each fault (monitor.py).
+
+Throughout, the harness is the workers' supervisor (`restart: unless-stopped`): a worker that exits when
+nobody killed it is started again, and its exit is a problem of the run (the test fails on it).
 
 The brokers and PostgreSQL are the caller's and are left running: whatever a fault stopped is started
 again before `run_scenario` returns, even when it fails.
@@ -20,6 +23,7 @@ again before `run_scenario` returns, even when it fails.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -177,6 +181,31 @@ class Result:
             self.not_possible is None and not self.problems and self.verdict is not None and self.verdict.ok
         )
 
+    def failures(self) -> list[str]:
+        """Short names of what failed (empty when the run passed)."""
+        out = []
+        v = self.verdict
+        if v is not None:
+            named = (
+                ("lost", v.lost),
+                ("duplicated", v.duplicated or v.duplicated_records),
+                ("unexpected ids", v.unexpected),
+                ("dead-lettered", v.dead_lettered),
+            )
+            out += [name for name, found in named if found]
+        for problem in self.problems:
+            for marker, name in (
+                ("exited on its own", "a worker exited"),
+                ("did not catch up", "no catch-up"),
+                ("on SIGTERM", "unclean exit"),
+                ("harness:", "harness"),
+            ):
+                if marker in problem and name not in out:
+                    out.append(name)
+        if v is None and not out:
+            out.append("no verdict")
+        return out
+
     def recover_seconds(self) -> float | None:
         """The slowest recovery of the run (None when one never happened)."""
         values = [seconds for _, seconds in self.recoveries]
@@ -328,8 +357,8 @@ async def run_scenario(
             for worker in group.workers:
                 if worker.unexpected_exits:
                     result.problems.append(
-                        f"{worker.name} exited on its own with code(s) {worker.unexpected_exits} "
-                        f"(log {worker.log_path})"
+                        f"{worker.name} exited on its own with code(s) {worker.unexpected_exits}, restarted "
+                        f"by the harness; last error: {worker.last_error()!r} (log {worker.log_path})"
                     )
             result.problems += [
                 f"{name} exited with code {code} on SIGTERM (log {work_dir})"
@@ -358,11 +387,24 @@ async def run_scenario(
 
 
 async def _run(run: Run, scenario: Scenario, workload: Workload, result: Result) -> None:
-    group, progress, settings = run.group, run.progress, run.settings
+    group = run.group
     group.start()
+    supervisor = asyncio.create_task(group.supervise(), name="supervisor")
+    try:
+        await _stream(run, scenario, workload, result)
+    finally:
+        supervisor.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await supervisor
+
+
+async def _stream(run: Run, scenario: Scenario, workload: Workload, result: Result) -> None:
+    group, progress, settings = run.group, run.progress, run.settings
     if not await group.wait_assigned(run.partitions, GROUP_FORM_SECONDS, members=WORKERS):
+        exits = {w.name: (w.unexpected_exits, w.last_error()) for w in group.workers if w.unexpected_exits}
         raise HarnessError(
             f"the worker group did not form within {GROUP_FORM_SECONDS:.0f}s: {await group.assignment()}"
+            + (f"; workers that exited on their own: {exits}" if exits else "")
         )
     progress.start()
     await workload.start()

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import asyncpg
+from asyncpg.exceptions._base import InternalClientError
 
 from pipeline.storage.db import CONNECTION_ERRORS
 
@@ -77,7 +78,15 @@ class Progress:
                         timeout=2.0,
                     )
                     self.samples.append((time.monotonic(), {r[0]: r[1] for r in rows}))
-                except (*CONNECTION_ERRORS, asyncpg.PostgresError):
+                except (
+                    *CONNECTION_ERRORS,
+                    asyncpg.PostgresError,
+                    asyncpg.InterfaceError,
+                    InternalClientError,
+                ):
+                    # the server went away: asyncpg may say so with an InterfaceError or InternalClientError
+                    # ("another operation is in progress") when the shutdown notice and the closed socket
+                    # arrive apart. A probe starts afresh.
                     if conn is not None:
                         conn.terminate()
                     conn = None

@@ -33,8 +33,9 @@ def row(result: Result) -> list[str]:
     if result.not_possible is not None:
         return [result.scenario, *["-"] * (len(COLUMNS) - 2), result.not_possible]
     v = result.verdict
+    verdict = "ok" if result.ok else "FAILED: " + ", ".join(result.failures())
     if v is None:
-        return [result.scenario, *["-"] * (len(COLUMNS) - 2), "FAILED: " + "; ".join(result.problems)]
+        return [result.scenario, *["-"] * (len(COLUMNS) - 2), verdict]
     duplicated = len(v.duplicated) + len(v.duplicated_records)
     return [
         result.scenario,
@@ -46,7 +47,7 @@ def row(result: Result) -> list[str]:
         f"{duplicated:,}",
         f"{sum(v.dead_lettered.values()):,}",
         _recover(result),
-        "ok" if result.ok else "FAILED",
+        verdict,
     ]
 
 
