@@ -42,7 +42,8 @@ _BOOLS = {
     "1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
 }  # fmt: skip
 _PORT = {"ge": 1, "le": 65_535}
-_TOPIC = r"[A-Za-z0-9._-]{1,249}"
+#: A Kafka topic name (the broker's own rule).
+TOPIC_NAME = r"[A-Za-z0-9._-]{1,249}"
 
 
 class Secret:
@@ -196,8 +197,8 @@ class Settings:
     # --- Kafka -----------------------------------------------------------------------------------------
     #: host:port[,host:port...]; an IPv6 address in brackets ([::1]:9092)
     kafka_bootstrap: str = "127.0.0.1:9092"
-    events_topic: str = setting("roomlogs.events", pattern=_TOPIC, shape="a Kafka topic name")
-    dead_letter_topic: str = setting("roomlogs.dead-letters", pattern=_TOPIC, shape="a Kafka topic name")
+    events_topic: str = setting("roomlogs.events", pattern=TOPIC_NAME, shape="a Kafka topic name")
+    dead_letter_topic: str = setting("roomlogs.dead-letters", pattern=TOPIC_NAME, shape="a Kafka topic name")
     events_topic_partitions: int = setting(6, ge=1, le=10_000)
     #: Consumer group of the ingest workers (offsets of record live in PostgreSQL, see storage/offsets).
     consumer_group: str = setting("roomlogs-ingest", pattern=r"\S.{0,248}", shape="a consumer group name")

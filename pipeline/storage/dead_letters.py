@@ -18,12 +18,14 @@ from typing import Any
 
 import asyncpg
 
+from pipeline.settings import TOPIC_NAME
+
 __all__ = ["Source", "StoredDeadLetter", "find", "parse_reference"]
 
 _COLUMNS = """dead_letter_id, received_at, reason, detail, src_topic, src_partition, src_offset, content,
               raw_sha256, raw_bytes"""
 #: topic/partition/offset; Kafka topic names are [a-zA-Z0-9._-], so the last two slashes split it
-_SOURCE = re.compile(r"^(?P<topic>[A-Za-z0-9._-]{1,249})/(?P<partition>\d{1,9})/(?P<offset>\d{1,19})$")
+_SOURCE = re.compile(rf"^(?P<topic>{TOPIC_NAME})/(?P<partition>\d{{1,9}})/(?P<offset>\d{{1,19}})$")
 
 
 @dataclass(frozen=True, slots=True)
