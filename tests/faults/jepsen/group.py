@@ -35,6 +35,8 @@ class Worker:
     starts: int = 0
     #: return codes of exits nobody asked for
     unexpected_exits: list[int] = field(default_factory=list)
+    #: for each of those, the last error its log wrote before it
+    exit_errors: list[str] = field(default_factory=list)
     stopped: bool = False  # SIGSTOP sent, no SIGCONT yet
     #: killed by the harness and not started again yet (the supervisor leaves it down)
     down_on_purpose: bool = False
@@ -86,6 +88,7 @@ class Worker:
         """Record an exit nobody asked for (a worker that gave up or crashed on its own)."""
         if self.proc is not None and self.proc.poll() is not None:
             self.unexpected_exits.append(self.proc.returncode)
+            self.exit_errors.append(self.last_error())
             self.proc = None
 
     def kill9(self) -> None:

@@ -358,7 +358,7 @@ async def run_scenario(
                 if worker.unexpected_exits:
                     result.problems.append(
                         f"{worker.name} exited on its own with code(s) {worker.unexpected_exits}, restarted "
-                        f"by the harness; last error: {worker.last_error()!r} (log {worker.log_path})"
+                        f"by the harness; first exit after: {worker.exit_errors[0]!r} (log {worker.log_path})"
                     )
             result.problems += [
                 f"{name} exited with code {code} on SIGTERM (log {work_dir})"
@@ -401,7 +401,7 @@ async def _run(run: Run, scenario: Scenario, workload: Workload, result: Result)
 async def _stream(run: Run, scenario: Scenario, workload: Workload, result: Result) -> None:
     group, progress, settings = run.group, run.progress, run.settings
     if not await group.wait_assigned(run.partitions, GROUP_FORM_SECONDS, members=WORKERS):
-        exits = {w.name: (w.unexpected_exits, w.last_error()) for w in group.workers if w.unexpected_exits}
+        exits = {w.name: (w.unexpected_exits, w.exit_errors) for w in group.workers if w.unexpected_exits}
         raise HarnessError(
             f"the worker group did not form within {GROUP_FORM_SECONDS:.0f}s: {await group.assignment()}"
             + (f"; workers that exited on their own: {exits}" if exits else "")
