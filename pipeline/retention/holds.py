@@ -1,6 +1,7 @@
 """Legal holds: support staff keep a room's logs past retention until the hold is released.
 
-Who calls it: `roomlogs retention hold place|release|list`, and the maintenance run (`active_rooms`).
+Who calls it: `roomlogs retention hold place|release` (listing, and the maintenance run's `active_rooms`,
+read `pipeline.storage.holds` directly).
 
 What a hold does: while a room has an active hold, maintenance copies that room's rows out of each
 expired day partition into `held_events` in the same transaction that drops the partition, so every
@@ -12,7 +13,7 @@ A hold is a record: it is released (who, when, why), never deleted. A room may h
 per case); it is held while any of them is active. Dead letters are not covered: they carry no room id
 column and are kept only `dead_letter_retention_days` for operators.
 
-This module checks requests and says what went wrong; the table is `pipeline.storage.holds`'.
+This module checks a request and says what is wrong with it; `pipeline.storage.holds` owns the table.
 """
 
 from __future__ import annotations
