@@ -24,7 +24,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime
 from typing import Any
 
 import asyncpg
@@ -44,11 +44,12 @@ from pipeline.kafka_client import client_kwargs
 from pipeline.logs import outage_log
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
-from pipeline.storage import offsets
+from pipeline.storage import db, offsets
 from pipeline.storage.batch import WriteBatch, WriteOutcome
+from pipeline.storage.classes import retention_days
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.deletions import Deletions
-from pipeline.storage.partitions import PartitionManager, horizon
+from pipeline.storage.partitions import PartitionManager, dropped_through, writable_from
 from pipeline.storage.writer import BatchWriter
 
 log = logging.getLogger("roomlogs.ingest")
@@ -56,6 +57,8 @@ log = logging.getLogger("roomlogs.ingest")
 _outage = outage_log("PostgreSQL")
 
 _RETENTION_REFRESH_SECONDS = 30.0
+#: PostgreSQL is away: wait and retry (anything else from PostgreSQL is a bug and ends the loop).
+_OUTAGE: tuple[type[BaseException], ...] = (StorageUnavailableError, *CONNECTION_ERRORS)
 
 
 def utc_now() -> datetime:
@@ -412,7 +415,7 @@ class IngestService:
 
     # --- state from PostgreSQL -------------------------------------------------------------------------
     async def _refresh_state(self, unknown_rooms: set[str]) -> None:
-        async with self._pool.acquire() as conn:
+        async with db.acquire(self._pool) as conn:
             if unknown_rooms:
                 await self.rooms.load(conn, unknown_rooms)
             if time.monotonic() - self._retention_loaded_at > _RETENTION_REFRESH_SECONDS:
@@ -424,26 +427,12 @@ class IngestService:
         Authorized deletions are not read here: the writer re-reads them inside every transaction that
         could be affected (pipeline.storage.deletions).
         """
-        rows = await conn.fetch("SELECT name, retention_days FROM retention_classes")
-        self._retention_days = {r["name"]: r["retention_days"] for r in rows}
-        dropped = await conn.fetch(
-            """SELECT retention_class, max(day) AS day FROM deletion_ledger
-                WHERE table_name = 'events' AND action = 'drop_partition' GROUP BY 1"""
-        )
-        self._dropped_through = {r["retention_class"]: r["day"] for r in dropped}
+        self._retention_days = await retention_days(conn)
+        self._dropped_through = await dropped_through(conn)
         self._retention_loaded_at = time.monotonic()
 
     def _horizons(self, today: date) -> dict[str, date]:
-        """Oldest day still writable per class: inside retention, and after anything retention dropped
-        (a class whose retention was lengthened does not bring back days it already deleted)."""
-        out = {}
-        for cls, days in self._retention_days.items():
-            oldest = horizon(today, days)
-            dropped = self._dropped_through.get(cls)
-            if dropped is not None and dropped >= oldest:
-                oldest = dropped + timedelta(days=1)
-            out[cls] = oldest
-        return out
+        return writable_from(today, self._retention_days, self._dropped_through)
 
     async def _with_storage(self, fn: Callable[..., Any], *args: Any) -> bool:
         """Run a read against PostgreSQL, waiting out an outage. False if a rebalance made it moot."""
@@ -452,7 +441,7 @@ class IngestService:
         while True:
             try:
                 await fn(*args)
-            except CONNECTION_ERRORS as e:
+            except _OUTAGE as e:
                 _outage.down(e, "ingest paused, retrying with back-off")
                 self.metrics.storage_unavailable.inc()
                 self._set_paused(True)
@@ -514,7 +503,7 @@ class IngestService:
         backoff = self._backoff()
         while True:
             try:
-                async with self._pool.acquire() as conn:
+                async with db.acquire(self._pool) as conn:
                     found = await offsets.stored_offsets(
                         conn,
                         self.settings.consumer_group,
@@ -524,7 +513,7 @@ class IngestService:
                 stored = {p: o.next_offset for p, o in found.items()}
                 _outage.up("assigned partitions resume from their stored offsets")
                 break
-            except CONNECTION_ERRORS as e:
+            except _OUTAGE as e:
                 _outage.down(e, "assigned partitions wait for their stored offsets")
                 self.metrics.storage_unavailable.inc()
                 if self._stopping.is_set():

@@ -27,12 +27,14 @@ from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooL
 from pipeline.errors import StorageUnavailableError
 from pipeline.ingest.backoff import Backoff
 from pipeline.metrics import IngestMetrics
-from pipeline.storage import outbox
-from pipeline.storage.db import CONNECTION_ERRORS, lost
+from pipeline.storage import db, outbox
+from pipeline.storage.db import CONNECTION_ERRORS
 
 log = logging.getLogger("roomlogs.ingest.mirror")
 
 _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
+#: A relay round's transaction may wait this long for the broker's acknowledgements.
+_ROUND_IDLE_SECONDS = 120
 
 
 class MirrorStalledError(Exception):
@@ -106,19 +108,18 @@ class DeadLetterMirror:
         """Send queued messages until the queue is empty; return how many were acknowledged."""
         total = 0
         while True:
-            async with self._pool.acquire() as conn:
-                try:
-                    async with conn.transaction():
-                        messages = await outbox.claim(conn, self._claim_rows)
-                        if not messages:
-                            self._metrics.dead_letter_outbox_pending.set(0)
-                            return total
-                        acked = await self._send(messages)
-                        await outbox.done(conn, acked)
-                except asyncpg.InterfaceError as e:
-                    if not lost(e, conn):
-                        raise  # a bug: ends the worker
-                    raise StorageUnavailableError(f"PostgreSQL went away during a relay round: {e}") from e
+            async with db.acquire(self._pool) as conn, conn.transaction():
+                # the round waits for the broker inside its transaction: longer than a worker's sessions
+                # may otherwise stay idle in one (pipeline/worker/app.py)
+                await conn.execute(
+                    f"SET LOCAL idle_in_transaction_session_timeout = '{_ROUND_IDLE_SECONDS}s'"
+                )
+                messages = await outbox.claim(conn, self._claim_rows)
+                if not messages:
+                    self._metrics.dead_letter_outbox_pending.set(0)
+                    return total
+                acked = await self._send(messages)
+                await outbox.done(conn, acked)
             total += len(acked)
             self._metrics.dead_letters_mirrored.inc(len(acked))
             if len(acked) < len(messages):

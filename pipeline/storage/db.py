@@ -7,7 +7,9 @@ re-encoding), decoded with orjson on the way out.
 
 from __future__ import annotations
 
+import contextlib
 import ssl
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asyncpg
@@ -95,7 +97,22 @@ async def connect(dsn: str, schema: str, *, setting: str = DSN_SETTING) -> async
     return conn
 
 
-async def create_pool(dsn: str, schema: str, size: int) -> asyncpg.Pool:
+#: Sessions of a worker: a transaction idle this long is ended by the server (a worker frozen or cut off
+#: inside one would otherwise hold its offsets' row locks, and stall the worker that takes its partitions
+#: over, until TCP gave up: hours), and a peer gone silent is detected within about half a minute.
+WORKER_SESSION_SETTINGS = {
+    "idle_in_transaction_session_timeout": "10s",
+    "tcp_keepalives_idle": "15",
+    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_count": "3",
+    "tcp_user_timeout": "30000",
+}
+
+
+async def create_pool(
+    dsn: str, schema: str, size: int, *, session_settings: dict[str, str] | None = None
+) -> asyncpg.Pool:
+    """A pool whose connections run in `schema`, with `session_settings` (e.g. WORKER_SESSION_SETTINGS)."""
     if not dsn:
         raise ConfigurationError(f"no PostgreSQL DSN: set {DSN_SETTING} (or use `roomlogs up`)")
     try:
@@ -103,7 +120,7 @@ async def create_pool(dsn: str, schema: str, size: int) -> asyncpg.Pool:
             dsn,
             min_size=1,
             max_size=size,
-            server_settings=server_settings(schema),
+            server_settings={**server_settings(schema), **(session_settings or {})},
             init=init_connection,
         )
     except CONNECT_FAILURES as e:
@@ -112,17 +129,52 @@ async def create_pool(dsn: str, schema: str, size: int) -> asyncpg.Pool:
     return pool
 
 
-def lost(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
-    """Whether `exc`, raised while using `conn`, means the server went away (an outage, not a bug).
+#: What asyncpg raises, besides connection errors, when the server goes away under an operation: leaving
+#: a transaction on a dead connection ("the underlying connection is closed"), or resetting a connection
+#: whose operation was cut short ("cannot switch to state N; another operation is in progress"). On a live
+#: connection the same errors mean improper use of asyncpg: a bug.
+CUT_SHORT_ERRORS: tuple[type[BaseException], ...] = (
+    asyncpg.InterfaceError,
+    asyncpg.exceptions._base.InternalClientError,
+)
 
-    Leaving `async with conn.transaction()` after the server died raises asyncpg's InterfaceError ("the
-    underlying connection is closed"), not a connection error: on a closed connection it is an outage too.
-    """
-    if isinstance(exc, CONNECTION_ERRORS):
-        return True
-    if not isinstance(exc, asyncpg.InterfaceError) or conn is None:
+
+def lost(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
+    """Whether `exc`, raised while using `conn`, means the server went away (an outage, not a bug): a
+    connection error, one of CUT_SHORT_ERRORS on a dead connection, or one raised while handling a
+    connection error (releasing a connection whose query died with the server)."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, CONNECTION_ERRORS):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(exc, CUT_SHORT_ERRORS) or conn is None:
         return False
     try:
         return bool(conn.is_closed())
     except asyncpg.InterfaceError:
         return True  # the pool took the connection back from us because it died
+
+
+@contextlib.asynccontextmanager
+async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """`pool.acquire()` for code that waits out outages: losing the server while the connection is in use,
+    or while it is being released, raises StorageUnavailableError; an asyncpg error on a live connection
+    (a bug) goes through unchanged."""
+    held: asyncpg.Connection | None = None
+    try:
+        async with pool.acquire() as conn:
+            held = conn
+            try:
+                yield conn
+            except CUT_SHORT_ERRORS as e:
+                if lost(e, conn):
+                    raise StorageUnavailableError(f"PostgreSQL went away: {type(e).__name__}: {e}") from e
+                raise
+    except CONNECTION_ERRORS as e:
+        raise StorageUnavailableError(f"PostgreSQL unavailable: {type(e).__name__}: {e}") from e
+    except CUT_SHORT_ERRORS as e:  # raised by the release: only an outage when one caused it
+        if held is not None and lost(e, None):
+            raise StorageUnavailableError(f"PostgreSQL went away: {type(e).__name__}: {e}") from e
+        raise
+

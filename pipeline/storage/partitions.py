@@ -168,7 +168,7 @@ class PartitionManager:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
                 await conn.execute("SELECT create_log_partition($1, $2, $3)", table, cls, day)
-        except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+        except (asyncpg.DuplicateTableError, asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
             # another worker created it between our check and our CREATE: the outcome we wanted, if attached
             if await _attached(conn, name) is False:
                 raise PartitionRetiringError(name) from None
@@ -191,7 +191,8 @@ async def _ddl(conn: asyncpg.Connection, sql: str) -> None:
         async with conn.transaction():
             await conn.execute(f"SET LOCAL lock_timeout = {DDL_LOCK_TIMEOUT_MS}")
             await conn.execute(sql)
-    except (asyncpg.DuplicateTableError, asyncpg.UniqueViolationError):
+    except (asyncpg.DuplicateTableError, asyncpg.DuplicateObjectError, asyncpg.UniqueViolationError):
+        # (DuplicateObjectError: the table's row type, created a moment before the table's own row)
         pass  # another worker created it between our check and our CREATE: that is the outcome we wanted
 
 

@@ -27,9 +27,8 @@ from typing import Any
 
 import asyncpg
 
-from pipeline.errors import StorageUnavailableError
 from pipeline.events.reasons import Reason
-from pipeline.storage import event_ids, offsets, outbox
+from pipeline.storage import db, event_ids, offsets, outbox
 from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
@@ -46,7 +45,6 @@ from pipeline.storage.batch import (
     WriteBatch,
     WriteOutcome,
 )
-from pipeline.storage.db import CONNECTION_ERRORS, lost
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.event_ids import conflicting_copy
 from pipeline.storage.partitions import PartitionManager, day_of
@@ -80,21 +78,14 @@ class BatchWriter:
 
     async def write(self, batch: WriteBatch, received_at: datetime) -> WriteOutcome:
         started = time.perf_counter()
-        try:
-            async with self._pool.acquire() as conn:
-                try:
-                    outcome = await self._write(conn, batch, received_at)
-                except asyncpg.CheckViolationError:
-                    # `events` has no CHECK constraints: this is "no partition of relation found for row",
-                    # a partition another process dropped or we never saw. Re-read the catalog, retry once.
-                    await self._partitions.load(conn)
-                    outcome = await self._write(conn, batch, received_at)
-                except asyncpg.InterfaceError as e:
-                    if not lost(e, conn):
-                        raise  # improper use of asyncpg: a bug, not an outage
-                    raise StorageUnavailableError(f"PostgreSQL went away: {e}") from e
-        except CONNECTION_ERRORS as e:
-            raise StorageUnavailableError(f"PostgreSQL unavailable: {type(e).__name__}: {e}") from e
+        async with db.acquire(self._pool) as conn:  # an outage, even mid-release: StorageUnavailableError
+            try:
+                outcome = await self._write(conn, batch, received_at)
+            except asyncpg.CheckViolationError:
+                # `events` has no CHECK constraints: this is "no partition of relation found for row",
+                # a partition another process dropped or we never saw. Re-read the catalog, retry once.
+                await self._partitions.load(conn)
+                outcome = await self._write(conn, batch, received_at)
         outcome.write_seconds = time.perf_counter() - started
         return outcome
 

@@ -79,7 +79,10 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         async def on_start(self) -> None:
             await ensure_topics(settings)
             pool = await db.create_pool(
-                settings.postgres_dsn.get(), settings.postgres_schema, settings.postgres_pool_size
+                settings.postgres_dsn.get(),
+                settings.postgres_schema,
+                settings.postgres_pool_size,
+                session_settings=db.WORKER_SESSION_SETTINGS,
             )
             async with pool.acquire() as conn:
                 await check_schema(conn, settings.postgres_schema)
