@@ -45,6 +45,7 @@ from pipeline.storage import db
 from pipeline.storage.batch import EVENT_COLUMNS
 from pipeline.storage.migrate import migrate
 from pipeline.storage.partitions import PartitionManager
+from pipeline.worker.collector import tune_for_batches
 
 PARTITIONS = 6
 
@@ -120,7 +121,12 @@ def _str(value: object) -> str | None:
 
 
 async def raw_ceiling(settings: Settings, n: int) -> float:
-    """getmany + orjson + binary COPY, nothing else. Returns events/s."""
+    """getmany + orjson + binary COPY, nothing else. Returns events/s.
+
+    It runs under the same garbage-collector tuning as the worker (pipeline.worker.collector), so that the
+    ratio compares the work done, not the collector's settings.
+    """
+    tune_for_batches()
     pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema, 2)
     # Manual assignment, no group: the ceiling pays for no rebalance and no offset commit.
     consumer = AIOKafkaConsumer(
@@ -211,7 +217,7 @@ async def stored_total(settings: Settings) -> int:
 
 async def real_worker(settings: Settings, n: int, work_dir: Path) -> tuple[float, int, list[tuple[int, int]]]:
     """Run `roomlogs worker`; return (events/s from first to last commit, peak RSS bytes, RSS by progress)."""
-    proc = spawn_worker(settings, work_dir / "worker.log")
+    proc = spawn_worker(settings, Path("/tmp/worker_tt.log"))
     ps = psutil.Process(proc.pid)
     peak = 0
     samples: list[tuple[int, int]] = []

@@ -242,7 +242,9 @@ def logging_config(level: str, json: bool, *, process: str = "roomlogs") -> dict
         },
         "handlers": {
             "stderr": {
-                "class": "logging.StreamHandler", "stream": "ext://sys.stderr", "formatter": "roomlogs",
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "roomlogs",
             },
         },
         "loggers": {

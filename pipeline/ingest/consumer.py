@@ -53,10 +53,13 @@ from pipeline.storage.partitions import PartitionManager, dropped_through, writa
 from pipeline.storage.writer import BatchWriter
 
 log = logging.getLogger("roomlogs.ingest")
+
 #: one line when PostgreSQL goes away, one when it is back (shared with the rest of the process)
 _outage = outage_log("PostgreSQL")
 
 _RETENTION_REFRESH_SECONDS = 30.0
+#: Records taken from aiokafka's buffer per `getmany` call (see IngestService._top_up).
+FETCH_CHUNK_RECORDS = 1_000
 #: PostgreSQL is away: wait and retry (anything else from PostgreSQL is a bug and ends the loop).
 _OUTAGE: tuple[type[BaseException], ...] = (StorageUnavailableError, *CONNECTION_ERRORS)
 
@@ -231,11 +234,15 @@ class IngestService:
             while not self._stopping.is_set():
                 if self._listener_error is not None:
                     raise self._listener_error  # a bug in a rebalance callback: end the loop, not idle in it
-                records = await consumer.getmany(timeout_ms=wait_ms, max_records=s.batch_max_events)
+                records = await consumer.getmany(
+                    timeout_ms=wait_ms, max_records=min(s.batch_max_events, FETCH_CHUNK_RECORDS)
+                )
                 generation = self._generation
-                self._update_lag(consumer)
                 if self._rebalancing:
                     continue  # fetched between revoke and assign: the assignment seeks, these come again
+                if records and not await self._top_up(consumer, records, s.batch_max_events, generation):
+                    continue  # a rebalance while topping up: the new assignment re-reads these records
+                self._update_lag(consumer)
                 if not records:
                     await self._finish_pending()
                     continue
@@ -266,6 +273,35 @@ class IngestService:
             await asyncio.wait_for(self._finish_pending(), s.shutdown_drain_seconds)
         finally:
             self._stopped.set()
+
+    async def _top_up(
+        self,
+        consumer: AIOKafkaConsumer,
+        records: dict[TopicPartition, list[Any]],
+        max_records: int,
+        generation: int,
+    ) -> bool:
+        """Add what is already fetched to `records`, up to `max_records`, a chunk at a time.
+
+        aiokafka unpacks fetched records synchronously inside `getmany`: a 20,000-record batch in one call
+        holds the event loop for 100-200 ms, during which the previous batch's write cannot send its next
+        statement and PostgreSQL idles. Taking chunks with a yield between them keeps that write moving.
+        False if a rebalance happened meanwhile (nothing of `records` may be written then).
+        """
+        total = sum(len(msgs) for msgs in records.values())
+        while total < max_records:
+            await asyncio.sleep(0)
+            more = await consumer.getmany(
+                timeout_ms=0, max_records=min(max_records - total, FETCH_CHUNK_RECORDS)
+            )
+            if self._rebalancing or generation != self._generation:
+                return False
+            if not more:
+                break
+            for tp, msgs in more.items():
+                records.setdefault(tp, []).extend(msgs)
+                total += len(msgs)
+        return True
 
     async def readiness(self) -> dict[str, Any]:
         """Can this worker ingest right now? (pipeline/ingest/readiness.py; served at /readyz)"""

@@ -69,7 +69,7 @@ class BatchStats:
 
 #: Records normalized between two yields to the event loop. The previous batch's COPY is streamed by the
 #: event loop; a batch normalized in one go would hold it and serialize Python and PostgreSQL work.
-YIELD_EVERY_RECORDS = 1_000
+YIELD_EVERY_RECORDS = 200
 
 
 async def normalize_records(

@@ -131,9 +131,7 @@ def _progress_bar(total: int, shown: bool) -> Any:
         return _NoBar()
     from tqdm import tqdm
 
-    return tqdm(
-        total=total, file=sys.stderr, unit="ev", desc="simulate", mininterval=0.5, smoothing=0.05
-    )
+    return tqdm(total=total, file=sys.stderr, unit="ev", desc="simulate", mininterval=0.5, smoothing=0.05)
 
 
 async def simulate(

@@ -177,4 +177,3 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
         if held is not None and lost(e, None):
             raise StorageUnavailableError(f"PostgreSQL went away: {type(e).__name__}: {e}") from e
         raise
-

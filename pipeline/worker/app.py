@@ -26,6 +26,7 @@ from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenanc
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.classes import class_names
+from pipeline.worker.collector import tune_for_batches
 from pipeline.worker.preflight import check_schema
 
 log = logging.getLogger("roomlogs.worker")
@@ -99,6 +100,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
                 )
                 metrics.partitions_created.inc(made)
             await ingest.start()
+            tune_for_batches()
             state.update(pool=pool, ingest=ingest, started=time.time())
             task = asyncio.ensure_future(ingest.run())
             task.add_done_callback(self._ingest_done)
