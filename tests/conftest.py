@@ -313,6 +313,24 @@ def ingest_worker() -> IngestFactory:
     return run
 
 
+#: Figures tests measure on the way (recovery times, fault tables), printed at the end of the run.
+_FIGURES: list[str] = []
+
+
+@pytest.fixture
+def figures() -> Callable[[str], None]:
+    """`figures(text)`: show a measured figure in the run's terminal summary (speed targets are read, not
+    asserted: see README, Testing)."""
+    return _FIGURES.append
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    if _FIGURES:
+        terminalreporter.section("figures measured by the tests")
+        for text in _FIGURES:
+            terminalreporter.write_line(text.strip("\n"))
+
+
 def pytest_report_header(config: pytest.Config) -> list[str]:
     kafka = os.environ.get(KAFKA_BOOTSTRAP_ENV) or "embedded Tansu"
     postgres = "external (" + POSTGRES_DSN_ENV + ")" if os.environ.get(POSTGRES_DSN_ENV) else "embedded 18"

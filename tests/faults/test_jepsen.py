@@ -14,6 +14,7 @@ namespaces; where they are missing it is reported as "not possible here" with th
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -30,7 +31,11 @@ SEED = int(os.environ.get("ROOMLOGS_TEST_FAULTS_SEED", "7"))
 @pytest.mark.timeout(420)
 @pytest.mark.parametrize("name", list(SCENARIOS))
 async def test_under_the_fault_no_acknowledged_event_is_lost_duplicated_or_dead_lettered(
-    name: str, apache_cluster: KafkaCluster, postgres_server: object, tmp_path: Path
+    name: str,
+    apache_cluster: KafkaCluster,
+    postgres_server: object,
+    tmp_path: Path,
+    figures: Callable[[str], None],
 ) -> None:
     scenario = SCENARIOS[name]
     if scenario.needs_netns and (reason := netns_unsupported_reason()) is not None:
@@ -44,7 +49,7 @@ async def test_under_the_fault_no_acknowledged_event_is_lost_duplicated_or_dead_
         f"\n{table([result])}\n{details(result)}\n"
         f"replay: python bench/faults.py --seed {SEED} --faults {name} (logs in {tmp_path})"
     )
-    print(report)
+    figures(table([result]))
     assert result.problems == [], report
     verdict = result.verdict
     assert verdict is not None, report

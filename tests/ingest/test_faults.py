@@ -11,7 +11,7 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -103,7 +103,7 @@ async def wait_for_count(
 
 
 async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
-    ingest_settings: Settings, tmp_path: Path, kafka_broker: Any
+    ingest_settings: Settings, tmp_path: Path, kafka_broker: Any, figures: Callable[[str], None]
 ) -> None:
     s = ingest_settings.replace(batch_max_events=2_000)  # many small transactions: more places to die in
     events = list(chat_events(60_000))
@@ -142,10 +142,10 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(60) == 0, (tmp_path / "worker-9.log").read_text()[-3000:]
     # the first start forms the group; the next three follow a kill -9, the last a clean stop
-    print(
-        f"\nworker recovery ({kafka_broker.name}): seconds from restart to first write after kill -9:",
-        ", ".join(f"{t:.1f}" for t in resumed_after[1:4]),
-        f"; after a clean stop: {resumed_after[4]:.1f} (first start {resumed_after[0]:.1f})",
+    figures(
+        f"worker recovery ({kafka_broker.name}): seconds from restart to first write after kill -9: "
+        + ", ".join(f"{t:.1f}" for t in resumed_after[1:4])
+        + f"; after a clean stop: {resumed_after[4]:.1f} (first start {resumed_after[0]:.1f})"
     )
 
     ids = await stored_ids(s)
