@@ -175,7 +175,7 @@ class Call:
             except asyncpg.InterfaceError as e:
                 # leaving a transaction after PostgreSQL went away raises InterfaceError: an outage (503),
                 # not a bug (500), when the connection is dead
-                if db.lost(e, conn):
+                if await db.gone(e, conn):
                     raise Unavailable("the database is unavailable; retry shortly") from e
                 raise
 

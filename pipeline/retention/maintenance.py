@@ -52,7 +52,7 @@ from pipeline.retention.status import observe
 from pipeline.settings import Settings
 from pipeline.storage import event_ids
 from pipeline.storage.classes import class_names, retention_days
-from pipeline.storage.db import CONNECTION_ERRORS, lost
+from pipeline.storage.db import CONNECTION_ERRORS, CUT_SHORT_ERRORS, gone, lost
 from pipeline.storage.holds import active_rooms
 from pipeline.storage.partitions import PartitionManager, day_start
 
@@ -144,8 +144,8 @@ async def maintain(
             await observe(
                 conn, metrics, now=now, dead_letter_retention_days=settings.dead_letter_retention_days
             )
-    except (*CONNECTION_ERRORS, asyncpg.InterfaceError) as e:
-        if not lost(e, conn):
+    except (*CONNECTION_ERRORS, *CUT_SHORT_ERRORS) as e:
+        if not await gone(e, conn):
             raise  # improper use of asyncpg: a bug, not an outage
         report.error = f"PostgreSQL unavailable: {type(e).__name__}: {e}"
         unavailable = e

@@ -7,6 +7,7 @@ re-encoding), decoded with orjson on the way out.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterator
@@ -145,7 +146,7 @@ def lost(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
     connection error (releasing a connection whose query died with the server)."""
     cause: BaseException | None = exc
     while cause is not None:
-        if isinstance(cause, CONNECTION_ERRORS):
+        if isinstance(cause, (*CONNECTION_ERRORS, StorageUnavailableError)):
             return True
         cause = cause.__cause__ or cause.__context__
     if not isinstance(exc, CUT_SHORT_ERRORS) or conn is None:
@@ -154,6 +155,31 @@ def lost(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
         return bool(conn.is_closed())
     except asyncpg.InterfaceError:
         return True  # the pool took the connection back from us because it died
+
+
+#: How long a connection that failed with one of CUT_SHORT_ERRORS may take to be seen closed.
+DYING_CONNECTION_SETTLE_SECONDS = 1.0
+
+
+async def gone(exc: BaseException, conn: asyncpg.Connection | None) -> bool:
+    """`lost()`, after giving a dying connection time to be seen closed.
+
+    A server shutting down sends each session a FATAL message, then closes the socket. asyncpg reads the
+    message first: a statement issued in between fails with "another operation is in progress" on a
+    connection that still looks open, and only a moment later is it closed. A live connection stays open
+    for the whole `DYING_CONNECTION_SETTLE_SECONDS`: then the error is a bug.
+    """
+    if lost(exc, conn):
+        return True
+    if conn is None or not isinstance(exc, CUT_SHORT_ERRORS):
+        return False
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + DYING_CONNECTION_SETTLE_SECONDS
+    while loop.time() < deadline:
+        await asyncio.sleep(0.02)
+        if lost(exc, conn):
+            return True
+    return False
 
 
 @contextlib.asynccontextmanager
@@ -168,7 +194,7 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
             try:
                 yield conn
             except CUT_SHORT_ERRORS as e:
-                if lost(e, conn):
+                if await gone(e, conn):
                     raise StorageUnavailableError(f"PostgreSQL went away: {type(e).__name__}: {e}") from e
                 raise
     except CONNECTION_ERRORS as e:

@@ -1,0 +1,63 @@
+"""A connection the server ends (shutdown, pg_terminate_backend) is an outage; misuse of a live one is a bug.
+
+Found by the fault harness (postgres-stop): PostgreSQL's fast shutdown sends each session a FATAL message
+and then closes the socket. asyncpg reads the message first; a statement issued in between fails with
+"cannot switch to state N; another operation is in progress" on a connection that still looks open. That
+must pause ingest like any outage, not crash the worker as a bug would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from pipeline.errors import StorageUnavailableError
+from pipeline.storage import db
+
+CUT_SHORT = "cannot switch to state 21; another operation (2) is in progress"
+
+
+async def test_an_error_on_a_connection_the_server_ended_is_an_outage(postgres_dsn: str) -> None:
+    pool = await db.create_pool(postgres_dsn, "public", 2)
+    try:
+        async with pool.acquire() as killer, pool.acquire() as conn:
+            pid = await conn.fetchval("SELECT pg_backend_pid()")
+            # the race, made certain: the session is ended while the client has not read its socket yet
+            transport = conn._transport
+            transport.pause_reading()
+            await killer.execute("SELECT pg_terminate_backend($1, 10000)", pid)
+            error = asyncpg.exceptions._base.InternalClientError(CUT_SHORT)
+            assert not db.lost(error, conn), "the connection still looks open"
+            transport.resume_reading()
+            assert await db.gone(error, conn), "once the client reads the end, it is an outage"
+        # and through db.acquire, as the writer uses it: the error becomes StorageUnavailableError
+        async with pool.acquire() as killer:
+            with pytest.raises(StorageUnavailableError):
+                async with db.acquire(pool) as conn, conn.transaction():
+                    pid = await conn.fetchval("SELECT pg_backend_pid()")
+                    await killer.execute("SELECT pg_terminate_backend($1, 10000)", pid)
+                    raise asyncpg.exceptions._base.InternalClientError(CUT_SHORT)
+    finally:
+        await pool.close()
+
+
+async def test_the_same_error_on_a_live_connection_is_a_bug(postgres_dsn: str) -> None:
+    pool = await db.create_pool(postgres_dsn, "public", 2)
+    try:
+        started = asyncio.get_running_loop().time()
+        try:
+            async with db.acquire(pool) as conn:
+                await conn.fetchval("SELECT 1")
+                raise asyncpg.exceptions._base.InternalClientError(CUT_SHORT)
+        except asyncpg.exceptions._base.InternalClientError:
+            pass
+        else:
+            raise AssertionError("misuse of a live connection must not be taken for an outage")
+        # it was given the settle time to die, and did not
+        assert asyncio.get_running_loop().time() - started >= db.DYING_CONNECTION_SETTLE_SECONDS
+        async with pool.acquire() as conn:
+            assert await conn.fetchval("SELECT 1") == 1  # and the pool is fine
+    finally:
+        await pool.close()
