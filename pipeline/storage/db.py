@@ -30,6 +30,11 @@ CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.AdminShutdownError,
     asyncpg.exceptions.CrashShutdownError,
     asyncpg.exceptions.TooManyConnectionsError,
+    # FATAL: the server ended the session (a worker frozen or cut off inside a transaction meets this one
+    # when it comes back; see WORKER_SESSION_SETTINGS)
+    asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
+    asyncpg.exceptions.IdleSessionTimeoutError,
+    asyncpg.exceptions.TransactionTimeoutError,
     ConnectionError,
     OSError,
     TimeoutError,
@@ -98,15 +103,19 @@ async def connect(dsn: str, schema: str, *, setting: str = DSN_SETTING) -> async
     return conn
 
 
-#: Sessions of a worker: a transaction idle this long is ended by the server (a worker frozen or cut off
-#: inside one would otherwise hold its offsets' row locks, and stall the worker that takes its partitions
-#: over, until TCP gave up: hours), and a peer gone silent is detected within about half a minute.
+#: Sessions of a worker. A worker frozen or cut off inside a transaction holds its offsets' row locks and
+#: stalls the worker that takes its partitions over until the server ends that transaction:
+#: - idle in it (between statements): ended after `idle_in_transaction_session_timeout`;
+#: - in the middle of a statement (a COPY waiting for the rest of its rows) on a link that is cut: the
+#:   server's keepalives find the peer gone after 5 s of silence and 3 unanswered probes 2 s apart
+#:   (about 11 s; Linux's default is over two hours), `tcp_user_timeout` when it was sending.
+#: A frozen process on a live host still answers keepalives (its kernel does): only the idle bound helps.
 WORKER_SESSION_SETTINGS = {
     "idle_in_transaction_session_timeout": "10s",
-    "tcp_keepalives_idle": "15",
-    "tcp_keepalives_interval": "5",
+    "tcp_keepalives_idle": "5",
+    "tcp_keepalives_interval": "2",
     "tcp_keepalives_count": "3",
-    "tcp_user_timeout": "30000",
+    "tcp_user_timeout": "10000",
 }
 
 

@@ -112,6 +112,9 @@ def test_only_real_connection_failures_count_as_an_outage() -> None:
         asyncpg.CannotConnectNowError("the database system is starting up"),
         asyncpg.exceptions.AdminShutdownError("terminating connection due to administrator command"),
         asyncpg.exceptions.TooManyConnectionsError("too many clients"),
+        asyncpg.exceptions.IdleInTransactionSessionTimeoutError(
+            "terminating connection due to idle-in-transaction timeout"
+        ),
         ConnectionRefusedError(111, "refused"),
         TimeoutError(),
     ]

@@ -61,3 +61,21 @@ async def test_the_same_error_on_a_live_connection_is_a_bug(postgres_dsn: str) -
             assert await conn.fetchval("SELECT 1") == 1  # and the pool is fine
     finally:
         await pool.close()
+
+
+async def test_a_transaction_the_server_ended_for_idling_is_an_outage(postgres_dsn: str) -> None:
+    """A worker frozen or cut off inside a transaction comes back to a session the server has ended
+    (idle_in_transaction_session_timeout, WORKER_SESSION_SETTINGS): it waits that out, it is not a bug."""
+    pool = await db.create_pool(
+        postgres_dsn, "public", 1, session_settings={"idle_in_transaction_session_timeout": "200ms"}
+    )
+    try:
+        with pytest.raises(StorageUnavailableError):
+            async with db.acquire(pool) as conn, conn.transaction():
+                await conn.fetchval("SELECT 1")
+                await asyncio.sleep(1.0)  # frozen, as far as the server can tell
+                await conn.fetchval("SELECT 2")
+        async with db.acquire(pool) as conn:
+            assert await conn.fetchval("SELECT 3") == 3  # the pool replaced the connection
+    finally:
+        await pool.close()
