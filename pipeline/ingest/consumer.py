@@ -253,12 +253,13 @@ class IngestService:
                 await self._finish_pending()
                 if generation != self._generation:
                     continue  # a rebalance happened meanwhile: the new assignment re-reads these records
-                unknown = self.rooms.unknown(pass1.rooms)
-                if unknown or time.monotonic() - self._retention_loaded_at > _RETENTION_REFRESH_SECONDS:
-                    if not await self._with_storage(self._refresh_state, unknown):
-                        continue
-                    if generation != self._generation:
-                        continue
+                # Every room of the batch is read again, not only those the cache lacks: a producer that
+                # does not key by room spreads a room over partitions, and another worker may have moved
+                # its state (and class) since; PostgreSQL has it, committed before our write.
+                if not await self._with_storage(self._refresh_state, pass1.rooms):
+                    continue
+                if generation != self._generation:
+                    continue
                 batch, stats = build_batch(
                     pass1,
                     consumer_group=s.consumer_group,
@@ -450,10 +451,10 @@ class IngestService:
             masked.clear()
 
     # --- state from PostgreSQL -------------------------------------------------------------------------
-    async def _refresh_state(self, unknown_rooms: set[str]) -> None:
+    async def _refresh_state(self, rooms: set[str]) -> None:
         async with db.acquire(self._pool) as conn:
-            if unknown_rooms:
-                await self.rooms.load(conn, unknown_rooms)
+            if rooms:
+                await self.rooms.load(conn, rooms)
             if time.monotonic() - self._retention_loaded_at > _RETENTION_REFRESH_SECONDS:
                 await self._load_retention(conn)
 

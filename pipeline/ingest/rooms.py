@@ -3,8 +3,10 @@
 The authoritative copy is the `rooms` table (pipeline/storage/rooms.py), written in each batch's
 transaction from the room's own settings events, each field only by an event newer (event time, then event
 id) than the one that set it. The cache follows the same rule, so a replayed or late settings event cannot
-move a room back to an older class. The cache is bounded; rooms not in it are read from PostgreSQL once per
-batch in one query.
+move a room back to an older class. The rooms of each batch are read again from PostgreSQL in one query
+before it is classified (after the previous batch committed): a producer that does not key by room spreads
+a room over partitions, so another worker may have moved its state since. The cache carries the batch's own
+changes, in event order, and is bounded.
 
 A room's class applies to the events written while it holds: rows already stored keep the class (and so the
 retention) they were written with, which is documented in README.md.
@@ -44,8 +46,8 @@ class RoomDirectory:
         return {r for r in room_ids if r not in rooms}
 
     async def load(self, conn: asyncpg.Connection, room_ids: set[str]) -> None:
-        """Read the rooms this batch needs and the cache lacks; unknown to PostgreSQL too -> default class."""
-        if len(self._rooms) + len(room_ids) > self.capacity:
+        """(Re-)read the rooms this batch needs; unknown to PostgreSQL too -> default class."""
+        if len(self._rooms) + len(self.unknown(room_ids)) > self.capacity:
             self._rooms.clear()  # simple and bounded; the next batches re-read what they need
         for r in await fetch_rooms(conn, room_ids):
             self._rooms[r["room_id"]] = RoomState(

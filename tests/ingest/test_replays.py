@@ -21,6 +21,8 @@ from pipeline.api.trust import install, token_trust
 from pipeline.publisher import events as ev
 from pipeline.settings import Secret, Settings
 from pipeline.storage import db
+from pipeline.storage.batch import RoomChange
+from pipeline.storage.rooms import apply_room_changes
 
 
 def at(seconds_from_now: float) -> str:
@@ -227,3 +229,38 @@ async def test_dead_letters_keep_no_undeclared_personal_data(
         shown = m.value + b"".join(v for _, v in m.headers)
         for secret in SECRETS:
             assert secret.encode() not in shown, secret
+
+
+async def test_a_room_another_worker_moved_is_classified_by_its_new_state(
+    ingest_settings: Settings, ingest_worker: Any
+) -> None:
+    """A producer that does not key by room spreads the room over partitions, so over workers: the room's
+    settings event may be applied by another worker than the one storing its chat. That worker's view of
+    the room (and so the retention class of what it stores) must follow, not stay with what it cached."""
+    s = ingest_settings
+    before = stamped(ev.chat_message("room-spread", GUEST, "while public"), -30)
+    after = stamped(ev.chat_message("room-spread", GUEST, "after it became private"), -1)
+    async with ingest_worker(s) as w:
+        await produce_raw(s, [record(before)])
+        assert await w.caught_up(60)  # this worker now knows room-spread as public (the default)
+        # another worker stores the room's settings event: what its write transaction does to `rooms`
+        became_private = RoomChange(
+            0, 0, "room-spread", "settings", datetime.now(UTC) - timedelta(seconds=10),
+            event_id(), "public", privacy="private",
+        )  # fmt: skip
+        conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+        try:
+            async with conn.transaction():
+                await apply_room_changes(conn, [became_private], w.service.rooms.classify)
+        finally:
+            await conn.close()
+        await produce_raw(s, [(b"not-the-room", orjson.dumps(after))])
+        assert await w.caught_up(60)
+    rows = await fetch(
+        s,
+        "SELECT body, retention_class FROM events WHERE room_id = 'room-spread' ORDER BY occurred_at",
+    )
+    assert [(r["body"], r["retention_class"]) for r in rows] == [
+        ("while public", "public"),
+        ("after it became private", "private"),
+    ]
