@@ -9,6 +9,7 @@ must pause ingest like any outage, not crash the worker as a bug would.
 from __future__ import annotations
 
 import asyncio
+import socket
 
 import asyncpg
 import pytest
@@ -77,5 +78,21 @@ async def test_a_transaction_the_server_ended_for_idling_is_an_outage(postgres_d
                 await conn.fetchval("SELECT 2")
         async with db.acquire(pool) as conn:
             assert await conn.fetchval("SELECT 3") == 3  # the pool replaced the connection
+    finally:
+        await pool.close()
+
+
+async def test_connections_notice_a_server_gone_silent(postgres_dsn: str) -> None:
+    """Client-side keepalive: without it a connection waiting for an answer from a server that vanished
+    (a cut link that healed after the server ended the session) waits forever, and so does the worker."""
+    pool = await db.create_pool(postgres_dsn, "public", 1)
+    try:
+        async with pool.acquire() as conn:
+            sock = conn._transport.get_extra_info("socket")
+            if sock.family not in (socket.AF_INET, socket.AF_INET6):
+                pytest.skip("the test server is reached over a Unix socket")
+            assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+            for name, value in db.CLIENT_KEEPALIVE:
+                assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) == value, name
     finally:
         await pool.close()
