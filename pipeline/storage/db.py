@@ -233,7 +233,20 @@ async def acquire(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
                 raise
     except CONNECTION_ERRORS as e:
         raise StorageUnavailableError(f"PostgreSQL unavailable: {type(e).__name__}: {e}") from e
-    except CUT_SHORT_ERRORS as e:  # raised by the release: only an outage when one caused it
-        if held is not None and lost(e, None):
+    except CUT_SHORT_ERRORS as e:  # raised by the release (asyncpg has closed that connection since)
+        if held is not None and (lost(e, None) or not await _reachable(pool)):
             raise StorageUnavailableError(f"PostgreSQL went away: {type(e).__name__}: {e}") from e
         raise
+
+
+async def _reachable(pool: asyncpg.Pool) -> bool:
+    """Whether PostgreSQL answers now. Asked when releasing a connection failed with one of CUT_SHORT_ERRORS
+    after the work on it succeeded: a server shutting down sends its FATAL message while the connection is
+    idle, and the reset that releasing sends meets it; the connection is closed by then, so whether the
+    server is still there tells an outage from a bug."""
+    try:
+        async with pool.acquire(timeout=DYING_CONNECTION_SETTLE_SECONDS * 5) as conn:
+            await conn.fetchval("SELECT 1")
+    except (*CONNECTION_ERRORS, *CUT_SHORT_ERRORS):
+        return False
+    return True

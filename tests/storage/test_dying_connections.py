@@ -96,3 +96,22 @@ async def test_connections_notice_a_server_gone_silent(postgres_dsn: str) -> Non
                 assert sock.getsockopt(socket.IPPROTO_TCP, getattr(socket, name)) == value, name
     finally:
         await pool.close()
+
+
+async def test_a_failed_release_with_the_server_up_is_a_bug(postgres_dsn: str) -> None:
+    """Releasing meets a FATAL message only when the server is going away; with PostgreSQL answering, the
+    same error is improper use of asyncpg and surfaces (the postgres-stop fault covers the outage side)."""
+
+    failures = [asyncpg.exceptions._base.InternalClientError(CUT_SHORT)]
+
+    async def failing_reset(conn: asyncpg.Connection) -> None:
+        if failures:  # the first release only: the probe's own release works
+            raise failures.pop()
+
+    pool = await asyncpg.create_pool(postgres_dsn, min_size=1, max_size=2, reset=failing_reset)
+    try:
+        with pytest.raises(asyncpg.exceptions._base.InternalClientError):
+            async with db.acquire(pool) as conn:
+                assert await conn.fetchval("SELECT 1") == 1
+    finally:
+        await pool.close()
