@@ -10,6 +10,7 @@ or an expired count.
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from pipeline.events.normalize import (
 )
 from pipeline.events.reasons import Invalid
 from pipeline.ingest.rooms import RoomDirectory
-from pipeline.storage.batch import ROW_EVENT_TYPE, DeadLetter, RoomChange, WriteBatch
+from pipeline.storage.batch import ROW_EVENT_TYPE, DeadLetter, RecordMark, RoomChange, WriteBatch
 from pipeline.storage.deletions import Deletions
 
 
@@ -40,6 +41,7 @@ class KafkaRecord(Protocol):
     """What we use of aiokafka's ConsumerRecord."""
 
     offset: int
+    timestamp: int
     key: bytes | None
     value: bytes | None
 
@@ -54,6 +56,7 @@ class NormalizedBatch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     first_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
+    last_records: dict[int, RecordMark] = field(default_factory=dict)
     rooms: set[str] = field(default_factory=set)
     consumed: int = 0
 
@@ -87,7 +90,9 @@ async def normalize_records(
         if not msgs:
             continue
         out.first_offsets[partition] = msgs[0].offset
-        out.next_offsets[partition] = msgs[-1].offset + 1
+        last = msgs[-1]
+        out.next_offsets[partition] = last.offset + 1
+        out.last_records[partition] = RecordMark(last.offset, last.timestamp, zlib.crc32(last.value or b""))
         out.consumed += len(msgs)
         for start in range(0, len(msgs), YIELD_EVERY_RECORDS):
             for m in msgs[start : start + YIELD_EVERY_RECORDS]:
@@ -135,6 +140,7 @@ def build_batch(
         dead_letters=pass1.dead_letters,
         first_offsets=pass1.first_offsets,
         next_offsets=pass1.next_offsets,
+        last_records=pass1.last_records,
     )
     stats = BatchStats()
     rows = batch.rows

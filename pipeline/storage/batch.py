@@ -36,6 +36,15 @@ ROW_PARTITION: Final = 10
 ROW_OFFSET: Final = 11
 
 
+class RecordMark(NamedTuple):
+    """The last record written of a partition: enough to recognise it in the log later."""
+
+    offset: int
+    timestamp_ms: int
+    #: CRC-32 of the record's value (0 for an empty value)
+    crc32: int
+
+
 class DeadLetter(NamedTuple):
     """One `dead_letters` row (field order = column order, so it is copied as it is)."""
 
@@ -96,6 +105,15 @@ class WriteBatch:
     room_changes: list[RoomChange] = field(default_factory=list)
     first_offsets: dict[int, int] = field(default_factory=dict)
     next_offsets: dict[int, int] = field(default_factory=dict)
+    #: The offsets of record this batch continues from, per partition, as the ingest service last knew them
+    #: (its claim on assignment, then each batch it wrote). A stored offset behind one of them, or none at
+    #: all, means the offsets of record moved back under the service (a restored database, an operator's
+    #: `roomlogs offsets move`): the writer refuses the batch (pipeline.storage.offsets.OffsetsMovedError)
+    #: rather than jump over records nobody wrote. Empty for writers that keep no position (a replay).
+    resumes_from: dict[int, int] = field(default_factory=dict)
+    #: Per partition, the last record of this batch (offset, timestamp in ms, CRC-32 of its value): stored
+    #: with the offsets of record, so the next assignment can tell whether the broker still has that log.
+    last_records: dict[int, RecordMark] = field(default_factory=dict)
     event_days: set[tuple[str, date]] = field(default_factory=set)
     dead_letter_days: set[date] = field(default_factory=set)
 

@@ -135,7 +135,7 @@ async def test_each_event_id_is_stored_once_and_every_other_copy_is_accounted_fo
         records: dict[int, list[SimpleNamespace]] = {0: [], 1: []}
         for partition, copy in batch:
             records[partition].append(
-                SimpleNamespace(offset=next_offset[partition], key=None, value=copy.value())
+                SimpleNamespace(offset=next_offset[partition], timestamp=0, key=None, value=copy.value())
             )
             next_offset[partition] += 1
         pass1 = await normalize_records(topic, {p: r for p, r in records.items() if r}, normalizer, NOW)

@@ -39,6 +39,7 @@ class Record:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: int = 0
 
 
 def _event(text: str, at: datetime) -> bytes:
