@@ -116,3 +116,28 @@ class IngestMetrics:
             "Dead letters stored but not yet acknowledged by the dead-letter topic",
             registry=registry,
         )
+        self.offset_changes = Counter(
+            f"{p}_offset_changes",
+            "Moves of the offsets of record other than a batch written, by what the worker found on "
+            "assignment (pipeline/ingest/positions.py): first_read, new_log, deleted_unread, "
+            "database_behind",
+            ["kind"],
+            registry=registry,
+        )
+        self.deleted_unread = Counter(
+            f"{p}_records_deleted_unread",
+            "Kafka offsets the broker deleted before any worker read them (retention ran while ingest was "
+            "behind): a loss, also recorded in offset_changes",
+            registry=registry,
+        )
+        self.partitions_held = Gauge(
+            f"{p}_partitions_assigned",
+            "Partitions of the events topic this worker holds now",
+            registry=registry,
+        )
+        self.unowned_partitions = Gauge(
+            f"{p}_partitions_unowned",
+            "Partitions of the events topic with records waiting that no worker has written for a while, "
+            "as seen by a worker that holds none (it rejoins its group; see /readyz)",
+            registry=registry,
+        )

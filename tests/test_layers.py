@@ -17,7 +17,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
 
-UTILITIES = ("settings", "errors", "logs", "metrics", "kafka_client", "kafka_topics", "listen")
+UTILITIES = ("settings", "errors", "logs", "metrics", "kafka_client", "kafka_logs", "kafka_topics", "listen")
 STAGES = ("ingest", "retention", "publisher", "api", "console", "worker", "stack")
 LAYER_OF: dict[str, int] = {
     "": 0,  # pipeline/__init__.py: the version

@@ -7,9 +7,15 @@ which owns the process lifecycle, the web endpoints and the timers.
 
 Delivery guarantees:
 - Offsets of record are in PostgreSQL (`ingest_offsets`), written in the batch's transaction. On every
-  assignment the consumer seeks to them, so after a crash (kill -9 included) it resumes exactly after the
-  last committed batch: nothing lost, nothing written twice. Kafka offsets are committed afterwards only so
-  that Kafka tools show progress.
+  assignment they are judged against the log the broker has now (pipeline/ingest/positions.py: the same
+  topic incarnation? records deleted unread? the database behind?) and the consumer seeks where that says,
+  so after a crash (kill -9 included) it resumes exactly after the last committed batch: nothing lost,
+  nothing written twice; and after the world changed under them (a broker started empty, a topic recreated,
+  a restored database) nothing is skipped silently. Kafka offsets are committed afterwards only so that
+  Kafka tools show progress (and so that a database behind them is noticed).
+- The consumer never resets a position on its own (`auto_offset_reset="none"`): an offset out of range, or
+  offsets of record moved back under a batch (OffsetsMovedError from the writer), sends the partitions
+  through the same judgement again.
 - A batch fetched before a rebalance is never written after it (a generation counter fences it); its
   records are fetched again from the stored offsets.
 - PostgreSQL unreachable: the loop pauses its partitions (staying in the group), retries the same batch
@@ -21,7 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -29,7 +38,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
-from aiokafka.errors import KafkaError
+from aiokafka.errors import KafkaError, NoOffsetForPartitionError, OffsetOutOfRangeError
 from aiokafka.structs import OffsetAndMetadata
 
 from pipeline.errors import StorageUnavailableError
@@ -37,18 +46,22 @@ from pipeline.events.normalize import Normalizer
 from pipeline.events.reasons import Reason
 from pipeline.ingest.backoff import Backoff
 from pipeline.ingest.mirror import DeadLetterMirror
+from pipeline.ingest.positions import Finding, MissingPartitionsError, Verdict, resume_positions
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
 from pipeline.ingest.readiness import Readiness
 from pipeline.ingest.rooms import RoomDirectory
+from pipeline.ingest.watch import TopicWatch
 from pipeline.kafka_client import client_kwargs
+from pipeline.kafka_logs import LogProbe
 from pipeline.logs import outage_log
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
-from pipeline.storage import db, offsets
+from pipeline.storage import db
 from pipeline.storage.batch import WriteBatch, WriteOutcome
 from pipeline.storage.classes import retention_days
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.deletions import Deletions
+from pipeline.storage.offsets import OffsetsMovedError
 from pipeline.storage.partitions import PartitionManager, dropped_through, writable_from
 from pipeline.storage.writer import BatchWriter
 
@@ -78,6 +91,29 @@ class InFlight:
     #: the assignment generation it was read under (a write that outlives a rebalance is not retried)
     generation: int
     task: asyncio.Task[WriteOutcome]
+
+
+@dataclass(slots=True)
+class Notice:
+    """What the last judgement of a partition found, while it lasts (pipeline/ingest/positions.py)."""
+
+    verdict: Verdict
+    since: datetime
+    #: a re-read lasts until the offsets of record reach this offset; None: it is not a re-read
+    until_offset: int | None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "partition": self.verdict.partition,
+            "finding": self.verdict.finding.value,
+            "since": self.since.isoformat(),
+            "until_offset": self.until_offset,
+            "detail": self.verdict.why,
+        }
+
+
+#: How long /readyz keeps naming records deleted unread after they were found (they stay in offset_changes).
+LOSS_NOTICE_SECONDS = 3600.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -154,6 +190,22 @@ class IngestService:
         self._readiness = Readiness()
         #: Next offset durably written, by partition (from the offsets of record), for the lag gauge.
         self._written: dict[int, int] = {}
+        #: Where the offsets of record stand as far as this worker knows, by partition: where the judgement
+        #: on assignment put them, then each batch launched. A batch continues from here (resumes_from).
+        self._positions: dict[int, int] = {}
+        #: Partitions whose last judgement found something other than a plain resume, while it lasts
+        #: (a re-read in progress, a recent loss): named by /readyz.
+        self.notices: dict[int, Notice] = {}
+        self._probe: LogProbe | None = None
+        self._watch: TopicWatch | None = None
+        self._watch_task: asyncio.Task[None] | None = None
+        #: the topic id the held partitions were judged in (None: the broker gives none)
+        self._topic_id: uuid.UUID | None = None
+        #: set by the watch when the topic became another incarnation: the loop judges its partitions again
+        self._rejudge = False
+        #: who moves offsets of record in `offset_changes` when this worker does
+        who = settings.kafka_group_instance_id or socket.gethostname()
+        self.changed_by = f"worker {who} pid {os.getpid()}"
         #: Totals since start (also exported as metrics); handy for tests, the demo and the benchmark.
         self.totals: dict[str, int] = {
             "consumed": 0,
@@ -192,7 +244,8 @@ class IngestService:
             **client_kwargs(s),
             group_id=s.consumer_group,
             enable_auto_commit=False,
-            auto_offset_reset="earliest",
+            # never reset a position silently: an offset out of range is judged (pipeline.ingest.positions)
+            auto_offset_reset="none",
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             max_poll_interval_ms=300_000,
@@ -200,8 +253,19 @@ class IngestService:
             heartbeat_interval_ms=max(100, int(s.kafka_session_timeout_seconds * 1000 / 6)),
             group_instance_id=s.kafka_group_instance_id if s.kafka_static_membership else None,
         )
+        self._probe = LogProbe(s)
+        await self._probe.start()
         self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         await self._consumer.start()
+        self._watch = TopicWatch(
+            s,
+            self._consumer,
+            self._probe,
+            self._pool,
+            self.metrics,
+            judged_topic_id=lambda: self._topic_id,
+            on_new_log=self._request_rejudge,
+        )
 
     async def stop(self) -> None:
         """Stop taking work; finish and commit the batch in hand (within the drain deadline)."""
@@ -210,6 +274,11 @@ class IngestService:
             await asyncio.wait_for(self._stopped.wait(), self.settings.shutdown_drain_seconds + 5)
 
     async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._watch_task
+            self._watch_task = None
         if self.mirror is not None and self._mirror_task is not None:
             # one last round for what this worker queued; anything left is sent by the next relay
             with contextlib.suppress(TimeoutError):
@@ -221,6 +290,9 @@ class IngestService:
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None
+        if self._probe is not None:
+            await self._probe.stop()
+            self._probe = None
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
@@ -230,13 +302,21 @@ class IngestService:
         assert consumer is not None, "start() first"
         s = self.settings
         wait_ms = int(s.batch_max_wait_seconds * 1000)
+        if self._watch is not None and self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch.run())
         try:
             while not self._stopping.is_set():
                 if self._listener_error is not None:
                     raise self._listener_error  # a bug in a rebalance callback: end the loop, not idle in it
-                records = await consumer.getmany(
-                    timeout_ms=wait_ms, max_records=min(s.batch_max_events, FETCH_CHUNK_RECORDS)
-                )
+                if self._rejudge:
+                    await self._rejudge_held()
+                try:
+                    records = await consumer.getmany(
+                        timeout_ms=wait_ms, max_records=min(s.batch_max_events, FETCH_CHUNK_RECORDS)
+                    )
+                except (OffsetOutOfRangeError, NoOffsetForPartitionError) as e:
+                    await self._out_of_range(e)
+                    continue
                 generation = self._generation
                 if self._rebalancing:
                     continue  # fetched between revoke and assign: the assignment seeks, these come again
@@ -268,6 +348,9 @@ class IngestService:
                     now=now,
                     deletions=self.deletions,
                 )
+                positions = self._positions
+                batch.resumes_from = {p: positions[p] for p in batch.next_offsets if p in positions}
+                positions.update(batch.next_offsets)
                 self.metrics.consumed.inc(pass1.consumed)
                 self.totals["consumed"] += pass1.consumed
                 self._launch(batch, stats, now, generation)
@@ -292,9 +375,12 @@ class IngestService:
         total = sum(len(msgs) for msgs in records.values())
         while total < max_records:
             await asyncio.sleep(0)
-            more = await consumer.getmany(
-                timeout_ms=0, max_records=min(max_records - total, FETCH_CHUNK_RECORDS)
-            )
+            try:
+                more = await consumer.getmany(
+                    timeout_ms=0, max_records=min(max_records - total, FETCH_CHUNK_RECORDS)
+                )
+            except (OffsetOutOfRangeError, NoOffsetForPartitionError):
+                break  # raised again by the loop's next fetch, and judged there
             if self._rebalancing or generation != self._generation:
                 return False
             if not more:
@@ -307,11 +393,15 @@ class IngestService:
     async def readiness(self) -> dict[str, Any]:
         """Can this worker ingest right now? (pipeline/ingest/readiness.py; served at /readyz)"""
         consumer = self._consumer
+        watch = self._watch.state if self._watch is not None else None
         return await self._readiness.check(
             self._pool,
             self._producer,
             paused=self._paused,
             partitions=sorted(tp.partition for tp in consumer.assignment()) if consumer else [],
+            problem=watch.problem if watch else None,
+            idle=watch.idle if watch else None,
+            notices=self.readiness_notices(self._clock()),
         )
 
     def _listener_failed(self, error: BaseException) -> None:
@@ -345,6 +435,10 @@ class IngestService:
             try:
                 outcome = await job.task
                 break
+            except OffsetsMovedError as e:
+                self._in_flight = None
+                await self._offsets_moved(e, job.generation)
+                return
             except StorageUnavailableError as e:
                 self.metrics.storage_unavailable.inc()
                 if job.generation != self._generation:
@@ -505,7 +599,10 @@ class IngestService:
             await asyncio.sleep(seconds)
             return
         consumer.pause(*consumer.assignment())
-        got = await consumer.getmany(timeout_ms=int(seconds * 1000))
+        try:
+            got = await consumer.getmany(timeout_ms=int(seconds * 1000))
+        except (OffsetOutOfRangeError, NoOffsetForPartitionError):
+            return  # judged by the loop's next fetch
         for tp, msgs in got.items():  # partitions assigned during the wait were not paused: un-read them
             consumer.seek(tp, msgs[0].offset)
 
@@ -516,6 +613,8 @@ class IngestService:
         for tp in revoked:  # a partition we no longer own must not keep reporting our stale lag
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(tp.partition))
+            self.notices.pop(tp.partition, None)
+            self._positions.pop(tp.partition, None)
         await self._settle_pending()
 
     async def _settle_pending(self) -> None:
@@ -532,40 +631,130 @@ class IngestService:
         # A write launched after the revoke would otherwise commit after we read the offsets below, and the
         # seek would send us back over records it wrote (the fence keeps them single, but they come twice).
         await self._settle_pending()
-        consumer = self._consumer
-        if consumer is None or not assigned:
+        self.metrics.partitions_held.set(len(assigned))
+        self._positions = {}
+        if self._consumer is None or not assigned:
             self._rebalancing = False
             return
-        stored: dict[int, int] = {}
+        await self._resume(assigned)
+        self._rebalancing = False
+
+    async def _resume(self, tps: set[TopicPartition]) -> bool:
+        """Judge `tps` against the broker's log (pipeline.ingest.positions) and seek each where it resumes.
+
+        Waits out PostgreSQL or Kafka being unreachable (and a topic the broker does not show yet), with
+        back-off. False when stopping first (nothing was sought; the next assignment judges again).
+        """
+        consumer, probe = self._consumer, self._probe
+        assert consumer is not None and probe is not None, "start() first"
+        s = self.settings
         backoff = self._backoff()
         while True:
             try:
+                committed = await self._committed(consumer, tps)
                 async with db.acquire(self._pool) as conn:
-                    found = await offsets.stored_offsets(
+                    verdicts = await resume_positions(
                         conn,
-                        self.settings.consumer_group,
-                        self.settings.events_topic,
-                        (tp.partition for tp in assigned),
+                        probe,
+                        consumer_group=s.consumer_group,
+                        topic=s.events_topic,
+                        partitions=(tp.partition for tp in tps),
+                        committed=committed,
+                        changed_by=self.changed_by,
                     )
-                stored = {p: o.next_offset for p, o in found.items()}
                 _outage.up("assigned partitions resume from their stored offsets")
                 break
             except _OUTAGE as e:
                 _outage.down(e, "assigned partitions wait for their stored offsets")
                 self.metrics.storage_unavailable.inc()
-                if self._stopping.is_set():
-                    return
-                await asyncio.sleep(backoff.next_delay())
-        fresh = [tp for tp in assigned if tp.partition not in stored]
-        # Explicit offsets: seek_to_beginning() resets lazily and can rewind a partition after a fetch.
-        beginnings = await consumer.beginning_offsets(fresh) if fresh else {}
-        for tp in assigned:
-            position = stored[tp.partition] if tp.partition in stored else beginnings[tp]
-            consumer.seek(tp, position)
-            self._written[tp.partition] = position
-        self._rebalancing = False
+            except (KafkaError, MissingPartitionsError, OSError) as e:
+                log.warning("assigned partitions wait for the broker's view of %s: %s", s.events_topic, e)
+            if self._stopping.is_set():
+                return False
+            await asyncio.sleep(backoff.next_delay())
+        held = consumer.assignment()
+        now = self._clock()
+        for v in verdicts:
+            tp = TopicPartition(s.events_topic, v.partition)
+            if tp not in held:
+                continue  # revoked while we judged: its next owner judges it
+            consumer.seek(tp, v.resume_at)
+            self._topic_id = v.topic_id
+            self._positions[v.partition] = v.resume_at
+            self._written[v.partition] = v.resume_at
+            self._note(v, now)
         log.info(
-            "assigned %s; resuming from PostgreSQL offsets %s",
-            sorted(tp.partition for tp in assigned),
-            stored,
+            "assigned %s; resuming at %s",
+            sorted(v.partition for v in verdicts),
+            {v.partition: v.resume_at for v in verdicts},
         )
+        return True
+
+    async def _committed(self, consumer: AIOKafkaConsumer, tps: set[TopicPartition]) -> dict[int, int | None]:
+        """The group's offsets committed to Kafka (informational: a database behind them is noticed)."""
+        out: dict[int, int | None] = {}
+        for tp in tps:
+            try:
+                out[tp.partition] = await consumer.committed(tp)
+            except KafkaError:
+                out[tp.partition] = None
+        return out
+
+    def _note(self, v: Verdict, now: datetime) -> None:
+        """Count a judgement and keep what /readyz should name while it lasts."""
+        if v.finding is Finding.RESUME:
+            self.notices.pop(v.partition, None)
+            return
+        self.metrics.offset_changes.labels(v.finding.value).inc()
+        if v.finding is Finding.DELETED_UNREAD:
+            self.metrics.deleted_unread.inc(v.skipped)
+        if v.finding is Finding.FIRST_READ:
+            return
+        until = v.resume_at + v.reread if v.reread else None
+        self.notices[v.partition] = Notice(v, now, until)
+
+    def readiness_notices(self, now: datetime) -> list[dict[str, Any]]:
+        """What the last judgements found that still holds: re-reads not yet done, losses found lately."""
+        for p, n in list(self.notices.items()):
+            done = n.until_offset is not None and self._written.get(p, -1) >= n.until_offset
+            stale = n.until_offset is None and (now - n.since).total_seconds() > LOSS_NOTICE_SECONDS
+            if done or stale:
+                del self.notices[p]
+        return [n.to_json() for _, n in sorted(self.notices.items())]
+
+    async def _out_of_range(self, error: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
+        """The broker has no record at a partition's position (the log was truncated, recreated or emptied
+        under us): judge those partitions again instead of resetting silently."""
+        consumer = self._consumer
+        assert consumer is not None
+        found = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
+        tps = {tp for tp in found if tp in consumer.assignment()} or set(consumer.assignment())
+        log.warning("offsets out of range at %s; judging those partitions again", found or "some partitions")
+        self._generation += 1  # what was fetched or is being built from the old positions is not written
+        await self._settle_pending()
+        self._in_flight = None
+        await self._resume(tps)
+
+    async def _request_rejudge(self) -> None:
+        self._rejudge = True
+
+    async def _rejudge_held(self) -> None:
+        """The topic became another incarnation under the held partitions: judge them all again."""
+        consumer = self._consumer
+        assert consumer is not None
+        self._rejudge = False
+        self._generation += 1  # what was fetched from the old log is not written
+        await self._finish_pending()
+        await self._resume(set(consumer.assignment()))
+
+    async def _offsets_moved(self, error: OffsetsMovedError, generation: int) -> None:
+        """The offsets of record moved back under a batch (a restored database, an operator's move): judge
+        those partitions again and read on from where PostgreSQL says."""
+        consumer = self._consumer
+        assert consumer is not None
+        log.warning("%s; judging those partitions again", error)
+        if generation != self._generation:
+            return  # a rebalance meanwhile: the new assignment was judged already
+        self._generation += 1  # the batch being built continued from the old positions: not written
+        topic = self.settings.events_topic
+        await self._resume({TopicPartition(topic, p) for p in error.stored} & consumer.assignment())

@@ -1,8 +1,13 @@
 """Readiness of an ingest worker: can it ingest right now? Served at /readyz by the worker app.
 
-Not ready: ingest paused for an outage, PostgreSQL unreachable, or no Kafka broker answering. Having no
-partitions is not a failure (a group with more workers than partitions has idle ones). Each check is live
-and bounded (`PROBE_SECONDS`); an answer is reused for `CACHE_SECONDS` because probes come often.
+Not ready: ingest paused for an outage, PostgreSQL unreachable, no Kafka broker answering, or a problem the
+topic watch found (pipeline/ingest/watch.py: the events topic missing, this worker left out of its group's
+assignment while partitions wait). Having no partitions is not a failure by itself (a group with more
+workers than partitions has idle ones: `idle` says so). `notices` names what the judgement of the offsets
+of record found while it lasts (pipeline/ingest/positions.py: a new log being read again, records deleted
+unread found lately, the database behind Kafka): ingest is working, and says what it is doing about it.
+Each check is live and bounded (`PROBE_SECONDS`); an answer is reused for `CACHE_SECONDS` because probes
+come often.
 """
 
 from __future__ import annotations
@@ -33,17 +38,23 @@ class Readiness:
         *,
         paused: bool,
         partitions: list[int],
+        problem: str | None = None,
+        idle: str | None = None,
+        notices: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         now = time.monotonic()
         if self._answer and now - self._at < CACHE_SECONDS:
             return self._answer
         postgres, kafka = await asyncio.gather(_probe_postgres(pool), _probe_kafka(producer))
         self._answer = {
-            "ready": not paused and postgres is None and kafka is None,
+            "ready": not paused and postgres is None and kafka is None and problem is None,
             "paused": paused,
             "postgres": "ok" if postgres is None else postgres,
             "kafka": "ok" if kafka is None else kafka,
             "partitions": partitions,
+            "problem": problem,
+            "idle": idle if not partitions else None,
+            "notices": notices or [],
         }
         self._at = now
         return self._answer

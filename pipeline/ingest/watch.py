@@ -1,0 +1,151 @@
+"""The events topic watched while ingest runs: the same incarnation as judged? a worker left out of its group?
+
+Who calls it: the ingest service runs `TopicWatch.run()` as a task beside its loop, every `interval_seconds`.
+
+Between two assignments the world can change under a running worker: the topic deleted and recreated with
+the same partitions (the consumer would fetch the new log at the old positions: a silent skip if it is
+longer), or deleted and recreated while the group's assignment went empty (aiokafka notices a topic coming
+back only at its next metadata refresh, up to 5 minutes), or a worker that sits in its group with no
+partition at all (a static member restarted under a new instance id on a broker that never reassigns it).
+Each check is one Metadata request (and, while the worker holds nothing, one read of the offsets of record):
+
+- the topic's id differs from the one the partitions were judged in: `on_new_log()` (the service judges its
+  partitions again: pipeline/ingest/positions.py, finding `new_log`);
+- the topic does not exist: not ready, "the events topic does not exist";
+- this worker holds no partition: the consumer's metadata is refreshed (a topic that came back triggers a
+  rejoin); once that lasts `idle_grace_seconds`, partitions with records waiting that no worker has written
+  meanwhile mean it is left out: one warning line naming the likely cause and the setting, not ready with
+  that reason, and a rejoin is requested. When other workers keep writing every partition, it is idle by
+  design (more workers than partitions): ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+
+from pipeline.kafka_logs import LogProbe
+from pipeline.metrics import IngestMetrics
+from pipeline.settings import Settings
+from pipeline.storage import db, offsets
+from pipeline.storage.db import CONNECTION_ERRORS
+
+__all__ = ["TopicWatch"]
+
+log = logging.getLogger("roomlogs.ingest.watch")
+
+
+@dataclass(frozen=True, slots=True)
+class WatchState:
+    #: why this worker cannot ingest although its loop runs (None: nothing wrong seen)
+    problem: str | None = None
+    #: a worker that holds nothing by design says so here
+    idle: str | None = None
+
+
+class TopicWatch:
+    def __init__(
+        self,
+        settings: Settings,
+        consumer: AIOKafkaConsumer,
+        probe: LogProbe,
+        pool: asyncpg.Pool,
+        metrics: IngestMetrics,
+        *,
+        judged_topic_id: Callable[[], uuid.UUID | None],
+        on_new_log: Callable[[], Awaitable[None]],
+        interval_seconds: float = 5.0,
+    ) -> None:
+        self._s = settings
+        self._consumer = consumer
+        self._probe = probe
+        self._pool = pool
+        self._metrics = metrics
+        self._judged_topic_id = judged_topic_id
+        self._on_new_log = on_new_log
+        self.interval_seconds = interval_seconds
+        #: a worker with no partition for this long is checked for being left out
+        self.idle_grace_seconds = max(15.0, 3 * settings.kafka_session_timeout_seconds)
+        self.state = WatchState()
+        self._empty_since: float | None = None
+        self._warned = False
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_seconds)
+            try:
+                self.state = await self.check()
+            except (KafkaError, OSError, TimeoutError, *CONNECTION_ERRORS) as e:
+                log.debug("topic watch skipped a round: %r", e)
+
+    async def check(self) -> WatchState:
+        topic = self._s.events_topic
+        topic_id, partitions = await self._probe.partitions(topic)
+        if not partitions:
+            self._empty_since = None
+            return WatchState(problem=f"the events topic {topic} does not exist (deleted?); waiting for it")
+        held = self._consumer.assignment()
+        if held:
+            self._empty_since = None
+            self._warned = False
+            self._metrics.unowned_partitions.set(0)
+            judged = self._judged_topic_id()
+            if topic_id is not None and judged is not None and topic_id != judged:
+                log.warning(
+                    "the events topic %s is another incarnation now (topic id %s, judged in %s): judging its "
+                    "partitions again",
+                    topic,
+                    topic_id,
+                    judged,
+                )
+                await self._on_new_log()
+            return WatchState()
+        # holding nothing: a topic that came back shows up only at the consumer's next metadata refresh
+        await self._consumer._client.force_metadata_update()
+        now = time.monotonic()
+        if self._empty_since is None:
+            self._empty_since = now
+        idle_for = now - self._empty_since
+        if idle_for < self.idle_grace_seconds:
+            return WatchState(idle="waiting for an assignment")
+        unowned = await self._unowned(partitions, idle_for)
+        self._metrics.unowned_partitions.set(len(unowned))
+        if not unowned:
+            self._warned = False
+            return WatchState(idle="other workers of the group hold every partition and write them")
+        problem = (
+            f"holds no partition of {topic} for {idle_for:.0f} s while partitions {unowned} have records "
+            f"waiting that no worker wrote meanwhile: the broker is not assigning this member (a static "
+            "member restarted under a new instance id on a broker that never reassigns it, such as the "
+            "embedded Tansu: set ROOMLOGS_KAFKA_STATIC_MEMBERSHIP=false there, or keep "
+            "ROOMLOGS_KAFKA_GROUP_INSTANCE_ID stable per worker), or the group is still rebalancing"
+        )
+        if not self._warned:
+            log.warning("this worker %s; rejoining its group", problem)
+            self._warned = True
+        self._consumer._coordinator.request_rejoin()
+        return WatchState(problem=problem)
+
+    async def _unowned(self, partitions: list[int], idle_for: float) -> list[int]:
+        """Partitions with records waiting whose offsets of record did not move while we held nothing."""
+        s = self._s
+        topic_log = await self._probe.describe(s.events_topic, partitions)
+        async with db.acquire(self._pool) as conn:
+            stored = await offsets.stored_offsets(conn, s.consumer_group, s.events_topic)
+            age = await conn.fetchval("SELECT now()")
+        waiting = []
+        for p, part in sorted(topic_log.partitions.items()):
+            mine = stored.get(p)
+            behind = part.end > (mine.next_offset if mine else part.start)
+            stale = mine is None or (age - mine.updated_at).total_seconds() >= idle_for
+            if behind and stale:
+                waiting.append(p)
+        return waiting
