@@ -62,6 +62,7 @@ READS: dict[str, tuple[str, ...]] = {
         "dead_letter_retention_days", *_POSTGRES, *_LOGGING,
     ),
     "dead-letters": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_NORMALIZE, *_LOGGING),
+    "offsets": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_LOGGING),
 }  # fmt: skip
 
 

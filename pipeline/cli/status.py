@@ -2,16 +2,22 @@
 
     roomlogs status [--worker URL ...] [--json]
 
-Per partition of the events topic: its end offset (Kafka), the offset of record (`ingest_offsets`) and the
-lag between them, when the partition was last written, and, with `--worker` (a running worker's metrics
-address, e.g. http://127.0.0.1:9308; repeat it for each worker), which worker holds it and whether that
-worker has paused ingest (its `/readyz`). Then the days each partitioned table has ahead of today and when
-the next retention run is due (the newest `maintenance_runs` row + ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS).
+Per partition of the events topic: where its log starts and ends (Kafka), the offset of record
+(`ingest_offsets`) and the lag between them (never clamped: a stored offset past the log's end is shown as
+such), when the partition was last written, how the offsets of record fit the log the broker has now (the
+judgement a worker makes on assignment, pipeline/ingest/positions.py: ok, a new log to be read from its
+start, records deleted unread, the database behind Kafka), the records ever deleted unread, and, with
+`--worker` (a running worker's metrics address, e.g. http://127.0.0.1:9308; repeat it for each worker),
+which worker holds it and whether that worker has paused ingest (its `/readyz`, with what it names). Then
+the days each partitioned table has ahead of today and when the next retention run is due (the newest
+`maintenance_runs` row + ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS).
 
 Reads ROOMLOGS_KAFKA_* (bootstrap and security), ROOMLOGS_EVENTS_TOPIC, ROOMLOGS_CONSUMER_GROUP,
 ROOMLOGS_POSTGRES_DSN, ROOMLOGS_POSTGRES_SCHEMA, ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS and
-ROOMLOGS_DEAD_LETTER_RETENTION_DAYS. Changes nothing. Exit 0, or 2 when PostgreSQL cannot be read; Kafka or
-a worker that does not answer is shown as such (the rest is still worth seeing in an outage).
+ROOMLOGS_DEAD_LETTER_RETENTION_DAYS. Changes nothing. Exit 0 when every partition's offsets of record fit
+its log, 1 when one does not (a new log not yet read again, records deleted unread not yet recorded, the
+database behind Kafka, a stored offset past the log's end), 2 when PostgreSQL cannot be read; Kafka or a
+worker that does not answer is shown as such (the rest is still worth seeing in an outage).
 """
 
 from __future__ import annotations
@@ -26,14 +32,16 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
+from aiokafka.errors import KafkaError
 
-from pipeline.cli.progress import end_offsets
 from pipeline.errors import RoomlogsError
+from pipeline.ingest.positions import Finding, Verdict, judge
+from pipeline.kafka_logs import LogProbe, TopicLog
 from pipeline.retention.ledger import last_run
 from pipeline.retention.status import partition_status
 from pipeline.settings import Settings
-from pipeline.storage import db
-from pipeline.storage.offsets import stored_offsets
+from pipeline.storage import db, offsets
+from pipeline.storage.offsets import StoredOffset
 
 __all__ = ["COMMANDS", "add_commands"]
 
@@ -66,6 +74,9 @@ class WorkerState:
     paused: bool | None
     partitions: list[int]
     error: str | None = None
+    #: what its /readyz names: a problem (not ready), and what its judgements found lately
+    problem: str | None = None
+    notices: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,11 +84,25 @@ class PartitionState:
     partition: int
     end_offset: int | None
     stored_offset: int | None
+    #: end - stored, never clamped: negative when the stored offset is past the log's end (an error)
     lag: int | None
     last_write: datetime | None
     #: None: no --worker given holds it, or it did not answer
     paused: bool | None
     worker: str | None
+    #: the first offset the broker still holds (None: Kafka did not answer)
+    log_start: int | None = None
+    #: what a worker would find on assignment (pipeline.ingest.positions.Finding; None: Kafka did not
+    #: answer), and the one line saying so
+    finding: str | None = None
+    detail: str = ""
+    #: records ever deleted unread (or skipped by an operator's move), as recorded in offset_changes
+    skipped_ever: int = 0
+
+    @property
+    def fits(self) -> bool:
+        """The offsets of record fit the log (or nothing is known against them)."""
+        return self.finding in (None, Finding.RESUME.value, Finding.FIRST_READ.value)
 
 
 @dataclass(slots=True)
@@ -89,6 +114,8 @@ class Status:
     #: None when Kafka answered
     kafka_error: str | None = None
     workers: list[WorkerState] = field(default_factory=list)
+    #: the broker's id of the topic's current incarnation (None: unknown)
+    topic_id: str | None = None
     #: partitioned table -> consecutive days after today with a partition
     partitions_ahead: dict[str, int] = field(default_factory=dict)
     last_retention_run: datetime | None = None
@@ -99,6 +126,11 @@ class Status:
     def total_lag(self) -> int | None:
         lags = [p.lag for p in self.partitions]
         return None if not lags or any(lag is None for lag in lags) else sum(lag or 0 for lag in lags)
+
+    @property
+    def problems(self) -> list[PartitionState]:
+        """Partitions whose offsets of record do not fit the broker's log."""
+        return [p for p in self.partitions if not p.fits]
 
     @property
     def next_retention_run(self) -> datetime | None:
@@ -115,6 +147,7 @@ class Status:
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(
+            problems=[p.partition for p in self.problems],
             total_lag=self.total_lag,
             next_retention_run=self.next_retention_run,
             retention_overdue=self.retention_overdue,
@@ -128,13 +161,19 @@ class Status:
         ]
         if self.kafka_error:
             lines.append(f"Kafka did not answer ({self.kafka_error}): end offsets and lag unknown")
-        header = ("partition", "end offset", "stored", "lag", "last write (UTC)", "paused", "worker")
+        elif self.topic_id:
+            lines[0] += f", topic id {self.topic_id}"
+        header = ("partition", "log start", "end offset", "stored", "lag", "offsets of record",
+                  "deleted unread", "last write (UTC)", "paused", "worker")  # fmt: skip
         rows = [
             (
                 str(p.partition),
+                _opt(p.log_start),
                 _opt(p.end_offset),
                 _opt(p.stored_offset),
                 _opt(p.lag),
+                _FINDING_SHOWN.get(p.finding or "", "-"),
+                _opt(p.skipped_ever),
                 self._ago(p.last_write),
                 "-" if p.paused is None else ("yes" if p.paused else "no"),
                 p.worker or "-",
@@ -143,11 +182,17 @@ class Status:
         ]
         lines += _table(header, rows)
         lines.append(f"total lag: {_opt(self.total_lag)} records")
+        for p in self.problems:
+            lines.append(f"ERROR {p.detail}")
         for w in self.workers:
             if w.error is not None:
                 lines.append(f"worker {w.url}: did not answer ({w.error})")
             elif not w.partitions:
                 lines.append(f"worker {w.url}: holds no partition (ready: {'yes' if w.ready else 'no'})")
+            if w.problem:
+                lines.append(f"worker {w.url}: {w.problem}")
+            for notice in w.notices:
+                lines.append(f"worker {w.url}: {notice}")
         lines.append("partitions ahead (days after today that have a partition):")
         lines += [f"  {table:<28} {days}" for table, days in sorted(self.partitions_ahead.items())]
         if self.last_retention_run is None:
@@ -178,38 +223,81 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
         now,
         retention_interval_seconds=settings.maintenance_interval_seconds,
     )
-    ends: dict[int, int] = {}
-    try:
-        ends = await end_offsets(settings)
-    except RoomlogsError as e:
-        status.kafka_error = str(e)
     status.workers = list(await asyncio.gather(*(_worker(url) for url in workers)))
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
-        stored = await stored_offsets(conn, settings.consumer_group, settings.events_topic)
+        group, topic = settings.consumer_group, settings.events_topic
+        stored = await offsets.stored_offsets(conn, group, topic)
+        skipped = await offsets.skipped_totals(conn, group, topic)
+        verdicts: dict[int, Verdict] = {}
+        topic_log: TopicLog | None = None
+        try:
+            topic_log, verdicts = await _judge(settings, stored)
+        except RoomlogsError as e:
+            status.kafka_error = str(e)
+        except (KafkaError, OSError) as e:
+            status.kafka_error = f"{type(e).__name__}: {e}"
         tables = await partition_status(
             conn, today=now.date(), dead_letter_retention_days=settings.dead_letter_retention_days
         )
         run = await last_run(conn)
     finally:
         await conn.close()
+    if topic_log is not None and topic_log.topic_id is not None:
+        status.topic_id = str(topic_log.topic_id)
+    parts = topic_log.partitions if topic_log is not None else {}
     holder = {p: w for w in status.workers for p in w.partitions}
-    for p in sorted(set(ends) | set(stored)):
-        end, mine = ends.get(p), stored.get(p)
+    for p in sorted(set(parts) | set(stored)):
+        log_part, mine, verdict = parts.get(p), stored.get(p), verdicts.get(p)
+        end = log_part.end if log_part else None
         next_offset = mine.next_offset if mine else None
-        # never written: the worker starts at the earliest record Kafka keeps, so at most `end` behind
-        lag = None if end is None else max(0, end - (next_offset or 0))
+        # never written: the worker starts at the log's start
+        lag = (
+            None
+            if log_part is None
+            else log_part.end - (log_part.start if mine is None else mine.next_offset)
+        )
         w = holder.get(p)
         status.partitions.append(
             PartitionState(
                 p, end, next_offset, lag, mine.updated_at if mine else None, w.paused if w else None,
                 w.url if w else None,
+                log_start=log_part.start if log_part else None,
+                finding=verdict.finding.value if verdict else None,
+                detail=verdict.why if verdict else "",
+                skipped_ever=skipped.get(p, 0),
             )
         )  # fmt: skip
     status.partitions_ahead = {t.table: t.ahead_days for t in tables}
     if run is not None:
         status.last_retention_run, status.last_retention_outcome = run.started_at, run.outcome
     return status
+
+
+async def _judge(settings: Settings, stored: dict[int, StoredOffset]) -> tuple[TopicLog, dict[int, Verdict]]:
+    """The broker's log of the events topic and, per partition, what a worker would find on assignment."""
+    async with LogProbe(settings) as probe:
+        topic_log = await probe.describe(settings.events_topic)
+        parts = topic_log.partitions
+        checkable = {
+            p: s.last.offset
+            for p, s in stored.items()
+            if s.last is not None and p in parts and parts[p].start <= s.last.offset < parts[p].end
+        }
+        at_last = await probe.records_at(settings.events_topic, checkable) if checkable else {}
+    verdicts = {
+        p: judge(stored.get(p), part, topic_log.topic_id, record_at_last=at_last.get(p))
+        for p, part in parts.items()
+    }
+    for p, mine in stored.items():
+        if p not in parts:
+            verdicts[p] = Verdict(
+                p, Finding.NEW_LOG, 0, mine, topic_log.topic_id,
+                why=f"partition {p}: has offsets of record (next {mine.next_offset}) but the broker's "
+                f"topic {settings.events_topic} has no such partition (recreated with fewer partitions, "
+                "or deleted)",
+            )  # fmt: skip
+    return topic_log, verdicts
 
 
 async def _worker(url: str) -> WorkerState:
@@ -235,7 +323,18 @@ async def _worker(url: str) -> WorkerState:
     if not isinstance(body, dict):
         return WorkerState(url, None, None, [], "its /readyz did not answer a JSON object")
     partitions = [p for p in body.get("partitions", []) if isinstance(p, int)]
-    return WorkerState(url, body.get("status") == "ok", bool(body.get("paused")), partitions)
+    problem = body.get("problem") if isinstance(body.get("problem"), str) else None
+    notices = [
+        str(n.get("detail", "")) for n in body.get("notices", []) if isinstance(n, dict) and n.get("detail")
+    ]
+    return WorkerState(
+        url,
+        body.get("status") == "ok",
+        bool(body.get("paused")),
+        partitions,
+        problem=problem,
+        notices=notices,
+    )
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
@@ -244,7 +343,17 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         print(result.render())
-    return 0
+    return 1 if result.problems else 0
+
+
+#: How the status table names each finding (pipeline.ingest.positions.Finding).
+_FINDING_SHOWN = {
+    Finding.RESUME.value: "ok",
+    Finding.FIRST_READ.value: "ok (not read yet)",
+    Finding.NEW_LOG.value: "ERROR another log",
+    Finding.DELETED_UNREAD.value: "ERROR deleted unread",
+    Finding.DATABASE_BEHIND.value: "ERROR database behind",
+}
 
 
 def _opt(value: int | None) -> str:

@@ -195,7 +195,7 @@ class IngestService:
         self._positions: dict[int, int] = {}
         #: Partitions whose last judgement found something other than a plain resume, while it lasts
         #: (a re-read in progress, a recent loss): named by /readyz.
-        self.notices: dict[int, Notice] = {}
+        self.notices: dict[tuple[int, str], Notice] = {}
         self._probe: LogProbe | None = None
         self._watch: TopicWatch | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -613,7 +613,8 @@ class IngestService:
         for tp in revoked:  # a partition we no longer own must not keep reporting our stale lag
             with contextlib.suppress(KeyError):
                 self.metrics.lag.remove(str(tp.partition))
-            self.notices.pop(tp.partition, None)
+            for key in [k for k, n in self.notices.items() if k[0] == tp.partition and n.until_offset]:
+                del self.notices[key]  # a re-read is its next owner's to report; a loss stays named
             self._positions.pop(tp.partition, None)
         await self._settle_pending()
 
@@ -675,6 +676,7 @@ class IngestService:
         held = consumer.assignment()
         now = self._clock()
         for v in verdicts:
+            self._note(v, now)  # recorded by this worker, held or not
             tp = TopicPartition(s.events_topic, v.partition)
             if tp not in held:
                 continue  # revoked while we judged: its next owner judges it
@@ -682,7 +684,6 @@ class IngestService:
             self._topic_id = v.topic_id
             self._positions[v.partition] = v.resume_at
             self._written[v.partition] = v.resume_at
-            self._note(v, now)
         log.info(
             "assigned %s; resuming at %s",
             sorted(v.partition for v in verdicts),
@@ -701,25 +702,28 @@ class IngestService:
         return out
 
     def _note(self, v: Verdict, now: datetime) -> None:
-        """Count a judgement and keep what /readyz should name while it lasts."""
-        if v.finding is Finding.RESUME:
-            self.notices.pop(v.partition, None)
+        """Count a judgement this worker recorded (pipeline.ingest.positions: one row, one count) and keep
+        what /readyz should name while it lasts: a re-read until done, a loss for LOSS_NOTICE_SECONDS."""
+        if v.finding in (Finding.RESUME, Finding.FIRST_READ):
+            if v.finding is Finding.FIRST_READ:
+                self.metrics.offset_changes.labels(v.finding.value).inc()
             return
         self.metrics.offset_changes.labels(v.finding.value).inc()
         if v.finding is Finding.DELETED_UNREAD:
             self.metrics.deleted_unread.inc(v.skipped)
-        if v.finding is Finding.FIRST_READ:
-            return
         until = v.resume_at + v.reread if v.reread else None
-        self.notices[v.partition] = Notice(v, now, until)
+        self.notices[(v.partition, v.finding.value)] = Notice(v, now, until)
 
     def readiness_notices(self, now: datetime) -> list[dict[str, Any]]:
         """What the last judgements found that still holds: re-reads not yet done, losses found lately."""
-        for p, n in list(self.notices.items()):
-            done = n.until_offset is not None and self._written.get(p, -1) >= n.until_offset
+        for key, n in list(self.notices.items()):
+            p = n.verdict.partition
+            done = n.until_offset is not None and (
+                p not in self._positions or self._written.get(p, -1) >= n.until_offset
+            )
             stale = n.until_offset is None and (now - n.since).total_seconds() > LOSS_NOTICE_SECONDS
             if done or stale:
-                del self.notices[p]
+                del self.notices[key]
         return [n.to_json() for _, n in sorted(self.notices.items())]
 
     async def _out_of_range(self, error: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:

@@ -184,8 +184,9 @@ async def resume_positions(
                 "created?)"
             )
         verdicts = await _judge_all(probe, topic_log, stored, committed)
-        if await _settle_all(conn, consumer_group, topic, verdicts, changed_by):
-            return verdicts
+        settled = await _settle_all(conn, consumer_group, topic, verdicts, changed_by)
+        if settled is not None:
+            return settled
     raise RuntimeError(f"the offsets of record of {topic} kept moving while being judged")
 
 
@@ -230,19 +231,24 @@ def _time(timestamp_ms: int) -> datetime:
 
 async def _settle_all(
     conn: asyncpg.Connection, group: str, topic: str, verdicts: list[Verdict], changed_by: str
-) -> bool:
-    """Write what each verdict changes; False as soon as a partition moved under us (judge again)."""
+) -> list[Verdict] | None:
+    """Write what each verdict changes; None as soon as a partition moved under us (judge again). Returns
+    the verdicts as they stand: a database found behind Kafka where a recorded change (an operator's move
+    back, or this very finding made earlier) set the stored offset is a plain resume."""
+    out = []
     for v in verdicts:
         stored = v.stored
         change: Change | None = None
         if v.finding is Finding.RESUME:
             if stored is None or stored.topic_id == v.topic_id or v.topic_id is None:
+                out.append(v)
                 continue  # nothing to write
             # the offsets of record learn the topic id of the log they count in (first check since 0011)
         elif v.finding is Finding.DATABASE_BEHIND:
             last = await offsets.last_change(conn, group, topic, v.partition)
             if last is not None and last.change.to_offset == v.resume_at:
-                continue  # a recorded change set this offset (an operator's move back, or this very finding)
+                out.append(replace(v, finding=Finding.RESUME, reread=0, why=""))
+                continue
             change = _change(v, changed_by)
         else:
             change = _change(v, changed_by)
@@ -256,11 +262,12 @@ async def _settle_all(
             topic_id=v.topic_id if v.topic_id is not None else (stored.topic_id if stored else None),
             change=change,
         ):
-            return False
+            return None
         if change is not None:
             level = logging.ERROR if v.finding is Finding.DELETED_UNREAD else logging.WARNING
             log.log(level, "%s (topic %s, group %s)", v.why, topic, group)
-    return True
+        out.append(v)
+    return out
 
 
 def _change(v: Verdict, changed_by: str) -> Change:
