@@ -11,10 +11,11 @@ import contextlib
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import orjson
 import pytest
@@ -102,36 +103,88 @@ async def wait_for_count(
     raise AssertionError(f"fewer than {at_least} rows after {within_seconds}s")
 
 
+@contextlib.asynccontextmanager
+async def commits_held(settings: Settings) -> AsyncIterator[asyncpg.Connection]:
+    """Inside: no batch can commit. This connection's transaction holds SHARE on `ingest_offsets`, which
+    every batch's transaction writes (its offsets of record, after its rows), so a write waits there."""
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        holding = conn.transaction()
+        await holding.start()
+        try:
+            await conn.execute("LOCK TABLE ingest_offsets IN SHARE MODE")
+            yield conn
+        finally:
+            await holding.rollback()
+    finally:
+        await conn.close()
+
+
+async def until_a_write_waits(
+    settings: Settings, holder: asyncpg.Connection, proc: subprocess.Popen[bytes], within_seconds: float
+) -> None:
+    """Return once a transaction of the worker waits for the lock `holder` keeps: the worker is provably
+    inside a batch it has not committed. Read from PostgreSQL (pg_blocking_pids), not from the clock."""
+    monitor = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + within_seconds
+        while not await monitor.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))",
+            holder.get_server_pid(),
+        ):
+            assert proc.poll() is None, "worker died on its own"
+            assert loop.time() < deadline, f"no write of the worker waited to commit within {within_seconds}s"
+            await asyncio.sleep(0.1)
+    finally:
+        await monitor.close()
+
+
 async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
     ingest_settings: Settings, tmp_path: Path, kafka_broker: Any, figures: Callable[[str], None]
 ) -> None:
     s = ingest_settings.replace(batch_max_events=2_000)  # many small transactions: more places to die in
     events = list(chat_events(60_000))
-    await produce(s, [(k, v) for _, k, v in events])
-
-    kills: list[int] = []
-    resumed_after: list[float] = []  # seconds from a restart to its first write
-    # three workers killed with kill -9 mid-stream, then one stopped cleanly (SIGTERM) mid-stream
-    for round_no, (threshold, stop) in enumerate(
-        (
-            (8_000, signal.SIGKILL),
-            (30_000, signal.SIGKILL),
-            (40_000, signal.SIGKILL),
-            (48_000, signal.SIGTERM),
-        )
-    ):
-        before = await count(s)
-        started = time.monotonic()
+    records = [(k, v) for _, k, v in events]
+    # One slice of 12,000 per worker, published before it starts, so that every start has records to
+    # write (the figures below time real work); the last 2,000 of a slice only once the test holds back
+    # commits, so that the worker has a write to make then, however fast it stored the rest. Each fault
+    # lands while that write waits, uncommitted, and while later slices are still to come.
+    slices = [records[i : i + 12_000] for i in range(0, len(records), 12_000)]
+    published = 0
+    at_fault: list[int] = []  # rows stored when each fault landed
+    resumed_after: list[float] = []  # seconds from a (re)start to its first write
+    # three workers killed with kill -9 mid-batch, then one stopped cleanly (SIGTERM) mid-batch
+    for round_no, stop in enumerate((signal.SIGKILL, signal.SIGKILL, signal.SIGKILL, signal.SIGTERM)):
+        head, tail = slices[round_no][:-2_000], slices[round_no][-2_000:]
+        await produce(s, head)
+        published += len(head)
+        started, before = time.monotonic(), await count(s)
         proc = start_worker(s, tmp_path, round_no)
         try:
             await wait_for_count(s, before + 1, proc, within_seconds=120)
             resumed_after.append(time.monotonic() - started)
-            kills.append(await wait_for_count(s, threshold, proc, within_seconds=120))
+            # about half of what it found waiting, so that it dies after commits of its own (a fast worker
+            # is past this already; the tail still gives it a write to die in)
+            await wait_for_count(s, (before + published) // 2, proc, within_seconds=120)
+            async with commits_held(s) as holder:
+                await produce(s, tail)
+                published += len(tail)
+                await until_a_write_waits(s, holder, proc, within_seconds=120)
+                at_fault.append(await count(s))
+                proc.send_signal(stop)
+                if stop == signal.SIGKILL:  # dead before the lock goes: its batch can never commit
+                    await asyncio.to_thread(proc.wait, 60)
+            code = await asyncio.to_thread(proc.wait, 60)
         finally:
-            proc.send_signal(stop)
-            proc.wait(60)
-    assert kills[0] < len(events), "the first kill must land mid-stream"
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(60)
+        log = (tmp_path / f"worker-{round_no}.log").read_text()[-3000:]
+        assert code == (-signal.SIGKILL if stop == signal.SIGKILL else 0), log
+    assert await count(s) > at_fault[-1], "a clean stop commits the batch in hand"
 
+    await produce(s, slices[-1])
     started, before = time.monotonic(), await count(s)
     proc = start_worker(s, tmp_path, 9)
     try:
@@ -145,11 +198,14 @@ async def test_kill_minus_9_mid_stream_loses_and_duplicates_nothing(
     figures(
         f"worker recovery ({kafka_broker.name}): seconds from restart to first write after kill -9: "
         + ", ".join(f"{t:.1f}" for t in resumed_after[1:4])
-        + f"; after a clean stop: {resumed_after[4]:.1f} (first start {resumed_after[0]:.1f})"
+        + f"; after a clean stop: {resumed_after[4]:.1f} (first start {resumed_after[0]:.1f}); "
+        + "each fault landed on a batch waiting to commit, with "
+        + ", ".join(f"{n:,}" for n in at_fault)
+        + f" of {len(events):,} rows stored"
     )
 
     ids = await stored_ids(s)
-    assert len(ids) == len(events), f"killed at {kills} rows"
+    assert len(ids) == len(events), f"faults at {at_fault} rows"
     assert set(ids) == {eid for eid, _, _ in events}
     assert await count(s, "dead_letters") == 0
 
@@ -159,24 +215,34 @@ async def test_postgres_outage_mid_stream_pauses_and_loses_nothing(
 ) -> None:
     s = ingest_settings.replace(batch_max_events=1_000)
     events = list(chat_events(40_000))
-    producing = asyncio.create_task(produce(s, [(k, v) for _, k, v in events], per_second=8_000))  # noqa: RUF006 - awaited or cancelled below
+    records = [(k, v) for _, k, v in events]
+    # 10,000 before the outage; the other 30,000 only once PostgreSQL is down, so that the worker has
+    # records to write during the outage however fast it stored the first ones
+    first, rest = records[:10_000], records[10_000:]
+    producing: asyncio.Task[None] | None = None
     try:
         async with ingest_worker(s) as w:
+            await produce(s, first, per_second=8_000)
             loop = asyncio.get_running_loop()
             deadline = loop.time() + 60
             while w.service.totals["stored"] < 5_000:
                 assert loop.time() < deadline
                 await asyncio.sleep(0.1)
             await asyncio.to_thread(postgres_server.stop)  # skips the test when the server is not ours
-            await asyncio.sleep(3)
-            assert w.metrics.paused._value.get() == 1, "the worker must notice and pause"
-            await asyncio.to_thread(postgres_server.restart)
+            try:
+                producing = asyncio.create_task(produce(s, rest, per_second=8_000))
+                deadline = loop.time() + 60  # a hang guard, not a time limit under test
+                while w.metrics.paused._value.get() != 1:
+                    assert loop.time() < deadline, "the worker must notice and pause"
+                    await asyncio.sleep(0.1)
+            finally:
+                await asyncio.to_thread(postgres_server.restart)
             await producing
             assert await w.caught_up(120)
             assert w.metrics.storage_unavailable._value.get() > 0
             assert w.metrics.paused._value.get() == 0
     finally:
-        if not producing.done():
+        if producing is not None and not producing.done():
             producing.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await producing

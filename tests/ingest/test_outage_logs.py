@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import subprocess
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -64,6 +65,21 @@ async def stored(settings: Settings) -> int:
     return sum((await stored_offsets(settings)).values())
 
 
+async def until_outage_logged(
+    log_path: Path, proc: subprocess.Popen[bytes], within_seconds: float = 60
+) -> None:
+    """Return once the worker has logged that an outage started: a state to wait for, not a time."""
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while True:
+        text = await asyncio.to_thread(log_path.read_text)
+        lines = text[: text.rfind("\n") + 1].splitlines()  # whole lines only: the worker is writing
+        if any(orjson.loads(line).get("outage") == "started" for line in lines if line.startswith("{")):
+            return
+        assert proc.poll() is None, "waiting out an outage, not exiting"
+        assert asyncio.get_running_loop().time() < deadline, "the worker never met the outage"
+        await asyncio.sleep(0.1)
+
+
 @pytest.mark.slow
 async def test_a_postgres_outage_is_two_log_lines(
     ingest_settings: Settings, postgres_server: Any, tmp_path: Path
@@ -82,6 +98,7 @@ async def test_a_postgres_outage_is_two_log_lines(
         await asyncio.to_thread(postgres_server.stop)  # skips the test when the server is not ours
         try:
             await produce(s, 500, 500)  # the worker now has a batch it cannot write
+            await until_outage_logged(log_path, proc)  # however long a loaded machine takes to get there
             await asyncio.sleep(4)  # retries and maintenance runs meet the outage
             assert proc.poll() is None, "waiting out an outage, not exiting"
         finally:
