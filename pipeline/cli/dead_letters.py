@@ -8,11 +8,12 @@ REF is a dead letter's id (the first column of `list`) or the Kafka record it ca
 `topic/partition/offset`. T is an ISO date or time (UTC unless it has an offset); `--since` is inclusive,
 `--until` exclusive.
 
-`replay` reads each original record back from Kafka (dead letters keep no raw bytes), normalizes it with
-the current contract and writes it the way ingest does; each letter's outcome is recorded with `--by` in
-`dead_letter_replays`, and a record whose event is in the logs is never replayed again
-(pipeline/ingest/replay.py). Exit codes: 0 done (for `replay`: every letter's event is in the logs), 1 some
-letter's event is not (still invalid, expired, no longer in Kafka: the outcome says), 2 an error.
+`replay` reads each original record back from Kafka (dead letters keep no raw bytes), checks it is the one
+set aside (the SHA-256 and size the letter kept), normalizes it with the current contract and writes it the
+way ingest does; each letter's outcome is recorded with `--by` in `dead_letter_replays`, and a record whose
+event is in the logs is never replayed again (pipeline/ingest/replay.py). Exit codes: 0 done (for `replay`:
+every letter's event is in the logs), 1 some letter's event is not (still invalid, expired, no longer in
+Kafka, another record at its coordinates, no fingerprint to check it by: the outcome says), 2 an error.
 
 Reads ROOMLOGS_POSTGRES_DSN and ROOMLOGS_POSTGRES_SCHEMA; `replay` also the ROOMLOGS_KAFKA_* connection
 settings, the normalizer's limits (ROOMLOGS_MAX_EVENT_BYTES, ROOMLOGS_CHAT_TEXT_MAX_CHARS,

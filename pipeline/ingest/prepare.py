@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import zlib
+from bisect import bisect_left
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from functools import partial
 from typing import Any, Protocol
 
 from pipeline.events.contract import SCHEMA_VERSION
@@ -59,6 +61,21 @@ class NormalizedBatch:
     last_records: dict[int, RecordMark] = field(default_factory=dict)
     rooms: set[str] = field(default_factory=set)
     consumed: int = 0
+    #: the records as consumed (a reference, nothing copied): the write batch reads a record's value back
+    #: (`raw_value`) for the few dead letters the writer makes itself, which keep its fingerprint like every
+    #: other dead letter
+    records: Mapping[int, Sequence[KafkaRecord]] = field(default_factory=dict)
+
+
+def raw_value(records: Mapping[int, Sequence[KafkaRecord]], partition: int, offset: int) -> bytes | None:
+    """The value of the record at (partition, offset) among `records`, as received; None if it has none."""
+    msgs = records.get(partition, ())
+    i = bisect_left(msgs, offset, key=_offset_of)  # a partition's records come in offset order
+    return msgs[i].value if i < len(msgs) and msgs[i].offset == offset else None
+
+
+def _offset_of(record: KafkaRecord) -> int:
+    return record.offset
 
 
 @dataclass(slots=True)
@@ -81,7 +98,7 @@ async def normalize_records(
     normalizer: Normalizer,
     now: datetime,
 ) -> NormalizedBatch:
-    out = NormalizedBatch(topic)
+    out = NormalizedBatch(topic, records=records)
     events = out.events
     dls = out.dead_letters
     normalize = normalizer.normalize
@@ -141,6 +158,7 @@ def build_batch(
         first_offsets=pass1.first_offsets,
         next_offsets=pass1.next_offsets,
         last_records=pass1.last_records,
+        raw_value=partial(raw_value, pass1.records),  # the records only, not pass one's other results
     )
     stats = BatchStats()
     rows = batch.rows

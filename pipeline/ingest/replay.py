@@ -4,11 +4,17 @@ Who calls it: `roomlogs dead-letters replay` (an operator, naming who they are w
 
 Dead letters keep no raw bytes (schemas/README.md), so a replay reads the original record back from Kafka
 by its source coordinates; a record the topic no longer holds (its retention passed) cannot be replayed and
-is recorded as `not_in_kafka`. The record is normalized with the current contract, classified and filtered
-as ingest does (pipeline.ingest.prepare: expired, deleted) and written by the ingest writer
-(pipeline.storage.writer.BatchWriter: event-id registry, room state by event version, authorized
-deletions, partitions), so a replayed event is stored at most once, whether it is replayed twice or also
-re-consumed by a worker.
+is recorded as `not_in_kafka`. What it reads back must be the record that was set aside: its SHA-256 and
+size must be the letter's (`raw_sha256`, `raw_bytes`). Another record at those coordinates (the topic was
+deleted and recreated, or moved) is `source_changed` and stores nothing; a letter that kept no SHA-256 (a
+private message keeps only its size) cannot be checked and is `no_fingerprint`, not replayed. The record is
+normalized with the current contract, classified and filtered as ingest does (pipeline.ingest.prepare:
+expired, deleted) and written by the ingest writer (pipeline.storage.writer.BatchWriter: event-id
+registry, room state by event version, authorized deletions, partitions), so a replayed event is stored at
+most once, whether it is replayed twice or also re-consumed by a worker.
+
+It reads from any Kafka-protocol broker (tested on Tansu and Apache Kafka): one consumer, no group,
+assigned the partitions it reads, after asking the brokers which partitions exist.
 
 Per dead letter, one transaction: it takes a lock on the source record (two replays of it wait for each
 other), returns early when an earlier replay already put its event in the logs, writes the event (the
@@ -22,6 +28,7 @@ leaves the letters done so far recorded and the rest untouched (run the command 
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 import uuid
@@ -42,7 +49,7 @@ from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.settings import Settings
 from pipeline.storage import replays
 from pipeline.storage.batch import ROW_CLASS, WriteOutcome
-from pipeline.storage.dead_letters import Source, StoredDeadLetter
+from pipeline.storage.dead_letters import Source, StoredDeadLetter, fingerprint
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.partitions import PartitionManager, writable_since
 from pipeline.storage.replays import Outcome
@@ -52,6 +59,8 @@ __all__ = ["LetterReplay", "fetch_originals", "replay"]
 
 #: How long to wait for the broker to hand over one record at a known offset.
 _FETCH_SECONDS = 10.0
+#: How long to keep asking for the partitions of a topic the brokers do not describe (yet).
+_METADATA_SECONDS = 3.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +78,10 @@ class Missing:
     why: str
 
 
+#: what a letter that is not checked (no fingerprint) gets in place of its record
+_NOT_READ = Missing("not read back from Kafka")
+
+
 async def replay(
     settings: Settings,
     conn: asyncpg.Connection,
@@ -80,7 +93,8 @@ async def replay(
     """Replay `letters` in order, each in its own transaction on `conn`; return what came of each."""
     if not replayed_by.strip():
         raise ValueError("a replay needs the name of who runs it")
-    originals = await fetch_originals(settings, [d.source for d in letters])
+    # a letter without a fingerprint is not replayed (nothing could show its record is the one set aside)
+    originals = await fetch_originals(settings, [d.source for d in letters if d.raw_sha256 is not None])
     run_id = uuid.uuid4()
     normalizer = Normalizer(
         max_event_bytes=settings.max_event_bytes,
@@ -94,7 +108,8 @@ async def replay(
     for letter in letters:
         async with conn.transaction():
             await replays.lock_source(conn, letter.source)
-            result = await _one(settings, conn, letter, originals[letter.source], normalizer, partitions, now)
+            original = originals.get(letter.source, _NOT_READ)
+            result = await _one(settings, conn, letter, original, normalizer, partitions, now)
             await replays.record(
                 conn,
                 run_id=run_id,
@@ -126,8 +141,13 @@ async def _one(
             f"replay {earlier.replay_id} by {earlier.replayed_by} at "
             f"{earlier.replayed_at:%Y-%m-%d %H:%M:%S%z}: {earlier.outcome}",
         )
+    if letter.raw_sha256 is None:
+        return LetterReplay(letter, Outcome.NO_FINGERPRINT, None, _no_fingerprint(letter))
     if isinstance(original, Missing):
         return LetterReplay(letter, Outcome.NOT_IN_KAFKA, None, original.why)
+    changed = _another_record(letter, original.value)
+    if changed is not None:
+        return LetterReplay(letter, Outcome.SOURCE_CHANGED, None, changed)
     pass1 = await normalize_records(letter.src_topic, {letter.src_partition: [original]}, normalizer, now)
     if pass1.dead_letters:
         refused = pass1.dead_letters[0]
@@ -166,6 +186,31 @@ async def _one(
         stored_class = batch.rows[0][ROW_CLASS]
         return LetterReplay(letter, Outcome.STORED, event_id, f"stored as a {stored_class} log row")
     return LetterReplay(letter, Outcome.DUPLICATE, event_id, "already stored with the same content")
+
+
+def _no_fingerprint(letter: StoredDeadLetter) -> str:
+    kept = f"only its size ({letter.raw_bytes} bytes)" if letter.raw_bytes is not None else "nothing"
+    return (
+        f"not replayed: this dead letter kept {kept} of the record received, no SHA-256, so nothing shows "
+        f"that the record now at {letter.source} is the one set aside"
+    )
+
+
+def _another_record(letter: StoredDeadLetter, raw: bytes | None) -> str | None:
+    """Why the record read back (its value `raw`) is not the one the letter set aside; None when it is."""
+    sha256, size = fingerprint(raw)
+    if sha256 == letter.raw_sha256 and (letter.raw_bytes is None or size == letter.raw_bytes):
+        return None
+    if size is None:
+        differ = "it has no value"
+    elif size != letter.raw_bytes:
+        differ = f"SHA-256 and size differ: {size} bytes, {letter.raw_bytes} set aside"
+    else:
+        differ = "SHA-256 differs"
+    return (
+        f"the record now at {letter.source} is not the one set aside ({differ}): the topic was recreated "
+        "or moved; nothing stored"
+    )
 
 
 def _in_the_logs(written: WriteOutcome) -> WriteOutcome:
@@ -222,14 +267,20 @@ async def fetch_originals(
     try:
         async with kafka_errors(settings):
             await consumer.start()
-            known = {
-                tp for tp in wanted if tp.partition in (consumer.partitions_for_topic(tp.topic) or set())
-            }
+            # Let the consumer's own background task take its first step: stopped before that, aiokafka's
+            # stop() raises CancelledError (aio-libs/aiokafka#647), as it did at the end of every replay on
+            # Apache Kafka (no partition found, nothing awaited between start and stop).
+            await asyncio.sleep(0)
+            partitions = await _partitions(consumer, {tp.topic for tp in wanted})
+            known = {tp for tp in wanted if tp.partition in partitions[tp.topic]}
             for tp in set(wanted) - known:
+                why = (
+                    f"Kafka has no partition {tp.partition} of topic {tp.topic} (any more)"
+                    if partitions[tp.topic]
+                    else f"Kafka has no topic {tp.topic} (any more), or does not let this client describe it"
+                )
                 for offset in wanted.pop(tp):
-                    found[Source(tp.topic, tp.partition, offset)] = Missing(
-                        f"Kafka has no partition {tp.partition} of topic {tp.topic} (any more)"
-                    )
+                    found[Source(tp.topic, tp.partition, offset)] = Missing(why)
             if wanted:
                 consumer.assign(list(wanted))
                 begins = await consumer.beginning_offsets(list(wanted))
@@ -238,6 +289,25 @@ async def fetch_originals(
     finally:
         await consumer.stop()
     return found
+
+
+async def _partitions(consumer: AIOKafkaConsumer, topics: set[str]) -> dict[str, set[int]]:
+    """The partition ids of each topic (empty: the brokers describe no such topic to this client).
+
+    A consumer that subscribes to nothing knows no topic after start(): it bootstraps with a metadata request
+    for no topics, which Apache Kafka answers with none (Tansu with all of them), so `partitions_for_topic()`
+    is empty until the consumer asks again. It asks for all topics rather than by name: a request naming a
+    deleted topic would let a broker with auto-creation on create it again. A topic just recreated may be
+    missing from some broker's metadata for a moment: asked again until _METADATA_SECONDS.
+    """
+    client = consumer._client  # aiokafka has no public call that refreshes a consumer's metadata
+    deadline = time.monotonic() + _METADATA_SECONDS
+    while True:
+        await client.force_metadata_update()  # no topics tracked: a request for all of them
+        found: dict[str, set[int]] = {t: set(consumer.partitions_for_topic(t) or ()) for t in topics}
+        if all(found.values()) or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(0.2)
 
 
 async def _read(

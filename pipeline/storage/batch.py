@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final, NamedTuple
@@ -116,6 +117,10 @@ class WriteBatch:
     last_records: dict[int, RecordMark] = field(default_factory=dict)
     event_days: set[tuple[str, date]] = field(default_factory=set)
     dead_letter_days: set[date] = field(default_factory=set)
+    #: The value of this batch's record at (partition, offset), as received (None: unknown). Read only for
+    #: the dead letters the writer makes itself (conflicting copies, rows PostgreSQL refuses), to keep the
+    #: fingerprint of what was received as every dead letter does; nothing is hashed on the usual path.
+    raw_value: Callable[[int, int], bytes | None] | None = None
 
 
 @dataclass(slots=True)

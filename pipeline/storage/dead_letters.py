@@ -6,10 +6,15 @@ trigger forbids it): what became of a replayed one is in `dead_letter_replays` (
 A dead letter is named by its `dead_letter_id` (migration 0009) or by the Kafka record it came from,
 `topic/partition/offset` (several dead letters can name one record: a copy conflicting with a stored event
 is dead-lettered each time it is re-consumed).
+
+Every dead letter keeps the SHA-256 and size of the record's value as received (`fingerprint`), except a
+private message's (its size only) and a record without a value: a replay checks with them that the record it
+reads back from Kafka is the one that was set aside.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -20,7 +25,7 @@ import asyncpg
 
 from pipeline.settings import TOPIC_NAME
 
-__all__ = ["Source", "StoredDeadLetter", "find", "parse_reference"]
+__all__ = ["Source", "StoredDeadLetter", "find", "fingerprint", "parse_reference"]
 
 _COLUMNS = """dead_letter_id, received_at, reason, detail, src_topic, src_partition, src_offset, content,
               raw_sha256, raw_bytes"""
@@ -57,6 +62,14 @@ class StoredDeadLetter:
     @property
     def source(self) -> Source:
         return Source(self.src_topic, self.src_partition, self.src_offset)
+
+
+def fingerprint(raw: bytes | None) -> tuple[bytes | None, int | None]:
+    """(SHA-256, size in bytes) of a record's value as received: what a dead letter keeps of it (`raw_sha256`,
+    `raw_bytes`; pipeline.events.deadletter.keep computes the same). (None, None) for a record without one."""
+    if raw is None:
+        return None, None
+    return hashlib.sha256(raw).digest(), len(raw)
 
 
 def parse_reference(text: str) -> int | Source:

@@ -40,6 +40,7 @@ from pipeline.storage.batch import (
     ROW_TARGET_ID,
     DeadLetter,
 )
+from pipeline.storage.dead_letters import fingerprint
 
 _STAGING = "roomlogs_event_ids_staging"
 
@@ -212,11 +213,17 @@ async def prune(conn: asyncpg.Connection, before: datetime, *, chunk_rows: int =
 
 
 def conflicting_copy(
-    row: tuple[Any, ...], received_at: datetime, topic: str, stored_occurred_at: datetime | None
+    row: tuple[Any, ...],
+    received_at: datetime,
+    topic: str,
+    stored_occurred_at: datetime | None,
+    raw: bytes | None,
 ) -> DeadLetter:
     """The dead letter of a copy (an `events` row, EVENT_COLUMNS order) of a stored event with other content.
 
-    It keeps the copy's normalized form: allowlisted and masked like a stored event.
+    It keeps the copy's normalized form (allowlisted and masked like a stored event) and the fingerprint of
+    `raw`, the record's value as received (None: not at hand), so the copy that lost can be matched to its
+    record: by its producer, and by a replay reading it back from Kafka.
     """
     event_id, occurred_at = row[ROW_EVENT_ID], row[ROW_OCCURRED_AT]
     content = orjson.dumps(
@@ -246,6 +253,5 @@ def conflicting_copy(
         row[ROW_PARTITION],
         row[ROW_OFFSET],
         content,
-        None,
-        None,
+        *fingerprint(raw),
     )

@@ -1,5 +1,5 @@
-"""The record of dead-letter replays (`dead_letter_replays`, migration 0009): append-only, one row per dead
-letter per replay, and at most one row per source record saying its event is in the logs.
+"""The record of dead-letter replays (`dead_letter_replays`, migrations 0009 and 0012): append-only, one row
+per dead letter per replay, and at most one row per source record saying its event is in the logs.
 
 Who calls it: `pipeline.ingest.replay`, inside the transaction that writes the replayed event (so the row and
 the event commit together), and `roomlogs dead-letters list|show` (what became of a letter).
@@ -41,6 +41,12 @@ class Outcome(StrEnum):
     REJECTED = "rejected"
     #: Kafka no longer holds the record
     NOT_IN_KAFKA = "not_in_kafka"
+    #: the record Kafka now holds at those coordinates is another one (its SHA-256 or size differ from the
+    #: letter's): the topic was deleted and recreated, or the coordinates moved; nothing stored (0012)
+    SOURCE_CHANGED = "source_changed"
+    #: the letter kept no SHA-256 of what was received, so the record read back cannot be shown to be the
+    #: one set aside: not replayed (0012)
+    NO_FINGERPRINT = "no_fingerprint"
 
     @property
     def in_the_logs(self) -> bool:

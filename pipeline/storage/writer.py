@@ -21,7 +21,7 @@ Called by the ingest consumer for each prepared batch. Contract:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -45,6 +45,7 @@ from pipeline.storage.batch import (
     WriteBatch,
     WriteOutcome,
 )
+from pipeline.storage.dead_letters import fingerprint
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.event_ids import conflicting_copy
 from pipeline.storage.partitions import PartitionManager, day_of
@@ -59,6 +60,8 @@ ROW_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CharacterNotInRepertoireError,
 )
 _STAGING = "roomlogs_events_staging"
+#: WriteBatch.raw_value: the value of the batch's record at (partition, offset), as received
+RawValue = Callable[[int, int], bytes | None]
 
 
 class BatchWriter:
@@ -121,12 +124,14 @@ class BatchWriter:
                     copies = [(rows[i], at) for i, at in reg.known.items()]
                     rows = [rows[i] for i in reg.new]
             if rows:
-                await self._copy_events(conn, rows, batch.topic, received_at, outcome)
+                await self._copy_events(conn, rows, batch.topic, received_at, outcome, batch.raw_value)
             if variants:  # after this batch's rows are in: a variant may be a copy of one of them
                 times = await event_ids.stored_times(conn, [v[ROW_EVENT_ID] for v in variants])
                 copies += [(v, times.get(v[ROW_EVENT_ID])) for v in variants]
             if copies:
-                changes = await self._settle(conn, copies, changes, batch.topic, received_at, outcome)
+                changes = await self._settle(
+                    conn, copies, changes, batch.topic, received_at, outcome, batch.raw_value
+                )
             if outcome.rejected_event_ids:
                 await event_ids.forget(conn, outcome.rejected_event_ids)
             extra = [*outcome.conflicts, *outcome.rejected]
@@ -165,16 +170,19 @@ class BatchWriter:
         topic: str,
         received_at: datetime,
         outcome: WriteOutcome,
+        raw_value: RawValue | None,
     ) -> list[RoomChange]:
         """Copies of event ids stored before (this batch or earlier): count the duplicates, dead-letter the
-        conflicting ones and take back the room changes those would have made. Rare: a replay, a resend."""
+        conflicting ones (with the fingerprint of the record received, read through `raw_value`) and take
+        back the room changes those would have made. Rare: a replay, a resend."""
         duplicates, conflicts = await event_ids.settle(conn, copies)
         outcome.duplicates += len(duplicates)
         if not conflicts:
             return changes
         dropped = set()
         for row, stored_at in conflicts:
-            outcome.conflicts.append(conflicting_copy(row, received_at, topic, stored_at))
+            raw = _raw(raw_value, row)
+            outcome.conflicts.append(conflicting_copy(row, received_at, topic, stored_at, raw))
             outcome.conflicting_rooms.add(row[ROW_ROOM_ID])
             dropped.add((row[ROW_PARTITION], row[ROW_OFFSET]))
         return [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
@@ -186,6 +194,7 @@ class BatchWriter:
         topic: str,
         received_at: datetime,
         outcome: WriteOutcome,
+        raw_value: RawValue | None,
         *,
         skip_duplicates: bool = False,
     ) -> None:
@@ -193,7 +202,8 @@ class BatchWriter:
 
         Fast path: binary COPY straight into `events`. A duplicate event id (a producer retry) switches to
         COPY into a staging table + INSERT ... ON CONFLICT DO NOTHING. A row PostgreSQL refuses is found by
-        splitting in halves; only it becomes a dead letter.
+        splitting in halves; only it becomes a dead letter, with the fingerprint of the record received
+        (read through `raw_value`).
         """
         try:
             async with conn.transaction():
@@ -203,18 +213,19 @@ class BatchWriter:
                     await conn.copy_records_to_table("events", records=rows, columns=EVENT_COLUMNS)
                     stored = len(rows)
         except asyncpg.UniqueViolationError:
-            await self._copy_events(conn, rows, topic, received_at, outcome, skip_duplicates=True)
+            await self._copy_events(conn, rows, topic, received_at, outcome, raw_value, skip_duplicates=True)
         except asyncpg.CheckViolationError:
             raise  # a missing partition, not a bad row: handled by write()
         except ROW_ERRORS:
             if len(rows) == 1:
-                outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL"))
+                raw = _raw(raw_value, rows[0])
+                outcome.rejected.append(_rejected(rows[0], topic, received_at, "refused by PostgreSQL", raw))
                 outcome.rejected_event_ids.append(rows[0][ROW_EVENT_ID])
                 return
             mid = len(rows) // 2
             for half in (rows[:mid], rows[mid:]):
                 await self._copy_events(
-                    conn, half, topic, received_at, outcome, skip_duplicates=skip_duplicates
+                    conn, half, topic, received_at, outcome, raw_value, skip_duplicates=skip_duplicates
                 )
         else:
             outcome.stored += stored
@@ -236,8 +247,11 @@ class BatchWriter:
         return int(status.rsplit(" ", 1)[-1])
 
 
-def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: str) -> DeadLetter:
-    # The raw Kafka bytes are not at hand here; keep the normalized event's identity for the operator.
+def _rejected(
+    row: tuple[Any, ...], topic: str, received_at: datetime, detail: str, raw: bytes | None
+) -> DeadLetter:
+    """The dead letter of a row PostgreSQL refused: the normalized event's identity for the operator, and
+    the fingerprint of `raw`, the record's value as received (None: not at hand), as every dead letter has."""
     ident = f"{detail}: event {row[ROW_EVENT_ID]} of type {row[ROW_EVENT_TYPE]} in room {row[ROW_ROOM_ID]}"
     return DeadLetter(
         received_at,
@@ -247,9 +261,13 @@ def _rejected(row: tuple[Any, ...], topic: str, received_at: datetime, detail: s
         row[ROW_PARTITION],
         row[ROW_OFFSET],
         None,
-        None,
-        None,
+        *fingerprint(raw),
     )
+
+
+def _raw(raw_value: RawValue | None, row: tuple[Any, ...]) -> bytes | None:
+    """The value of the record `row` was made from, as received (None: the batch did not bring it)."""
+    return raw_value(row[ROW_PARTITION], row[ROW_OFFSET]) if raw_value is not None else None
 
 
 def _not_retiring(

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,6 +14,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from pipeline.cli.dead_letters import COMMANDS, add_commands
 from pipeline.errors import RoomlogsError
@@ -206,14 +209,167 @@ async def test_a_record_kafka_no_longer_holds_is_not_replayed(
     try:
         await conn.execute("SELECT create_log_partition('dead_letters', NULL, current_date)")
         await conn.execute(
-            """INSERT INTO dead_letters (received_at, reason, detail, src_topic, src_partition, src_offset)
-               VALUES (now(), 'oversize', 'too large', $1, 0, 1000000),
-                      (now(), 'oversize', 'too large', $1, 7, 0)""",
+            """INSERT INTO dead_letters (received_at, reason, detail, src_topic, src_partition, src_offset,
+                                         raw_sha256, raw_bytes)
+               VALUES (now(), 'oversize', 'too large', $1, 0, 1000000, $2, 70000),
+                      (now(), 'oversize', 'too large', $1, 7, 0, $2, 70000),
+                      (now(), 'oversize', 'too large', 'roomlogs-no-such-topic', 0, 0, $2, 70000),
+                      (now(), 'private_message', 'a whisper', $1, 0, 0, NULL, 120)""",
             s.events_topic,
+            hashlib.sha256(b"x" * 70000).digest(),
         )
     finally:
         await conn.close()
-    code, out = await roomlogs(s, capsys, "replay", "--reason", "oversize", "--by", "alice")
+    code, out = await roomlogs(s, capsys, "replay", "--since", "2000-01-01", "--by", "alice")
     assert code == 1
     assert f"{s.events_topic}/0/1000000: not_in_kafka: Kafka does not hold offset 1000000" in out
     assert f"{s.events_topic}/7/0: not_in_kafka: Kafka has no partition 7 of topic {s.events_topic}" in out
+    assert "roomlogs-no-such-topic/0/0: not_in_kafka: Kafka has no topic roomlogs-no-such-topic" in out
+    # a letter that kept no SHA-256 cannot be matched to the record at its coordinates: not replayed
+    assert (
+        f"{s.events_topic}/0/0: no_fingerprint: not replayed: this dead letter kept only its size (120 bytes)"
+        in out
+    )
+
+
+@pytest.mark.broker_semantics
+async def test_replay_reads_the_record_back_and_stores_it_once_on_either_broker(
+    ingest_settings: Settings,
+    worker_settings: Settings,
+    ingest_worker: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    admin, s = ingest_settings, worker_settings
+    events, names = scripted()
+    await produce(s, [orjson.dumps(events[2]), orjson.dumps(events[3])])
+    async with ingest_worker(s.replace(max_event_bytes=TIGHT_LIMIT_BYTES)) as w:
+        assert await w.caught_up(60)
+        assert (w.service.totals["stored"], w.service.totals["dead_lettered"]) == (1, 1)
+
+    # the limit is raised (s has the default): the record is read back from the broker and stored
+    code, out = await roomlogs(s, capsys, "replay", f"{s.events_topic}/0/1", "--by", "alice")
+    assert code == 0, out
+    assert f"{s.events_topic}/0/1: stored (event {names['chat']})" in out
+    code, out = await roomlogs(s, capsys, "replay", f"{s.events_topic}/0/1", "--by", "bob")
+    assert code == 0 and ": already_replayed" in out, out
+    stored = await fetch(admin, "SELECT event_id::text AS id FROM events")
+    assert sorted(r["id"] for r in stored) == sorted([events[2]["event_id"], names["chat"]])
+
+
+async def recreate_topic(settings: Settings) -> None:
+    """Delete the events topic and create it again, empty, under the same name (as an operator might)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([settings.events_topic])
+        topic = NewTopic(
+            settings.events_topic,
+            num_partitions=settings.events_topic_partitions,
+            replication_factor=settings.kafka_replication_factor,
+        )
+        deadline = time.monotonic() + 60
+        while True:  # a deletion completes in the background: "already exists" until it has
+            response = await admin.create_topics([topic])
+            if not any(code for _, code, *_ in response.topic_errors):
+                return
+            assert time.monotonic() < deadline, f"could not recreate {settings.events_topic}: {response}"
+            await asyncio.sleep(0.5)
+    finally:
+        await admin.close()
+
+
+@pytest.mark.broker_semantics
+async def test_replay_after_the_topic_was_recreated_stores_nothing_and_says_why(
+    ingest_settings: Settings,
+    worker_settings: Settings,
+    ingest_worker: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    admin, s = ingest_settings, worker_settings
+    events, _ = scripted()
+    await produce(s, [orjson.dumps(e) for e in events])  # the oversize ones are at 0/1 and 0/3
+    async with ingest_worker(s.replace(max_event_bytes=TIGHT_LIMIT_BYTES)) as w:
+        assert await w.caught_up(60)
+        assert (w.service.totals["stored"], w.service.totals["dead_lettered"]) == (2, 2)
+
+    # the topic is recreated and fills again: the dead letters' coordinates now hold another room's events,
+    # each valid under the current contract (replayed as it was, the first would be stored in their place)
+    await recreate_topic(s)
+    others = [ev.user_entered("room-2", ev.user(f"u-{i}", f"User {i}")) for i in range(4)]
+    for e in others:
+        e["event_id"], e["occurred_at"] = str(uuid.uuid4()), stamp(datetime.now(UTC))
+    await produce(s, [orjson.dumps(e) for e in others])
+
+    code, out = await roomlogs(s, capsys, "replay", "--reason", "oversize", "--by", "alice")
+    assert code == 1, out
+    for offset in (1, 3):
+        assert (
+            f"{s.events_topic}/0/{offset}: source_changed: the record now at {s.events_topic}/0/{offset} "
+            "is not the one set aside (SHA-256 and size differ"
+        ) in out
+        assert "the topic was recreated or moved; nothing stored" in out
+    stored = await fetch(admin, "SELECT room_id FROM events")
+    assert [r["room_id"] for r in stored] == ["room-1", "room-1"]
+    audit = await fetch(admin, "SELECT src_offset, outcome FROM dead_letter_replays ORDER BY src_offset")
+    assert [(a["src_offset"], a["outcome"]) for a in audit] == [(1, "source_changed"), (3, "source_changed")]
+
+
+#: A pipeline bug, staged: PostgreSQL refuses a row the worker accepts (a data exception, as from a bad value)
+REFUSE_ROW = """
+CREATE FUNCTION refuse_row() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF NEW.body = 'refuse me' THEN
+        RAISE EXCEPTION 'refused by the test' USING ERRCODE = 'invalid_parameter_value';
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER refuse_row BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION refuse_row();
+"""
+
+
+async def test_dead_letters_the_writer_makes_keep_the_fingerprint_of_what_was_received(
+    ingest_settings: Settings,
+    worker_settings: Settings,
+    ingest_worker: Any,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    admin, s = ingest_settings, worker_settings
+    guest = ev.user("u-guest", "Gus")
+    moment = stamp(datetime.now(UTC) - timedelta(minutes=1))
+    first = ev.chat_message("room-1", guest, "hello", event_id=str(uuid.uuid4()), occurred_at=moment)
+    edited = {**first, "data": {"text": "hello, edited"}}  # the same event id with other content
+    refused = ev.chat_message("room-1", guest, "refuse me", event_id=str(uuid.uuid4()), occurred_at=moment)
+    values = [orjson.dumps(first), orjson.dumps(edited), orjson.dumps(refused)]
+    conn = await db.connect(admin.postgres_dsn.get(), admin.postgres_schema)
+    try:
+        await conn.execute(REFUSE_ROW)
+    finally:
+        await conn.close()
+    async with ingest_worker(s) as w:
+        await produce(s, values[:1])
+        assert await w.caught_up(60)
+        await produce(s, values[1:])  # the conflicting copy comes after the first is stored
+        assert await w.caught_up(60)
+        assert (w.service.totals["stored"], w.service.totals["dead_lettered"]) == (1, 2)
+
+    code, out = await roomlogs(s, capsys, "list", "--json")
+    letters = {d["reason"]: d for d in map(orjson.loads, out.splitlines())}
+    assert sorted(letters) == ["conflicting_duplicate", "storage_rejected"]
+    for reason, offset in (("conflicting_duplicate", 1), ("storage_rejected", 2)):
+        letter, value = letters[reason], values[offset]
+        assert letter["source"] == f"{s.events_topic}/0/{offset}"
+        assert (letter["raw_sha256"], letter["raw_bytes"]) == (hashlib.sha256(value).hexdigest(), len(value))
+
+    # so a replay can check the record it reads back is theirs, and go on: the bug is fixed (the trigger
+    # dropped), the refused event is stored; the conflicting copy still conflicts, and stores nothing
+    conn = await db.connect(admin.postgres_dsn.get(), admin.postgres_schema)
+    try:
+        await conn.execute("DROP TRIGGER refuse_row ON events")
+    finally:
+        await conn.close()
+    code, out = await roomlogs(s, capsys, "replay", "--since", "2000-01-01", "--by", "alice")
+    assert code == 1, out
+    assert f"{s.events_topic}/0/2: stored (event {refused['event_id']})" in out
+    assert f"{s.events_topic}/0/1: conflicting_duplicate (event {first['event_id']}): " in out
+    stored = await fetch(admin, "SELECT body FROM events ORDER BY body")
+    assert [r["body"] for r in stored] == ["hello", "refuse me"]

@@ -1,8 +1,10 @@
 """The batch writer against real PostgreSQL: a refused row is isolated, duplicates are skipped,
-re-delivered records are fenced, and everything of a batch commits together with its offsets."""
+re-delivered records are fenced, everything of a batch commits together with its offsets, and the dead
+letters it makes itself keep the fingerprint of the record received."""
 
 from __future__ import annotations
 
+import hashlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,5 +80,43 @@ async def test_a_row_postgres_refuses_is_dead_lettered_and_its_neighbours_stored
         assert [(d["reason"], d["src_offset"]) for d in dead] == [("storage_rejected", 6)]
         assert "refused by PostgreSQL" in dead[0]["detail"]
         assert offsets == 11
+    finally:
+        await pool.close()
+
+
+async def test_dead_letters_the_writer_makes_keep_the_fingerprint_of_the_record_received(
+    postgres_dsn: str, pg_schema: str
+) -> None:
+    conn = await db.connect(postgres_dsn, pg_schema)
+    await migrate(conn, pg_schema)
+    await conn.close()
+    pool = await db.create_pool(postgres_dsn, pg_schema, 2)
+    try:
+        partitions = PartitionManager()
+        async with pool.acquire() as c:
+            await partitions.load(c)
+        writer = BatchWriter(pool, partitions)
+        rows = [row(i) for i in range(4)]
+        rows[1] = row(1, payload=b"{this is not json")  # PostgreSQL refuses it: storage_rejected
+        other = (*rows[2][:8], "other text", *rows[2][9:11], 4)  # rows[2]'s id, other content: a conflict
+        received = {offset: f"record {offset} as received".encode() * (offset + 1) for offset in range(5)}
+        asked: list[tuple[int, int]] = []
+
+        def raw_value(partition: int, offset: int) -> bytes | None:
+            asked.append((partition, offset))
+            return received.get(offset)
+
+        b = batch(rows, 0, 5, [other])
+        b.raw_value = raw_value
+        outcome = await writer.write(b, NOW)
+        assert (outcome.stored, len(outcome.rejected), len(outcome.conflicts)) == (3, 1, 1)
+        assert sorted(asked) == [(0, 1), (0, 4)]  # only the records set aside are read back (and hashed)
+
+        async with pool.acquire() as c:
+            dead = await c.fetch("SELECT reason, src_offset, raw_sha256, raw_bytes FROM dead_letters")
+        assert sorted((d["reason"], d["src_offset"], d["raw_sha256"], d["raw_bytes"]) for d in dead) == [
+            ("conflicting_duplicate", 4, hashlib.sha256(received[4]).digest(), len(received[4])),
+            ("storage_rejected", 1, hashlib.sha256(received[1]).digest(), len(received[1])),
+        ]
     finally:
         await pool.close()
