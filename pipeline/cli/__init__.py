@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import os
 import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -36,8 +37,14 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "pipeline.cli.retention": ("partitions", "retention"),
     "pipeline.cli.api": ("api",),
     "pipeline.cli.status": ("status",),
+    "pipeline.cli.offsets": ("offsets",),
     "pipeline.cli.dead_letters": ("dead-letters",),
 }
+#: Commands that start a stack of their own: they never look for a running one (pipeline/cli/stackfile.py).
+_STARTS_A_STACK = frozenset({"up", "demo"})
+#: Commands that work in an existing, migrated schema: `main()` checks it first (`check_schema_of`), so a
+#: wrong ROOMLOGS_POSTGRES_SCHEMA ends each of them with one line naming it, not a traceback.
+_NEEDS_SCHEMA = frozenset({"status", "dead-letters", "retention", "partitions", "offsets"})
 #: The extra (pyproject.toml, optional-dependencies) each command needs beyond the base install.
 EXTRA_OF_COMMAND = {"api": "api", "up": "all,embedded", "demo": "all,embedded"}  # the rest: "worker"
 #: Modules of the extras' dependencies: a ModuleNotFoundError for another module is a bug, not an extra
@@ -60,8 +67,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        settings = Settings.from_env()
+        settings = Settings.from_env(_environment(args.command))
         configure_logging(settings.log_level, json=settings.log_format == "json", process=args.command)
+        if args.command in _NEEDS_SCHEMA:
+            from pipeline.worker.preflight import check_schema_of
+
+            asyncio.run(check_schema_of(settings))  # a wrong ROOMLOGS_POSTGRES_SCHEMA: one line, exit 2
         return {**_COMMANDS, **_commands_of(modules)}[args.command](settings, args)
     except RoomlogsError as e:
         print(f"roomlogs {args.command}: {e}", file=sys.stderr)
@@ -72,6 +83,21 @@ def main(argv: list[str] | None = None) -> int:
         return _needs_extra(args.command, e)
     except KeyboardInterrupt:
         return 130
+
+
+def _environment(command: str) -> Mapping[str, str]:
+    """What settings are read from: this process's environment, laid over the settings of the running
+    `roomlogs up` (or `demo`) of this directory when there is one and neither ROOMLOGS_KAFKA_BOOTSTRAP nor
+    ROOMLOGS_POSTGRES_DSN is set (see pipeline/cli/stackfile.py); one line on stderr says so."""
+    if command in _STARTS_A_STACK:
+        return os.environ
+    from pipeline.cli.stackfile import discovered_env
+
+    found = discovered_env(os.environ)
+    if found is None:
+        return os.environ
+    print(found.notice, file=sys.stderr)
+    return {**found.env, **os.environ}  # what is set explicitly wins
 
 
 def _command_modules() -> tuple[list[ModuleType], dict[str, ModuleNotFoundError]]:
@@ -239,15 +265,16 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     stopping = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
+    info_path = args.work_dir / "stack.json"
     try:
         stack.start()
         stack.start_worker()
+        stack.write_info(info_path, command="up")  # from here on, other commands here find this stack
         console = ConsoleServer(stack.settings, stack.work_dir)
         links = console.start()  # the API and the room console, live traffic, a sign-in link
-        info_path = args.work_dir / "stack.json"
-        stack.write_info(info_path)
         for key, value in {**stack.info, **links}.items():
             print(f"{key:<18} {value}")
+        _print_exports(stack.settings, stack.work_dir)
         print(f"(written to {info_path}; Ctrl-C stops everything)", flush=True)
         while not stopping.wait(1.0):
             if not stack.worker_alive():
@@ -258,7 +285,23 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     finally:
         if console is not None:
             console.stop()
+        stack.remove_info(info_path)
         stack.stop()
+
+
+def _print_exports(settings: Settings, work_dir: Path) -> None:
+    """The `export` lines that point another shell at the stack of `up` or `demo` (`settings`, `work_dir`),
+    and where they are not needed."""
+    from pipeline.cli.stackfile import STACK_FILE, export_lines, stack_env
+
+    found_here = work_dir.resolve() == STACK_FILE.resolve().parent
+    print(
+        f"for another shell (commands run in this directory find the stack in {STACK_FILE} by themselves):"
+        if found_here
+        else "for another shell:"
+    )
+    for line in export_lines(stack_env(settings)):
+        print(line)
 
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
@@ -266,14 +309,17 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.cli.progress import stored_report, wait_caught_up
 
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
+    info_path = args.work_dir / "stack.json"
     try:
         settings = stack.start()
         stack.start_worker()
+        stack.write_info(info_path, command="demo")
         print(
             f"broker {settings.kafka_bootstrap}, PostgreSQL {stack.info['postgres_dsn']}, "
             f"metrics {stack.info['metrics_url']}",
             flush=True,
         )
+        _print_exports(settings, stack.work_dir)
         summary = asyncio.run(_run_simulation(settings, args))
         print(summary.render(), flush=True)
         caught_up = asyncio.run(wait_caught_up(settings, 600, progress=not args.no_progress))
@@ -287,6 +333,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         return 0
     finally:
+        stack.remove_info(info_path)
         stack.stop()
 
 

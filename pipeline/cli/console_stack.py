@@ -3,9 +3,11 @@
 `ConsoleServer.start()` is called by `roomlogs up` once the stack's PostgreSQL is migrated and its worker
 runs. It gives the API's own database role a fresh password, starts `roomlogs api serve` configured only
 through ROOMLOGS_* / ROOMLOGS_API_* variables (a development HMAC key made for this run), starts a paced
-simulation (`roomlogs simulate --rate`) so that rooms fill and the live view moves, waits until a simulated
-room (a private one, whose owner changes least often) has an owner and events, and returns what to print:
-the console's address and a sign-in link for that owner. `stop()` ends both children. A child that cannot
+simulation (`roomlogs simulate --rate`) so that rooms fill and the live view moves, waits until a room
+that this traffic writes to (a private one if it can: its owner changes least often) has an owner and
+events ingested since the traffic started, and returns what to print: the console's address and a sign-in
+link for that owner. A database kept from earlier runs (the embedded PostgreSQL keeps its data) has rooms
+that no longer receive anything: those are never picked. `stop()` ends both children. A child that cannot
 start is a `RoomlogsError` naming its log.
 """
 
@@ -19,6 +21,7 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -71,10 +74,14 @@ class ConsoleServer:
         if not _wait(lambda: _healthy(base), wait_seconds, self.children[-1]):
             raise RoomlogsError(f"the API did not start; see {api_log}")
         traffic_log = self.work_dir / "traffic.log"
+        traffic_began = datetime.now(UTC)
         self.children.append(_spawn(TRAFFIC_COMMAND, worker_env(s), traffic_log))
         found: list[tuple[str, str]] = []
-        if not _wait(lambda: _owner(s, found), wait_seconds, self.children[-1]):
-            raise RoomlogsError(f"no simulated room got an owner and events; see {traffic_log}")
+        if not _wait(lambda: _owner(s, traffic_began, found), wait_seconds, self.children[-1]):
+            raise RoomlogsError(
+                f"no room of this run's traffic got an owner and events stored within {wait_seconds:g} s; "
+                f"see {traffic_log} and {self.work_dir / 'worker.log'}"
+            )
         room, owner = found[0]
         now = int(time.time())
         token = jwt.encode({"sub": owner, "iat": now, "exp": now + _LINK_TTL_SECONDS}, key, algorithm="HS256")
@@ -122,25 +129,28 @@ def _healthy(base: str) -> bool:
         return False
 
 
-def _owner(s: Settings, found: list[tuple[str, str]]) -> bool:
-    row = asyncio.run(_owned_room(s))
+def _owner(s: Settings, since: datetime, found: list[tuple[str, str]]) -> bool:
+    row = asyncio.run(_owned_room(s, since))
     if row is not None:
         found.append(row)
     return row is not None
 
 
-async def _owned_room(s: Settings) -> tuple[str, str] | None:
-    """(room, owner) of a simulated room with some history: a private one when there is one (its owner
-    changes least often: the simulation hands rooms over now and then, busy ones soonest)."""
+async def _owned_room(s: Settings, since: datetime) -> tuple[str, str] | None:
+    """(room, owner) of a room the live traffic writes to: one with an owner and at least 20 events that
+    happened and were stored `since` (when the traffic started), so the room is live, not one of an earlier
+    run's. A private one when there is one (its owner changes least often: the simulation hands rooms over
+    now and then, busy ones soonest)."""
     conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
     try:
         row = await conn.fetchrow(
             """SELECT r.room_id, r.owner_id, count(e.event_id) AS n
                  FROM rooms r
-                 JOIN events e ON e.room_id = r.room_id AND e.occurred_at > now() - interval '1 day'
+                 JOIN events e ON e.room_id = r.room_id AND e.occurred_at >= $1 AND e.ingested_at >= $1
                 WHERE r.owner_id IS NOT NULL
                 GROUP BY 1, 2 HAVING count(e.event_id) >= 20
-                ORDER BY bool_or(r.privacy = 'private') DESC, 3 DESC LIMIT 1"""
+                ORDER BY bool_or(r.privacy = 'private') DESC, 3 DESC LIMIT 1""",
+            since,
         )
     finally:
         await conn.close()

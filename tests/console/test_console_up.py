@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import signal
@@ -42,6 +43,12 @@ def test_up_prints_a_sign_in_link_for_a_room_owner(tmp_path: Path, postgres_dsn:
         out = "".join(printed)
         link = re.search(r"^sign_in_link\s+(\S+)$", out, re.MULTILINE)
         assert link, out[-3000:]
+        # another shell reaches the same stack with the printed exports, or stack.json while `up` runs
+        exports = dict(re.findall(r"^export (ROOMLOGS_\w+)=(\S+)$", out, re.MULTILINE))
+        assert exports["ROOMLOGS_POSTGRES_DSN"] == postgres_dsn, out[-3000:]
+        assert exports["ROOMLOGS_POSTGRES_SCHEMA"] == schema
+        written = json.loads((tmp_path / "work" / "stack.json").read_text())
+        assert written["env"] == exports and written["pid"] == up.pid
         parts = urlsplit(link.group(1))
         base = f"{parts.scheme}://{parts.netloc}"
         token = parts.fragment.removeprefix("token=")
@@ -68,6 +75,7 @@ def test_up_prints_a_sign_in_link_for_a_room_owner(tmp_path: Path, postgres_dsn:
             up.stdout.close()
         asyncio.run(_drop(postgres_dsn, schema))
     assert up.returncode == 0, "".join(printed)[-3000:]
+    assert not (tmp_path / "work" / "stack.json").exists(), "`up` removes its stack.json when it stops"
     found = subprocess.run(["pgrep", "-af", str(tmp_path)], capture_output=True, text=True, check=False)
     leftovers = [line for line in found.stdout.splitlines() if "pgrep" not in line]
     assert not leftovers, leftovers

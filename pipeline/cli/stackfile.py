@@ -1,0 +1,146 @@
+"""How other commands find the embedded stack of a running `roomlogs up` (or `demo`): `.roomlogs/stack.json`.
+
+`roomlogs up` and `roomlogs demo` write `<work dir>/stack.json` once their broker, PostgreSQL and worker
+run (`write()`), and remove it when they stop (`remove()`). Besides what `up` prints (addresses, logs), it
+holds the pid of the process that wrote it and `env`: the ROOMLOGS_* settings that point a command at
+that stack (`stack_env()`), the same ones `up` and `demo` print as `export` lines for another shell.
+
+`discovered_env()` is called by the CLI's `main()` before `Settings.from_env`, with the process's
+environment: when neither ROOMLOGS_KAFKA_BOOTSTRAP nor ROOMLOGS_POSTGRES_DSN is set and `.roomlogs/stack.json`
+of the current directory belongs to a stack that still runs (its writer's pid is alive and its broker
+answers), it returns that `env`, to lay under the process's own variables: settings set explicitly always
+win. A file left behind by a stack that is gone (a `kill -9`, a reboot) is ignored. Nothing else reads it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shlex
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.settings import ENV_PREFIX, Settings
+
+__all__ = [
+    "STACK_FILE",
+    "Discovered",
+    "discovered_env",
+    "export_lines",
+    "remove",
+    "stack_env",
+    "write",
+]
+
+#: Where `roomlogs up` / `demo` with the default work directory write it, relative to where they run.
+STACK_FILE = Path(".roomlogs") / "stack.json"
+#: Settings that locate a stack or say how clients must talk to its broker. `stack_env()` gives the ones
+#: of these that differ from the defaults, and always the first two.
+STACK_SETTINGS = (
+    "kafka_bootstrap",
+    "postgres_dsn",
+    "postgres_schema",
+    "events_topic",
+    "dead_letter_topic",
+    "consumer_group",
+    "kafka_security_protocol",
+    "kafka_idempotent_producer",
+    "kafka_replication_factor",
+    "kafka_static_membership",
+    "kafka_session_timeout_seconds",
+)
+_ALWAYS = ("kafka_bootstrap", "postgres_dsn")
+#: Either of these set in the environment means "my own stack": no discovery.
+_EXPLICIT = (ENV_PREFIX + "KAFKA_BOOTSTRAP", ENV_PREFIX + "POSTGRES_DSN")
+_PROBE_SECONDS = 0.5
+
+
+def stack_env(settings: Settings) -> dict[str, str]:
+    """The ROOMLOGS_* variables that point a command at the stack `settings` describe."""
+    mine, default = settings.to_env(), Settings().to_env()
+    names = [ENV_PREFIX + name.upper() for name in STACK_SETTINGS]
+    always = {ENV_PREFIX + name.upper() for name in _ALWAYS}
+    return {name: mine[name] for name in names if name in always or mine[name] != default[name]}
+
+
+def export_lines(env: Mapping[str, str]) -> list[str]:
+    """`export NAME=VALUE` for a POSIX shell, one per variable."""
+    return [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
+
+
+def write(path: Path, info: Mapping[str, Any], settings: Settings, *, command: str) -> None:
+    """Write `info`, who wrote it (this process, `command`) and `stack_env(settings)` to `path`.
+
+    Readable by its owner only: the DSN may carry a password.
+    """
+    document = {**info, "command": command, "pid": os.getpid(), "env": stack_env(settings)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(document, indent=2) + "\n")
+
+
+def remove(path: Path) -> None:
+    """Remove `path` if this process wrote it (another `up` may have written its own since)."""
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text()).get("pid") == os.getpid():
+            path.unlink()
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """The environment of a running stack, and the line that says where it came from."""
+
+    env: dict[str, str]
+    notice: str
+
+
+def discovered_env(environ: Mapping[str, str], path: Path = STACK_FILE) -> Discovered | None:
+    """The `env` of the running stack described by `path`, or None: when ROOMLOGS_KAFKA_BOOTSTRAP or
+    ROOMLOGS_POSTGRES_DSN is set, when there is no such file (or it does not parse), or when the stack
+    it describes is gone."""
+    if any(environ.get(name) for name in _EXPLICIT):
+        return None
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict):
+        return None
+    env, pid, command = document.get("env"), document.get("pid"), document.get("command", "up")
+    if not isinstance(env, dict) or not isinstance(pid, int) or not _alive(pid):
+        return None
+    env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX) and isinstance(v, str)}
+    if not _answers(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP", "")):
+        return None
+    return Discovered(env, f"using the embedded stack of `roomlogs {command}` ({path})")
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
+
+
+def _answers(bootstrap: str) -> bool:
+    """Whether a server of `bootstrap` (host:port[,host:port...]) accepts a TCP connection."""
+    for server in bootstrap.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=_PROBE_SECONDS):
+                return True
+        except (OSError, ValueError):
+            continue
+    return False

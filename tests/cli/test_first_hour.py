@@ -1,0 +1,280 @@
+"""A newcomer's first hour, in the README's order: `roomlogs demo`, then `roomlogs up` on the same work
+directory (twice), with operator commands run from another shell that has no ROOMLOGS_* exports.
+
+The embedded Tansu broker is memory-only (every `up` starts with an empty topic) while the embedded
+PostgreSQL keeps its data in `.roomlogs/postgres`, so each `up` meets a database that already holds an
+earlier run's rows and offsets of record. What the user must see anyway: the traffic `up` publishes is
+stored from its first record on, the room of the printed sign-in link keeps receiving events, and
+`roomlogs status` finds the running stack by itself (`.roomlogs/stack.json`), ignoring one that is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import psutil
+import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from pipeline.cli import stackfile
+from pipeline.settings import Settings
+from pipeline.stack import free_port
+
+NOTICE = "using the embedded stack of `roomlogs up` (.roomlogs/stack.json)"
+#: Records at the start of each partition that must be stored: the traffic is stored from its first record.
+FIRST_RECORDS = 20
+UP_READY_SECONDS = 300.0
+LIVE_SECONDS = 90.0
+
+
+def roomlogs(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """`roomlogs ARGS` from `cwd` with exactly the ROOMLOGS_* variables in `env` (none of this process's).
+    Past `timeout` it gets Ctrl-C (so that `demo` stops what it started) and the test fails."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
+    command = [sys.executable, "-m", "pipeline.cli", *args]
+    with subprocess.Popen(
+        command,
+        env={**clean, **(env or {})},
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as child:
+        try:
+            out, err = child.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            child.send_signal(signal.SIGINT)
+            try:
+                out, err = child.communicate(timeout=90)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                out, err = child.communicate()
+            pytest.fail(
+                f"`roomlogs {' '.join(args)}` did not finish in {timeout:g} s:\n{(out + err)[-3000:]}"
+            )
+    return subprocess.CompletedProcess(command, child.returncode, out, err)
+
+
+@contextlib.contextmanager
+def nothing_left_behind(work: Path) -> Iterator[None]:
+    """Fails the test when a process started under `work` (a broker, PostgreSQL, a worker, ...) outlives the
+    commands that started it, and ends such processes either way."""
+    try:
+        yield
+    finally:
+        left = [p for p in psutil.process_iter() if p.pid != os.getpid() and _under(p, work)]
+        for process in left:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+    assert not left, f"still running after `demo` and `up` stopped: {left}"
+
+
+def _under(process: psutil.Process, work: Path) -> bool:
+    try:
+        return str(work) in process.cwd() or any(str(work) in arg for arg in process.cmdline())
+    except psutil.Error:
+        return False
+
+
+# --- the Quick start, in order --------------------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+def test_demo_then_up_twice_ingests_this_runs_traffic_and_commands_find_the_stack(tmp_path: Path) -> None:
+    with nothing_left_behind(tmp_path):
+        _first_hour(tmp_path)
+
+
+def _first_hour(tmp_path: Path) -> None:
+    demo = roomlogs("demo", "--events", "2000", "--no-progress", cwd=tmp_path, timeout=400)
+    assert demo.returncode == 0, demo.stderr[-3000:]
+    assert re.search(r"^export ROOMLOGS_POSTGRES_DSN=\S+$", demo.stdout, re.MULTILINE), demo.stdout[-3000:]
+    assert not (tmp_path / ".roomlogs" / "stack.json").exists(), "demo must remove its stack.json"
+
+    for run in ("first", "second"):
+        began = datetime.now(UTC)
+        with running_up(tmp_path) as printed:
+            for name in ("ROOMLOGS_KAFKA_BOOTSTRAP", "ROOMLOGS_POSTGRES_DSN"):
+                assert f"export {name}=" in printed["output"], printed["output"][-3000:]
+            asyncio.run(_check_live(printed, began, run))
+            status = roomlogs("status", cwd=tmp_path)
+            assert status.returncode == 0, status.stderr[-3000:]
+            assert NOTICE in status.stderr.splitlines(), status.stderr[-3000:]
+            assert "events topic roomlogs.events" in status.stdout, status.stdout
+        assert not (tmp_path / ".roomlogs" / "stack.json").exists(), f"{run} `up` must remove its stack.json"
+
+
+@contextlib.contextmanager
+def running_up(cwd: Path) -> Iterator[dict[str, str]]:
+    """`roomlogs up` (no ROOMLOGS_* set) until it has printed everything; what it printed, by key, and the
+    whole output as "output". Stopped with Ctrl-C (SIGINT) afterwards: it must exit 0."""
+    out_path = cwd / f"up-{time.monotonic_ns()}.out"
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
+    with open(out_path, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "up"], env=clean, cwd=cwd, stdout=out, stderr=out
+        )
+    try:
+        deadline = time.monotonic() + UP_READY_SECONDS
+        while "(written to" not in (output := out_path.read_text()):
+            assert up.poll() is None, f"`roomlogs up` exited {up.returncode}:\n{output[-3000:]}"
+            assert time.monotonic() < deadline, (
+                f"`roomlogs up` not ready in {UP_READY_SECONDS:g} s:\n{output[-3000:]}"
+            )
+            time.sleep(0.5)
+        printed = {m.group(1): m.group(2) for m in re.finditer(r"^(\w+)\s{2,}(\S.*)$", output, re.MULTILINE)}
+        yield {**printed, "output": output}
+    finally:
+        if up.poll() is None:
+            up.send_signal(signal.SIGINT)
+        try:
+            up.wait(120)
+        except subprocess.TimeoutExpired:
+            up.kill()
+            up.wait()
+    assert up.returncode == 0, out_path.read_text()[-3000:]
+
+
+async def _check_live(printed: dict[str, str], began: datetime, run: str) -> None:
+    """This run's traffic is stored from the first record of every partition it writes to, rows keep
+    arriving, and the sign-in link's room receives some of them."""
+    linked_at = datetime.now(UTC)
+    room = re.fullmatch(r"\S+, owner of (\S+) \(.*\)", printed["sign_in_as"])
+    assert room, printed["sign_in_as"]
+    ends = await _end_offsets(printed["kafka_bootstrap"], printed["events_topic"])
+    busy = sorted(p for p, end in ends.items() if end >= FIRST_RECORDS)
+    assert busy, f"the {run} `up` published no traffic: {ends}"
+    conn = await asyncpg.connect(
+        printed["postgres_dsn"], server_settings={"search_path": printed["postgres_schema"]}
+    )
+    try:
+        since_start = "SELECT count(*) FROM events WHERE ingested_at >= $1"
+        before = await conn.fetchval(since_start, began)
+        deadline = time.monotonic() + LIVE_SECONDS
+        while True:
+            first = {
+                r["src_partition"]: r["first"]
+                for r in await conn.fetch(
+                    """SELECT src_partition, min(src_offset) AS first FROM events
+                        WHERE ingested_at >= $1 GROUP BY 1""",
+                    began,
+                )
+            }
+            missing = [p for p in busy if first.get(p, FIRST_RECORDS) >= FIRST_RECORDS]
+            in_room = await conn.fetchval(
+                "SELECT count(*) FROM events WHERE room_id = $1 AND ingested_at >= $2",
+                room.group(1),
+                linked_at,
+            )
+            after = await conn.fetchval(since_start, began)
+            if not missing and in_room > 0 and after > before:
+                return
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1.0)
+        offsets = [
+            dict(r) for r in await conn.fetch("SELECT partition, next_offset FROM ingest_offsets ORDER BY 1")
+        ]
+    finally:
+        await conn.close()
+    assert not missing, (
+        f"the {run} `up`: partitions {missing} of the events topic (end offsets {ends}) have none of this "
+        f"run's first {FIRST_RECORDS} records stored (lowest offset stored this run: {first}); "
+        f"offsets of record: {offsets}"
+    )
+    assert after > before, f"the {run} `up`: no rows stored while its traffic runs"
+    assert in_room > 0, (
+        f"the {run} `up`: the sign-in room {room.group(1)} received nothing in {LIVE_SECONDS:g} s"
+    )
+
+
+async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+        ends = await consumer.end_offsets(partitions)
+    finally:
+        await consumer.stop()
+    return {tp.partition: end for tp, end in ends.items()}
+
+
+# --- finding the stack ----------------------------------------------------------------------------------
+@contextlib.contextmanager
+def listening() -> Iterator[int]:
+    with socket.create_server(("127.0.0.1", 0)) as server:
+        yield server.getsockname()[1]
+
+
+def _write(path: Path, env: dict[str, str], pid: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"command": "up", "pid": pid, "env": env}))
+
+
+def _dead_pid() -> int:
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_running_stack_is_found_and_explicit_settings_win(tmp_path: Path) -> None:
+    path = tmp_path / "stack.json"
+    with listening() as port:
+        env = {
+            "ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}",
+            "ROOMLOGS_POSTGRES_DSN": "postgresql://x@h/db",
+        }
+        _write(path, env, os.getpid())
+        found = stackfile.discovered_env({}, path)
+        assert found is not None and found.env == env
+        assert found.notice == f"using the embedded stack of `roomlogs up` ({path})"
+        for explicit in ("ROOMLOGS_KAFKA_BOOTSTRAP", "ROOMLOGS_POSTGRES_DSN"):
+            assert stackfile.discovered_env({explicit: "set"}, path) is None
+
+
+def test_a_stack_that_is_gone_is_ignored(tmp_path: Path) -> None:
+    path = tmp_path / "stack.json"
+    with listening() as port:  # its `up` was killed; something still answers on the port
+        _write(path, {"ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}, _dead_pid())
+        assert stackfile.discovered_env({}, path) is None
+    # its pid was reused by another process, but its broker is gone
+    _write(path, {"ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}, os.getpid())
+    assert stackfile.discovered_env({}, path) is None
+    path.write_text("{not json")
+    assert stackfile.discovered_env({}, path) is None
+
+
+async def test_status_uses_the_stack_of_this_directory(
+    ingest_settings: Settings, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """`roomlogs simulate` and `roomlogs status` with no exports, in a directory whose `.roomlogs/stack.json`
+    names a running stack (the session's broker and PostgreSQL, written by this process as `up` writes it)."""
+    stackfile.write(tmp_path / ".roomlogs" / "stack.json", {}, ingest_settings, command="up")
+    for command in (["simulate", "--events", "20", "--no-progress"], ["status"]):
+        done = roomlogs(*command, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert NOTICE in done.stderr.splitlines(), done.stderr
+    assert f"events topic {ingest_settings.events_topic}" in done.stdout, done.stdout
+    assert "total lag: 20 records" in done.stdout, done.stdout  # what simulate published, not yet ingested
+    # a setting given explicitly wins over the file's
+    typo = ingest_settings.postgres_schema + "_typo"
+    done = roomlogs("status", cwd=tmp_path, env={"ROOMLOGS_POSTGRES_SCHEMA": typo})
+    assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert done.stderr.splitlines()[-1].startswith(f"roomlogs status: ROOMLOGS_POSTGRES_SCHEMA={typo!r}")
+    # with a DSN of its own, the command does not look for a stack
+    done = roomlogs("status", cwd=tmp_path, env={"ROOMLOGS_POSTGRES_DSN": postgres_dsn})
+    assert NOTICE not in done.stderr
