@@ -255,8 +255,10 @@ class IngestService:
         )
         self._probe = LogProbe(s)
         await self._probe.start()
-        self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
+        # Subscribed after start(): aiokafka's start() of a subscribed consumer waits for an assignment, and a
+        # member the broker never assigns (pipeline/ingest/watch.py) would hang there, unseen.
         await self._consumer.start()
+        self._consumer.subscribe([s.events_topic], listener=_Rebalance(self))
         self._watch = TopicWatch(
             s,
             self._consumer,
@@ -728,9 +730,14 @@ class IngestService:
 
     async def _out_of_range(self, error: OffsetOutOfRangeError | NoOffsetForPartitionError) -> None:
         """The broker has no record at a partition's position (the log was truncated, recreated or emptied
-        under us): judge those partitions again instead of resetting silently."""
+        under us): judge those partitions again instead of resetting silently. (A partition with no position
+        yet, met while its assignment is being judged, waits for that judgement.)"""
         consumer = self._consumer
         assert consumer is not None
+        if self._rebalancing or isinstance(error, NoOffsetForPartitionError):
+            await asyncio.sleep(0.05)  # the assignment callback seeks it (or a later fetch raises again)
+            if self._rebalancing:
+                return
         found = error.args[0] if error.args and isinstance(error.args[0], dict) else {}
         tps = {tp for tp in found if tp in consumer.assignment()} or set(consumer.assignment())
         log.warning("offsets out of range at %s; judging those partitions again", found or "some partitions")

@@ -77,6 +77,7 @@ class TopicWatch:
         self.state = WatchState()
         self._empty_since: float | None = None
         self._warned = False
+        self._rejoined_at = 0.0
 
     async def run(self) -> None:
         while True:
@@ -131,7 +132,9 @@ class TopicWatch:
         if not self._warned:
             log.warning("this worker %s; rejoining its group", problem)
             self._warned = True
-        self._consumer._coordinator.request_rejoin()
+        if now - self._rejoined_at >= self.idle_grace_seconds:
+            self._consumer._coordinator.request_rejoin()
+            self._rejoined_at = now
         return WatchState(problem=problem)
 
     async def _unowned(self, partitions: list[int], idle_for: float) -> list[int]:
