@@ -1,4 +1,8 @@
-"""Create the topics roomlogs needs, when they are missing (brokers with auto-creation off)."""
+"""Create the topics roomlogs needs, when they are missing (brokers with auto-creation off).
+
+The deletions topic is made to keep its records forever, compacted by request id (one record per deletion
+request: pipeline/ingest/deletion_log.py). A topic that exists already is left as it is.
+"""
 
 from __future__ import annotations
 
@@ -18,9 +22,12 @@ from pipeline.settings import Settings
 
 log = logging.getLogger("roomlogs.kafka")
 
+#: Configs of the deletions topic: never deleted by age, compacted by key (the request id).
+DELETIONS_TOPIC_CONFIGS = {"retention.ms": "-1", "cleanup.policy": "compact"}
+
 
 async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the events and dead-letter topics if absent; return the names created.
+    """Create the events, dead-letter and deletions topics if absent; return the names created.
 
     Raises KafkaAccessError (naming the setting or ACL to fix) when the broker refuses us, and
     KafkaUnavailableError when no broker answers.
@@ -39,6 +46,12 @@ async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings) -> lis
     wanted = [
         NewTopic(settings.events_topic, settings.events_topic_partitions, settings.kafka_replication_factor),
         NewTopic(settings.dead_letter_topic, 1, settings.kafka_replication_factor),
+        NewTopic(
+            settings.deletions_topic,
+            1,
+            settings.kafka_replication_factor,
+            topic_configs=DELETIONS_TOPIC_CONFIGS,
+        ),
     ]
     missing = [t for t in wanted if t.name not in existing]
     if not missing:

@@ -141,3 +141,31 @@ class IngestMetrics:
             "as seen by a worker that holds none (it rejoins its group; see /readyz)",
             registry=registry,
         )
+        self.deletions_relayed = Counter(
+            f"{p}_deletions_relayed",
+            "Deletion requests acknowledged by the deletions topic (kept outside the database)",
+            registry=registry,
+        )
+        self.deletion_relay_errors = Counter(
+            f"{p}_deletion_relay_errors",
+            "Rounds of the deletions relay that left requests queued (retried with back-off)",
+            registry=registry,
+        )
+        self.deletion_outbox_pending = Gauge(
+            f"{p}_deletion_outbox_pending",
+            "Deletion requests recorded but not yet acknowledged by the deletions topic",
+            registry=registry,
+        )
+        self.deletions_reapplied = Counter(
+            f"{p}_deletions_reapplied",
+            "Deletion requests from the deletions topic the database did not have (restored from a backup?), "
+            "re-applied by a starting worker",
+            registry=registry,
+        )
+        self.deletion_records_refused = Counter(
+            f"{p}_deletion_records_refused",
+            "Records of the deletions topic not applied, by why: bad_seal (forged or altered), other_key "
+            "(sealed by another database's key, or not sealed)",
+            ["reason"],
+            registry=registry,
+        )

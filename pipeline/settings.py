@@ -199,6 +199,9 @@ class Settings:
     kafka_bootstrap: str = "127.0.0.1:9092"
     events_topic: str = setting("roomlogs.events", pattern=TOPIC_NAME, shape="a Kafka topic name")
     dead_letter_topic: str = setting("roomlogs.dead-letters", pattern=TOPIC_NAME, shape="a Kafka topic name")
+    #: Authorized deletion requests, sealed, kept forever (compacted by request id): a database restored
+    #: from a backup re-applies those it lacks before ingest writes (pipeline/ingest/deletion_log.py).
+    deletions_topic: str = setting("roomlogs.deletions", pattern=TOPIC_NAME, shape="a Kafka topic name")
     events_topic_partitions: int = setting(6, ge=1, le=10_000)
     #: Consumer group of the ingest workers (offsets of record live in PostgreSQL, see storage/offsets).
     consumer_group: str = setting("roomlogs-ingest", pattern=r"\S.{0,248}", shape="a consumer group name")
@@ -275,6 +278,11 @@ class Settings:
     def __post_init__(self) -> None:
         check_rules(self, ENV_PREFIX)
         _check_bootstrap(self.kafka_bootstrap)
+        if self.deletions_topic in (self.events_topic, self.dead_letter_topic):
+            raise ConfigurationError(
+                f"ROOMLOGS_DELETIONS_TOPIC={self.deletions_topic!r} must be a topic of its own, not the "
+                "events or dead-letter topic"
+            )
         if self.db_retry_max_seconds < self.db_retry_initial_seconds:
             raise ConfigurationError(
                 "ROOMLOGS_DB_RETRY_MAX_SECONDS must not be below ROOMLOGS_DB_RETRY_INITIAL_SECONDS"

@@ -27,7 +27,13 @@ _KAFKA = (
     "kafka_ssl_key_file",
     "kafka_ssl_key_password",
 )
-_TOPICS = ("events_topic", "dead_letter_topic", "events_topic_partitions", "kafka_replication_factor")
+_TOPICS = (
+    "events_topic",
+    "dead_letter_topic",
+    "deletions_topic",
+    "events_topic_partitions",
+    "kafka_replication_factor",
+)
 _NORMALIZE = (
     "max_event_bytes",
     "chat_text_max_chars",

@@ -45,6 +45,7 @@ from pipeline.errors import StorageUnavailableError
 from pipeline.events.normalize import Normalizer
 from pipeline.events.reasons import Reason
 from pipeline.ingest.backoff import Backoff
+from pipeline.ingest.deletion_log import DeletionLog
 from pipeline.ingest.mirror import DeadLetterMirror
 from pipeline.ingest.positions import Finding, MissingPartitionsError, Verdict, resume_positions
 from pipeline.ingest.prepare import BatchStats, build_batch, normalize_records
@@ -172,6 +173,8 @@ class IngestService:
         )
         self.mirror: DeadLetterMirror | None = None
         self._mirror_task: asyncio.Task[None] | None = None
+        #: deletion requests kept on their own topic; re-applied at start when the database lacks them
+        self.deletion_log = DeletionLog(settings, pool, metrics, self.deletions)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._generation = 0
@@ -240,6 +243,8 @@ class IngestService:
             retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
         )
         self._mirror_task = asyncio.create_task(self.mirror.run())
+        # before anything is ingested: a database restored from a backup re-applies the deletions it lacks
+        await self.deletion_log.start(self._producer)
         self._consumer = AIOKafkaConsumer(
             **client_kwargs(s),
             group_id=s.consumer_group,
@@ -289,6 +294,7 @@ class IngestService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._mirror_task, 5.0)
             self._mirror_task = None
+        await self.deletion_log.close()
         if self._consumer is not None:
             await self._consumer.stop()
             self._consumer = None

@@ -1,0 +1,386 @@
+"""Deletion requests kept outside the database: relayed to the deletions topic, re-applied from it at start.
+
+Why: authorized deletions (pipeline/storage/deletions.py) live in PostgreSQL. A database restored from a
+backup taken before a deletion has the deleted logs again, and its `deletion_requests` no longer tell ingest
+to skip them when it reads the events topic again. So every request is also kept on a topic of its own
+(ROOMLOGS_DELETIONS_TOPIC: one partition, kept forever, compacted by request id), sealed by the database
+(migration 0013), and a starting worker re-applies those its database lacks before it ingests anything.
+
+Who calls it: `IngestService` (pipeline/ingest/consumer.py) builds a `DeletionLog`, awaits its `start()`
+after its producer exists and before its consumer subscribes, and its `close()` on the way out.
+
+- Re-applying (`reapply`): reads the topic from its start to its end (no consumer group, nothing
+  committed) and hands each record to `reapply_deletion_request()`, which verifies the seal: the worker's
+  role re-applies genuine requests only. A record whose seal does not verify is logged and counted
+  (`roomlogs_deletion_records_refused_total`), never applied. Not reaching the topic's end raises
+  DeletionLogUnreadError: a worker must not ingest before deletions are re-applied.
+- The relay (`DeletionRelay`): every `poll_seconds` it takes the queued rows of `deletion_outbox` (one relay
+  at a time per schema, under an advisory lock), sends them (acks=all), awaits each acknowledgement and
+  deletes the acknowledged rows in the same transaction. At least once: a crash between the acknowledgement
+  and the commit sends a request again, under the same key (compaction keeps one). An outage keeps the rows
+  queued and is retried with capped back-off, logged once when it starts and once when it ends.
+
+What this does not cover: a request recorded in the last moments before the database was lost, before the
+relay sent it (a poll interval, plus any broker outage then); and a database created anew instead of
+restored, whose key is new: records sealed by the old key are refused (`other_key`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+import asyncpg
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from aiokafka.structs import ConsumerRecord
+
+from pipeline.errors import RoomlogsError, StorageUnavailableError
+from pipeline.ingest.backoff import Backoff
+from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.kafka_logs import LogProbe
+from pipeline.logs import outage_log
+from pipeline.metrics import IngestMetrics
+from pipeline.settings import Settings
+from pipeline.storage import db, deletion_outbox
+from pipeline.storage.db import CONNECTION_ERRORS
+from pipeline.storage.deletion_outbox import Outcome
+from pipeline.storage.deletions import Deletions
+
+__all__ = ["SEAL_HEADER", "DeletionLog", "DeletionLogUnreadError", "DeletionRelay", "Reapplied", "reapply"]
+
+log = logging.getLogger("roomlogs.ingest.deletions")
+#: one line when PostgreSQL goes away, one when it is back (shared with the rest of the process)
+_outage = outage_log("PostgreSQL")
+#: PostgreSQL is away: the relay waits and retries
+_OUTAGE: tuple[type[BaseException], ...] = (StorageUnavailableError, *CONNECTION_ERRORS)
+
+#: Header carrying a record's seal ("<key id>:<hex of HMAC-SHA256>"); the value is the sealed message.
+SEAL_HEADER = "roomlogs.seal"
+#: Re-applying gives up when the topic yields nothing new for this long.
+READ_STALL_SECONDS = 60.0
+#: A relay round's transaction may wait this long for the broker's acknowledgements.
+_ROUND_IDLE_SECONDS = 120
+#: Offsets of refused records named in the log line.
+_OFFSETS_LOGGED = 5
+
+
+class DeletionLogUnreadError(RoomlogsError):
+    """The deletions topic could not be read to its end: deletions the database lacks may not be re-applied,
+    so the worker must not start ingesting."""
+
+    retriable = True
+
+
+class RelayStalledError(Exception):
+    """Some queued requests were not acknowledged this round (they stay queued)."""
+
+
+@dataclass
+class Reapplied:
+    """What a read of the deletions topic found."""
+
+    read: int = 0
+    reapplied: int = 0
+    #: rows the re-applied requests deleted
+    rows_deleted: int = 0
+    #: by Outcome value (bad_seal, other_key): "partition/offset" of each record refused
+    refused: dict[str, list[str]] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
+
+
+async def reapply(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    metrics: IngestMetrics,
+    *,
+    stall_seconds: float = READ_STALL_SECONDS,
+) -> Reapplied:
+    """Re-apply every request of the deletions topic that the database does not have.
+
+    Raises DeletionLogUnreadError when the topic stops yielding records before its end, Kafka's errors
+    (KafkaAccessError, KafkaUnavailableError) when the broker refuses or is away, StorageUnavailableError
+    when PostgreSQL is. A topic that does not exist is logged and skipped (`roomlogs worker` creates it).
+    """
+    topic = settings.deletions_topic
+    async with LogProbe(settings) as probe:  # metadata only: asks nothing that would create the topic
+        _, partitions = await probe.partitions(topic)
+    found = Reapplied()
+    if not partitions:
+        log.warning(
+            "deletions topic %s does not exist: no deletion requests to re-apply, and new ones stay queued "
+            "in deletion_outbox until it does (`roomlogs worker` creates it; see deploy/README.md)",
+            topic,
+        )
+        return found
+    await _read(settings, pool, [TopicPartition(topic, p) for p in partitions], found, stall_seconds)
+    _report(topic, found, metrics)
+    return found
+
+
+async def _read(
+    settings: Settings,
+    pool: asyncpg.Pool,
+    tps: list[TopicPartition],
+    found: Reapplied,
+    stall_seconds: float,
+) -> None:
+    """Apply every record of `tps` up to the end each partition had when first fetched.
+
+    That end is the larger of ListOffsets(latest) and the high watermark a fetch reports (Tansu answers the
+    former with the base offset of the last record batch: see pipeline/kafka_logs.py). The consumer is
+    stopped with its partitions still assigned: unassigned under a fetch in flight, stopping it waits for
+    that fetch, which Tansu holds for minutes on a partition with nothing new.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_kwargs(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+    )
+    try:
+        async with kafka_errors(settings):
+            await consumer.start()
+            listed = await consumer.end_offsets(tps)
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        ends: dict[TopicPartition, int] = {}
+        remaining = set(tps)
+        stalled_at = time.monotonic() + stall_seconds
+        async with db.acquire(pool) as conn:
+            while remaining:
+                batches = await consumer.getmany(*remaining, timeout_ms=500)
+                for records in batches.values():
+                    for record in records:
+                        await _apply(conn, record, found)
+                    stalled_at = time.monotonic() + stall_seconds
+                for tp in list(remaining):
+                    highwater = consumer.highwater(tp)
+                    if tp not in ends and highwater is not None:
+                        ends[tp] = max(listed[tp], highwater)
+                    if tp in ends and await consumer.position(tp) >= ends[tp]:
+                        remaining.discard(tp)
+                if remaining and time.monotonic() > stalled_at:
+                    where = ", ".join(
+                        [
+                            f"{tp.partition}@{await consumer.position(tp)}/{ends.get(tp, '?')}"
+                            for tp in remaining
+                        ]
+                    )
+                    raise DeletionLogUnreadError(
+                        f"deletions topic {settings.deletions_topic}: nothing read for {stall_seconds:.0f} s "
+                        f"before its end (partition@position/end: {where}); deletions this database lacks "
+                        "are not re-applied, so ingest does not start"
+                    )
+    finally:
+        await consumer.stop()
+
+
+async def _apply(conn: asyncpg.Connection, record: ConsumerRecord, found: Reapplied) -> None:
+    if record.value is None:
+        return  # a tombstone: roomlogs writes none, compaction would remove the request's record
+    found.read += 1
+    seal = next((bytes(v).decode("ascii", "replace") for k, v in record.headers if k == SEAL_HEADER), "")
+    try:
+        message = record.value.decode("utf-8")
+    except UnicodeDecodeError:
+        outcome, rows = Outcome.BAD_SEAL, 0
+    else:
+        outcome, rows = await deletion_outbox.reapply(conn, message, seal)
+    found.outcomes[outcome.value] += 1
+    if outcome is Outcome.REAPPLIED:
+        found.reapplied += 1
+        found.rows_deleted += rows
+    elif outcome in (Outcome.BAD_SEAL, Outcome.OTHER_KEY):
+        found.refused.setdefault(outcome.value, []).append(f"{record.partition}/{record.offset}")
+
+
+def _report(topic: str, found: Reapplied, metrics: IngestMetrics) -> None:
+    if found.reapplied:
+        metrics.deletions_reapplied.inc(found.reapplied)
+        log.warning(
+            "re-applied %d deletion requests the database did not have (restored from a backup?): %d rows "
+            "deleted now (deletions topic %s)",
+            found.reapplied,
+            found.rows_deleted,
+            topic,
+        )
+    why = {
+        Outcome.BAD_SEAL.value: "their seal does not verify (forged or altered)",
+        Outcome.OTHER_KEY.value: "sealed by another database's key, or not sealed (a schema created anew, or "
+        "another deployment writing to this topic)",
+    }
+    for reason, where in sorted(found.refused.items()):
+        metrics.deletion_records_refused.labels(reason).inc(len(where))
+        shown = ", ".join(where[:_OFFSETS_LOGGED]) + (" ..." if len(where) > _OFFSETS_LOGGED else "")
+        log.warning(
+            "deletions topic %s: %d record(s) not applied, %s (partition/offset: %s)",
+            topic,
+            len(where),
+            why[reason],
+            shown,
+        )
+    log.debug("deletions topic %s: %d requests read (%s)", topic, found.read, dict(found.outcomes))
+
+
+class DeletionRelay:
+    """Sends `deletion_outbox` to the deletions topic until it is empty, every `poll_seconds`."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        producer: AIOKafkaProducer,
+        topic: str,
+        metrics: IngestMetrics,
+        *,
+        poll_seconds: float = 2.0,
+        claim_rows: int = 100,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
+    ) -> None:
+        self._pool = pool
+        self._producer = producer
+        self.topic = topic
+        self._metrics = metrics
+        self._poll_seconds = poll_seconds
+        self._claim_rows = claim_rows
+        self._retry_initial = retry_initial_seconds
+        self._retry_max = retry_max_seconds
+        self._stopping = asyncio.Event()
+        self._failing_since: float | None = None
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        backoff = Backoff(self._retry_initial, self._retry_max)
+        while not self._stopping.is_set():
+            try:
+                await self.drain()
+            except _OUTAGE as e:
+                self._metrics.deletion_relay_errors.inc()
+                _outage.down(e, "deletion requests wait in deletion_outbox")
+                await self._sleep(backoff.next_delay())
+                continue
+            except (KafkaError, RelayStalledError) as e:
+                self._metrics.deletion_relay_errors.inc()
+                if self._failing_since is None:
+                    self._failing_since = time.monotonic()
+                    log.warning("deletions topic %s: deletion requests queued, retrying: %r", self.topic, e)
+                await self._sleep(backoff.next_delay())
+                continue
+            _outage.up()
+            if self._failing_since is not None:
+                log.warning(
+                    "deletions topic %s: deletion requests flowing again after %.1f s",
+                    self.topic,
+                    time.monotonic() - self._failing_since,
+                )
+                self._failing_since = None
+            backoff = Backoff(self._retry_initial, self._retry_max)
+            await self._sleep(self._poll_seconds)
+
+    async def drain(self) -> int:
+        """Send queued requests until the queue is empty; return how many were acknowledged."""
+        total = 0
+        while True:
+            async with db.acquire(self._pool) as conn, conn.transaction():
+                # the round waits for the broker inside its transaction: longer than a worker's sessions
+                # may otherwise stay idle in one (pipeline/worker/app.py)
+                await conn.execute(
+                    f"SET LOCAL idle_in_transaction_session_timeout = '{_ROUND_IDLE_SECONDS}s'"
+                )
+                claimed = await deletion_outbox.claim(conn, self._claim_rows)
+                if claimed is None:  # another worker's relay is at it
+                    return total
+                if not claimed:
+                    self._metrics.deletion_outbox_pending.set(0)
+                    return total
+                acked = await self._send(claimed)
+                await deletion_outbox.done(conn, acked)
+            total += len(acked)
+            self._metrics.deletions_relayed.inc(len(acked))
+            if len(acked) < len(claimed):
+                async with db.acquire(self._pool) as conn:
+                    self._metrics.deletion_outbox_pending.set(await deletion_outbox.pending(conn))
+                raise RelayStalledError(f"{len(claimed) - len(acked)} of {len(claimed)} not acknowledged")
+
+    async def _send(self, claimed: list[deletion_outbox.SealedRequest]) -> list[int]:
+        sent: list[tuple[int, asyncio.Future[object]]] = []
+        for r in claimed:
+            try:
+                future: asyncio.Future[object] = await self._producer.send(
+                    self.topic,
+                    key=str(r.request_id).encode(),
+                    value=r.message.encode("utf-8"),
+                    headers=[(SEAL_HEADER, r.seal.encode("ascii"))],
+                )
+            except KafkaError as e:
+                log.debug("deletion request %s not sent: %r", r.request_id, e)
+                break
+            sent.append((r.outbox_id, future))
+        acked: list[int] = []
+        for outbox_id, future in sent:
+            with contextlib.suppress(KafkaError):
+                await future
+                acked.append(outbox_id)
+        return acked
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+
+class DeletionLog:
+    """The ingest service's side of the deletions topic.
+
+    `start(producer)`: re-apply what the database lacks (refreshing the service's `Deletions`, so its
+    first batch already honours them), then keep relaying new requests; `close()`: stop the relay.
+    """
+
+    def __init__(
+        self, settings: Settings, pool: asyncpg.Pool, metrics: IngestMetrics, deletions: Deletions
+    ) -> None:
+        self._settings = settings
+        self._pool = pool
+        self._metrics = metrics
+        self._deletions = deletions
+        self.relay: DeletionRelay | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, producer: AIOKafkaProducer) -> Reapplied:
+        s = self._settings
+        found = await reapply(s, self._pool, self._metrics)
+        if found.reapplied:
+            async with db.acquire(self._pool) as conn:
+                await self._deletions.load(conn)
+        self.relay = DeletionRelay(
+            self._pool,
+            producer,
+            s.deletions_topic,
+            self._metrics,
+            retry_initial_seconds=s.db_retry_initial_seconds,
+            retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
+        )
+        self._task = asyncio.create_task(self.relay.run())
+        self._task.add_done_callback(_relay_ended)
+        return found
+
+    async def close(self) -> None:
+        """Stop the relay (within 5 s); what it had not sent stays queued for the next worker."""
+        if self.relay is None or self._task is None:
+            return
+        self.relay.stop()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._task, 5.0)
+        self._task = None
+
+
+def _relay_ended(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error(
+            "the deletions relay stopped: %r; deletion requests stay queued in deletion_outbox",
+            task.exception(),
+            exc_info=task.exception(),
+        )
