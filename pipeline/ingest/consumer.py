@@ -318,6 +318,12 @@ class IngestService:
                     raise self._listener_error  # a bug in a rebalance callback: end the loop, not idle in it
                 if self._rejudge:
                     await self._rejudge_held()
+                if not consumer.assignment():
+                    # aiokafka's getmany waits for an assignment without a bound: a member never assigned
+                    # would never see its stop. Nothing to fetch anyway; the topic watch says why.
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stopping.wait(), max(s.batch_max_wait_seconds, 0.05))
+                    continue
                 try:
                     records = await consumer.getmany(
                         timeout_ms=wait_ms, max_records=min(s.batch_max_events, FETCH_CHUNK_RECORDS)

@@ -35,7 +35,8 @@ from pipeline.events.normalize import (
 )
 from pipeline.events.reasons import Invalid
 from pipeline.ingest.rooms import RoomDirectory
-from pipeline.storage.batch import ROW_EVENT_TYPE, DeadLetter, RecordMark, RoomChange, WriteBatch
+from pipeline.kafka_logs import RecordMark
+from pipeline.storage.batch import ROW_EVENT_TYPE, DeadLetter, RoomChange, WriteBatch
 from pipeline.storage.deletions import Deletions
 
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Any, Final, NamedTuple
 
+from pipeline.kafka_logs import RecordMark
+
 #: Column order of `events` rows as built by the ingest stage and copied by the writer. Rows are plain
 #: tuples on the hot path; read them through the ROW_* positions below (Final literals, typed by mypy).
 EVENT_COLUMNS = (
@@ -35,15 +37,6 @@ ROW_BODY: Final = 8
 ROW_PAYLOAD: Final = 9
 ROW_PARTITION: Final = 10
 ROW_OFFSET: Final = 11
-
-
-class RecordMark(NamedTuple):
-    """The last record written of a partition: enough to recognise it in the log later."""
-
-    offset: int
-    timestamp_ms: int
-    #: CRC-32 of the record's value (0 for an empty value)
-    crc32: int
 
 
 class DeadLetter(NamedTuple):

@@ -5,6 +5,9 @@ Called by the ingest consumer for each prepared batch. Contract:
   together; nothing of the batch is committed otherwise.
 - Records an earlier transaction already wrote (their offset is below the stored next offset) are skipped,
   so a re-delivered batch, or a retry after a commit whose answer was lost, writes nothing twice.
+- A batch that continues from offsets of record which are no longer stored (`WriteBatch.resumes_from`: a
+  restored database, an operator's move back) raises `OffsetsMovedError` and writes nothing: committing it
+  would jump over records nobody wrote.
 - An event id is stored at most once, whatever class or timestamp its copies carry
   (pipeline.storage.event_ids): a copy with the same content is counted as a duplicate, one with other
   content becomes a `conflicting_duplicate` dead letter (and its room change is not applied).
@@ -101,7 +104,7 @@ class BatchWriter:
         )
         async with conn.transaction():
             fenced = await offsets.lock_for_batch(
-                conn, batch.consumer_group, batch.topic, batch.first_offsets
+                conn, batch.consumer_group, batch.topic, batch.first_offsets, batch.resumes_from
             )
             rows, variants = batch.rows, batch.variants
             dead_letters, changes = batch.dead_letters, batch.room_changes
@@ -147,7 +150,9 @@ class BatchWriter:
             outcome.dead_lettered = len(dead_letters)
             if changes:
                 await apply_room_changes(conn, changes, self._classify)
-            await offsets.advance(conn, batch.consumer_group, batch.topic, batch.next_offsets)
+            await offsets.advance(
+                conn, batch.consumer_group, batch.topic, batch.next_offsets, batch.last_records
+            )
         return outcome
 
     def _not_deleted(self, rows: list[tuple[Any, ...]], outcome: WriteOutcome) -> list[tuple[Any, ...]]:
