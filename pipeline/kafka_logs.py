@@ -186,7 +186,12 @@ class LogProbe:
                     break  # the log moved under us: ListOffsets' answer is the best we have
             return {tp: max(offset, consumer.highwater(tp) or 0) for tp, offset in listed.items()}
         finally:
-            consumer.assign([])
+            self._park()
+
+    def _park(self) -> None:
+        """Stop fetching between questions. Pause, not assign([]): unassigning a partition whose fetch the
+        broker holds (Tansu, on an empty partition) makes the consumer's stop() wait minutes for it."""
+        self._consumer.pause(*self._consumer.assignment())
 
     async def records_at(self, topic: str, offsets: Mapping[int, int]) -> dict[int, RecordMark | None]:
         """Per partition, the mark of the record at the given offset; None where the broker does not hold a
@@ -216,7 +221,7 @@ class LogProbe:
             except OffsetOutOfRangeError:
                 pass
             finally:
-                consumer.assign([])
+                self._park()
         return out
 
     async def offsets_for_time(
