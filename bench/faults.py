@@ -5,10 +5,11 @@
 Publishers send seeded events with unique ids (idempotence on, acks=all), two `roomlogs worker` processes
 ingest them, and each scenario hits the stream with one fault: kill -9 of a partition leader broker,
 kill -9 of a worker (five times), SIGSTOP of a worker beyond its session timeout, PostgreSQL stopped for
-20 s, a broker restarted while the workers are paused, a worker's network link cut (needs root and
-network namespaces). Then a drain and a check: every event a publisher saw acknowledged is stored, none
-twice, nothing dead-lettered. Prints a table of fault x published, acknowledged, stored, lost,
-duplicated, time to recover. The harness lives in tests/faults/jepsen (the test suite runs it too).
+20 s, a broker restarted while the workers are paused, the schema restored from a pg_dump taken
+mid-stream, a worker's network link cut (needs root and network namespaces). Then a drain and a check:
+every event a publisher saw acknowledged is stored, none twice, nothing dead-lettered. Prints a table of
+fault x published, acknowledged, stored, lost, duplicated, time to recover. The harness lives in
+tests/faults/jepsen (the test suite runs it too).
 """
 
 from __future__ import annotations

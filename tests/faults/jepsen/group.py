@@ -113,8 +113,8 @@ class Worker:
     def terminate(self, timeout_seconds: float = 60.0) -> int | None:
         """SIGTERM (drain, commit, exit 0), SIGKILL past the timeout. The exit code, None if not running."""
         self.check_exit()
+        self.down_on_purpose = True  # first: the supervisor (another thread) must not start it meanwhile
         proc, self.proc = self.proc, None
-        self.down_on_purpose = True
         if proc is None:
             return None
         proc.send_signal(signal.SIGCONT)
@@ -173,11 +173,17 @@ class WorkerGroup:
                 worker.supervise()
             await asyncio.sleep(0.5)
 
+    async def stop(self) -> dict[str, int | None]:
+        """SIGTERM every worker (in parallel), as a deploy does; their exit codes. The supervisor leaves
+        them down (not an exit on their own) until `start()`."""
+        codes = await asyncio.gather(*(asyncio.to_thread(w.terminate) for w in self.workers))
+        return {w.name: code for w, code in zip(self.workers, codes, strict=True)}
+
     async def close(self) -> dict[str, int | None]:
         """SIGTERM every worker (in parallel); their exit codes."""
-        codes = await asyncio.gather(*(asyncio.to_thread(w.terminate) for w in self.workers))
+        codes = await self.stop()
         await self.http.aclose()
-        return {w.name: code for w, code in zip(self.workers, codes, strict=True)}
+        return codes
 
     async def assignment(self) -> dict[str, set[int]]:
         """Partitions each worker reports as assigned (empty for one that does not answer)."""

@@ -100,10 +100,17 @@ class Run:
     progress: Progress
     namespace: netns.Namespace | None
     notes: list[str] = field(default_factory=list)
+    #: what went wrong in the fault's own steps (a worker's unclean exit on a SIGTERM it was sent)
+    problems: list[str] = field(default_factory=list)
 
     @property
     def partitions(self) -> int:
         return self.settings.events_topic_partitions
+
+    @property
+    def work_dir(self) -> Path:
+        """The scenario's own directory (worker logs, and whatever a fault keeps)."""
+        return self.stack.work_dir / self.settings.events_topic
 
     @property
     def postgres_port(self) -> int:
@@ -112,6 +119,10 @@ class Run:
     def note(self, text: str) -> None:
         log.info("%s", text)
         self.notes.append(text)
+
+    def problem(self, text: str) -> None:
+        log.error("%s", text)
+        self.problems.append(text)
 
     async def pause(self, low: float, high: float) -> float:
         """Sleep a seeded while in [low, high] seconds; return it."""
@@ -366,6 +377,7 @@ async def run_scenario(
                 if code not in (0, None)
             ]
             result.notes += run.notes
+            result.problems += run.problems
             restored = await _restore(stack)
             if restored:
                 result.notes.append(f"restored after the run: {', '.join(restored)}")

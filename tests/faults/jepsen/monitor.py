@@ -98,6 +98,26 @@ class Progress:
     def latest(self) -> dict[int, int]:
         return dict(self.samples[-1][1]) if self.samples else {}
 
+    async def sample_after(self, moment: float, timeout_seconds: float = 15.0) -> dict[int, int] | None:
+        """The offsets of record as read by a sample begun after `moment` (time.monotonic()): the second
+        one to end after it, as the first may have begun before. None when none came within the timeout
+        (PostgreSQL unreachable)."""
+        deadline = time.monotonic() + timeout_seconds
+        while time.monotonic() < deadline:
+            after = [offsets for at, offsets in self.samples if at > moment]
+            if len(after) >= 2:
+                return dict(after[1])
+            await asyncio.sleep(self.interval_seconds)
+        return None
+
+    def reached(self, since: float, offsets: dict[int, int]) -> float | None:
+        """Seconds from `since` until every partition of `offsets` stood at or past its offset there; None
+        if one has not yet."""
+        for at, sampled in self.samples:
+            if at > since and all(sampled.get(p, 0) >= n for p, n in offsets.items()):
+                return at - since
+        return None
+
     def since(self, mark: Mark) -> bool:
         """Whether every partition of `mark` has progressed since (see `recovery`)."""
         return self.recovery(mark) is not None

@@ -13,9 +13,9 @@ import time
 
 import asyncpg
 
-from . import pgwatch
+from . import backup, pgwatch
 from .group import Worker
-from .harness import Run, Scenario
+from .harness import HarnessError, Run, Scenario
 
 
 async def leader_kill9(run: Run) -> None:
@@ -171,6 +171,87 @@ async def broker_restart_while_paused(run: Run) -> None:
     run.progress.mark("PostgreSQL back after the broker restart", range(run.partitions), from_start=False)
 
 
+async def _offsets_now(run: Run, what: str) -> dict[int, int]:
+    """The offsets of record as they stand now (a sample begun after this call)."""
+    offsets = await run.progress.sample_after(time.monotonic())
+    if offsets is None:
+        raise HarnessError(f"could not read the offsets of record {what}")
+    return offsets
+
+
+async def _until_reached(
+    run: Run, since: float, offsets: dict[int, int], timeout_seconds: float
+) -> float | None:
+    """Wait until every partition stands at or past `offsets`; the seconds from `since` (None: not within)."""
+    deadline = time.monotonic() + timeout_seconds
+    while time.monotonic() < deadline:
+        reached = run.progress.reached(since, offsets)
+        if reached is not None:
+            return reached
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def postgres_restore(run: Run) -> None:
+    """A pg_dump of the scenario's schema mid-stream; the stream goes on a seeded 3-8 s (the publishers
+    never stop); both workers stopped (SIGTERM), the schema restored from the dump, the workers started
+    again. The group's offsets committed to Kafka are then past the restored offsets of record: each worker
+    must find the database behind (an `offset_changes` row per partition) and read again, from the
+    restored offsets, what the database lacks."""
+    settings, group, progress = run.settings, run.group, run.progress
+    dsn, schema = settings.postgres_dsn.get(), settings.postgres_schema
+    dump = run.work_dir / "schema.dump"
+    await run.pause(1.0, 3.0)
+    started = time.monotonic()
+    await backup.dump_schema(dsn, schema, dump)
+    run.note(f"pg_dump of schema {schema}: {time.monotonic() - started:.1f} s, {dump.stat().st_size:,} bytes")
+    went_on = await run.pause(3.0, 8.0)
+    started = time.monotonic()
+    for name, code in (await group.stop()).items():
+        if code not in (0, None):
+            run.problem(f"{name} exited with code {code} on SIGTERM before the restore (log {run.work_dir})")
+    stopped = time.monotonic() - started
+    at_stop = await _offsets_now(run, "after the workers stopped")
+    started = time.monotonic()
+    await backup.restore_schema(dsn, schema, dump)
+    restored = await _offsets_now(run, "after the restore")
+    lacking = {p: n - restored.get(p, 0) for p, n in sorted(at_stop.items())}
+    run.note(
+        f"the stream went on {went_on:.1f} s after the dump; workers stopped (SIGTERM) in {stopped:.1f} s, "
+        f"schema restored in {time.monotonic() - started:.1f} s: it lacked {sum(lacking.values()):,} "
+        f"records the workers had written (per partition {lacking})"
+    )
+    mark = progress.mark(
+        "the workers' restart on the restored database", range(run.partitions), from_start=False
+    )
+    group.start()
+    recovered = await run.until_recovered(mark, 90.0)
+    back = await _until_reached(run, mark.at, at_stop, 90.0)
+    run.note(
+        (
+            f"every partition progressed {recovered:.1f} s after the restart"
+            if recovered is not None
+            else "no progress"
+        )
+        + "; "
+        + (
+            f"back where it stood at the stop {back:.1f} s after it"
+            if back is not None
+            else "not back where it stood at the stop within 90 s"
+        )
+    )
+    reread = await backup.database_behind(dsn, schema, settings.consumer_group, settings.events_topic)
+    distinct = sum(reread.distinct.values())
+    counters = await group.counters()
+    run.note(
+        f"database_behind found {reread.findings} time(s), on partitions {sorted(reread.distinct)}: "
+        f"{reread.recorded:,} records to read again (sum of reread_records"
+        + (f"; {distinct:,} distinct offsets" if distinct != reread.recorded else "")
+        + "); copies caught by the event-id registry since the restart: "
+        + ", ".join(f"{name} {c['duplicates']:.0f}" for name, c in counters.items())
+    )
+
+
 async def _cut_inside_a_transaction(run: Run, victim: Worker, conn: asyncpg.Connection) -> bool:
     """Cut the link the moment one of `victim`'s sessions is inside a write transaction, so that the cut
     leaves that transaction open on the server; True when it did. A cut that missed (the transaction
@@ -253,6 +334,12 @@ SCENARIOS: dict[str, Scenario] = {
             "PostgreSQL stopped until the workers pause, the group coordinator broker restarted, "
             "PostgreSQL back",
             broker_restart_while_paused,
+        ),
+        Scenario(
+            "postgres-restore",
+            "pg_dump of the schema mid-stream; 3-8 s later the workers stopped, the dump restored, the "
+            "workers started again",
+            postgres_restore,
         ),
         Scenario(
             "worker-netcut",
