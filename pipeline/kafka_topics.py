@@ -26,8 +26,10 @@ log = logging.getLogger("roomlogs.kafka")
 DELETIONS_TOPIC_CONFIGS = {"retention.ms": "-1", "cleanup.policy": "compact"}
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create the events, dead-letter and deletions topics if absent; return the names created.
+async def ensure_topics(settings: Settings, *, worker: bool = True) -> list[str]:
+    """Create the events, dead-letter and (`worker`: the worker's own) deletions topics if absent; return
+    the names created. A publisher (`roomlogs simulate`) needs the first two only, and may lack the rights
+    to the deletions topic.
 
     Raises KafkaAccessError (naming the setting or ACL to fix) when the broker refuses us, and
     KafkaUnavailableError when no broker answers.
@@ -36,23 +38,26 @@ async def ensure_topics(settings: Settings) -> list[str]:
     try:
         async with kafka_errors(settings):
             await admin.start()
-            return await _create_missing(admin, settings)
+            return await _create_missing(admin, settings, worker=worker)
     finally:
         await admin.close()
 
 
-async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings) -> list[str]:
+async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings, *, worker: bool) -> list[str]:
     existing = set(await admin.list_topics())
     wanted = [
         NewTopic(settings.events_topic, settings.events_topic_partitions, settings.kafka_replication_factor),
         NewTopic(settings.dead_letter_topic, 1, settings.kafka_replication_factor),
-        NewTopic(
-            settings.deletions_topic,
-            1,
-            settings.kafka_replication_factor,
-            topic_configs=DELETIONS_TOPIC_CONFIGS,
-        ),
     ]
+    if worker:
+        wanted.append(
+            NewTopic(
+                settings.deletions_topic,
+                1,
+                settings.kafka_replication_factor,
+                topic_configs=DELETIONS_TOPIC_CONFIGS,
+            )
+        )
     missing = [t for t in wanted if t.name not in existing]
     if not missing:
         return []

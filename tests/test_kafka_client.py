@@ -163,7 +163,12 @@ async def test_the_worker_ingests_over_sasl_ssl_with_nothing_but_its_acls(
     grant(
         secured_cluster.cluster,
         APP_USER,
-        topics=[plain.events_topic, plain.dead_letter_topic, f"{plain.consumer_group}-app"],
+        topics=[
+            plain.events_topic,
+            plain.dead_letter_topic,
+            plain.deletions_topic,
+            f"{plain.consumer_group}-app",
+        ],
         groups=[plain.consumer_group],  # its own group and faust's (<group>-app) share the prefix
     )
     secure = plain.replace(
@@ -232,7 +237,7 @@ async def test_a_user_without_acls_is_told_which_topic_and_exits(
 ) -> None:
     nobody = ingest_settings.replace(**secure_settings(secured_cluster, NOBODY))
     line = _one_line(await asyncio.to_thread(_cli, "worker", nobody))
-    ours = (ingest_settings.events_topic, ingest_settings.dead_letter_topic)
+    ours = (ingest_settings.events_topic, ingest_settings.dead_letter_topic, ingest_settings.deletions_topic)
     assert any(topic in line for topic in ours) and "ACL" in line and "'nobody'" in line
 
 
@@ -246,6 +251,7 @@ async def test_a_missing_topic_the_worker_may_not_create_is_named(
         "--add", "--allow-principal", f"User:{APP_USER_256.name}",
         "--operation", "Read", "--operation", "Describe",
         "--topic", missing, "--topic", ingest_settings.dead_letter_topic,
+        "--topic", ingest_settings.deletions_topic,
         "--group", ingest_settings.consumer_group,
     )  # fmt: skip
     settings = ingest_settings.replace(**secure_settings(secured_cluster, APP_USER_256), events_topic=missing)

@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         settings = Settings.from_env(_environment(args.command))
         configure_logging(settings.log_level, json=settings.log_format == "json", process=args.command)
         if args.command in _NEEDS_SCHEMA:
-            from pipeline.worker.preflight import check_schema_of
+            from pipeline.storage.migrate import check_schema_of
 
             asyncio.run(check_schema_of(settings))  # a wrong ROOMLOGS_POSTGRES_SCHEMA: one line, exit 2
         return {**_COMMANDS, **_commands_of(modules)}[args.command](settings, args)
@@ -244,7 +244,7 @@ async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type
     from pipeline.publisher.client import RoomEventPublisher
     from pipeline.publisher.simulator import SimulationConfig, simulate
 
-    await ensure_topics(settings)
+    await ensure_topics(settings, worker=False)  # a publisher: not the worker's deletions topic
     config = SimulationConfig(
         rooms=args.rooms,
         events=args.events,

@@ -1,7 +1,8 @@
 """Versioned SQL migrations, recorded in the database, safe to run twice and from several processes at once.
 
 Files are `migrations/NNNN_name.sql`, applied in order, each in its own transaction. An applied file whose
-text later changed is refused (a migration is history, not a living document).
+text later changed is refused (a migration is history, not a living document). `check_schema` says whether
+a schema has every migration this code has (the worker at start, every operator command before it runs).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ import hashlib
 import re
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import asyncpg
 
-from pipeline.errors import ConfigurationError
+from pipeline.errors import ConfigurationError, StorageUnavailableError
+from pipeline.settings import Settings
+from pipeline.storage import db
 
 _FILE = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 _LOCK_NAMESPACE = 0x726C6D67  # "rlmg"
@@ -82,3 +86,67 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[Migration]:
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     return applied_now
+
+
+class SchemaNotReadyError(ConfigurationError):
+    """The schema is not migrated to what this code expects."""
+
+
+#: How many other roomlogs schemas a "no such schema" message lists.
+_SCHEMAS_LISTED = 5
+
+
+async def check_schema(conn: Any, schema: str) -> None:
+    """SchemaNotReadyError naming ROOMLOGS_POSTGRES_SCHEMA unless `schema` has every migration this code has.
+
+    A schema that does not exist, or has no roomlogs tables, is most often a mistyped setting: the error
+    lists the schemas of this database that do have them, and says that `roomlogs migrate` would create
+    it. One that is behind says to run `roomlogs migrate`.
+    """
+    latest = available()[-1].version
+    table = await conn.fetchval("SELECT to_regclass(format('%I.schema_migrations', $1::text))", schema)
+    version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".schema_migrations') if table else None
+    if version is None:
+        exists = await conn.fetchval("SELECT to_regnamespace(format('%I', $1::text)) IS NOT NULL", schema)
+        what = "has no roomlogs tables" if exists else "does not exist in this database"
+        others = await _other_schemas(conn, schema)
+        raise SchemaNotReadyError(
+            f"ROOMLOGS_POSTGRES_SCHEMA={schema!r}: that schema {what} ({others}): "
+            "set ROOMLOGS_POSTGRES_SCHEMA to the schema you migrated, or run `roomlogs migrate` to create it"
+        )
+    if version < latest:
+        raise SchemaNotReadyError(
+            f"PostgreSQL schema {schema!r} is at migration {version}, this code needs {latest}: "
+            "run `roomlogs migrate` first (or check ROOMLOGS_POSTGRES_SCHEMA)"
+        )
+
+
+async def _other_schemas(conn: Any, schema: str) -> str:
+    """The other schemas of this database that hold roomlogs tables, in words."""
+    rows = await conn.fetch(
+        """SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+            WHERE c.relname = 'schema_migrations' AND c.relkind = 'r' AND n.nspname <> $1 ORDER BY 1""",
+        schema,
+    )
+    names = [r["nspname"] for r in rows]
+    if not names:
+        return "no schema here has roomlogs tables"
+    listed = ", ".join(names[:_SCHEMAS_LISTED])
+    if len(names) > _SCHEMAS_LISTED:
+        listed += f" and {len(names) - _SCHEMAS_LISTED} more"
+    return f"schemas with roomlogs tables here: {listed}"
+
+
+async def check_schema_of(settings: Settings) -> None:
+    """`check_schema` on a connection of its own. `main()` calls it before every command that works in an
+    existing schema (`status`, `dead-letters`, `retention`, ...), so a wrong ROOMLOGS_POSTGRES_SCHEMA ends
+    any of them with one line naming it. An outage is left to the command: it reports it, or waits it out
+    (`retention enforce --loop`), as it would without this check."""
+    try:
+        conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    except StorageUnavailableError:
+        return
+    try:
+        await check_schema(conn, settings.postgres_schema)
+    finally:
+        await conn.close()

@@ -26,8 +26,8 @@ from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenanc
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.classes import class_names
+from pipeline.storage.migrate import check_schema
 from pipeline.worker.collector import tune_for_batches
-from pipeline.worker.preflight import check_schema
 
 log = logging.getLogger("roomlogs.worker")
 

@@ -1,5 +1,5 @@
-"""Before the worker starts: can it use Kafka and PostgreSQL with these settings? (And before the operator
-commands: is the schema there? See `check_schema_of`.)
+"""Before the worker starts: can it use Kafka and PostgreSQL with these settings? (Whether the schema is
+migrated is pipeline.storage.migrate's `check_schema`, also asked by the operator commands.)
 
 Called by `roomlogs worker` before faust takes over the process, so a setting that cannot work (a wrong
 password, an untrusted certificate, a missing ACL, a topic that cannot be created) ends the worker at once
@@ -22,14 +22,14 @@ from aiokafka.errors import (
     TopicAuthorizationFailedError,
 )
 
-from pipeline.errors import ConfigurationError, StorageUnavailableError
+from pipeline.errors import ConfigurationError
 from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.kafka_topics import ensure_topics
 from pipeline.listen import check_can_listen
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.classes import class_names
-from pipeline.storage.migrate import available
+from pipeline.storage.migrate import check_schema
 
 log = logging.getLogger("roomlogs.worker")
 
@@ -55,70 +55,6 @@ async def preflight(settings: Settings) -> None:
     await _check_postgres(settings)
     await ensure_topics(settings)
     await _check_topic_access(settings)
-
-
-class SchemaNotReadyError(ConfigurationError):
-    """The schema is not migrated to what this code expects."""
-
-
-#: How many other roomlogs schemas a "no such schema" message lists.
-_SCHEMAS_LISTED = 5
-
-
-async def check_schema(conn: Any, schema: str) -> None:
-    """SchemaNotReadyError naming ROOMLOGS_POSTGRES_SCHEMA unless `schema` has every migration this code has.
-
-    A schema that does not exist, or has no roomlogs tables, is most often a mistyped setting: the error
-    lists the schemas of this database that do have them, and says that `roomlogs migrate` would create
-    it. One that is behind says to run `roomlogs migrate`.
-    """
-    latest = available()[-1].version
-    table = await conn.fetchval("SELECT to_regclass(format('%I.schema_migrations', $1::text))", schema)
-    version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".schema_migrations') if table else None
-    if version is None:
-        exists = await conn.fetchval("SELECT to_regnamespace(format('%I', $1::text)) IS NOT NULL", schema)
-        what = "has no roomlogs tables" if exists else "does not exist in this database"
-        others = await _other_schemas(conn, schema)
-        raise SchemaNotReadyError(
-            f"ROOMLOGS_POSTGRES_SCHEMA={schema!r}: that schema {what} ({others}): "
-            "set ROOMLOGS_POSTGRES_SCHEMA to the schema you migrated, or run `roomlogs migrate` to create it"
-        )
-    if version < latest:
-        raise SchemaNotReadyError(
-            f"PostgreSQL schema {schema!r} is at migration {version}, this code needs {latest}: "
-            "run `roomlogs migrate` first (or check ROOMLOGS_POSTGRES_SCHEMA)"
-        )
-
-
-async def _other_schemas(conn: Any, schema: str) -> str:
-    """The other schemas of this database that hold roomlogs tables, in words."""
-    rows = await conn.fetch(
-        """SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-            WHERE c.relname = 'schema_migrations' AND c.relkind = 'r' AND n.nspname <> $1 ORDER BY 1""",
-        schema,
-    )
-    names = [r["nspname"] for r in rows]
-    if not names:
-        return "no schema here has roomlogs tables"
-    listed = ", ".join(names[:_SCHEMAS_LISTED])
-    if len(names) > _SCHEMAS_LISTED:
-        listed += f" and {len(names) - _SCHEMAS_LISTED} more"
-    return f"schemas with roomlogs tables here: {listed}"
-
-
-async def check_schema_of(settings: Settings) -> None:
-    """`check_schema` on a connection of its own. `main()` calls it before every command that works in an
-    existing schema (`status`, `dead-letters`, `retention`, ...), so a wrong ROOMLOGS_POSTGRES_SCHEMA ends
-    any of them with one line naming it. An outage is left to the command: it reports it, or waits it out
-    (`retention enforce --loop`), as it would without this check."""
-    try:
-        conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-    except StorageUnavailableError:
-        return
-    try:
-        await check_schema(conn, settings.postgres_schema)
-    finally:
-        await conn.close()
 
 
 async def check_default_class(conn: Any, settings: Settings) -> None:

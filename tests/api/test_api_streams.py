@@ -12,6 +12,8 @@ from typing import Any
 import orjson
 from api_world import CHAT_LINES, RANGE, World, bearer, service
 
+from pipeline.storage.partitions import PartitionManager
+
 OWNER = bearer("u-owner")
 MOD = bearer("u-mod")
 
@@ -80,6 +82,10 @@ async def _insert_event(world: World, room: str, body: str) -> str:
     event_id = str(uuid.uuid4())
     conn = await world.admin()
     try:
+        # the session's world may have been built before midnight UTC: today's day may be new
+        partitions = PartitionManager()
+        await partitions.load(conn)
+        await partitions.ensure(conn, [("private", datetime.now(UTC).date())])
         await conn.execute(
             """INSERT INTO events (event_id, occurred_at, retention_class, room_id, event_type,
                                    schema_version,

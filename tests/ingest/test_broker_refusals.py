@@ -77,7 +77,12 @@ async def test_a_worker_whose_read_acl_is_revoked_exits_and_a_restart_loses_noth
     grant(
         cluster,
         APP_USER,
-        topics=[plain.events_topic, plain.dead_letter_topic, f"{plain.consumer_group}-app"],
+        topics=[
+            plain.events_topic,
+            plain.dead_letter_topic,
+            plain.deletions_topic,
+            f"{plain.consumer_group}-app",
+        ],
         groups=[plain.consumer_group],
     )
     secure = plain.replace(

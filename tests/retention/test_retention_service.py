@@ -71,7 +71,7 @@ async def test_the_loop_drops_what_expires_and_stops_on_sigterm(
     try:
         deadline = time.monotonic() + 60
         while not await conn.fetchval("SELECT count(*) FROM deletion_ledger WHERE partition_name = $1", name):
-            assert child.returncode is None, "the loop exited early"
+            assert child.returncode is None, "the loop exited early: " + (await child.stdout.read()).decode()
             assert time.monotonic() < deadline, "the loop's first run did not drop the expired day"
             await asyncio.sleep(0.2)
         child.send_signal(signal.SIGTERM)
