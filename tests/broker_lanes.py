@@ -92,6 +92,9 @@ def start_cluster(work_dir: Path) -> SecuredCluster:
             users=USERS,
         ),
         authorizer=True,
+        # retention runs every second (Kafka's default is 5 minutes): tests/ingest/test_log_changes.py lets
+        # it delete records no worker read
+        broker_properties={"log.retention.check.interval.ms": "1000"},
     )
     cluster.start()
     return SecuredCluster(cluster, certificates)

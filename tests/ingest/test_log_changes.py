@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from topic_support import changes, create_topic, delete_topic, events, publish, sql, stored_ids, wait_for_rows
 
@@ -204,6 +205,61 @@ async def test_records_deleted_unread_are_counted_exactly_and_reported(
         assert c["skipped_after"] <= c["skipped_before"]
     assert metric == sum(lost_offsets.values())
     assert {n["partition"] for n in notices if n["finding"] == "deleted_unread"} == set(lost_offsets)
+
+
+@pytest.mark.apache_lane
+async def test_kafka_retention_deleting_unread_records_while_workers_are_stopped_is_a_counted_loss(
+    ingest_settings: Settings, ingest_worker: Any, topic_factory: Any
+) -> None:
+    """The real thing: the topic's own retention (small segments, a short retention.ms) deletes records the
+    stopped workers never read. What it deleted is counted exactly; what it kept is stored."""
+    topic = await topic_factory(
+        partitions=1,
+        prefix="ev-ret-",
+        config={"segment.ms": "300", "retention.ms": "3000", "message.timestamp.type": "LogAppendTime"},
+    )
+    s = ingest_settings.replace(events_topic=topic)
+    read = events(40)
+    await publish(s.kafka_bootstrap, topic, read)
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+    stored_at = (await sql(s, "SELECT next_offset FROM ingest_offsets WHERE topic = $1", topic))[0][0]
+
+    # unread records, then more every 0.5 s (each append after segment.ms rolls a segment) until retention
+    # has deleted past the stored offset
+    log_start, n = 0, 0
+    deadline = asyncio.get_running_loop().time() + 90
+    tp = TopicPartition(topic, 0)
+    while log_start <= stored_at:
+        assert asyncio.get_running_loop().time() < deadline, "retention never ran"
+        await publish(s.kafka_bootstrap, topic, events(20, start=1000 + n))
+        n += 20
+        await asyncio.sleep(0.5)
+        c = AIOKafkaConsumer(bootstrap_servers=s.kafka_bootstrap)
+        await c.start()
+        try:
+            log_start = (await c.beginning_offsets([tp]))[tp]
+        finally:
+            await c.stop()
+    # retention stops here (it would go on deleting under the worker, each a loss of its own)
+    admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, {"retention.ms": "-1"})])
+    finally:
+        await admin.close()
+
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        metric = w.metrics.deleted_unread._value.get()
+    found = [c for c in await changes(s) if c["kind"] == "deleted_unread"]
+    assert len(found) == 1
+    lost = found[0]["skipped_records"]
+    assert found[0]["from_offset"] == stored_at and lost == found[0]["to_offset"] - stored_at > 0
+    assert metric == lost
+    offsets = sorted(r["src_offset"] for r in await sql(s, "SELECT src_offset FROM events"))
+    assert len(offsets) == len(read) + n - lost
+    assert not [o for o in offsets if stored_at <= o < found[0]["to_offset"]], "a deleted record was stored"
 
 
 # --- a database restored from a backup --------------------------------------------------------------------
