@@ -79,27 +79,36 @@ class Kept:
     raw_bytes: int | None
 
 
+def fingerprint(raw: bytes | None) -> tuple[bytes | None, int | None]:
+    """(SHA-256, size in bytes) of a record's value as received: what every dead letter keeps of it
+    (`raw_sha256`, `raw_bytes`), and what a replay checks the record it reads back against. (None, None)
+    for a record without one."""
+    if raw is None:
+        return None, None
+    return hashlib.sha256(raw).digest(), len(raw)
+
+
 def keep(raw: bytes | None, reason: Reason, *, chat_text_max_chars: int = 2_000) -> Kept:
     """The allowlisted view of a refused record (see the module docstring). Never raises."""
     if raw is None:
         return Kept(None, None, None)
     if reason in RAW_WITHHELD:
         return Kept(None, None, len(raw))
-    fingerprint = hashlib.sha256(raw).digest()
+    sha256, size = fingerprint(raw)
     if len(raw) > PARSE_LIMIT_BYTES:
-        return Kept(None, fingerprint, len(raw))
+        return Kept(None, sha256, size)
     doc = _parse(raw)
     if doc is _UNPARSED:
-        return Kept(None, fingerprint, len(raw))
+        return Kept(None, sha256, size)
     try:
         view = _View(chat_text_max_chars).record(doc)
-        return Kept(orjson.dumps(view), fingerprint, len(raw))
+        return Kept(orjson.dumps(view), sha256, size)
     except (
         TypeError,
         ValueError,
         RecursionError,
     ):  # pragma: no cover - belt and braces: never lose the letter
-        return Kept(None, fingerprint, len(raw))
+        return Kept(None, sha256, size)
 
 
 def safe_detail(detail: str) -> str:

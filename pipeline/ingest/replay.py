@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 
+from pipeline.events.deadletter import fingerprint
 from pipeline.events.normalize import Normalizer
 from pipeline.ingest.prepare import build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
@@ -49,7 +50,7 @@ from pipeline.kafka_client import client_kwargs, kafka_errors
 from pipeline.settings import Settings
 from pipeline.storage import replays
 from pipeline.storage.batch import ROW_CLASS, WriteOutcome
-from pipeline.storage.dead_letters import Source, StoredDeadLetter, fingerprint
+from pipeline.storage.dead_letters import Source, StoredDeadLetter
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.partitions import PartitionManager, writable_since
 from pipeline.storage.replays import Outcome

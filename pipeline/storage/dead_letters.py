@@ -14,7 +14,6 @@ reads back from Kafka is the one that was set aside.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import asyncpg
 
 from pipeline.settings import TOPIC_NAME
 
-__all__ = ["Source", "StoredDeadLetter", "find", "fingerprint", "parse_reference"]
+__all__ = ["Source", "StoredDeadLetter", "find", "parse_reference"]
 
 _COLUMNS = """dead_letter_id, received_at, reason, detail, src_topic, src_partition, src_offset, content,
               raw_sha256, raw_bytes"""
@@ -62,14 +61,6 @@ class StoredDeadLetter:
     @property
     def source(self) -> Source:
         return Source(self.src_topic, self.src_partition, self.src_offset)
-
-
-def fingerprint(raw: bytes | None) -> tuple[bytes | None, int | None]:
-    """(SHA-256, size in bytes) of a record's value as received: what a dead letter keeps of it (`raw_sha256`,
-    `raw_bytes`; pipeline.events.deadletter.keep computes the same). (None, None) for a record without one."""
-    if raw is None:
-        return None, None
-    return hashlib.sha256(raw).digest(), len(raw)
 
 
 def parse_reference(text: str) -> int | Source:

@@ -26,6 +26,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pipeline.events.deadletter import fingerprint
 from pipeline.events.reasons import Reason
 from pipeline.storage.batch import (
     ROW_ACTOR_ID,
@@ -40,7 +41,6 @@ from pipeline.storage.batch import (
     ROW_TARGET_ID,
     DeadLetter,
 )
-from pipeline.storage.dead_letters import fingerprint
 
 _STAGING = "roomlogs_event_ids_staging"
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import asyncpg
 
+from pipeline.events.deadletter import fingerprint
 from pipeline.events.reasons import Reason
 from pipeline.storage import db, event_ids, offsets, outbox
 from pipeline.storage.batch import (
@@ -48,7 +49,6 @@ from pipeline.storage.batch import (
     WriteBatch,
     WriteOutcome,
 )
-from pipeline.storage.dead_letters import fingerprint
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.event_ids import conflicting_copy
 from pipeline.storage.partitions import PartitionManager, day_of

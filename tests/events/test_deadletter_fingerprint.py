@@ -1,6 +1,6 @@
 """Every dead letter keeps one fingerprint of what was received: the SHA-256 and size the contract's `keep`
 computes for a refused record are those storage computes for the dead letters the writer makes itself, and
-those a replay compares with the record it reads back (pipeline.storage.dead_letters.fingerprint)."""
+those a replay compares with the record it reads back (pipeline.events.deadletter.fingerprint)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import hashlib
 import orjson
 import pytest
 
-from pipeline.events.deadletter import PARSE_LIMIT_BYTES, keep
+from pipeline.events.deadletter import PARSE_LIMIT_BYTES, fingerprint, keep
 from pipeline.events.reasons import RAW_WITHHELD, Reason
-from pipeline.storage.dead_letters import fingerprint
 
 RECORDS = [
     orjson.dumps({"type": "chat.message", "room_id": "r-1", "data": {"text": "hello"}}),
