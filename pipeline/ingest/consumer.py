@@ -423,9 +423,10 @@ class IngestService:
         self._listener_error = error
 
     @property
-    def relay_task(self) -> asyncio.Task[None] | None:
-        """The dead-letter relay's task (None before `start()`): its failure must end the worker too."""
-        return self._mirror_task
+    def relay_tasks(self) -> list[asyncio.Task[None]]:
+        """The relays' tasks (dead letters, deletions; none before `start()`): a failure of one must end the
+        worker too."""
+        return [t for t in (self._mirror_task, self.deletion_log.task) if t is not None]
 
     @property
     def write_in_flight(self) -> bool:

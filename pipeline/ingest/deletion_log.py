@@ -367,6 +367,11 @@ class DeletionLog:
         self._task.add_done_callback(_relay_ended)
         return found
 
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The relay's task (None before `start()`): its failure must end the worker (pipeline.worker)."""
+        return self._task
+
     async def close(self) -> None:
         """Stop the relay (within 5 s); what it had not sent stays queued for the next worker."""
         if self.relay is None or self._task is None:

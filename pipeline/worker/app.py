@@ -105,8 +105,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
             task = asyncio.ensure_future(ingest.run())
             task.add_done_callback(self._ingest_done)
             state["task"] = task
-            relay = ingest.relay_task  # the dead-letter relay: a bug there must end the worker too
-            if relay is not None:
+            for relay in ingest.relay_tasks:  # the dead-letter and deletion relays: a bug there ends it too
                 relay.add_done_callback(self._ingest_done)
             log.info("ingesting %s as group %s", settings.events_topic, settings.consumer_group)
 
