@@ -1,8 +1,8 @@
 # One command surface for README, pre-commit and CI.
 #   make demo   - set up, start the embedded stack, simulate traffic, print what was stored, stop
-#   make test   - set up and run the whole test suite against a real broker and a real PostgreSQL
+#   make test   - set up, lint, and run the whole test suite against a real broker and a real PostgreSQL
 #   make up     - set up and run the embedded stack until Ctrl-C
-#   make lint   - ruff + mypy --strict
+#   make lint   - ruff (lint, and the format of the package) + mypy --strict; part of `make test`
 #   make bench  - ingest benchmark (1,000,000 events by default; BENCH_EVENTS=... to change)
 #   make kafka-broker - Java 17 + Maven where missing, then the Apache Kafka broker jars (for --kafka apache)
 PYTHON ?= python3
@@ -63,11 +63,12 @@ demo: setup
 up: setup
 	$(BIN)/roomlogs up
 
-test: setup prometheus-tools kafka-broker postgres-tls-server browser-tools
+test: lint prometheus-tools kafka-broker postgres-tls-server browser-tools
 	$(BIN)/python -m pytest
 
 lint: setup
 	$(BIN)/ruff check pipeline tests bench
+	$(BIN)/ruff format --check pipeline
 	$(BIN)/mypy
 
 bench: setup

@@ -6,7 +6,9 @@ from __future__ import annotations
 class RoomlogsError(Exception):
     """Root of every error roomlogs raises on purpose."""
 
-    #: True when the same call may succeed later (an outage, a lock held by someone else).
+    #: True when the same call may succeed later (an outage, a lock held by someone else). Read at run
+    #: time: `roomlogs retention enforce --loop` waits out a retriable error and exits on any other; the
+    #: publisher SDK's callers decide by it whether to send again; the API answers it with Retry-After.
     retriable: bool = False
 
 

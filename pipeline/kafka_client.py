@@ -1,8 +1,9 @@
-"""How roomlogs connects to Kafka: one place that turns the settings into client arguments and errors.
+"""How roomlogs connects to Kafka: one connection object, and one place that turns refusals into errors.
 
-Every Kafka connection of the package goes through `client_kwargs(settings)`: the worker's consumer and
-producer, the admin client (topics, progress), faust's own client (`faust_credentials`), the publisher SDK
-and `roomlogs simulate`. So a setting (TLS, SASL) means the same thing everywhere.
+Every Kafka client of the package is built from one `KafkaConnection` (`KafkaConnection.of(settings)`):
+the worker's consumer and producer, the admin client (topics, progress), the log probe, faust's own client
+(`faust_credentials()`), the publisher SDK and `roomlogs simulate`. So a setting (TLS, SASL) means the
+same thing everywhere, and no caller renames keyword arguments.
 
 When the broker refuses us, aiokafka often says only "Unable to bootstrap"; `kafka_errors()` finds the
 cause (untrusted certificate, wrong password, TLS to a plaintext port, missing ACL) and raises one error
@@ -33,10 +34,9 @@ from pipeline.settings import Settings
 
 __all__ = [
     "KafkaAccessError",
+    "KafkaConnection",
     "KafkaUnavailableError",
     "Refusal",
-    "client_kwargs",
-    "faust_credentials",
     "find_refusal",
     "kafka_errors",
     "ssl_context",
@@ -84,39 +84,68 @@ def ssl_context(settings: Settings) -> ssl.SSLContext:
     return context
 
 
-def client_kwargs(settings: Settings) -> dict[str, Any]:
-    """Bootstrap servers and security arguments for any aiokafka client (consumer, producer, admin)."""
-    protocol = settings.kafka_security_protocol
-    kwargs: dict[str, Any] = {
-        "bootstrap_servers": settings.kafka_bootstrap,
-        "security_protocol": protocol,
-    }
-    if protocol in ("SSL", "SASL_SSL"):
-        kwargs["ssl_context"] = ssl_context(settings)
-    if protocol.startswith("SASL_"):
-        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
-        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
-        kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get()
-    return kwargs
+@dataclass(frozen=True, slots=True)
+class KafkaConnection:
+    """How a client reaches Kafka: the bootstrap servers and the security every client of the package
+    shares (the worker's consumer and producer, the admin client, the log probe, faust's client, the
+    publisher SDK, `roomlogs simulate`). Built once from the settings (`KafkaConnection.of(settings)`), or
+    by a room server embedding the SDK from its own configuration."""
 
+    bootstrap: str
+    #: PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL
+    security_protocol: str = "PLAINTEXT"
+    #: TLS: which CAs to trust, and a client certificate (None: the system's trust store, or no TLS)
+    ssl_context: ssl.SSLContext | None = None
+    #: SASL: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, with a user and a password
+    sasl_mechanism: str | None = None
+    sasl_username: str | None = None
+    sasl_password: str | None = None
 
-def faust_credentials(settings: Settings) -> Any:
-    """The same security for faust's own client (`broker_credentials`); None for PLAINTEXT."""
-    from faust.auth import SASLCredentials, SSLCredentials
-
-    kwargs = client_kwargs(settings)
-    protocol = kwargs["security_protocol"]
-    if protocol == "SSL":
-        return SSLCredentials(kwargs["ssl_context"])
-    if protocol.startswith("SASL_"):
-        # faust picks SASL_SSL when given a context, SASL_PLAINTEXT without one
-        return SASLCredentials(
-            username=kwargs["sasl_plain_username"],
-            password=kwargs["sasl_plain_password"],
-            mechanism=kwargs["sasl_mechanism"],
-            ssl_context=kwargs.get("ssl_context"),
+    @classmethod
+    def of(cls, settings: Settings) -> KafkaConnection:
+        """The connection ROOMLOGS_KAFKA_* describe (a ConfigurationError names a setting that cannot
+        work, such as an unreadable CA file)."""
+        protocol = settings.kafka_security_protocol
+        sasl = protocol.startswith("SASL_")
+        return cls(
+            bootstrap=settings.kafka_bootstrap,
+            security_protocol=protocol,
+            ssl_context=ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None,
+            sasl_mechanism=settings.kafka_sasl_mechanism if sasl else None,
+            sasl_username=settings.kafka_sasl_username if sasl else None,
+            sasl_password=settings.kafka_sasl_password.get() if sasl else None,
         )
-    return None
+
+    def security(self) -> dict[str, Any]:
+        """aiokafka's security arguments (what every client takes besides `bootstrap_servers`)."""
+        kwargs: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.ssl_context is not None:
+            kwargs["ssl_context"] = self.ssl_context
+        if self.security_protocol.startswith("SASL_"):
+            kwargs["sasl_mechanism"] = self.sasl_mechanism or "PLAIN"
+            kwargs["sasl_plain_username"] = self.sasl_username
+            kwargs["sasl_plain_password"] = self.sasl_password
+        return kwargs
+
+    def kwargs(self) -> dict[str, Any]:
+        """Arguments for any aiokafka client (consumer, producer, admin)."""
+        return {"bootstrap_servers": self.bootstrap, **self.security()}
+
+    def faust_credentials(self) -> Any:
+        """The same security for faust's own client (`broker_credentials`); None for PLAINTEXT."""
+        from faust.auth import SASLCredentials, SSLCredentials
+
+        if self.security_protocol == "SSL":
+            return SSLCredentials(self.ssl_context)
+        if self.security_protocol.startswith("SASL_"):
+            # faust picks SASL_SSL when given a context, SASL_PLAINTEXT without one
+            return SASLCredentials(
+                username=self.sasl_username,
+                password=self.sasl_password,
+                mechanism=self.sasl_mechanism,
+                ssl_context=self.ssl_context,
+            )
+        return None
 
 
 @dataclass(frozen=True)
@@ -155,8 +184,7 @@ async def kafka_errors(settings: Settings) -> AsyncIterator[None]:
     try:
         yield
     except KafkaConnectionError as exc:
-        kwargs = client_kwargs(settings)
-        refusal = await find_refusal(kwargs.pop("bootstrap_servers"), kwargs)
+        refusal = await find_refusal(settings.kafka_bootstrap, KafkaConnection.of(settings).security())
         if refusal is not None:
             raise KafkaAccessError(f"{refusal.detail}: {_SETTING_TO_FIX[refusal.cause]}") from None
         raise KafkaUnavailableError(
@@ -190,7 +218,7 @@ def _who(settings: Settings) -> str:
 async def find_refusal(bootstrap: str, kwargs: dict[str, Any]) -> Refusal | None:
     """Connect to each bootstrap server once, directly, so the real cause of a failed start surfaces.
 
-    `kwargs` are the client's security arguments (`client_kwargs` without bootstrap_servers). None when
+    `kwargs` are the client's security arguments (`KafkaConnection.security()`). None when
     no broker refused us explicitly (they may all be down).
     """
     for server in bootstrap.split(","):

@@ -42,7 +42,7 @@ from aiokafka.protocol.types import (
     TaggedFields,
 )
 
-from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.settings import Settings
 
 __all__ = ["LogProbe", "PartitionLog", "RecordMark", "TopicLog", "mark_of"]
@@ -94,7 +94,10 @@ class LogProbe:
     def __init__(self, settings: Settings) -> None:
         self._settings = settings
         self._consumer = AIOKafkaConsumer(
-            **client_kwargs(settings), enable_auto_commit=False, group_id=None, auto_offset_reset="none"
+            **KafkaConnection.of(settings).kwargs(),
+            enable_auto_commit=False,
+            group_id=None,
+            auto_offset_reset="none",
         )
         #: one question at a time: the answers assign and seek the probe's one consumer
         self._lock = asyncio.Lock()

@@ -17,7 +17,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.errors import ConfigurationError
-from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.settings import Settings
 
 log = logging.getLogger("roomlogs.kafka")
@@ -34,7 +34,7 @@ async def ensure_topics(settings: Settings, *, worker: bool = True) -> list[str]
     Raises KafkaAccessError (naming the setting or ACL to fix) when the broker refuses us, and
     KafkaUnavailableError when no broker answers.
     """
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    admin = AIOKafkaAdminClient(**KafkaConnection.of(settings).kwargs())
     try:
         async with kafka_errors(settings):
             await admin.start()

@@ -37,7 +37,7 @@ from db_roles import login_as
 from prometheus_client import CollectorRegistry
 
 from pipeline.cli.progress import wait_caught_up
-from pipeline.ingest.consumer import IngestService
+from pipeline.ingest.service import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Secret, Settings
 from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres

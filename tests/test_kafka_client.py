@@ -32,7 +32,7 @@ from faust.auth import SASLCredentials
 from pipeline.cli.devstack import WORKER_COMMAND, spawn_worker, worker_env
 from pipeline.cli.progress import wait_caught_up
 from pipeline.errors import ConfigurationError
-from pipeline.kafka_client import client_kwargs, faust_credentials
+from pipeline.kafka_client import KafkaConnection
 from pipeline.publisher import RoomEventPublisher
 from pipeline.publisher import events as ev
 from pipeline.settings import Secret, Settings
@@ -45,11 +45,11 @@ TopicFactory = Callable[..., Awaitable[str]]
 
 # --- the arguments every client gets ---------------------------------------------------------------------
 def test_plaintext_clients_get_only_the_bootstrap_and_the_protocol() -> None:
-    assert client_kwargs(Settings(kafka_bootstrap="k1:9092,k2:9092")) == {
+    assert KafkaConnection.of(Settings(kafka_bootstrap="k1:9092,k2:9092")).kwargs() == {
         "bootstrap_servers": "k1:9092,k2:9092",
         "security_protocol": "PLAINTEXT",
     }
-    assert faust_credentials(Settings()) is None
+    assert KafkaConnection.of(Settings()).faust_credentials() is None
 
 
 def test_sasl_ssl_clients_verify_the_broker_against_the_ca_file(tmp_path: Path) -> None:
@@ -63,7 +63,8 @@ def test_sasl_ssl_clients_verify_the_broker_against_the_ca_file(tmp_path: Path) 
         kafka_sasl_password=Secret("pw"),
         kafka_ssl_ca_file=str(certs.ca_file),
     )
-    kwargs = client_kwargs(settings)
+    connection = KafkaConnection.of(settings)
+    kwargs = connection.kwargs()
     context = kwargs.pop("ssl_context")
     assert kwargs == {
         "bootstrap_servers": "127.0.0.1:9092",
@@ -74,7 +75,7 @@ def test_sasl_ssl_clients_verify_the_broker_against_the_ca_file(tmp_path: Path) 
     }
     assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
     assert [c["subject"] for c in context.get_ca_certs()] == [((("commonName", "roomlogs test CA"),),)]
-    credentials = faust_credentials(settings)
+    credentials = connection.faust_credentials()
     assert isinstance(credentials, SASLCredentials)
     assert (credentials.protocol.value, credentials.mechanism.value, credentials.username) == (
         "SASL_SSL",
@@ -82,6 +83,9 @@ def test_sasl_ssl_clients_verify_the_broker_against_the_ca_file(tmp_path: Path) 
         "app",
     )
     assert "pw" not in repr(settings)  # the password is a Secret
+    # the publisher SDK takes the same connection
+    sdk = RoomEventPublisher.from_settings(settings).connection.kwargs()
+    assert sdk.pop("ssl_context").get_ca_certs() == context.get_ca_certs() and sdk == kwargs
 
 
 @pytest.mark.parametrize(
@@ -101,7 +105,7 @@ def test_settings_that_cannot_work_are_refused_at_start_up(env: dict[str, str], 
 def test_a_missing_ca_file_names_the_setting(tmp_path: Path) -> None:
     settings = Settings(kafka_security_protocol="SSL", kafka_ssl_ca_file=str(tmp_path / "nope.pem"))
     with pytest.raises(ConfigurationError, match="ROOMLOGS_KAFKA_SSL_CA_FILE"):
-        client_kwargs(settings)
+        KafkaConnection.of(settings)
 
 
 # --- against the secured listener --------------------------------------------------------------------------

@@ -2,9 +2,11 @@
 
 Layers, bottom to top: shared utilities (settings, errors, logs, metrics, the Kafka client, ...), the
 event contract (`events`), the shared tables (`storage`), the stages and services (`ingest`, `retention`,
-`publisher`, `api`, `console`, `worker`, `stack`), and the command line (`cli`). A module may import its
-own layer and the layers below it. Every import counts, also one inside a function or under
-TYPE_CHECKING: a lazy import hides a cycle from the interpreter, not from the design.
+`publisher`, `api`, `console`, `stack`), the worker process that hosts ingest and maintenance (`worker`),
+and the command line (`cli`). A module may import its own layer and the layers below it, and a stage may
+not import another stage: what two stages share lives below them (a rule in `storage` or `events`, a
+client among the utilities). Every import counts, also one inside a function or under TYPE_CHECKING: a
+lazy import hides a cycle from the interpreter, not from the design.
 """
 
 from __future__ import annotations
@@ -17,17 +19,21 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
 
-UTILITIES = ("settings", "errors", "logs", "metrics", "kafka_client", "kafka_logs", "kafka_topics", "listen")
-STAGES = ("ingest", "retention", "publisher", "api", "console", "worker", "stack")
+UTILITIES = (
+    "settings", "errors", "logs", "metrics", "kafka_client", "kafka_logs", "kafka_topics", "listen",
+    "retention_rules",
+)  # fmt: skip
+STAGES = ("ingest", "retention", "publisher", "api", "console", "stack")
 LAYER_OF: dict[str, int] = {
     "": 0,  # pipeline/__init__.py: the version
     **dict.fromkeys(UTILITIES, 0),
     "events": 1,
     "storage": 2,
     **dict.fromkeys(STAGES, 3),
-    "cli": 4,
+    "worker": 4,
+    "cli": 5,
 }
-LAYER_NAMES = ("utilities", "events", "storage", "stages", "cli")
+LAYER_NAMES = ("utilities", "events", "storage", "stages", "worker", "cli")
 
 
 def _modules() -> dict[str, Path]:
@@ -147,3 +153,14 @@ def test_no_upward_imports(layer: int) -> None:
         if LAYER_OF.get(_area(target), 0) > layer
     )
     assert upward == []
+
+
+def test_no_stage_imports_another() -> None:
+    across = sorted(
+        f"{module} -> {target}"
+        for module, targets in GRAPH.items()
+        if _area(module) in STAGES
+        for target in targets
+        if _area(target) in STAGES and _area(target) != _area(module)
+    )
+    assert across == [], "move what both need below the stages: " + ", ".join(across)

@@ -36,7 +36,7 @@ from typing import Any
 import orjson
 
 from pipeline.errors import ConfigurationError
-from pipeline.ingest.positions import Finding, judge
+from pipeline.ingest.positions import Finding, Verdict, judge_log
 from pipeline.kafka_logs import LogProbe, TopicLog
 from pipeline.settings import Settings
 from pipeline.storage import db, offsets
@@ -87,26 +87,20 @@ def _target(text: str) -> str | datetime:
 
 
 # --- show ------------------------------------------------------------------------------------------------
-async def _look(settings: Settings) -> tuple[dict[int, StoredOffset], TopicLog, dict[int, Any]]:
-    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-    try:
-        stored = await offsets.stored_offsets(conn, settings.consumer_group, settings.events_topic)
-    finally:
-        await conn.close()
+async def _look(settings: Settings) -> tuple[dict[int, StoredOffset], TopicLog, dict[int, Verdict]]:
+    stored = await _stored(settings)
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
-        parts = topic_log.partitions
-        checkable = {
-            p: s.last.offset
-            for p, s in stored.items()
-            if s.last is not None and p in parts and parts[p].start <= s.last.offset < parts[p].end
-        }
-        at_last = await probe.records_at(settings.events_topic, checkable) if checkable else {}
-    verdicts = {
-        p: judge(stored.get(p), part, topic_log.topic_id, record_at_last=at_last.get(p))
-        for p, part in parts.items()
-    }
-    return stored, topic_log, verdicts
+        verdicts = await judge_log(probe, topic_log, stored)
+    return stored, topic_log, {v.partition: v for v in verdicts}
+
+
+async def _stored(settings: Settings) -> dict[int, StoredOffset]:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        return await offsets.stored_offsets(conn, settings.consumer_group, settings.events_topic)
+    finally:
+        await conn.close()
 
 
 def show(settings: Settings, args: argparse.Namespace) -> int:
@@ -227,11 +221,7 @@ async def plan_moves(
     """What `move --to target` would do to each partition asked (all that the broker shows by default)."""
     if not by.strip():
         raise ConfigurationError("--by: name who moves the offsets (it is recorded)")
-    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-    try:
-        stored = await offsets.stored_offsets(conn, settings.consumer_group, settings.events_topic)
-    finally:
-        await conn.close()
+    stored = await _stored(settings)
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
         parts = topic_log.partitions

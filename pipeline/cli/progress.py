@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from tqdm import tqdm
 
-from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.settings import Settings
 from pipeline.storage import db, offsets
 
@@ -21,7 +21,7 @@ async def end_offsets(settings: Settings) -> dict[int, int]:
     (847 for a partition holding 1,000 records in batches), while fetch responses carry the true high
     watermark. So: ask, then fetch from there and take the larger high watermark (equal on Apache Kafka).
     """
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**KafkaConnection.of(settings).kwargs(), enable_auto_commit=False)
     try:
         async with kafka_errors(settings):
             await consumer.start()

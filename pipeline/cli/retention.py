@@ -36,7 +36,7 @@ from datetime import UTC, date, datetime
 
 import asyncpg
 
-from pipeline.errors import StorageUnavailableError
+from pipeline.errors import RoomlogsError
 from pipeline.retention import (
     RetentionError,
     check_retention,
@@ -253,7 +253,9 @@ async def _enforce_loop(settings: Settings) -> int:
     while not stopping.is_set():
         try:
             conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-        except StorageUnavailableError as e:
+        except RoomlogsError as e:
+            if not e.retriable:  # a setting to fix: one line, exit 2 (pipeline.cli)
+                raise
             log.warning("retention: %s; next try in %g s", e, interval)
         else:
             try:

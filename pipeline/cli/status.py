@@ -35,7 +35,7 @@ import orjson
 from aiokafka.errors import KafkaError
 
 from pipeline.errors import RoomlogsError
-from pipeline.ingest.positions import Finding, Verdict, judge
+from pipeline.ingest.positions import Finding, Verdict, judge_log
 from pipeline.kafka_logs import LogProbe, TopicLog
 from pipeline.retention.ledger import last_run
 from pipeline.retention.status import partition_status
@@ -278,26 +278,8 @@ async def _judge(settings: Settings, stored: dict[int, StoredOffset]) -> tuple[T
     """The broker's log of the events topic and, per partition, what a worker would find on assignment."""
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
-        parts = topic_log.partitions
-        checkable = {
-            p: s.last.offset
-            for p, s in stored.items()
-            if s.last is not None and p in parts and parts[p].start <= s.last.offset < parts[p].end
-        }
-        at_last = await probe.records_at(settings.events_topic, checkable) if checkable else {}
-    verdicts = {
-        p: judge(stored.get(p), part, topic_log.topic_id, record_at_last=at_last.get(p))
-        for p, part in parts.items()
-    }
-    for p, mine in stored.items():
-        if p not in parts:
-            verdicts[p] = Verdict(
-                p, Finding.NEW_LOG, 0, mine, topic_log.topic_id,
-                why=f"partition {p}: has offsets of record (next {mine.next_offset}) but the broker's "
-                f"topic {settings.events_topic} has no such partition (recreated with fewer partitions, "
-                "or deleted)",
-            )  # fmt: skip
-    return topic_log, verdicts
+        verdicts = await judge_log(probe, topic_log, stored)
+    return topic_log, {v.partition: v for v in verdicts}
 
 
 async def _worker(url: str) -> WorkerState:

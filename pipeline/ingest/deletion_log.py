@@ -6,7 +6,7 @@ to skip them when it reads the events topic again. So every request is also kept
 (ROOMLOGS_DELETIONS_TOPIC: one partition, kept forever, compacted by request id), sealed by the database
 (migration 0013), and a starting worker re-applies those its database lacks before it ingests anything.
 
-Who calls it: `IngestService` (pipeline/ingest/consumer.py) builds a `DeletionLog`, awaits its `start()`
+Who calls it: `IngestService` (pipeline/ingest/service.py) builds a `DeletionLog`, awaits its `start()`
 after its producer exists and before its consumer subscribes, and its `close()` on the way out.
 
 - Re-applying (`reapply`): reads the topic from its start to its end (no consumer group, nothing
@@ -32,6 +32,7 @@ import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -39,32 +40,24 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
 
-from pipeline.errors import RoomlogsError, StorageUnavailableError
-from pipeline.ingest.backoff import Backoff
-from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.errors import RoomlogsError
+from pipeline.ingest.relay import OutboxRelay
+from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.kafka_logs import LogProbe
-from pipeline.logs import outage_log
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.storage import db, deletion_outbox
-from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.deletion_outbox import Outcome
 from pipeline.storage.deletions import Deletions
 
 __all__ = ["SEAL_HEADER", "DeletionLog", "DeletionLogUnreadError", "DeletionRelay", "Reapplied", "reapply"]
 
 log = logging.getLogger("roomlogs.ingest.deletions")
-#: one line when PostgreSQL goes away, one when it is back (shared with the rest of the process)
-_outage = outage_log("PostgreSQL")
-#: PostgreSQL is away: the relay waits and retries
-_OUTAGE: tuple[type[BaseException], ...] = (StorageUnavailableError, *CONNECTION_ERRORS)
 
 #: Header carrying a record's seal ("<key id>:<hex of HMAC-SHA256>"); the value is the sealed message.
 SEAL_HEADER = "roomlogs.seal"
 #: Re-applying gives up when the topic yields nothing new for this long.
 READ_STALL_SECONDS = 60.0
-#: A relay round's transaction may wait this long for the broker's acknowledgements.
-_ROUND_IDLE_SECONDS = 120
 #: Offsets of refused records named in the log line.
 _OFFSETS_LOGGED = 5
 
@@ -74,10 +67,6 @@ class DeletionLogUnreadError(RoomlogsError):
     so the worker must not start ingesting."""
 
     retriable = True
-
-
-class RelayStalledError(Exception):
-    """Some queued requests were not acknowledged this round (they stay queued)."""
 
 
 @dataclass
@@ -137,7 +126,10 @@ async def _read(
     that fetch, which Tansu holds for minutes on a partition with nothing new.
     """
     consumer = AIOKafkaConsumer(
-        **client_kwargs(settings), group_id=None, enable_auto_commit=False, auto_offset_reset="earliest"
+        **KafkaConnection.of(settings).kwargs(),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
     )
     try:
         async with kafka_errors(settings):
@@ -224,8 +216,11 @@ def _report(topic: str, found: Reapplied, metrics: IngestMetrics) -> None:
     log.debug("deletions topic %s: %d requests read (%s)", topic, found.read, dict(found.outcomes))
 
 
-class DeletionRelay:
-    """Sends `deletion_outbox` to the deletions topic until it is empty, every `poll_seconds`."""
+class DeletionRelay(OutboxRelay):
+    """Sends `deletion_outbox` to the deletions topic until it is empty, every `poll_seconds`. One relay at a
+    time (an advisory lock: the worker's role may not lock the outbox's rows)."""
+
+    what = "deletion requests"
 
     def __init__(
         self,
@@ -239,74 +234,29 @@ class DeletionRelay:
         retry_initial_seconds: float = 0.5,
         retry_max_seconds: float = 30.0,
     ) -> None:
-        self._pool = pool
-        self._producer = producer
-        self.topic = topic
-        self._metrics = metrics
-        self._poll_seconds = poll_seconds
-        self._claim_rows = claim_rows
-        self._retry_initial = retry_initial_seconds
-        self._retry_max = retry_max_seconds
-        self._stopping = asyncio.Event()
-        self._failing_since: float | None = None
+        super().__init__(
+            pool,
+            producer,
+            topic,
+            sent=metrics.deletions_relayed,
+            errors=metrics.deletion_relay_errors,
+            pending=metrics.deletion_outbox_pending,
+            claim_rows=claim_rows,
+            idle_seconds=poll_seconds,
+            retry_initial_seconds=retry_initial_seconds,
+            retry_max_seconds=retry_max_seconds,
+        )
 
-    def stop(self) -> None:
-        self._stopping.set()
+    async def claim(self, conn: asyncpg.Connection, limit: int) -> list[deletion_outbox.SealedRequest] | None:
+        return await deletion_outbox.claim(conn, limit)
 
-    async def run(self) -> None:
-        backoff = Backoff(self._retry_initial, self._retry_max)
-        while not self._stopping.is_set():
-            try:
-                await self.drain()
-            except _OUTAGE as e:
-                self._metrics.deletion_relay_errors.inc()
-                _outage.down(e, "deletion requests wait in deletion_outbox")
-                await self._sleep(backoff.next_delay())
-                continue
-            except (KafkaError, RelayStalledError) as e:
-                self._metrics.deletion_relay_errors.inc()
-                if self._failing_since is None:
-                    self._failing_since = time.monotonic()
-                    log.warning("deletions topic %s: deletion requests queued, retrying: %r", self.topic, e)
-                await self._sleep(backoff.next_delay())
-                continue
-            _outage.up()
-            if self._failing_since is not None:
-                log.warning(
-                    "deletions topic %s: deletion requests flowing again after %.1f s",
-                    self.topic,
-                    time.monotonic() - self._failing_since,
-                )
-                self._failing_since = None
-            backoff = Backoff(self._retry_initial, self._retry_max)
-            await self._sleep(self._poll_seconds)
+    async def done(self, conn: asyncpg.Connection, ids: list[int]) -> None:
+        await deletion_outbox.done(conn, ids)
 
-    async def drain(self) -> int:
-        """Send queued requests until the queue is empty; return how many were acknowledged."""
-        total = 0
-        while True:
-            async with db.acquire(self._pool) as conn, conn.transaction():
-                # the round waits for the broker inside its transaction: longer than a worker's sessions
-                # may otherwise stay idle in one (pipeline/worker/app.py)
-                await conn.execute(
-                    f"SET LOCAL idle_in_transaction_session_timeout = '{_ROUND_IDLE_SECONDS}s'"
-                )
-                claimed = await deletion_outbox.claim(conn, self._claim_rows)
-                if claimed is None:  # another worker's relay is at it
-                    return total
-                if not claimed:
-                    self._metrics.deletion_outbox_pending.set(0)
-                    return total
-                acked = await self._send(claimed)
-                await deletion_outbox.done(conn, acked)
-            total += len(acked)
-            self._metrics.deletions_relayed.inc(len(acked))
-            if len(acked) < len(claimed):
-                async with db.acquire(self._pool) as conn:
-                    self._metrics.deletion_outbox_pending.set(await deletion_outbox.pending(conn))
-                raise RelayStalledError(f"{len(claimed) - len(acked)} of {len(claimed)} not acknowledged")
+    async def queued(self, conn: asyncpg.Connection) -> int:
+        return await deletion_outbox.pending(conn)
 
-    async def _send(self, claimed: list[deletion_outbox.SealedRequest]) -> list[int]:
+    async def send(self, claimed: Sequence[deletion_outbox.SealedRequest]) -> list[int]:
         sent: list[tuple[int, asyncio.Future[object]]] = []
         for r in claimed:
             try:
@@ -326,10 +276,6 @@ class DeletionRelay:
                 await future
                 acked.append(outbox_id)
         return acked
-
-    async def _sleep(self, seconds: float) -> None:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
 
 
 class DeletionLog:

@@ -45,7 +45,7 @@ from pipeline.kafka_logs import LogProbe, PartitionLog, RecordMark, TopicLog
 from pipeline.storage import offsets
 from pipeline.storage.offsets import Change, StoredOffset
 
-__all__ = ["Finding", "MissingPartitionsError", "Verdict", "judge", "resume_positions"]
+__all__ = ["Finding", "MissingPartitionsError", "Verdict", "judge", "judge_log", "resume_positions"]
 
 log = logging.getLogger("roomlogs.ingest.positions")
 
@@ -183,35 +183,38 @@ async def resume_positions(
                 f"the broker shows no partition {sorted(missing)} of topic {topic} (being deleted or "
                 "created?)"
             )
-        verdicts = await _judge_all(probe, topic_log, stored, committed)
+        verdicts = await judge_log(probe, topic_log, stored, committed)
         settled = await _settle_all(conn, consumer_group, topic, verdicts, changed_by)
         if settled is not None:
             return settled
     raise RuntimeError(f"the offsets of record of {topic} kept moving while being judged")
 
 
-async def _judge_all(
+async def judge_log(
     probe: LogProbe,
     topic_log: TopicLog,
     stored: Mapping[int, StoredOffset],
-    committed: Mapping[int, int | None],
+    committed: Mapping[int, int | None] | None = None,
 ) -> list[Verdict]:
-    topic = topic_log.topic
+    """`judge` for every partition of `topic_log` (looking up the records it needs) and for every stored
+    partition the broker does not show (another log: the topic lost it). Changes nothing: `roomlogs
+    status` and `roomlogs offsets show` show these; `resume_positions` settles them."""
+    topic, parts = topic_log.topic, topic_log.partitions
+    committed = committed or {}
     checkable = {
         p: s.last.offset
         for p, s in stored.items()
-        if s.last is not None and topic_log.partitions[p].start <= s.last.offset < topic_log.partitions[p].end
+        if s.last is not None and p in parts and parts[p].start <= s.last.offset < parts[p].end
     }
     at_last = await probe.records_at(topic, checkable) if checkable else {}
     verdicts = [
         judge(
-            stored.get(p),
-            part,
-            topic_log.topic_id,
-            record_at_last=at_last.get(p),
-            committed=committed.get(p),
+            stored.get(p), part, topic_log.topic_id, record_at_last=at_last.get(p), committed=committed.get(p)
         )
-        for p, part in sorted(topic_log.partitions.items())
+        for p, part in sorted(parts.items())
+    ]
+    verdicts += [
+        _missing(topic, p, s, topic_log.topic_id) for p, s in sorted(stored.items()) if p not in parts
     ]
     lost = {v.partition: v.resume_at for v in verdicts if v.finding is Finding.DELETED_UNREAD}
     if not lost:
@@ -223,6 +226,14 @@ async def _judge_all(
         else v
         for v in verdicts
     ]
+
+
+def _missing(topic: str, p: int, mine: StoredOffset, topic_id: uuid.UUID | None) -> Verdict:
+    why = (
+        f"partition {p}: has offsets of record (next {mine.next_offset}) but the broker's topic {topic} has "
+        "no such partition (recreated with fewer partitions, or deleted)"
+    )
+    return Verdict(p, Finding.NEW_LOG, 0, mine, topic_id, why=why)
 
 
 def _time(timestamp_ms: int) -> datetime:

@@ -46,7 +46,7 @@ from pipeline.events.deadletter import fingerprint
 from pipeline.events.normalize import Normalizer
 from pipeline.ingest.prepare import build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
-from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.settings import Settings
 from pipeline.storage import replays
 from pipeline.storage.batch import ROW_CLASS, WriteOutcome
@@ -263,7 +263,10 @@ async def fetch_originals(
     if not wanted:
         return found
     consumer = AIOKafkaConsumer(
-        **client_kwargs(settings), enable_auto_commit=False, group_id=None, auto_offset_reset="none"
+        **KafkaConnection.of(settings).kwargs(),
+        enable_auto_commit=False,
+        group_id=None,
+        auto_offset_reset="none",
     )
     try:
         async with kafka_errors(settings):

@@ -20,7 +20,8 @@ from datetime import datetime
 
 import asyncpg
 
-from pipeline.storage.rooms import ClassRule, fetch_rooms
+from pipeline.retention_rules import ClassRule
+from pipeline.storage.rooms import fetch_rooms
 
 Version = tuple[datetime, str]
 

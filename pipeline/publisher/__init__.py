@@ -1,5 +1,6 @@
 """Publishing room events: the client room servers embed, and a traffic simulator built on it."""
 
+from pipeline.kafka_client import KafkaConnection
 from pipeline.publisher.client import (
     BrokerUnavailableError,
     DeliveryError,
@@ -18,6 +19,7 @@ from pipeline.publisher.simulator import (
 __all__ = [
     "BrokerUnavailableError",
     "DeliveryError",
+    "KafkaConnection",
     "PublisherAccessError",
     "RawEventSink",
     "RoomEventPublisher",

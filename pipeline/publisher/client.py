@@ -49,7 +49,7 @@ from pipeline.errors import (
 from pipeline.events.contract import SCHEMA_VERSION
 from pipeline.events.normalize import Normalizer
 from pipeline.events.reasons import Invalid, Reason
-from pipeline.kafka_client import client_kwargs, find_refusal
+from pipeline.kafka_client import KafkaConnection, find_refusal
 from pipeline.publisher.metrics import PublisherCollector
 from pipeline.settings import Settings
 
@@ -145,7 +145,7 @@ class RoomEventPublisher:
     def __init__(
         self,
         *,
-        bootstrap: str,
+        bootstrap: str | None = None,
         topic: str,
         idempotent: bool,
         compression: str = "gzip",
@@ -163,13 +163,15 @@ class RoomEventPublisher:
         sasl_mechanism: str | None = None,
         sasl_username: str | None = None,
         sasl_password: str | None = None,
+        connection: KafkaConnection | None = None,
     ) -> None:
         """`idempotent` must match the broker: Apache Kafka supports it, the embedded Tansu does not.
 
-        `security_protocol` is PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; TLS uses `ssl_context` (it
-        decides which CA to trust), SASL uses `sasl_mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512),
-        `sasl_username` and `sasl_password`. `start()` raises PublisherAccessError, saying which of these
-        to fix, when the broker refuses them.
+        Where to connect: a `connection` (pipeline.kafka_client.KafkaConnection, what every roomlogs client
+        uses), or `bootstrap` with the security arguments: `security_protocol` is PLAINTEXT, SSL,
+        SASL_PLAINTEXT or SASL_SSL; TLS uses `ssl_context` (it decides which CA to trust), SASL uses
+        `sasl_mechanism` (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512), `sasl_username` and `sasl_password`.
+        `start()` raises PublisherAccessError, saying which of these to fix, when the broker refuses them.
 
         `request_timeout_seconds` bounds each produce request and how long an event may wait for its
         acknowledgement before it counts as failed. `validate=False` skips the contract and size checks in
@@ -190,7 +192,19 @@ class RoomEventPublisher:
             raise ValueError("max_buffered_events, max_batch_bytes and max_event_bytes must be positive")
         if linger_seconds < 0 or request_timeout_seconds <= 0:
             raise ValueError("linger_seconds must be >= 0 and request_timeout_seconds > 0")
-        self.bootstrap = bootstrap
+        if connection is None:
+            if bootstrap is None:
+                raise ValueError("give the broker: bootstrap=..., or connection=KafkaConnection(...)")
+            connection = KafkaConnection(
+                bootstrap,
+                security_protocol,
+                ssl_context,
+                sasl_mechanism or "PLAIN" if security_protocol.startswith("SASL_") else None,
+                sasl_username,
+                sasl_password,
+            )
+        self.connection = connection
+        self.bootstrap = connection.bootstrap
         self.topic = topic
         self.idempotent = idempotent
         self.compression = compression
@@ -200,15 +214,6 @@ class RoomEventPublisher:
         self.max_event_bytes = max_event_bytes
         self.request_timeout_seconds = request_timeout_seconds
         self._clock = clock
-        self._security: dict[str, Any] = {"security_protocol": security_protocol}
-        if ssl_context is not None:
-            self._security["ssl_context"] = ssl_context
-        if security_protocol.startswith("SASL_"):
-            self._security.update(
-                sasl_mechanism=sasl_mechanism or "PLAIN",
-                sasl_plain_username=sasl_username,
-                sasl_plain_password=sasl_password,
-            )
         self._normalizer = (
             Normalizer(max_event_bytes=max_event_bytes, max_future_skew_seconds=max_future_skew_seconds)
             if validate
@@ -245,14 +250,8 @@ class RoomEventPublisher:
     @classmethod
     def from_settings(cls, settings: Settings, **overrides: Any) -> RoomEventPublisher:
         """The publisher the pipeline's own tools use; `overrides` tune the rest (linger, buffer size)."""
-        security = client_kwargs(settings)
         params: dict[str, Any] = {
-            "bootstrap": security.pop("bootstrap_servers"),
-            "security_protocol": security.pop("security_protocol"),
-            "ssl_context": security.pop("ssl_context", None),
-            "sasl_mechanism": security.pop("sasl_mechanism", None),
-            "sasl_username": security.pop("sasl_plain_username", None),
-            "sasl_password": security.pop("sasl_plain_password", None),
+            "connection": KafkaConnection.of(settings),
             "topic": settings.events_topic,
             "idempotent": settings.kafka_idempotent_producer,
             "compression": settings.kafka_compression,
@@ -279,8 +278,7 @@ class RoomEventPublisher:
     async def _connect(self) -> Any:
         """A started producer that has found the topic (see start() for the errors)."""
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap,
-            **self._security,
+            **self.connection.kwargs(),
             acks="all",
             enable_idempotence=self.idempotent,
             compression_type=None if self.compression == "none" else self.compression,
@@ -295,7 +293,7 @@ class RoomEventPublisher:
             await producer.start()
         except KafkaConnectionError as exc:
             await producer.stop()
-            refusal = await find_refusal(self.bootstrap, self._security)
+            refusal = await find_refusal(self.bootstrap, self.connection.security())
             if refusal is not None:
                 raise PublisherAccessError(f"{refusal.detail}: {_ARGUMENT_TO_FIX[refusal.cause]}") from None
             raise BrokerUnavailableError(f"cannot reach the Kafka broker at {self.bootstrap}: {exc}") from exc

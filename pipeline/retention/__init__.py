@@ -26,9 +26,10 @@ from pipeline.retention.maintenance import (
 )
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import RetentionPlan, plan_retention
-from pipeline.retention.policy import is_expired, set_retention_days
+from pipeline.retention.policy import set_retention_days
 from pipeline.retention.report import DeferredPartition, DroppedPartition, MaintenanceReport, PurgedHeld
 from pipeline.retention.status import PartitionSetStatus, observe, partition_status
+from pipeline.retention_rules import is_expired
 from pipeline.storage.classes import RetentionClass, load_classes
 from pipeline.storage.holds import Hold, active_rooms, list_holds
 

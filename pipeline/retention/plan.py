@@ -25,11 +25,10 @@ import asyncpg
 
 from pipeline.retention import detach
 from pipeline.retention.catalog import DEAD_LETTERS, EVENTS, StoredPartition, list_detached, list_partitions
-from pipeline.retention.policy import is_expired
+from pipeline.retention_rules import horizon, is_expired
 from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED
 from pipeline.storage.classes import retention_days
 from pipeline.storage.holds import ACTIVE_HOLD_ON
-from pipeline.storage.partitions import horizon
 
 __all__ = ["ExpiredPartition", "HeldExpiry", "RetentionPlan", "UnruledPartition", "plan_retention"]
 

@@ -1,20 +1,5 @@
-"""Retention classes and when a day expires.
-
-A room's rows are written with the retention class the room had at that moment (see
-`pipeline.ingest.rooms`); the class's `retention_days` (table `retention_classes`, changed at runtime with
-`roomlogs retention classes set`) decides when the day partition holding them expires.
-
-Expiry rule, shared with the ingest stage (`pipeline.storage.partitions.horizon`): with N retention days,
-the partition of UTC day d is kept through day d + N and expires when day d + N + 1 begins; the next
-maintenance run drops it. So every row is kept at least N full days and at most N + 1 days plus one
-maintenance interval.
-
-When a room changes class (a public room made private, a room growing past `busy_room_min_occupancy`):
-rows already stored keep the class they were written with, and so that class's retention; the room's
-events from the change on are written under the new class. Stored rows never move between classes (rows
-cannot be edited, and moving them would re-time deletions already promised). A room's history may
-therefore span classes: e.g. a public room made private keeps its public-era rows 14 days and its
-private-era rows 30. A legal hold applies to all of a room's rows, whatever their class.
+"""Changing a retention class's days, audited. The rules themselves (a room's class, when a day
+expires, what may still be written) are in pipeline/retention_rules.py: start there.
 
 When a class's retention changes: the next maintenance run applies the new number of days to every row of
 the class, including rows stored before the change. Shortening deletes more at that run; lengthening
@@ -23,20 +8,12 @@ keeps what is still stored longer, but cannot bring back what is already dropped
 
 from __future__ import annotations
 
-from datetime import date
-
 import asyncpg
 
 from pipeline.retention.exceptions import RetentionError, UnknownRetentionClassError
 from pipeline.storage.classes import MAX_RETENTION_DAYS, class_names, update_retention_days
-from pipeline.storage.partitions import horizon
 
-__all__ = ["is_expired", "set_retention_days"]
-
-
-def is_expired(day: date, today: date, retention_days: int) -> bool:
-    """True when the partition of `day` is past retention on `today`."""
-    return day < horizon(today, retention_days)
+__all__ = ["set_retention_days"]
 
 
 async def set_retention_days(

@@ -15,7 +15,7 @@ import asyncpg
 
 from pipeline.retention.catalog import DEAD_LETTERS, count_rows, list_detached, list_partitions
 from pipeline.retention.metrics import RetentionMetrics
-from pipeline.retention.policy import is_expired
+from pipeline.retention_rules import is_expired
 from pipeline.storage.classes import retention_days
 from pipeline.storage.holds import count_active
 from pipeline.storage.partitions import class_table, day_start

@@ -41,7 +41,7 @@ from pipeline.stack.kafka import answers_api_versions
 from pipeline.stack.process import (
     LOCALHOST,
     EmbeddedServiceError,
-    LogFile,
+    ServerProcess,
     free_port,
     port_is_free,
     terminate,
@@ -130,12 +130,13 @@ class SecureListener:
             raise ValueError(f"protocol={self.protocol!r}: use one of {', '.join(_SECURITY_PROTOCOLS)}")
 
 
-class KafkaNode:
+class KafkaNode(ServerProcess):
     """One KRaft node (broker + controller): its ports, data, log and process. Made by KafkaCluster."""
 
     def __init__(
         self, node_id: int, work_dir: Path, port: int, controller_port: int, secure_port: int | None
     ):
+        super().__init__(work_dir / "kafka.log")
         self.node_id = node_id
         self.work_dir = work_dir
         #: Plaintext client listener (what `KafkaCluster.bootstrap` lists).
@@ -145,28 +146,10 @@ class KafkaNode:
         self.secure_port = secure_port
         self.data_dir = work_dir / "data"
         self.config_path = work_dir / "server.properties"
-        self._log = LogFile(work_dir / "kafka.log")
-        self._proc: subprocess.Popen[bytes] | None = None
-
-    @property
-    def log_path(self) -> Path:
-        """The node's log (every run appended; `EmbeddedServiceError` messages quote the current run)."""
-        return self._log.path
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     @property
     def address(self) -> str:
         return f"{LOCALHOST}:{self.port}"
-
-    def log_tail(self, max_lines: int = 40) -> str:
-        return self._log.tail(max_lines)
 
     def _spawn(self, java: list[str]) -> None:
         with self._log.open_for_run() as log:
@@ -178,10 +161,6 @@ class KafkaNode:
                 cwd=self.work_dir,
                 start_new_session=True,  # a Ctrl-C reaches the owner, which stops the nodes in order
             )
-
-    def _signal(self, sig: signal.Signals) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.send_signal(sig)
 
     def __repr__(self) -> str:
         return f"KafkaNode({self.node_id}, {self.address}, pid={self.pid})"

@@ -126,7 +126,35 @@ class PortTakenError(Exception):
 START_ATTEMPTS_ON_PICKED_PORT = 3
 
 
-class EmbeddedServer:
+class ServerProcess:
+    """A server run as a child process, with its log: what an embedded server and a Kafka node share."""
+
+    def __init__(self, log_path: Path) -> None:
+        self._log = LogFile(log_path)
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """The server's log (every run appended; error messages quote the current run)."""
+        return self._log.path
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def log_tail(self, max_lines: int = 40) -> str:
+        return self._log.tail(max_lines)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.send_signal(sig)
+
+
+class EmbeddedServer(ServerProcess):
     """What the embedded broker and PostgreSQL share: a child process on a loopback port, with a log.
 
     Subclasses implement `start()` (calling `_start_on_free_port`) and `stop()`.
@@ -144,29 +172,16 @@ class EmbeddedServer:
         stop_timeout_seconds: float,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()  # the server runs with its own cwd: no relative paths
+        super().__init__(self.work_dir / log_name)
         self._port = port
         self.start_timeout_seconds = start_timeout_seconds
         self.stop_timeout_seconds = stop_timeout_seconds
-        self._log = LogFile(self.work_dir / log_name)
-        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def port(self) -> int:
         if self._port is None:
             raise EmbeddedServiceError(f"the {self.label} has no port until start()")
         return self._port
-
-    @property
-    def log_path(self) -> Path:
-        return self._log.path
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     def start(self) -> None:
         raise NotImplementedError

@@ -6,7 +6,7 @@ Who calls it: retention (listing the classes, judging partitions, changing a cla
 is the default class one of them; premaking partitions for every class), the ingest stage (each class's
 horizon, refreshed every minute), replay (`pipeline.storage.partitions.writable_since`) and the query API
 (a room's retention). A class's name follows `pipeline.settings.RETENTION_CLASS_NAME`; its days lie in
-1..`MAX_RETENTION_DAYS` (both CHECKs of migration 0001).
+1..`MAX_RETENTION_DAYS` (both CHECKs of migration 0001). What the days mean: pipeline/retention_rules.py.
 """
 
 from __future__ import annotations

@@ -19,27 +19,43 @@ import orjson
 
 from pipeline.errors import ConfigurationError, RoomlogsError, StorageUnavailableError
 
-#: asyncpg/OS exceptions that mean "the server is not there right now", not "your data is wrong": the
-#: ingest loop pauses and retries on these. asyncpg's InterfaceError ("improper use of the API": a
-#: released connection used again, two queries at once on one connection, a closed pool) is a bug and is
-#: deliberately not here, so it surfaces instead of being retried forever; its subclass for a lost
-#: connection is the PostgresConnectionError ConnectionDoesNotExistError, which is.
+#: SQLSTATE classes that mean "the server is not there, or cannot serve, right now", not "your data is
+#: wrong": 08 connection exception, 53 insufficient resources (disk full, out of memory, too many
+#: connections), 57P operator intervention (a shutdown, "cannot connect now" while starting or in
+#: recovery, the database dropped, an idle session ended). Not the rest of class 57: 57014 is a statement
+#: cancelled or timed out, the statement's own problem.
+OUTAGE_SQLSTATE_CLASSES = ("08", "53", "57P")
+
+
+def _sqlstate_classes(prefixes: tuple[str, ...]) -> tuple[type[asyncpg.PostgresError], ...]:
+    """asyncpg's exception classes (one per SQLSTATE code) whose code starts with one of `prefixes`."""
+    return tuple(
+        cls
+        for cls in vars(asyncpg.exceptions).values()
+        if isinstance(cls, type)
+        and issubclass(cls, asyncpg.PostgresError)
+        and str(getattr(cls, "sqlstate", "") or "").startswith(prefixes)
+    )
+
+
+#: What means PostgreSQL is away, by SQLSTATE class (above) rather than by a hand-kept list, plus the
+#: FATALs of a session the server ended for idling inside a transaction (25P03, 25P04: a worker frozen or
+#: cut off inside a transaction meets one when it comes back; see WORKER_SESSION_SETTINGS) and the
+#: socket's own failures. The ingest loop pauses and retries on these. asyncpg's InterfaceError
+#: ("improper use of the API": a released connection used again, two queries at once on one connection, a
+#: closed pool) is a bug and is deliberately not here, so it surfaces instead of being retried forever;
+#: its subclass for a lost connection, ConnectionDoesNotExistError, is class 08.
 CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,  # 08xxx: connection lost, failed, rejected
-    asyncpg.exceptions.ConnectionDoesNotExistError,  # "connection was closed in the middle of operation"
-    asyncpg.CannotConnectNowError,  # starting up, in recovery
-    asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.CrashShutdownError,
-    asyncpg.exceptions.TooManyConnectionsError,
-    # FATAL: the server ended the session (a worker frozen or cut off inside a transaction meets this one
-    # when it comes back; see WORKER_SESSION_SETTINGS)
+    *_sqlstate_classes(OUTAGE_SQLSTATE_CLASSES),
     asyncpg.exceptions.IdleInTransactionSessionTimeoutError,
-    asyncpg.exceptions.IdleSessionTimeoutError,
     asyncpg.exceptions.TransactionTimeoutError,
     ConnectionError,
     OSError,
     TimeoutError,
 )
+#: An outage as the callers of this module meet it: one of the above, or StorageUnavailableError (which
+#: `acquire` and `connect` raise for them).
+OUTAGES: tuple[type[BaseException], ...] = (StorageUnavailableError, *CONNECTION_ERRORS)
 #: What opening a connection may raise besides an outage: a DSN that does not parse (asyncpg's
 #: ClientConfigurationError is a ValueError), or PostgreSQL refusing it (no such database or role, a wrong
 #: password, an unknown parameter). `connect_failure()` turns each into an error naming the setting.

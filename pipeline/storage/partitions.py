@@ -12,11 +12,12 @@ and the maintenance loop (`premake()` today..today+N for every class).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 import asyncpg
 
+from pipeline.retention_rules import writable_from
 from pipeline.settings import RETENTION_CLASS_NAME
 from pipeline.storage import catalog
 from pipeline.storage.classes import retention_days
@@ -38,11 +39,6 @@ def day_of(ts: datetime) -> date:
 
 def day_start(day: date) -> datetime:
     return datetime.combine(day, time.min, tzinfo=UTC)
-
-
-def horizon(today: date, retention_days: int) -> date:
-    """Oldest day still inside retention: days before it are expired (dropped, and not re-inserted)."""
-    return today - timedelta(days=retention_days)
 
 
 def class_table(cls: str) -> str:
@@ -196,22 +192,6 @@ async def _ddl(conn: asyncpg.Connection, sql: str) -> None:
         pass  # another worker created it between our check and our CREATE: that is the outcome we wanted
 
 
-def writable_from(
-    today: date, days_by_class: Mapping[str, int], dropped_by_class: Mapping[str, date]
-) -> dict[str, date]:
-    """Oldest day still writable per retention class: inside its retention, and after any day retention
-    has dropped (a class whose retention was lengthened does not bring back days already deleted).
-
-    `days_by_class` from `pipeline.storage.classes.retention_days`, `dropped_by_class` from
-    `dropped_through` below. The ingest loop (IngestService._horizons) applies this to every batch."""
-    out = {}
-    for cls, days in days_by_class.items():
-        oldest = horizon(today, days)
-        gone = dropped_by_class.get(cls)
-        out[cls] = gone + timedelta(days=1) if gone is not None and gone >= oldest else oldest
-    return out
-
-
 async def dropped_through(conn: asyncpg.Connection) -> dict[str, date]:
     """Per retention class, the newest day whose `events` partition retention has dropped (the ledger)."""
     rows = await conn.fetch(
@@ -222,5 +202,6 @@ async def dropped_through(conn: asyncpg.Connection) -> dict[str, date]:
 
 
 async def writable_since(conn: asyncpg.Connection, today: date) -> dict[str, date]:
-    """`writable_from` read in one go, for writers that run seldom (a dead-letter replay)."""
+    """`writable_from` (pipeline.retention_rules) read in one go, for writers that run seldom (a dead-letter
+    replay)."""
     return writable_from(today, await retention_days(conn), await dropped_through(conn))

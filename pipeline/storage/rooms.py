@@ -20,7 +20,6 @@ room cache (`fetch_rooms`). The API reads `rooms` and the `room_moderators` view
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -34,23 +33,6 @@ GrantVersion = tuple[datetime, int, str]
 
 GRANT, REVOKE = 0, 1
 _KIND_RANK = {"moderator_added": GRANT, "moderator_removed": REVOKE}
-
-
-@dataclass(frozen=True, slots=True)
-class ClassRule:
-    """The retention-class rule, in one place: a room's class from its privacy and size settings."""
-
-    default_class: str = "public"
-    busy_min_occupancy: int = 50
-
-    def __call__(self, privacy: str | None, max_occupancy: int | None) -> str:
-        if privacy == "private":
-            return "private"
-        if privacy == "public":
-            if max_occupancy is not None and max_occupancy >= self.busy_min_occupancy:
-                return "busy_public"
-            return "public"
-        return self.default_class
 
 
 def grant_version(change: RoomChange) -> GrantVersion:

@@ -1,6 +1,6 @@
 """The batch writer: one transaction per batch, binary COPY, offsets of record in the same transaction.
 
-Called by the ingest consumer for each prepared batch. Contract:
+Called by the ingest service (through its sink, pipeline/ingest/sink.py) for each prepared batch. Contract:
 - On return, every row, dead letter, room change and the batch's next offsets are durably committed
   together; nothing of the batch is committed otherwise.
 - Records an earlier transaction already wrote (their offset is below the stored next offset) are skipped,
@@ -32,6 +32,7 @@ import asyncpg
 
 from pipeline.events.deadletter import fingerprint
 from pipeline.events.reasons import Reason
+from pipeline.retention_rules import ClassRule
 from pipeline.storage import db, event_ids, offsets, outbox
 from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
@@ -52,7 +53,7 @@ from pipeline.storage.batch import (
 from pipeline.storage.deletions import Deletions
 from pipeline.storage.event_ids import conflicting_copy
 from pipeline.storage.partitions import PartitionManager, day_of
-from pipeline.storage.rooms import Classify, ClassRule, apply_room_changes
+from pipeline.storage.rooms import Classify, apply_room_changes
 
 #: Errors that mean "this row is unacceptable" (data exceptions and integrity violations other than
 #: duplicates); a batch failing with one of these is split to find the row.

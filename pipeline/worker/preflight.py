@@ -5,7 +5,7 @@ Called by `roomlogs worker` before faust takes over the process, so a setting th
 password, an untrusted certificate, a missing ACL, a topic that cannot be created) ends the worker at once
 with one line naming what to fix and a non-zero exit, instead of a traceback from inside faust or a worker
 that starts and then idles. Passing it proves access at start-up only: faults later are the ingest loop's
-(see pipeline/ingest/consumer.py and README "What a refusing broker gets").
+(see pipeline/ingest/service.py and README "What a refusing broker gets").
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.errors import ConfigurationError
-from pipeline.kafka_client import client_kwargs, kafka_errors
+from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.kafka_topics import ensure_topics
 from pipeline.listen import check_can_listen
 from pipeline.settings import Settings
@@ -69,8 +69,9 @@ async def check_default_class(conn: Any, settings: Settings) -> None:
 
 async def _check_topic_access(settings: Settings) -> None:
     """Describe and read the events topic (from its end: nothing is consumed), read the group's offsets."""
-    consumer = AIOKafkaConsumer(**client_kwargs(settings), enable_auto_commit=False, group_id=None)
-    admin = AIOKafkaAdminClient(**client_kwargs(settings))
+    kafka = KafkaConnection.of(settings)
+    consumer = AIOKafkaConsumer(**kafka.kwargs(), enable_auto_commit=False, group_id=None)
+    admin = AIOKafkaAdminClient(**kafka.kwargs())
     try:
         async with kafka_errors(settings):
             await consumer.start()

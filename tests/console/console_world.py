@@ -31,7 +31,7 @@ from pipeline.api.context import ApiState
 from pipeline.api.trust import install, token_trust
 from pipeline.console import mount, sign_in_link
 from pipeline.events.contract import EventType
-from pipeline.ingest.consumer import IngestService
+from pipeline.ingest.service import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.publisher import events as ev
 from pipeline.publisher.client import RoomEventPublisher

@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.cli.progress import wait_caught_up
 from pipeline.events.contract import EventType
-from pipeline.ingest.consumer import IngestService
+from pipeline.ingest.service import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.publisher import events as ev
 from pipeline.publisher.client import RoomEventPublisher

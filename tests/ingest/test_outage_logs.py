@@ -25,7 +25,7 @@ from prometheus_client import CollectorRegistry
 
 from pipeline.cli.devstack import spawn_worker
 from pipeline.cli.progress import stored_offsets, wait_caught_up
-from pipeline.ingest.consumer import IngestService
+from pipeline.ingest.service import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.stack import free_port

@@ -24,9 +24,10 @@ from pipeline.ingest.prepare import build_batch, normalize_records
 from pipeline.ingest.rooms import RoomDirectory
 from pipeline.publisher.events import chat_message, user
 from pipeline.retention import check_retention, load_classes, maintain
+from pipeline.retention_rules import horizon
 from pipeline.settings import Settings
 from pipeline.storage import db
-from pipeline.storage.partitions import PartitionManager, horizon
+from pipeline.storage.partitions import PartitionManager
 from pipeline.storage.writer import BatchWriter
 
 TOPIC = "roomlogs.events"

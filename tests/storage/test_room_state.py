@@ -20,10 +20,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from pipeline.ingest.rooms import RoomDirectory
+from pipeline.retention_rules import ClassRule
 from pipeline.storage import db
 from pipeline.storage.batch import RoomChange
 from pipeline.storage.migrate import migrate
-from pipeline.storage.rooms import ClassRule, apply_room_changes
+from pipeline.storage.rooms import apply_room_changes
 
 T0 = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 USERS = ("u-ana", "u-bo", "u-cy")
