@@ -1,14 +1,15 @@
 """The query API as a Starlette app: routes, the gate every /v1 request passes, start-up and shutdown.
 
-The routes are `pipeline.api.endpoints.ROUTES`; /openapi.json describes exactly those.
+The routes are `pipeline.api.route_table.ROUTES`; /openapi.json describes exactly those.
 
 `create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
-pool and a registry). Every /v1 request passes through `pipeline.api.gate.Gate`: request id, bearer token,
-rate limit, route, one JSON error shape, the audit of every refusal and error, metrics; the handler only
-does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics.
+pool and a registry). Every /v1 request passes through `pipeline.api.security.gate.Gate`: request id,
+bearer token, rate limit, route, one JSON error shape, the audit of every refusal and error, metrics; the
+handler only does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics.
 
 Start-up opens a pool to the API's own database role and refuses to run when that role could edit or
-delete logs or audit rows (unless `allow_privileged_db_role`), and starts the flush of 429 tallies.
+delete logs or audit rows (`queries.role.check_role`, unless `allow_privileged_db_role`), and starts the
+flush of 429 tallies.
 Shutdown ends live tails, writes the open 429 tallies, then closes the pool.
 """
 
@@ -19,7 +20,6 @@ import contextlib
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
 
 import asyncpg
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -30,17 +30,19 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from pipeline.api import gate
-from pipeline.api.access import AccessPolicy, CursorCodec
-from pipeline.api.auth import TokenVerifier
 from pipeline.api.context import ApiState, Call, JSONResponse, error_response
-from pipeline.api.endpoints import ROUTES, RouteSpec
 from pipeline.api.errors import ApiError, InternalError, MethodNotAllowed, NotFound
-from pipeline.api.floods import FloodTally
 from pipeline.api.metrics import ApiMetrics
 from pipeline.api.openapi import document
 from pipeline.api.params import Params
-from pipeline.api.ratelimit import RateLimiter, StreamQuota
+from pipeline.api.queries.role import check_role
+from pipeline.api.route_table import ROUTES, RouteSpec
+from pipeline.api.security import gate
+from pipeline.api.security.access import AccessPolicy
+from pipeline.api.security.auth import TokenVerifier
+from pipeline.api.security.cursors import CursorCodec
+from pipeline.api.security.floods import FloodTally
+from pipeline.api.security.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 from pipeline.errors import ConfigurationError
 from pipeline.storage import db
@@ -182,37 +184,3 @@ async def open_pool(settings: ApiSettings, schema: str) -> asyncpg.Pool:
         await pool.close()
         raise
     return pool
-
-
-async def check_role(conn: asyncpg.Connection, schema: str, *, allow_privileged: bool) -> None:
-    """ConfigurationError unless 0003 is applied and the role can only read logs and append audit rows."""
-    facts: Any = await conn.fetchrow(
-        """SELECT current_user AS role,
-                  (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) AS superuser,
-                  to_regclass('access_audit') IS NOT NULL AS migrated""",
-    )
-    if not facts["migrated"]:
-        raise ConfigurationError(
-            f"schema {schema!r} has no access_audit table: run `roomlogs migrate` first "
-            "(or check ROOMLOGS_POSTGRES_SCHEMA and the database in ROOMLOGS_API_POSTGRES_DSN)"
-        )
-    powers = await conn.fetchrow(
-        """SELECT has_table_privilege('events', 'UPDATE') OR has_table_privilege('events', 'DELETE')
-                  OR has_table_privilege('events', 'TRUNCATE') AS edit_logs,
-                  has_table_privilege('access_audit', 'UPDATE')
-                  OR has_table_privilege('access_audit', 'DELETE')
-                  OR has_table_privilege('access_audit', 'TRUNCATE') AS edit_audit,
-                  has_table_privilege('events', 'SELECT') AS read_logs,
-                  has_table_privilege('access_audit', 'INSERT') AS append_audit"""
-    )
-    assert powers is not None
-    if not (powers["read_logs"] and powers["append_audit"]):
-        raise ConfigurationError(
-            f"role {facts['role']!r} cannot read events or append to access_audit: set "
-            f"ROOMLOGS_API_POSTGRES_DSN to connect as {schema}_api"
-        )
-    if (facts["superuser"] or powers["edit_logs"] or powers["edit_audit"]) and not allow_privileged:
-        raise ConfigurationError(
-            f"role {facts['role']!r} may edit or delete logs or audit rows: set ROOMLOGS_API_POSTGRES_DSN to "
-            f"connect as {schema}_api (or ROOMLOGS_API_ALLOW_PRIVILEGED_DB_ROLE=true for local development)"
-        )

@@ -20,14 +20,17 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
-from pipeline.api import audit
-from pipeline.api.access import AccessPolicy, Action, CursorCodec, Grant
-from pipeline.api.auth import Identity, TokenVerifier
-from pipeline.api.errors import ApiError, Unavailable
-from pipeline.api.floods import FloodTally
+from pipeline.api.errors import ApiError, InvalidBody, Unavailable
 from pipeline.api.metrics import ApiMetrics
 from pipeline.api.params import REASON_HEADER, Params, check_ident
-from pipeline.api.ratelimit import RateLimiter, StreamQuota
+from pipeline.api.queries.days import DayCounts
+from pipeline.api.queries.insights import DaySummaries
+from pipeline.api.security import audit
+from pipeline.api.security.access import AccessPolicy, Action, Grant
+from pipeline.api.security.auth import Identity, TokenVerifier
+from pipeline.api.security.cursors import CursorCodec
+from pipeline.api.security.floods import FloodTally
+from pipeline.api.security.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 from pipeline.storage import db
 
@@ -35,7 +38,7 @@ log = logging.getLogger("roomlogs.api.audit")
 
 JSON_OPTIONS = orjson.OPT_UTC_Z
 #: ASGI scope key: the ticket or case id a staff member stated for their console session
-#: (set by `pipeline.api.sessions.authenticate`); stands in for a missing X-Access-Reason header.
+#: (set by `pipeline.api.security.sessions.authenticate`); stands in for a missing X-Access-Reason header.
 SESSION_REASON = "roomlogs.session_reason"
 _PG_UUID: type = type(asyncpg.pgproto.pgproto.UUID(bytes(16)))  # asyncpg's own UUID, unknown to orjson
 
@@ -72,7 +75,9 @@ class ApiState:
     pool: asyncpg.Pool | None = None
     #: Set while the process shuts down: live tails end at their next poll.
     closing: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    #: What the process knows of rooms' past days (the calendar's counts, the insights' summaries).
+    day_counts: DayCounts = field(default_factory=DayCounts)
+    day_summaries: DaySummaries = field(default_factory=DaySummaries)
 
     async def record_apart(self, entry: audit.AuditEntry) -> bool:
         """Append one audit row on a connection of its own; never raises.
@@ -179,6 +184,20 @@ class Call:
                     raise Unavailable("the database is unavailable; retry shortly") from e
                 raise
 
+    @asynccontextmanager
+    async def opening_stream(self) -> AsyncIterator[asyncpg.Connection]:
+        """A connection to open a stream on (an export, a live tail) and a slot of the caller's stream
+        quota (TooManyStreams when none is free). The slot stays taken by the stream, which releases it
+        when it ends; here only when opening the stream fails."""
+        caller = self.identity.caller_key
+        self.state.streams.acquire(caller)
+        try:
+            async with self.connection() as conn:
+                yield conn
+        except BaseException:
+            self.state.streams.release(caller)
+            raise
+
     def entry(self, action: str | None = None, *, http_status: int = 200, **fields: Any) -> audit.AuditEntry:
         """A row about this request; `action` defaults to the route's."""
         if action is not None:
@@ -196,3 +215,21 @@ class Call:
 
     async def audit(self, conn: asyncpg.Connection, entry: audit.AuditEntry) -> None:
         await audit.record(conn, entry)
+
+    async def json_body(self, limit: int) -> Any:
+        """The request's JSON body (None when it is empty), read no further than `limit` bytes; InvalidBody
+        when it is longer or not JSON."""
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in self.request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise InvalidBody(f"the body may be at most {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            return None
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise InvalidBody("the body must be a JSON object") from None

@@ -2,7 +2,7 @@
 
 Every error response is ``{"error": {"code": ..., "message": ..., "request_id": ..., "details": {...}}}``.
 `code` is stable (clients branch on it); `message` is for people and may change. `outcome` is what the
-access audit records for the refusal (`pipeline.api.gate` writes that row for every error).
+access audit records for the refusal (`pipeline.api.security.gate` writes that row for every error).
 """
 
 from __future__ import annotations

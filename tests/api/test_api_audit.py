@@ -14,8 +14,8 @@ from api_world import RANGE, World, api_settings, bearer, service, staff, token
 from prometheus_client import CollectorRegistry
 
 from pipeline.api import create_app
-from pipeline.api.floods import FloodTally
-from pipeline.api.gate import flush_floods
+from pipeline.api.security.floods import FloodTally
+from pipeline.api.security.gate import flush_floods
 from pipeline.settings import Secret
 
 OWNER = bearer("u-owner")
@@ -121,7 +121,7 @@ async def test_an_unexpected_error_is_a_500_and_audited(
     async def broken(*args: Any) -> list[Any]:
         raise RuntimeError("a bug")
 
-    monkeypatch.setattr("pipeline.api.routes.queries.day_counts", broken)
+    monkeypatch.setattr("pipeline.api.queries.days.type_counts", broken)
     client, _ = await app_factory(pipeline_world)
     r = await client.get("/v1/rooms/room-1/days", headers=OWNER)
     assert (r.status_code, r.json()["error"]["code"]) == (500, "internal")

@@ -14,8 +14,8 @@ from api_world import api_settings
 from prometheus_client import CollectorRegistry
 from starlette.routing import Route
 
-from pipeline.api import create_app, endpoints, openapi
-from pipeline.api.openapi import document
+from pipeline.api import create_app, route_table
+from pipeline.api.openapi import assembly, document
 
 SETTINGS = api_settings()
 
@@ -55,8 +55,8 @@ def test_operation_ids_are_unique() -> None:
 
 
 def test_a_route_without_a_description_stops_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
-    new = dataclasses.replace(endpoints.ROUTES[0], path="/v1/rooms/{room_id}/new", action="new.thing")
-    monkeypatch.setattr(openapi, "ROUTES", (*endpoints.ROUTES, new))
+    new = dataclasses.replace(route_table.ROUTES[0], path="/v1/rooms/{room_id}/new", action="new.thing")
+    monkeypatch.setattr(assembly, "ROUTES", (*route_table.ROUTES, new))
     with pytest.raises(
         LookupError, match=r"/v1/rooms/\{room_id\}/new is served but has no OpenAPI operation"
     ):
@@ -64,6 +64,6 @@ def test_a_route_without_a_description_stops_the_document(monkeypatch: pytest.Mo
 
 
 def test_a_description_of_no_route_stops_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(openapi, "ROUTES", endpoints.ROUTES[1:])
+    monkeypatch.setattr(assembly, "ROUTES", route_table.ROUTES[1:])
     with pytest.raises(LookupError, match="OpenAPI operations of no route"):
         document(SETTINGS)

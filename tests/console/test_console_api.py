@@ -12,10 +12,10 @@ import jwt
 import pytest
 from console_world import GUEST, JWT_KEY, MOD, TICKET, TODAY, ConsoleWorld, token
 
-from pipeline.api.handlers.retention import purge_day
 from pipeline.events.contract import EventType
 from pipeline.publisher import events as ev
 from pipeline.retention_rules import is_expired
+from pipeline.retention_rules import purged_on as purge_day
 
 
 def bearer(sub: str, **claims: Any) -> dict[str, str]:

@@ -3,10 +3,10 @@ moderation actions and gifts. ``GET /v1/rooms/{room_id}/insights?weeks=4&tz=Euro
 
 Called by the room console's insights page (and any client with read access): the same grant and the same
 audit as a read of the room's events (`row_count` = events aggregated). Built from per-UTC-day summaries
-(`pipeline.api.roomdays`: events per hour and type, gift credits, each day's top chatters), which are
-read from the rows once per process and reused while the day's total is unchanged. Hours and days are in
-the asked time zone (an IANA name; default UTC; a UTC hour counts in the local hour it starts in), weeks
-end today.
+(`pipeline.api.queries.insights`: events per hour and type, gift credits, each day's top chatters),
+which are read from the rows once per process and reused while the day's total is unchanged. Hours and
+days are in the asked time zone (an IANA name; default UTC; a UTC hour counts in the local hour it starts
+in), weeks end today.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from starlette.responses import Response
 
-from pipeline.api.access import Action
-from pipeline.api.context import ApiState, Call, JSONResponse
-from pipeline.api.daycounts import day_start
+from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import InvalidParameter
-from pipeline.api.roomdays import DaySummaries, DaySummary
+from pipeline.api.queries.insights import DaySummary
+from pipeline.api.security.access import Action
+from pipeline.storage.partitions import day_start
 
 DEFAULT_WEEKS, MAX_WEEKS = 4, 12
 TOP_CHATTERS = 10
@@ -56,7 +56,7 @@ async def room_insights(call: Call) -> Response:
     asked = {"weeks": weeks, "tz": tz_name, "since": since.isoformat(), "until": now.isoformat()}
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
-        summaries = await _summaries(call.state).summaries(
+        summaries = await call.state.day_summaries.days(
             conn,
             room_id,
             since.astimezone(UTC).date(),
@@ -67,13 +67,6 @@ async def room_insights(call: Call) -> Response:
         body = summarize(hourly, chatters, first_day, weeks)
         await call.audit(conn, call.entry(grant=grant, filters=asked, row_count=body["total"]))
     return JSONResponse({"room_id": room_id, "tz": tz_name, "since": since, "until": now, **body})
-
-
-def _summaries(state: ApiState) -> DaySummaries:
-    cache = state.extra.get("day_summaries")
-    if not isinstance(cache, DaySummaries):
-        cache = state.extra["day_summaries"] = DaySummaries()
-    return cache
 
 
 def local_hours(

@@ -1,20 +1,20 @@
 """The OpenAPI operations of the endpoints the room console added (any client may use them).
 
-Merged into the API's document by `pipeline.api.openapi.document`, which takes their paths, methods and
-path parameters from the route table; parameter shapes match the handlers (`rooms`, `insights`,
-`transparency`, `sessions`) exactly, so the fuzz tests hold them to "no 5xx" too.
+Merged into the API's document by `assembly.document`, which takes their paths, methods and path
+parameters from the route table; parameter shapes match the handlers (`events`, `rooms`, `insights`,
+`access_log`, `retention`, `sessions`) exactly, so the fuzz tests hold them to "no 5xx" too.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pipeline.api.insights import MAX_WEEKS
-from pipeline.api.openapi_parts import errors, ok_json, operation, param
+from pipeline.api.handlers.access_log import ACCESS_LOG_PAGE_MAX
+from pipeline.api.handlers.events import CONTEXT_MAX
+from pipeline.api.handlers.insights import MAX_WEEKS
+from pipeline.api.openapi.parts import errors, ok_json, operation, param
 from pipeline.api.params import MAX_CURSOR_CHARS
-from pipeline.api.rooms import CONTEXT_MAX
 from pipeline.api.settings import ApiSettings
-from pipeline.api.transparency import ACCESS_LOG_PAGE_MAX
 from pipeline.events.identifiers import ID_MAX_CHARS
 
 __all__ = ["console_operations"]

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from pipeline.api.audit import AuditEntry
+from pipeline.api.security.audit import AuditEntry
 
 #: `action` of a tally row whose 429s were for more than one action.
 MULTIPLE_ACTIONS = "multiple"

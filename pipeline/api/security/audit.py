@@ -4,13 +4,14 @@ Two writers, both before the answer leaves:
 
 - the route handlers record what they did: a read, a deletion, the start and the end of a stream. If that
   row cannot be written the caller gets an error instead of the data (no unrecorded read);
-- `pipeline.api.gate` records every refusal and error of every /v1 request, from the request's `Exchange`
-  (who asked, what for, about which room or user), which the gate and the handler fill in as they learn it.
-  429s go through `pipeline.api.floods` so that a flood of them costs a bounded number of rows.
+- `pipeline.api.security.gate` records every refusal and error of every /v1 request, from the request's
+  `Exchange` (who asked, what for, about which room or user), which the gate and the handler fill in as
+  they learn it. 429s go through `security.floods` so that a flood of them costs a bounded number of rows.
 
 Every row carries the server's `request_id` (also the key of a deletion request); a client's own
 `X-Request-Id` is kept only as `client_request_id`, a label that is never a key.
-The API's database role may only INSERT here; triggers refuse UPDATE, DELETE and TRUNCATE for everyone.
+The API's database role may only INSERT here (`pipeline.api.queries.audit`); triggers refuse UPDATE,
+DELETE and TRUNCATE for everyone.
 """
 
 from __future__ import annotations
@@ -23,19 +24,15 @@ from typing import Any
 import asyncpg
 import orjson
 
-from pipeline.api.access import Grant
-from pipeline.api.auth import Identity
 from pipeline.api.errors import ApiError
+from pipeline.api.queries.audit import append
+from pipeline.api.security.access import Grant
+from pipeline.api.security.auth import Identity
 
 #: `subject` and `identity_type` of a row whose caller proved no identity (a 401, an unmatched token).
 ANONYMOUS = "anonymous"
 #: `action` of a request that matched no route.
 UNMATCHED = "unmatched"
-
-_INSERT = """INSERT INTO access_audit
-    (request_id, subject, identity_type, basis, staff_reason, action, room_id, user_id, filters, row_count,
-     outcome, detail, http_status, client_request_id, occurrences)
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"""
 
 
 @dataclass(slots=True)
@@ -66,26 +63,27 @@ class AuditEntry:
     def replace(self, **changes: Any) -> AuditEntry:
         return dataclasses.replace(self, **changes)
 
-    def args(self) -> tuple[Any, ...]:
+    def row(self) -> dict[str, Any]:
+        """The access_audit row (`queries.audit.COLUMNS`)."""
         g = self.grant
         subject, identity_type = self.caller
-        return (
-            self.request_id,
-            subject,
-            identity_type,
-            g.basis if g else None,
-            g.staff_reason if g else None,
-            self.action,
-            self.room_id,
-            self.user_id,
-            orjson.dumps(self.filters, option=orjson.OPT_UTC_Z),
-            self.row_count,
-            self.outcome,
-            self.detail[:500] if self.detail else None,
-            self.http_status,
-            self.client_request_id,
-            self.occurrences,
-        )
+        return {
+            "request_id": self.request_id,
+            "subject": subject,
+            "identity_type": identity_type,
+            "basis": g.basis if g else None,
+            "staff_reason": g.staff_reason if g else None,
+            "action": self.action,
+            "room_id": self.room_id,
+            "user_id": self.user_id,
+            "filters": orjson.dumps(self.filters, option=orjson.OPT_UTC_Z),
+            "row_count": self.row_count,
+            "outcome": self.outcome,
+            "detail": self.detail[:500] if self.detail else None,
+            "http_status": self.http_status,
+            "client_request_id": self.client_request_id,
+            "occurrences": self.occurrences,
+        }
 
 
 @dataclass(slots=True)
@@ -133,4 +131,4 @@ class Exchange:
 
 async def record(conn: asyncpg.Connection, entry: AuditEntry) -> None:
     """Append one audit row (filters travel as JSON bytes through the connection's jsonb codec)."""
-    await conn.execute(_INSERT, *entry.args())
+    await append(conn, entry.row())

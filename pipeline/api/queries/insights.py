@@ -2,9 +2,8 @@
 
 Called by ``GET /v1/rooms/{room_id}/insights`` after authorization. Four weeks of a busy room are hundreds
 of thousands of rows spread over every page of their day partitions (seconds to read), while a past day
-rarely changes. So a day is summarized once per process and reused while its total is unchanged: totals
-come from the `events_room_time` index (`daycounts.day_totals`, index-only on days autovacuum has
-marked all-visible), and a late event, an erasure, a deletion or a dropped day changes a day's total and
+rarely changes. So a day is summarized once per process and reused while its total is unchanged
+(`queries.days.DayCache`): a late event, an erasure, a deletion or a dropped day changes a day's total and
 makes it summarized again. Today is always summarized afresh.
 
 A summary keeps each day's `CHATTERS_KEPT` most active chatters (with the display name they used last
@@ -15,13 +14,13 @@ and the top chatters' ids and names, never rows; the cache is per process, keyed
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 import asyncpg
 
-from pipeline.api.daycounts import day_start, day_totals
+from pipeline.api.queries.days import DayCache
+from pipeline.storage.partitions import day_start
 
 __all__ = ["CHATTERS_KEPT", "DaySummaries", "DaySummary"]
 
@@ -60,35 +59,19 @@ class DaySummary:
     chatters: dict[str, tuple[int, str | None]] = field(default_factory=dict)
 
 
-class DaySummaries:
+class DaySummaries(DayCache[DaySummary]):
+    """The summary of each UTC day of a room (`days()`), cached per process."""
+
     def __init__(self, max_days: int = 20_000) -> None:
-        self.max_days = max_days
-        self._days: OrderedDict[tuple[str, date], DaySummary] = OrderedDict()
+        super().__init__(max_days)
 
-    async def summaries(
-        self, conn: asyncpg.Connection, room_id: str, first: date, last: date, today: date
-    ) -> dict[date, DaySummary]:
-        """The summary of each UTC day in first..last (inclusive) with activity."""
-        totals = await day_totals(conn, room_id, first, last)
-        known: dict[date, DaySummary] = {}
-        stale: list[date] = []
-        for day, total in totals.items():
-            cached = self._days.get((room_id, day))
-            if day < today and cached is not None and cached.total == total:
-                self._days.move_to_end((room_id, day))
-                known[day] = cached
-            else:
-                stale.append(day)
-        if stale:
-            fresh = await self._summarize(conn, room_id, min(stale), max(stale))
-            for day in stale:
-                summary = fresh.get(day, DaySummary())
-                known[day] = summary
-                if day < today and summary.total == totals[day]:
-                    self._remember((room_id, day), summary)
-        return known
+    def total(self, known: DaySummary) -> int:
+        return known.total
 
-    async def _summarize(
+    def empty(self) -> DaySummary:
+        return DaySummary()
+
+    async def read(
         self, conn: asyncpg.Connection, room_id: str, first: date, last: date
     ) -> dict[date, DaySummary]:
         since, until = day_start(first), day_start(last) + timedelta(days=1)
@@ -103,9 +86,3 @@ class DaySummaries:
         for r in await conn.fetch(_CHATTERS_SQL, room_id, since, until, CHATTERS_KEPT):
             out.setdefault(r["day"], DaySummary()).chatters[r["actor_id"]] = (int(r["n"]), r["display_name"])
         return out
-
-    def _remember(self, key: tuple[str, date], summary: DaySummary) -> None:
-        self._days[key] = summary
-        self._days.move_to_end(key)
-        while len(self._days) > self.max_days:
-            self._days.popitem(last=False)

@@ -32,10 +32,11 @@ import anyio
 import asyncpg
 from starlette.responses import Response, StreamingResponse
 
-from pipeline.api import queries, sessions
-from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, dumps
 from pipeline.api.errors import Forbidden
+from pipeline.api.queries.tail import database_now, ingested_at, tail_batch
+from pipeline.api.security import sessions
+from pipeline.api.security.access import Action, Grant
 
 log = logging.getLogger("roomlogs.api.tail")
 
@@ -51,18 +52,12 @@ async def tail_room(call: Call) -> Response:
     call.params.done()
     last_id = _last_event_id(call)
     asked = {"resume_after": str(last_id)} if last_id else {}
-    caller = call.identity.caller_key
-    call.state.streams.acquire(caller)
-    try:
-        async with call.connection() as conn:
-            grant = await call.authorize_room(conn, room_id, Action.TAIL, asked)
-            started_at: datetime = await conn.fetchval("SELECT now()")
-            if last_id is not None:
-                started_at = await _resume_point(call, conn, room_id, last_id) or started_at
-            await call.audit(conn, call.entry(grant=grant, filters=asked, outcome="started"))
-    except BaseException:
-        call.state.streams.release(caller)
-        raise
+    async with call.opening_stream() as conn:
+        grant = await call.authorize_room(conn, room_id, Action.TAIL, asked)
+        started_at = await database_now(conn)
+        if last_id is not None:
+            started_at = await _resume_point(call, conn, room_id, last_id) or started_at
+        await call.audit(conn, call.entry(grant=grant, filters=asked, outcome="started"))
     return StreamingResponse(
         _frames(call, grant, room_id, started_at),
         media_type="text/event-stream",
@@ -86,15 +81,7 @@ async def _resume_point(
     """When the stream's last delivered event was ingested (None: not an event of this room we tail)."""
     s = call.settings
     horizon = timedelta(seconds=s.tail_late_window_seconds + s.tail_max_seconds)
-    ingested: datetime | None = await conn.fetchval(
-        """SELECT ingested_at FROM events
-            WHERE room_id = $1 AND event_id = $2 AND occurred_at >= now() - $3::interval
-              AND ingested_at >= now() - $3::interval""",
-        room_id,
-        event_id,
-        horizon,
-    )
-    return ingested
+    return await ingested_at(conn, room_id, event_id, horizon)
 
 
 async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) -> AsyncIterator[bytes]:
@@ -134,7 +121,7 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
                 fresh = []
                 after = (newest - LOOKBACK, _NIL)
                 for _ in range(_MAX_PAGES_PER_POLL):
-                    rows = await queries.tail_batch(conn, room_id, newest - late, after, _PAGE)
+                    rows = await tail_batch(conn, room_id, newest - late, after, _PAGE)
                     for r in rows:
                         if r["event_id"] not in seen:
                             seen[r["event_id"]] = r["ingested_at"]

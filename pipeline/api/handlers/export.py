@@ -22,11 +22,11 @@ import asyncpg
 import orjson
 from starlette.responses import Response, StreamingResponse
 
-from pipeline.api import queries
-from pipeline.api.access import Action, Grant
 from pipeline.api.context import Call, dumps
 from pipeline.api.errors import ExportTooLarge, Unavailable
 from pipeline.api.params import EventFilters, TimeRange
+from pipeline.api.queries.export import count_capped, limit_stream_time, stream_room_events
+from pipeline.api.security.access import Action, Grant
 
 log = logging.getLogger("roomlogs.api.export")
 
@@ -70,17 +70,12 @@ async def export_events(call: Call) -> Response:
         "order": order,
         "limit": limit,
     }
-    call.state.streams.acquire(caller)
-    try:
-        async with call.connection() as conn:
-            grant = await call.authorize_room(conn, room_id, Action.EXPORT, asked)
-            if limit is None:
-                matching = await queries.count_capped(conn, room_id, rng, filters, s.export_max_rows)
-                _check_cap(matching, s.export_max_rows)
-            await call.audit(conn, call.entry(grant=grant, filters=asked, outcome="started"))
-    except BaseException:
-        call.state.streams.release(caller)
-        raise
+    async with call.opening_stream() as conn:
+        grant = await call.authorize_room(conn, room_id, Action.EXPORT, asked)
+        if limit is None:
+            matching = await count_capped(conn, room_id, rng, filters, s.export_max_rows)
+            _check_cap(matching, s.export_max_rows)
+        await call.audit(conn, call.entry(grant=grant, filters=asked, outcome="started"))
     encode = _ndjson if fmt == "ndjson" else _csv
     body = _stream(call, grant, room_id, rng, filters, order, limit, encode, asked)
     media = "application/x-ndjson" if fmt == "ndjson" else "text/csv; charset=utf-8"
@@ -115,13 +110,10 @@ async def _stream(
         if pool is None:
             raise Unavailable("the API is stopping")
         async with pool.acquire() as conn, conn.transaction(readonly=True):
-            timeout_ms = int(s.long_statement_timeout_seconds * 1000)
-            await conn.execute(f"SET LOCAL statement_timeout = {timeout_ms}")
-            # a reader that stops reading must not hold a snapshot (and a connection) for ever
-            await conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {timeout_ms}")
+            await limit_stream_time(conn, s.long_statement_timeout_seconds)
             chunk: list[asyncpg.Record] = []
             first = True
-            async for record in queries.stream_room_events(conn, room_id, rng, filters, order, limit):
+            async for record in stream_room_events(conn, room_id, rng, filters, order, limit):
                 chunk.append(record)
                 if len(chunk) >= _CHUNK_ROWS:
                     yield encode(chunk, first)

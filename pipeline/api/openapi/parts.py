@@ -1,5 +1,5 @@
-"""Building blocks of the OpenAPI document, shared by `openapi` (the API's operations, and the assembly) and
-`openapi_console` (the operations the room console added)."""
+"""Building blocks of the OpenAPI document, shared by `operations` (the log routes), `console_operations`
+(the routes the room console added), `schemas` and `assembly`."""
 
 from __future__ import annotations
 
@@ -67,7 +67,7 @@ def operation(
     *,
     request_body: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """An operation without its path parameters and security: `openapi.document` adds those from the
+    """An operation without its path parameters and security: `assembly.document` adds those from the
     route it describes."""
     op: dict[str, Any] = {"operationId": operation_id, "summary": summary, "parameters": parameters}
     if request_body is not None:

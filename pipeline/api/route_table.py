@@ -1,9 +1,8 @@
 """The query API's route table: every /v1 route, its method, its handler and its audit action.
 
 The one list of what the API serves: `pipeline.api.app.create_app` mounts it behind the gate, and
-`pipeline.api.openapi.document` describes it (paths, methods and path parameters come from here, each
-route's description is found by its action), so a route cannot be served undocumented or documented
-unserved.
+`pipeline.api.openapi` describes it (paths, methods and path parameters come from here, each route's
+description is found by its action), so a route cannot be served undocumented or documented unserved.
 """
 
 from __future__ import annotations
@@ -13,8 +12,20 @@ from dataclasses import dataclass
 
 from starlette.responses import Response
 
-from pipeline.api import deletion, export, insights, rooms, routes, sessions, tail, transparency
 from pipeline.api.context import Call
+from pipeline.api.handlers import (
+    access_log,
+    days,
+    deletion,
+    events,
+    export,
+    insights,
+    moderation,
+    retention,
+    rooms,
+    sessions,
+    tail,
+)
 
 __all__ = ["ROUTES", "Handler", "RouteSpec"]
 
@@ -31,20 +42,20 @@ class RouteSpec:
 
 
 ROUTES: tuple[RouteSpec, ...] = (
-    RouteSpec("/v1/rooms/{room_id}/events", "GET", routes.list_events, "events.list"),
-    RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", routes.get_event, "events.get"),
-    RouteSpec("/v1/rooms/{room_id}/days", "GET", routes.room_days, "days"),
+    RouteSpec("/v1/rooms/{room_id}/events", "GET", events.list_events, "events.list"),
+    RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", events.get_event, "events.get"),
+    RouteSpec("/v1/rooms/{room_id}/days", "GET", days.room_days, "days"),
     RouteSpec("/v1/rooms/{room_id}/export", "GET", export.export_events, "export"),
     RouteSpec("/v1/rooms/{room_id}/tail", "GET", tail.tail_room, "tail"),
     RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs, "room_logs.delete"),
-    RouteSpec("/v1/users/{user_id}/moderation", "GET", routes.moderation_history, "moderation.history"),
+    RouteSpec("/v1/users/{user_id}/moderation", "GET", moderation.moderation_history, "moderation.history"),
     RouteSpec("/v1/users/{user_id}/erasures", "POST", deletion.erase_user_chat, "user_chat.erase"),
     # the room console's needs (any client may use them)
     RouteSpec("/v1/me/rooms", "GET", rooms.my_rooms, "rooms.mine"),
-    RouteSpec("/v1/rooms/{room_id}/events/{event_id}/context", "GET", rooms.event_context, "events.context"),
+    RouteSpec("/v1/rooms/{room_id}/events/{event_id}/context", "GET", events.event_context, "events.context"),
     RouteSpec("/v1/rooms/{room_id}/insights", "GET", insights.room_insights, "insights"),
-    RouteSpec("/v1/rooms/{room_id}/access-log", "GET", transparency.access_log, "access_log.read"),
-    RouteSpec("/v1/rooms/{room_id}/retention", "GET", transparency.room_retention, "retention.read"),
+    RouteSpec("/v1/rooms/{room_id}/access-log", "GET", access_log.access_log, "access_log.read"),
+    RouteSpec("/v1/rooms/{room_id}/retention", "GET", retention.room_retention, "retention.read"),
     RouteSpec("/v1/session", "POST", sessions.sign_in, "session.start"),
     RouteSpec("/v1/session", "GET", sessions.session_info, "session.info"),
     RouteSpec("/v1/session", "DELETE", sessions.sign_out, "session.end"),

@@ -8,7 +8,7 @@ answers, and the audit of every refusal and error.
    `client_request_id` and echoed as `X-Client-Request-Id` if it is 1..128 visible ASCII characters,
    ignored otherwise;
 2. verifies the bearer token or the console's session cookie (401; failed attempts are charged to the
-   client address; a session's state change needs its CSRF token, 403: `pipeline.api.sessions`), charges
+   client address; a session's state change needs its CSRF token, 403: `security.sessions`), charges
    the caller's rate limit (429), matches the route (404, 405);
 3. runs the handler, which adds to the request's `Exchange` what it learns (room or user, filters, grant)
    and raises on a refusal;
@@ -38,7 +38,6 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pipeline.api import audit, sessions
 from pipeline.api.context import ApiState, error_response
 from pipeline.api.errors import (
     ApiError,
@@ -51,6 +50,7 @@ from pipeline.api.errors import (
     Unauthenticated,
     Unavailable,
 )
+from pipeline.api.security import audit, sessions
 from pipeline.events.identifiers import is_identifier
 from pipeline.storage import db
 
