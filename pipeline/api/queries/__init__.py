@@ -1,5 +1,6 @@
 """The API's SQL, one module per resource: the handlers call these after authorization, and no SQL text
-stands anywhere else in `pipeline.api` (save `trust.install`, which the schema's owner runs, not the API).
+stands anywhere else in `pipeline.api` (save /healthz's ``SELECT 1`` in `app`, and `trust.install`, which
+the schema's owner runs, not the API).
 
 Every value travels as a parameter; SQL text only varies by which filters are present. Reads of the
 events table are keyset-paginated on (occurred_at, event_id) and bounded by a time range, so each is an
