@@ -227,6 +227,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
             settings.log_level, json=settings.log_format == "json", process="worker"
         ),
     )
+    # faust's start-up spinner writes cursor codes (ESC[?25l ... ESC[?25h) to stdout even when it is a file,
+    # and at a level of warning or above it turns the root logger to DEBUG for itself: no spinner, plain logs.
+    worker.spinner = None
     worker.execute_from_commandline()
     return 0
 
