@@ -1,7 +1,7 @@
 """Query API benchmark: latency of the three reads that matter, on a realistically skewed world.
 
     python bench/api.py [--events 10000000] [--rooms 10000] [--days 30] [--dsn postgresql://...]
-                        [--schema NAME] [--samples 300]
+                        [--schema NAME] [--samples 300] [--work-dir DIR]
 
 1. Loads N events over `--rooms` rooms and the last `--days` days into a fresh schema by binary COPY (with
    every index of migrations 0001-0003 in place, as the ingest worker would write them). Room activity
@@ -13,7 +13,8 @@
    - a chat text search in a room over 7 days (a typical room, and the busiest rooms),
    - an NDJSON export of 100,000 events (the busiest room).
 Prints p50 / p99 (and max) for each, the load rate and the table and index sizes.
-Without --dsn it starts an embedded PostgreSQL in a temporary directory and stops it at the end.
+Without --dsn it starts an embedded PostgreSQL in the run's work directory (bench/workdir.py) and stops it
+at the end.
 """
 
 from __future__ import annotations
@@ -25,11 +26,9 @@ import random
 import secrets
 import statistics
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -39,6 +38,7 @@ import jwt
 import orjson
 from prometheus_client import CollectorRegistry
 from tqdm import tqdm
+from workdir import add_work_dir_argument, run_dir
 
 from pipeline.api import ApiSettings, create_app
 from pipeline.settings import Secret
@@ -321,15 +321,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="requests per measured query (default 300)")
     parser.add_argument("--dsn", default="", help="PostgreSQL to use (default: start an embedded one)")
     parser.add_argument("--schema", default="", help="reuse (or create and keep) this schema")
+    add_work_dir_argument(parser)
     args = parser.parse_args()
-    if args.dsn:
-        asyncio.run(main_async(args, args.dsn))
-        return
-    with (
-        tempfile.TemporaryDirectory(prefix="roomlogs-bench-api-") as tmp,
-        EmbeddedPostgres(Path(tmp) / "postgres", fast=True) as postgres,
-    ):
-        asyncio.run(main_async(args, postgres.dsn))
+    with run_dir(args.work_dir, "roomlogs-bench-api-") as work_dir:
+        if args.dsn:
+            asyncio.run(main_async(args, args.dsn))
+            return
+        with EmbeddedPostgres(work_dir / "postgres", fast=True) as postgres:
+            asyncio.run(main_async(args, postgres.dsn))
 
 
 if __name__ == "__main__":

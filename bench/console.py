@@ -1,10 +1,11 @@
 """Room console benchmark: server time of the console's pages at 10M events, and the weight of each page.
 
     python bench/console.py [--events 10000000] [--rooms 10000] [--days 30] [--dsn postgresql://...]
-                            [--schema NAME] [--samples 300]
+                            [--schema NAME] [--samples 300] [--work-dir DIR]
 
 1. Loads the same skewed world as bench/api.py (binary COPY with every index in place), then VACUUMs it as
-   autovacuum would (`--schema NAME` reuses a loaded schema).
+   autovacuum would (`--schema NAME` reuses a loaded schema, e.g. one bench/api.py loaded). Installs the
+   benchmark's token key as the key the database verifies sign-ins with (`roomlogs api trust-key`).
 2. Signs in as each sampled room's owner (POST /v1/session, as the sign-in page does) and measures, through
    the whole app in process (gate, session cookie lookup, access check, query, audit insert, JSON), the
    API calls each console page makes on load:
@@ -17,7 +18,8 @@
    Prints p50 / p99 / max server time per page.
 3. Page weight: every file the browser fetches for each page (HTML shell, CSS, icon, the JS modules it
    imports), bytes as served and gzipped, plus the JSON of a typical room.
-Without --dsn it starts an embedded PostgreSQL in a temporary directory and stops it at the end.
+Without --dsn it starts an embedded PostgreSQL in the run's work directory (bench/workdir.py) and stops it
+at the end.
 """
 
 from __future__ import annotations
@@ -29,7 +31,6 @@ import random
 import re
 import secrets
 import sys
-import tempfile
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -44,8 +45,10 @@ from prometheus_client import CollectorRegistry
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from api import load, percentile
+from workdir import add_work_dir_argument, run_dir
 
 from pipeline.api import ApiSettings, create_app
+from pipeline.api.trust import install, token_trust
 from pipeline.console import mount
 from pipeline.console.assets import load_assets
 from pipeline.settings import Secret
@@ -96,12 +99,17 @@ class Console:
         return time.perf_counter() - started, size
 
 
-async def measure(dsn: str, api_dsn: str, schema: str, samples: int) -> None:
-    settings = ApiSettings(
+def api_settings(api_dsn: str = "") -> ApiSettings:
+    """The API as measured: the benchmark's HS256 key, no rate limit."""
+    return ApiSettings(
         postgres_dsn=Secret(api_dsn), jwt_key=Secret(JWT_KEY), jwt_algorithm="HS256",
         cursor_key=Secret(secrets.token_urlsafe(48)), rate_limit_per_second=1e6, rate_limit_burst=1_000_000,
         statement_timeout_seconds=30,
     )  # fmt: skip
+
+
+async def measure(dsn: str, api_dsn: str, schema: str, samples: int) -> None:
+    settings = api_settings(api_dsn)
     admin = await db.connect(dsn, schema)
     busy = await admin.fetch(
         """SELECT room_id, (occurred_at AT TIME ZONE 'UTC')::date AS day, count(*) AS n
@@ -243,6 +251,8 @@ async def main_async(args: argparse.Namespace, dsn: str) -> None:
             print(f"VACUUM (ANALYZE) events: {time.perf_counter() - started:.0f} s", flush=True)
         password = secrets.token_hex(16)
         await conn.execute(f"ALTER ROLE {schema}_api PASSWORD '{password}'")
+        # sign-ins are verified by the database with the key `roomlogs api trust-key` installs: this run's
+        await install(conn, token_trust(api_settings()))
     finally:
         await conn.close()
     parts = urlsplit(dsn)
@@ -269,15 +279,14 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=300, help="page loads per measured page (default 300)")
     parser.add_argument("--dsn", default="", help="PostgreSQL to use (default: start an embedded one)")
     parser.add_argument("--schema", default="", help="reuse (or create and keep) this schema")
+    add_work_dir_argument(parser)
     args = parser.parse_args()
-    if args.dsn:
-        asyncio.run(main_async(args, args.dsn))
-        return
-    with (
-        tempfile.TemporaryDirectory(prefix="roomlogs-bench-console-") as tmp,
-        EmbeddedPostgres(Path(tmp) / "postgres", fast=True) as postgres,
-    ):
-        asyncio.run(main_async(args, postgres.dsn))
+    with run_dir(args.work_dir, "roomlogs-bench-console-") as work_dir:
+        if args.dsn:
+            asyncio.run(main_async(args, args.dsn))
+            return
+        with EmbeddedPostgres(work_dir / "postgres", fast=True) as postgres:
+            asyncio.run(main_async(args, postgres.dsn))
 
 
 if __name__ == "__main__":

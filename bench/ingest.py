@@ -1,20 +1,27 @@
-"""Ingest benchmark: the real worker against the raw ceiling, same run, same PostgreSQL.
+"""Ingest benchmark: the real worker against the raw ceiling, same run, same PostgreSQL; and what it costs.
 
-    python bench/ingest.py [--events 1000000] [--dsn postgresql://...] [--bootstrap host:port]
-                           [--kafka tansu|apache] [--kafka-nodes 3]
+    python bench/ingest.py [--events 1000000] [--rooms 2000] [--workers 1] [--partitions 6]
+                           [--dsn postgresql://...] [--bootstrap host:port] [--kafka tansu|apache]
+                           [--kafka-nodes 3] [--work-dir DIR]
 
-1. Publishes N simulated events (realistic mix, 1% bad) to a fresh topic.
+1. Publishes N simulated events (realistic mix, 1% bad) to a fresh topic of --partitions partitions.
 2. Raw ceiling: aiokafka `getmany` + orjson + binary COPY into the same partitioned `events` table, with no
    normalization, validation, room state or offsets of record: the least any ingest can do.
-3. The real worker (`roomlogs worker`, a separate process, as deployed) consumes the same topic into its own
-   schema. Throughput is timed from its first committed batch to its last (start-up excluded); its RSS is
-   sampled throughout.
+3. The real worker: --workers `roomlogs worker` processes (separate processes, as deployed) in one consumer
+   group consume the same topic into their own schema. Throughput is timed from the moment every worker
+   holds partitions to the last commit (start-up and the group's joins excluded; a run too small for that
+   is timed from the start and says so). Their RSS is sampled throughout.
 
-Prints events/s for both, their ratio, and the worker's RSS along the way (peak and at each quarter).
+Prints events/s for both, their ratio, the workers' RSS (peak, and at each quarter), and what each side cost
+in CPU seconds over the timed stretch, as events/s per core: the worker processes, PostgreSQL (the server
+and every backend, when it was started here) and the broker (when started here; the JVMs for Apache Kafka).
+CPU seconds do not depend on what else the machine runs, unlike events/s: they are the figures to size
+with (deploy/README.md, "Scaling").
+
 Without --dsn / --bootstrap it starts an embedded PostgreSQL and a broker and stops them at the end: Tansu,
 or with --kafka apache a local Apache Kafka KRaft cluster (3 nodes, replication 3, min.insync.replicas=2,
-idempotent producers, as in production). For a broker it started, it also prints what the broker cost
-during each phase: CPU seconds and peak RSS of its processes (the JVMs, for Apache Kafka).
+idempotent producers, as in production). Everything the run writes (servers' data, worker state, the
+workers' logs worker-N.log) goes into its work directory (bench/workdir.py).
 """
 
 from __future__ import annotations
@@ -22,19 +29,23 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
+import urllib.request
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import orjson
 import psutil
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from tqdm import tqdm
+from workdir import add_work_dir_argument, run_dir
 
 from pipeline.cli.devstack import spawn_worker
 from pipeline.publisher.simulator import SimulationConfig, iter_events
@@ -47,50 +58,93 @@ from pipeline.storage.migrate import migrate
 from pipeline.storage.partitions import PartitionManager
 from pipeline.worker.collector import tune_for_batches
 
-PARTITIONS = 6
+_ASSIGNED = re.compile(rb"^roomlogs_partitions_assigned(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
 
 
-class BrokerMeter:
-    """CPU seconds and RSS of the broker's processes, sampled in the background."""
+def tree_cpu_seconds(proc: psutil.Process) -> float:
+    """User + system CPU seconds of a process, its children that ended (PostgreSQL's backends) and the ones
+    still running."""
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += c.user + c.system
+    return total
 
-    def __init__(self, pids: list[int]) -> None:
+
+class Meter:
+    """CPU seconds and RSS of a group of process trees (a broker, PostgreSQL, the workers)."""
+
+    def __init__(self, name: str, pids: list[int]) -> None:
+        self.name = name
         self._procs = [psutil.Process(pid) for pid in pids]
         self.peak_rss = 0
-        self._task: asyncio.Task[None] | None = None
 
     def cpu_seconds(self) -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in self._procs)
+        return sum(tree_cpu_seconds(p) for p in self._procs)
 
     def rss(self) -> int:
         return sum(p.memory_info().rss for p in self._procs)
 
-    async def _sample(self) -> None:
-        while True:
-            self.peak_rss = max(self.peak_rss, self.rss())
-            await asyncio.sleep(0.5)
+    def sample_rss(self) -> int:
+        rss = self.rss()
+        self.peak_rss = max(self.peak_rss, rss)
+        return rss
+
+
+@dataclass
+class Meters:
+    """The servers started here (a broker, PostgreSQL): None for one given with --bootstrap / --dsn."""
+
+    broker: Meter | None
+    postgres: Meter | None
+    _task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    def snapshot(self) -> dict[str, float]:
+        return {m.name: m.cpu_seconds() for m in (self.broker, self.postgres) if m is not None}
 
     def start(self) -> None:
-        self._task = asyncio.create_task(self._sample())
+        async def sample() -> None:
+            while True:
+                if self.broker is not None:
+                    self.broker.sample_rss()
+                await asyncio.sleep(0.5)
 
-    async def phase(self, name: str, started_cpu: float, seconds: float) -> float:
-        """Print the phase's broker CPU (seconds, and share of the 2 cores' time) and peak RSS so far."""
-        used = self.cpu_seconds() - started_cpu
+        self._task = asyncio.create_task(sample())
+
+    def broker_phase(self, name: str, started: dict[str, float], seconds: float) -> None:
+        """Print the phase's broker CPU (seconds, and share of the cores' time) and its peak RSS so far."""
+        if self.broker is None:
+            return
+        used = self.broker.cpu_seconds() - started["broker"]
         cores = os.cpu_count() or 1
         print(
             f"  broker during {name}: {used:,.1f} CPU s in {seconds:,.1f} s "
-            f"({used / seconds / cores:.0%} of {cores} cores), RSS now {self.rss() / 2**20:,.0f} MiB, "
-            f"peak {self.peak_rss / 2**20:,.0f} MiB",
+            f"({used / seconds / cores:.0%} of {cores} cores), RSS now {self.broker.rss() / 2**20:,.0f} MiB, "
+            f"peak {self.broker.peak_rss / 2**20:,.0f} MiB",
             flush=True,
         )
-        return self.cpu_seconds()
+
+
+def per_core(label: str, events: int, cpu_seconds: float | None, seconds: float) -> str:
+    if cpu_seconds is None:
+        return f"{label}: not measured (not started by this run)"
+    rate = f"{events / cpu_seconds:,.0f}" if cpu_seconds > 0 else "n/a"
+    return (
+        f"{label} CPU {cpu_seconds:,.1f} s ({cpu_seconds / seconds:.2f} cores busy): "
+        f"{rate} events/s per {label} core"
+    )
 
 
 async def publish(
-    bootstrap: str, topic: str, n: int, rooms: int, *, replication: int, idempotent: bool
+    bootstrap: str, topic: str, n: int, rooms: int, partitions: int, *, replication: int, idempotent: bool
 ) -> tuple[int, float]:
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
-    await admin.create_topics([NewTopic(topic, PARTITIONS, replication)])
+    await admin.create_topics([NewTopic(topic, partitions, replication)])
     await admin.close()
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
@@ -120,7 +174,7 @@ def _str(value: object) -> str | None:
     return value if type(value) is str else None
 
 
-async def raw_ceiling(settings: Settings, n: int) -> float:
+async def raw_ceiling(settings: Settings, n: int, partitions: int) -> float:
     """getmany + orjson + binary COPY, nothing else. Returns events/s.
 
     It runs under the same garbage-collector tuning as the worker (pipeline.worker.collector), so that the
@@ -136,7 +190,7 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
         fetch_max_bytes=64 << 20,
     )
     await consumer.start()
-    tps = [TopicPartition(settings.events_topic, p) for p in range(PARTITIONS)]
+    tps = [TopicPartition(settings.events_topic, p) for p in range(partitions)]
     consumer.assign(tps)
     for tp, offset in (await consumer.beginning_offsets(tps)).items():
         consumer.seek(tp, offset)
@@ -202,53 +256,108 @@ async def raw_ceiling(settings: Settings, n: int) -> float:
     return n / elapsed
 
 
-async def stored_total(settings: Settings) -> int:
-    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-    try:
-        return int(
-            await conn.fetchval(
-                "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets WHERE consumer_group = $1",
-                settings.consumer_group,
-            )
+async def stored_total(conn: asyncpg.Connection, group: str) -> int:
+    """Records the group has written (offsets of record), read on one monitoring connection."""
+    return int(
+        await conn.fetchval(
+            "SELECT coalesce(sum(next_offset), 0) FROM ingest_offsets WHERE consumer_group = $1", group
         )
-    finally:
-        await conn.close()
+    )
 
 
-async def real_worker(settings: Settings, n: int, work_dir: Path) -> tuple[float, int, list[tuple[int, int]]]:
-    """Run `roomlogs worker`; return (events/s from first to last commit, peak RSS bytes, RSS by progress)."""
-    proc = spawn_worker(settings, Path("/tmp/worker_tt.log"))
-    ps = psutil.Process(proc.pid)
-    peak = 0
-    samples: list[tuple[int, int]] = []
-    first_at = first_n = None
-    next_quarter = 1
+def assigned_partitions(port: int) -> int:
+    """`roomlogs_partitions_assigned` of the worker whose metrics are on `port` (0 while it starts)."""
     try:
-        with tqdm(total=n, unit="ev", desc="worker", file=sys.stderr, mininterval=1) as bar:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as answer:
+            found = _ASSIGNED.search(answer.read())
+    except OSError:
+        return 0
+    return int(float(found.group(1))) if found else 0
+
+
+@dataclass
+class Worker:
+    number: int
+    proc: subprocess.Popen[bytes]
+    metrics_port: int
+    log: Path
+    meter: Meter
+    peak_rss: int = 0
+
+
+@dataclass
+class GroupRun:
+    rate: float
+    events: int
+    seconds: float
+    #: name -> CPU seconds over the timed stretch ("worker", and "postgres" / "broker" when measured)
+    cpu: dict[str, float]
+    startup_included: bool
+    workers: list[Worker]
+    #: (percent of the backlog, RSS of the largest worker) at each quarter
+    samples: list[tuple[int, int]]
+
+
+async def worker_group(
+    settings: Settings, n: int, workers: int, partitions: int, work_dir: Path, meters: Meters
+) -> GroupRun:
+    """Run `workers` `roomlogs worker` processes in one group until the backlog of `n` records is written."""
+    group: list[Worker] = []
+    for number in range(1, workers + 1):
+        own = settings.replace(metrics_port=free_port(), worker_data_dir=str(work_dir / f"worker-{number}"))
+        log = work_dir / f"worker-{number}.log"
+        proc = spawn_worker(own, log)
+        group.append(Worker(number, proc, own.metrics_port, log, Meter("worker", [proc.pid])))
+
+    def cpu() -> dict[str, float]:
+        return {**meters.snapshot(), "worker": sum(w.meter.cpu_seconds() for w in group)}
+
+    spawned_at, spawned_cpu = time.perf_counter(), cpu()
+    window: tuple[float, int, dict[str, float]] | None = None  # (when, written, CPU) the timing starts
+    settled = False
+    samples: list[tuple[int, int]] = []
+    next_quarter = 1
+    monitor = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        with tqdm(total=n, unit="ev", desc=f"workers ({workers})", file=sys.stderr, mininterval=1) as bar:
             while True:
-                if proc.poll() is not None:
-                    raise SystemExit(f"worker exited: see {work_dir / 'worker.log'}")
-                rss = ps.memory_info().rss
-                peak = max(peak, rss)
-                done = await stored_total(settings)
+                for w in group:
+                    if w.proc.poll() is not None:
+                        code = w.proc.returncode
+                        raise SystemExit(f"worker {w.number} exited with code {code}: see {w.log}")
+                    w.peak_rss = max(w.peak_rss, w.meter.sample_rss())
+                done = await stored_total(monitor, settings.consumer_group)
                 bar.update(done - bar.n)
                 now = time.perf_counter()
-                if done and first_at is None:
-                    first_at, first_n = now, done
+                if not settled:
+                    held = await asyncio.gather(
+                        *(asyncio.to_thread(assigned_partitions, w.metrics_port) for w in group)
+                    )
+                    settled = sum(1 for h in held if h) == min(workers, partitions)
+                if settled and window is None and done < n:
+                    window = (now, done, cpu())
                 while next_quarter <= 4 and done >= n * next_quarter // 4:
-                    samples.append((25 * next_quarter, rss))
+                    samples.append((25 * next_quarter, max(w.meter.rss() for w in group)))
                     next_quarter += 1
                 if done >= n:
+                    ended_cpu = cpu()
                     break
                 await asyncio.sleep(0.1)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-    assert first_at is not None and first_n is not None
-    return (n - first_n) / (now - first_at), peak, samples
+        await monitor.close()
+        for w in group:
+            w.proc.send_signal(signal.SIGTERM)
+        for w in group:
+            try:
+                w.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                w.proc.kill()
+    startup_included = window is None
+    started_at, first_n, started_cpu = window or (spawned_at, 0, spawned_cpu)
+    seconds = now - started_at
+    events = n - first_n
+    used = {name: ended_cpu[name] - started_cpu[name] for name in ended_cpu}
+    return GroupRun(events / seconds, events, seconds, used, startup_included, group, samples)
 
 
 async def prepare_schema(settings: Settings, today: datetime) -> None:
@@ -270,6 +379,7 @@ async def main_async(
     dsn: str,
     work_dir: Path,
     broker_pids: list[int],
+    postgres_pid: int | None,
     replication: int,
 ) -> None:
     apache = args.kafka == "apache"
@@ -280,10 +390,9 @@ async def main_async(
         kafka_replication_factor=replication,
         events_topic=topic,
         postgres_dsn=Secret(dsn),
-        events_topic_partitions=PARTITIONS,
+        events_topic_partitions=args.partitions,
         dead_letter_topic=f"{topic}-dlq",
-        metrics_port=free_port(),
-        worker_data_dir=str(work_dir / "worker"),
+        deletions_topic=f"{topic}-deletions",
         log_level="warning",
     )
     if not apache:
@@ -297,31 +406,51 @@ async def main_async(
         await conn.close()
         await prepare_schema(s, today)
 
-    meter = BrokerMeter(broker_pids) if broker_pids else None
-    if meter is not None:
-        meter.start()
-        print(f"  broker at rest: RSS {meter.rss() / 2**20:,.0f} MiB", flush=True)
-    cpu = meter.cpu_seconds() if meter else 0.0
+    meters = Meters(
+        broker=Meter("broker", broker_pids) if broker_pids else None,
+        postgres=Meter("postgres", [postgres_pid]) if postgres_pid is not None else None,
+    )
+    meters.start()
+    if meters.broker is not None:
+        print(f"  broker at rest: RSS {meters.broker.rss() / 2**20:,.0f} MiB", flush=True)
+    cpu = meters.snapshot()
     n, publish_seconds = await publish(
-        bootstrap, topic, args.events, args.rooms, replication=replication, idempotent=apache
+        bootstrap, topic, args.events, args.rooms, args.partitions, replication=replication, idempotent=apache
     )
     print(f"published {n:,} events in {publish_seconds:.1f}s ({n / publish_seconds:,.0f}/s)", flush=True)
-    if meter is not None:
-        cpu = await meter.phase("publish", cpu, publish_seconds)
-    started = time.perf_counter()
-    ceiling = await raw_ceiling(raw, n)
+    meters.broker_phase("publish", cpu, publish_seconds)
+
+    cpu, own_cpu, started = meters.snapshot(), tree_cpu_seconds(psutil.Process()), time.perf_counter()
+    ceiling = await raw_ceiling(raw, n, args.partitions)
+    seconds = time.perf_counter() - started
     print(f"raw ceiling (getmany + orjson + binary COPY): {ceiling:,.0f} events/s", flush=True)
-    if meter is not None:
-        cpu = await meter.phase("raw ceiling", cpu, time.perf_counter() - started)
-    started = time.perf_counter()
-    rate, peak, samples = await real_worker(worker, n, work_dir)
-    print(f"real worker (normalize, classify, dead-letter, offsets of record): {rate:,.0f} events/s")
-    if meter is not None:
-        await meter.phase("real worker (start-up included)", cpu, time.perf_counter() - started)
-    print(f"ratio worker / ceiling: {rate / ceiling:.2f}")
+    ceiling_cpu = tree_cpu_seconds(psutil.Process()) - own_cpu
+    pg = meters.postgres.cpu_seconds() - cpu["postgres"] if meters.postgres else None
+    print(f"  {per_core('ceiling process', n, ceiling_cpu, seconds)}")
+    print(f"  {per_core('PostgreSQL', n, pg, seconds)}")
+    meters.broker_phase("raw ceiling", cpu, seconds)
+
+    cpu, started = meters.snapshot(), time.perf_counter()
+    run = await worker_group(worker, n, args.workers, args.partitions, work_dir, meters)
+    processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
+    what = "normalize, classify, dead-letter, offsets of record"
+    print(f"real worker, {processes} ({what}): {run.rate:,.0f} events/s")
+    how = (
+        "from the first worker's start (too few events to time past start-up and the group's joins)"
+        if run.startup_included
+        else f"from every worker holding partitions to the last commit ({run.events:,} events)"
+    )
+    print(f"  timed {run.seconds:,.1f} s {how}")
+    print(f"  {per_core('worker', run.events, run.cpu['worker'], run.seconds)}")
+    print(f"  {per_core('PostgreSQL', run.events, run.cpu.get('postgres'), run.seconds)}")
+    if "broker" in run.cpu:
+        print(f"  {per_core('broker', run.events, run.cpu['broker'], run.seconds)}")
+    meters.broker_phase("real worker (start-up included)", cpu, time.perf_counter() - started)
+    print(f"ratio worker / ceiling: {run.rate / ceiling:.2f}")
     print(
-        f"worker peak RSS: {peak / 2**20:,.0f} MiB; at "
-        + ", ".join(f"{pct}%: {rss / 2**20:,.0f} MiB" for pct, rss in samples)
+        f"worker peak RSS: {max(w.peak_rss for w in run.workers) / 2**20:,.0f} MiB; at "
+        + ", ".join(f"{pct}%: {rss / 2**20:,.0f} MiB" for pct, rss in run.samples)
+        + (" (the largest worker)" if args.workers > 1 else "")
     )
 
 
@@ -331,15 +460,17 @@ def main() -> None:
     )
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--rooms", type=int, default=2_000)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes in the group (default 1)")
+    parser.add_argument("--partitions", type=int, default=6, help="partitions of the events topic (6)")
     parser.add_argument("--dsn", default="", help="PostgreSQL to use (default: start an embedded one)")
     parser.add_argument("--bootstrap", default="", help="Kafka to use (default: start one, see --kafka)")
     parser.add_argument(
         "--kafka", choices=("tansu", "apache"), default="tansu", help="the broker to start (default tansu)"
     )
     parser.add_argument("--kafka-nodes", type=int, default=3, help="nodes of the Apache Kafka cluster (3)")
+    add_work_dir_argument(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="roomlogs-bench-") as tmp:
-        work_dir = Path(tmp)
+    with run_dir(args.work_dir, "roomlogs-bench-ingest-") as work_dir:
         kafka: EmbeddedKafka | KafkaCluster | None = None
         postgres = None
         broker_pids: list[int] = []
@@ -366,8 +497,13 @@ def main() -> None:
                 postgres = EmbeddedPostgres(work_dir / "postgres")
                 postgres.start()
                 dsn = postgres.dsn
-            print(f"PostgreSQL {'embedded' if postgres else dsn}, broker {bootstrap}, {os.cpu_count()} cores")
-            asyncio.run(main_async(args, bootstrap, dsn, work_dir, broker_pids, replication))
+            print(
+                f"PostgreSQL {'embedded' if postgres else dsn}, broker {bootstrap}, {os.cpu_count()} cores; "
+                f"{args.workers} worker process(es), {args.partitions} partitions; work dir {work_dir}",
+                flush=True,
+            )
+            postgres_pid = postgres.pid if postgres is not None else None
+            asyncio.run(main_async(args, bootstrap, dsn, work_dir, broker_pids, postgres_pid, replication))
         finally:
             if postgres is not None:
                 postgres.stop()

@@ -1,6 +1,7 @@
 """Retention benchmark: enforcing retention by DROP versus DELETE, and what retention costs ingest.
 
     .venv/bin/python bench/retention.py [--rows 1000000] [--small-rows 100000] [--dsn postgresql://...]
+                                        [--work-dir DIR]
 
 Loads day partitions of `events` with binary COPY (the ingest writer's path). Then, in one run against
 one server:
@@ -23,8 +24,8 @@ one server:
      OF, ACCESS EXCLUSIVE on the class table) while the reader holds the class.
    A monitor samples pg_stat_activity meanwhile and counts the samples where the writer waited for a lock.
 
-Without --dsn an embedded PostgreSQL 18 (pipeline.stack.EmbeddedPostgres, fsync off) is started in a
-temporary directory and removed afterwards. With --dsn, a schema `bench_retention_<hex>` is created and
+Without --dsn an embedded PostgreSQL 18 (pipeline.stack.EmbeddedPostgres, fsync off) is started in the
+run's work directory (bench/workdir.py). With --dsn, a schema `bench_retention_<hex>` is created and
 dropped.
 """
 
@@ -33,19 +34,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from pathlib import Path
 from typing import Any, TypeVar
 
 import asyncpg
 from tqdm import tqdm
+from workdir import add_work_dir_argument, run_dir
 
 from pipeline.retention import load_classes, maintain
 from pipeline.settings import Secret, Settings
@@ -381,16 +380,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=1_000_000, help="rows in each big day (default 1,000,000)")
     p.add_argument("--small-rows", type=int, default=100_000, help="rows in the small day (default 100,000)")
     p.add_argument("--dsn", default=None, help="an existing PostgreSQL (default: start an embedded one)")
+    add_work_dir_argument(p)
     args = p.parse_args(argv)
-    if args.dsn:
-        asyncio.run(run(args.dsn, args.rows, args.small_rows))
-        return 0
-    work = Path(tempfile.mkdtemp(prefix="roomlogs-bench-retention-"))
-    try:
-        with EmbeddedPostgres(work, fast=True) as server:
+    with run_dir(args.work_dir, "roomlogs-bench-retention-") as work_dir:
+        if args.dsn:
+            asyncio.run(run(args.dsn, args.rows, args.small_rows))
+            return 0
+        with EmbeddedPostgres(work_dir / "postgres", fast=True) as server:
             asyncio.run(run(server.dsn, args.rows, args.small_rows))
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
