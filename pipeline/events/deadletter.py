@@ -6,9 +6,10 @@ in an undeclared field). Called by the ingest stage for every record it dead-let
 
 What is kept (`content`, stored as jsonb and sent as the dead-letter topic's message value):
 - a JSON object: the envelope fields the contract declares, and inside `actor` and `data` the fields the
-  contract declares for the record's type (unknown type: none of `data`); strings are cut to a limit and
-  e-mail addresses, card numbers and IP addresses in them are masked; a value of the wrong JSON type is
-  replaced by a marker naming its type (`{"_withheld": "object"}`);
+  contract's spec declares for the record's type (unknown type: none of `data`; `view_rules` derives the
+  table once at import); free text is cut to its contract limit, other strings to STRING_MAX_CHARS, and
+  e-mail addresses, card numbers and IP addresses in every string are masked; a value of the wrong JSON
+  type is replaced by a marker naming its type (`{"_withheld": "object"}`);
 - the *names* of undeclared fields (masked and cut too) in `_undeclared_fields`, never their values;
 - JSON that is not an object: only its type; bytes that are not JSON (or not UTF-8, or too large to parse):
   nothing (`content` is null).
@@ -30,6 +31,7 @@ import orjson
 from pipeline.events import contract as c
 from pipeline.events.normalize import mask_personal_data
 from pipeline.events.reasons import RAW_WITHHELD, Reason
+from pipeline.events.spec import Contract, Field, Kind, Record, SettingChanges, Text
 
 #: Records larger than this are not parsed at all (an oversize record is refused before parsing anyway).
 PARSE_LIMIT_BYTES = 1024 * 1024
@@ -42,31 +44,52 @@ FIELD_NAME_MAX_CHARS = 64
 DETAIL_MAX_CHARS = 500
 
 _INT_MIN, _INT_MAX = -(2**63), 2**63 - 1
-_USER = "user"
-_TEXT = "text"
-_CHAT_TEXT = "chat_text"
-#: What `data` may hold per type: field -> how to keep it ("user", "text", "chat_text", a nested dict of the
-#: same, "changes" for room settings, or None for a scalar).
-_DATA_FIELDS: dict[str, dict[str, Any]] = {
-    c.EventType.CHAT_MESSAGE: {"text": _CHAT_TEXT, "reply_to": None},
-    c.EventType.USER_ENTERED: {},
-    c.EventType.USER_LEFT: {"how": None},
-    c.EventType.ROOM_SETTINGS_CHANGED: {"changes": "changes"},
-    c.EventType.ROOM_PERMISSIONS_CHANGED: {"change": None, "target": _USER},
-    c.EventType.GIFT_SENT: {
-        "recipient": _USER,
-        "item": {"item_id": None, "name": _TEXT},
-        "credits": None,
-    },
-}
-for _t in c.MODERATION_TYPES:
-    _DATA_FIELDS[_t] = {"target": _USER, "reason": _TEXT, "duration_seconds": None}
-_USER_FIELDS: dict[str, Any] = {
-    "user_id": None,
-    "display_name": _TEXT,
-    "avatar": {"avatar_id": None, "url": None},
-}
 _ENVELOPE_SCALARS = c.ENVELOPE_FIELDS - {"actor", "data"}
+
+
+@dataclass(frozen=True, slots=True)
+class _Settings:
+    """Room settings: each declared name -> the rules of its {old, new}; other names are undeclared."""
+
+    entries: dict[str, dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class ViewRules:
+    """How a dead letter keeps each declared field, derived from a contract's spec by `view_rules`.
+
+    A field's rule is an int (a value; a string is cut at that many characters), a (setting, characters)
+    pair (free text whose limit is a setting: `keep`'s keyword of that name, else the characters), a dict
+    (an object: its declared fields' rules) or room settings.
+    """
+
+    #: per type, the rules of `data`'s declared fields
+    data: dict[str, dict[str, Any]]
+    #: the rules of a user's fields (`actor`, and users inside `data`)
+    user: dict[str, Any]
+
+
+def view_rules(contract: Contract) -> ViewRules:
+    """The dead-letter view of `contract`: the allowlist of each type's `data`, and each field's limit."""
+    return ViewRules({spec.type: _fields(spec.fields) for spec in contract}, _fields(contract.user.fields))
+
+
+def _fields(fields: tuple[Field, ...]) -> dict[str, Any]:
+    return {f.name: _rule(f.kind) for f in fields}
+
+
+def _rule(kind: Kind) -> Any:
+    if isinstance(kind, Text):
+        return (kind.limit_setting, kind.max_chars) if kind.limit_setting else kind.max_chars
+    if isinstance(kind, Record):
+        return _fields(kind.fields)
+    if isinstance(kind, SettingChanges):
+        return _Settings({s.name: {"old": _rule(s.old), "new": _rule(s.old)} for s in kind.settings})
+    return STRING_MAX_CHARS  # ids, UUIDs, choices, numbers, booleans, URLs: kept as they came, if scalars
+
+
+#: The contract's dead-letter view, computed once.
+VIEW_RULES = view_rules(c.CONTRACT)
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,8 +111,18 @@ def fingerprint(raw: bytes | None) -> tuple[bytes | None, int | None]:
     return hashlib.sha256(raw).digest(), len(raw)
 
 
-def keep(raw: bytes | None, reason: Reason, *, chat_text_max_chars: int = 2_000) -> Kept:
-    """The allowlisted view of a refused record (see the module docstring). Never raises."""
+def keep(
+    raw: bytes | None,
+    reason: Reason,
+    *,
+    chat_text_max_chars: int = c.CHAT_TEXT_MAX_CHARS,
+    rules: ViewRules = VIEW_RULES,
+) -> Kept:
+    """The allowlisted view of a refused record (see the module docstring). Never raises.
+
+    `chat_text_max_chars`: the normalizer's limit (a setting), so a dead letter keeps as much chat text as a
+    stored event would. `rules`: another contract's view (tests).
+    """
     if raw is None:
         return Kept(None, None, None)
     if reason in RAW_WITHHELD:
@@ -101,7 +134,7 @@ def keep(raw: bytes | None, reason: Reason, *, chat_text_max_chars: int = 2_000)
     if doc is _UNPARSED:
         return Kept(None, sha256, size)
     try:
-        view = _View(chat_text_max_chars).record(doc)
+        view = _View(rules, {"chat_text_max_chars": chat_text_max_chars}).record(doc)
         return Kept(orjson.dumps(view), sha256, size)
     except (
         TypeError,
@@ -131,8 +164,9 @@ def _parse(raw: bytes) -> Any:
 
 
 class _View:
-    def __init__(self, chat_text_max_chars: int) -> None:
-        self.chat_text_max_chars = chat_text_max_chars
+    def __init__(self, rules: ViewRules, limits: dict[str, int]) -> None:
+        self.rules = rules
+        self.limits = limits
         self.undeclared: list[str] = []
         self.undeclared_total = 0
 
@@ -145,9 +179,9 @@ class _View:
             if key in _ENVELOPE_SCALARS:
                 out[key] = self._scalar(value, STRING_MAX_CHARS)
             elif key == "actor":
-                out[key] = self._object(value, _USER_FIELDS, "actor.")
+                out[key] = self._object(value, self.rules.user, "actor.")
             elif key == "data":
-                fields = _DATA_FIELDS.get(etype) if type(etype) is str else None
+                fields = self.rules.data.get(etype) if type(etype) is str else None
                 out[key] = self._object(value, fields or {}, "data.")
             else:
                 self._undeclared(key, "")
@@ -165,29 +199,28 @@ class _View:
             rule: Any = fields.get(key, _MISSING) if type(key) is str else _MISSING
             if rule is _MISSING:
                 self._undeclared(key, path)
-            elif rule is None:
-                out[key] = self._scalar(item, STRING_MAX_CHARS)
-            elif rule == _TEXT:
-                out[key] = self._scalar(item, c.SETTING_VALUE_MAX_CHARS)
-            elif rule == _CHAT_TEXT:
-                out[key] = self._scalar(item, self.chat_text_max_chars)
-            elif rule == _USER:
-                out[key] = self._object(item, _USER_FIELDS, f"{path}{key}.")
-            elif rule == "changes":
-                out[key] = self._changes(item, f"{path}{key}.")
+            elif type(rule) is int:
+                out[key] = self._scalar(item, rule)
+            elif type(rule) is tuple:
+                setting: str = rule[0]
+                max_chars: int = rule[1]
+                out[key] = self._scalar(item, self.limits.get(setting, max_chars))
+            elif type(rule) is _Settings:
+                out[key] = self._changes(item, rule, f"{path}{key}.")
             else:
                 out[key] = self._object(item, rule, f"{path}{key}.")
         return out
 
-    def _changes(self, value: Any, path: str) -> Any:
+    def _changes(self, value: Any, settings: _Settings, path: str) -> Any:
         if type(value) is not dict:
             return self._scalar(value, STRING_MAX_CHARS)
         out: dict[str, Any] = {}
         for name, change in value.items():
-            if name in c.ROOM_SETTINGS:
-                out[name] = self._object(change, {"old": _TEXT, "new": _TEXT}, f"{path}{name}.")
-            else:
+            rules = settings.entries.get(name) if type(name) is str else None
+            if rules is None:
                 self._undeclared(name, path)
+            else:
+                out[name] = self._object(change, rules, f"{path}{name}.")
         return out
 
     def _scalar(self, value: Any, max_chars: int) -> Any:

@@ -6,8 +6,8 @@ An identifier is 1..`ID_MAX_CHARS` characters, none of them a C0 control charact
 Who uses it: the normalizer for every id of every event (hot path: `is_identifier` settles the usual case
 with `str.isprintable()` and searches for forbidden characters only when that says no), the query API for
 ids in paths and query parameters and for a token's subject, and the OpenAPI document (`FORBIDDEN_ECMA`).
-Copies that cannot import it: the JSON Schema of the contract (`schemas/v1/`, checked against the
-normalizer by tests/events/test_contract.py) and migration 0010's check of a token's `sub`.
+The JSON Schema of the contract (`schemas/v1/`) is generated from `FORBIDDEN_ECMA` and `ID_MAX_CHARS`
+(pipeline.events.schemas). A copy that cannot import it: migration 0010's check of a token's `sub`.
 """
 
 from __future__ import annotations

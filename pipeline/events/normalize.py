@@ -10,6 +10,11 @@ What it guarantees about what it returns:
 - `occurred_at` is an aware UTC datetime no further than the allowed skew in the future;
 - free text is cut to its limit; e-mail addresses, card numbers and IP addresses in chat text are masked.
 
+Its allowlists come from the contract's spec (`pipeline.events.contract.CONTRACT`), computed once at import.
+Each type of the contract has a hand-written rule here (the hot path); a type without one (a new type, or a
+test's made-up one) is checked by its spec by `_SpecRule`, and tests/events/test_spec.py checks that the
+hand-written rules and the spec agree on every example and on events generated from the schemas.
+
 It does not know about retention classes or expiry: the ingest batch decides those with the room's state.
 """
 
@@ -29,6 +34,20 @@ from pipeline.events import contract as c
 from pipeline.events.contract import EventType
 from pipeline.events.identifiers import is_identifier
 from pipeline.events.reasons import Invalid, Reason
+from pipeline.events.spec import (
+    Boolean,
+    Choice,
+    Contract,
+    Field,
+    Identifier,
+    Integer,
+    Kind,
+    Record,
+    SettingChanges,
+    Text,
+    Url,
+    Uuid,
+)
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _MAYBE_PII = re.compile(r"[@\d]")
@@ -46,15 +65,18 @@ EMAIL_MASK = "[email removed]"
 CARD_MASK = "[card number removed]"
 IP_MASK = "[ip removed]"
 
-_NO_FIELDS: frozenset[str] = frozenset()
-_CHAT_FIELDS = frozenset({"text", "reply_to"})
-_LEFT_FIELDS = frozenset({"how"})
-_MODERATION_FIELDS = frozenset({"target", "reason"})
-_TIMED_MODERATION_FIELDS = frozenset({"target", "reason", "duration_seconds"})
-_SETTINGS_FIELDS = frozenset({"changes"})
-_PERMISSION_FIELDS = frozenset({"change", "target"})
-_ITEM_FIELDS = frozenset({"item_id", "name"})
-_GIFT_FIELDS = frozenset({"recipient", "item", "credits"})
+# The allowlists of `data` the hand-written rules use, from the spec (tests/events/test_spec.py checks that
+# every moderation type has one of the two moderation allowlists).
+_DATA_FIELDS = c.CONTRACT.allowlists()
+_NO_FIELDS = _DATA_FIELDS[EventType.USER_ENTERED]
+_CHAT_FIELDS = _DATA_FIELDS[EventType.CHAT_MESSAGE]
+_LEFT_FIELDS = _DATA_FIELDS[EventType.USER_LEFT]
+_MODERATION_FIELDS = _DATA_FIELDS[EventType.MOD_KICK]
+_TIMED_MODERATION_FIELDS = _DATA_FIELDS[EventType.MOD_BAN]
+_SETTINGS_FIELDS = _DATA_FIELDS[EventType.ROOM_SETTINGS_CHANGED]
+_PERMISSION_FIELDS = _DATA_FIELDS[EventType.ROOM_PERMISSIONS_CHANGED]
+_ITEM_FIELDS = c.CONTRACT[EventType.GIFT_SENT].record("item").field_names
+_GIFT_FIELDS = _DATA_FIELDS[EventType.GIFT_SENT]
 
 # Positions in the tuple `normalize()` returns (a plain tuple: this is the hot path).
 # Final literals: mypy types `ev[ROOM_ID]` as str, `ev[OCCURRED_AT]` as datetime, and so on.
@@ -68,18 +90,27 @@ BODY: Final = 6
 PAYLOAD: Final = 7
 ROOM_CHANGE: Final = 8
 Normalized = tuple[str, datetime, str, str, str | None, str | None, str | None, bytes, tuple[Any, ...] | None]
+#: A type's rule: (data, payload) -> (target_id, body, room_change); fills `payload`, raises `Invalid`.
+Rule = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]
 
 
 class Normalizer:
-    """Stateless apart from its counters; one per worker (not shared between threads)."""
+    """Stateless apart from its counters; one per worker (not shared between threads).
+
+    `contract`: the types it accepts (tests pass one with a made-up type). `fast_rules=False` checks every
+    type by its spec, also those with a hand-written rule (except room settings, which only theirs can):
+    tests compare the two that way.
+    """
 
     def __init__(
         self,
         *,
-        max_event_bytes: int = 64 * 1024,
-        chat_text_max_chars: int = 2_000,
-        reason_max_chars: int = 500,
-        max_future_skew_seconds: float = 300.0,
+        max_event_bytes: int = c.EVENT_MAX_BYTES,
+        chat_text_max_chars: int = c.CHAT_TEXT_MAX_CHARS,
+        reason_max_chars: int = c.REASON_MAX_CHARS,
+        max_future_skew_seconds: float = c.MAX_FUTURE_SKEW_SECONDS,
+        contract: Contract = c.CONTRACT,
+        fast_rules: bool = True,
     ) -> None:
         self.max_event_bytes = max_event_bytes
         self.chat_text_max_chars = chat_text_max_chars
@@ -89,7 +120,7 @@ class Normalizer:
         self.dropped_fields: Counter[str] = Counter()
         #: Personal data masked inside chat text, by kind ("email", "card", "ip").
         self.masked: Counter[str] = Counter()
-        self._type_rules: dict[str, Callable[[dict[str, Any], dict[str, Any]], tuple[Any, ...]]] = {
+        hand_written: dict[str, Rule] = {
             EventType.CHAT_MESSAGE: self._chat,
             EventType.USER_ENTERED: self._entered,
             EventType.USER_LEFT: self._left,
@@ -98,7 +129,17 @@ class Normalizer:
             EventType.GIFT_SENT: self._gift,
         }
         for t in c.MODERATION_TYPES:
-            self._type_rules[t] = self._timed_moderation if t in c.TIMED_MODERATION else self._moderation
+            hand_written[t] = self._timed_moderation if t in c.TIMED_MODERATION else self._moderation
+        self._type_rules: dict[str, Rule] = {}
+        for spec in contract:
+            rule = hand_written.get(spec.type)
+            needs_hand_written = any(isinstance(f.kind, SettingChanges) for f in spec.fields)
+            if rule is None or not (fast_rules or needs_hand_written):
+                if needs_hand_written:
+                    raise ValueError(f"{spec.type}: room settings need a hand-written rule in the normalizer")
+                rule = _SpecRule(self, spec.type, spec.fields, spec.private_markers)
+            self._type_rules[spec.type] = rule
+        self._actor_optional = frozenset(spec.type for spec in contract if spec.actor_optional)
 
     # ------------------------------------------------------------------------------------------------
     def normalize(self, raw: bytes | None, now: datetime) -> Normalized:
@@ -149,7 +190,7 @@ class Normalizer:
         payload: dict[str, Any] = {}
         actor = doc.get("actor")
         if actor is None:
-            if etype not in c.ACTOR_OPTIONAL:
+            if etype not in self._actor_optional:
                 raise Invalid(Reason.MISSING_FIELD, "actor: required")
             actor_id = None
         else:
@@ -414,6 +455,121 @@ class Normalizer:
     def _count_extra(self, obj: dict[str, Any], allowed: frozenset[str], label: str) -> None:
         if not allowed.issuperset(obj):
             self.dropped_fields[label] += sum(1 for k in obj if k not in allowed)
+
+
+class _SpecRule:
+    """A type checked by its spec: each declared field in order, with the reason codes the hand-written
+    rules give (absent or null and required: missing_field; a JSON type that cannot be it: wrong_type; a
+    value outside the contract: invalid_value). Used for a type without a hand-written rule, and by tests
+    that compare the two. Room settings are not among the kinds it reads."""
+
+    __slots__ = ("_allowed", "_fields", "_markers", "_n", "_names", "_type")
+
+    def __init__(
+        self, normalizer: Normalizer, event_type: str, fields: tuple[Field, ...], markers: tuple[str, ...]
+    ) -> None:
+        self._n = normalizer
+        self._type = event_type
+        self._fields = fields
+        self._allowed = frozenset(f.name for f in fields)
+        self._markers = frozenset(markers)
+        #: each nested record's allowlist, computed once
+        self._names: dict[int, frozenset[str]] = {}
+        records = [f.kind for f in fields if isinstance(f.kind, Record)]
+        while records:
+            record = records.pop()
+            self._names[id(record)] = record.field_names
+            records += [f.kind for f in record.fields if isinstance(f.kind, Record)]
+        for f in fields:
+            is_user = isinstance(f.kind, Record) and "user_id" in f.kind.field_names
+            if f.column == "target_id" and not is_user:
+                raise ValueError(f"{event_type}.{f.name}: only a user can be the target")
+            if f.column == "body" and not isinstance(f.kind, Text):
+                raise ValueError(f"{event_type}.{f.name}: only text can be the body")
+
+    def __call__(self, data: dict[str, Any], payload: dict[str, Any]) -> tuple[Any, ...]:
+        if self._markers and not self._markers.isdisjoint(data):
+            raise Invalid(Reason.PRIVATE_MESSAGE, f"{self._type} addressed to one user is a private message")
+        kept, target_id, body = self._record(self._fields, data, "data.", payload)
+        payload.update(kept)
+        self._n._count_extra(data, self._allowed, self._type)
+        return target_id, body, None
+
+    def _record(
+        self, fields: tuple[Field, ...], obj: dict[str, Any], prefix: str, payload: dict[str, Any]
+    ) -> tuple[dict[str, Any], str | None, str | None]:
+        kept: dict[str, Any] = {}
+        target_id = body = None
+        for field in fields:
+            value = obj.get(field.name)
+            if value is None:
+                if field.required:
+                    raise Invalid(Reason.MISSING_FIELD, f"{prefix}{field.name}: required")
+                if field.null_kept and field.name in obj:
+                    kept[field.name] = None
+                continue
+            value = self._value(field.kind, value, prefix + field.name, payload)
+            if field.column == "body":
+                body = value
+                continue
+            kept[field.name] = value
+            if field.column == "target_id":
+                target_id = value["user_id"]
+        return kept, target_id, body
+
+    def _value(self, kind: Kind, value: Any, path: str, payload: dict[str, Any]) -> Any:
+        if isinstance(kind, Record):
+            if type(value) is not dict:
+                raise Invalid(Reason.WRONG_TYPE, f"{path}: expected an object")
+            kept, _, _ = self._record(kind.fields, value, path + ".", payload)
+            self._n._count_extra(value, self._names[id(kind)], self._type)
+            return kept
+        if isinstance(kind, Identifier):
+            return _ident(value, path)
+        if isinstance(kind, Text):
+            return self._text(kind, value, path, payload)
+        if isinstance(kind, Uuid):
+            if type(value) is not str or not _UUID.fullmatch(value):
+                raise Invalid(Reason.INVALID_VALUE, f"{path}: expected an event UUID")
+            return value.lower()
+        if isinstance(kind, Choice):
+            if type(value) is not str or value not in kind.values:
+                raise Invalid(Reason.INVALID_VALUE, f"{path}: expected one of {sorted(kind.values)}")
+            return value
+        if isinstance(kind, Integer):
+            number = _whole(value)
+            if number is None or not kind.minimum <= number <= kind.maximum:
+                expected = f"expected an integer {kind.minimum}..{kind.maximum}"
+                raise Invalid(Reason.INVALID_VALUE, f"{path}: {expected}")
+            return number
+        if isinstance(kind, Boolean):
+            if type(value) is not bool:
+                raise Invalid(Reason.WRONG_TYPE, f"{path}: expected true or false")
+            return value
+        if isinstance(kind, Url):
+            if type(value) is not str or not value.startswith(kind.scheme) or len(value) > kind.max_chars:
+                raise Invalid(Reason.INVALID_VALUE, f"{path}: expected a {kind.scheme} URL")
+            return self._n._clean(value)
+        raise TypeError(f"{path}: {type(kind).__name__} needs a hand-written rule")  # pragma: no cover
+
+    def _text(self, kind: Text, value: Any, path: str, payload: dict[str, Any]) -> str:
+        if type(value) is not str:
+            raise Invalid(Reason.WRONG_TYPE, f"{path}: expected a string")
+        if len(value) < kind.min_chars:
+            raise Invalid(Reason.INVALID_VALUE, f"{path}: at least {kind.min_chars} characters")
+        limit: int = getattr(self._n, kind.limit_setting) if kind.limit_setting else kind.max_chars
+        text = self._n._clean(value)
+        cut = len(text) > limit
+        if cut and kind.masked:
+            text = text[: limit + _MASK_MARGIN_CHARS]  # bounded masking work; see Normalizer._chat
+        if kind.masked and _MAYBE_PII.search(text):
+            text = self._n._mask(text)
+        if len(text) > limit:
+            text = text[:limit]
+            cut = True
+        if cut and kind.truncated_flag:
+            payload[kind.truncated_flag] = True
+        return text
 
 
 # --- module helpers ----------------------------------------------------------------------------------------

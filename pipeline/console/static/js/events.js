@@ -2,6 +2,7 @@
 
 import { h, roomLink, utcDate, utcTime } from "./dom.js";
 
+// --- generated from pipeline/events/contract.py by `python -m pipeline.events.generate`: do not edit
 export const TYPES = [
   ["chat.message", "Chat"],
   ["user.entered", "Entered"],
@@ -16,6 +17,7 @@ export const TYPES = [
   ["room.settings_changed", "Settings"],
   ["room.permissions_changed", "Permissions"],
 ];
+// --- end of the generated part
 const LABELS = Object.fromEntries(TYPES);
 
 function who(user, fallbackId) {
