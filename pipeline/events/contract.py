@@ -160,8 +160,9 @@ CONTRACT = Contract(
             EventType.CHAT_MESSAGE,
             "Chat",
             10,
-            "A message said to the whole room. In `text`, e-mail addresses, payment-card numbers and IPv4 "
-            "addresses are replaced by [email removed], [card number removed] and [ip removed]; text longer "
+            "A message said to the whole room. In `text`, e-mail addresses, payment-card numbers and IP "
+            "addresses (v4 and v6) are replaced by [email removed], [card number removed] and [ip removed]; "
+            "text longer "
             f"than {CHAT_TEXT_MAX_CHARS} characters is cut (payload.text_truncated = true), not refused. A "
             "message addressed to one user (recipient, recipient_id, to, whisper_to or direct_to present) is "
             "a private message: refused with reason private_message and never kept.",
