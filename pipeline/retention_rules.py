@@ -20,15 +20,18 @@ So every row is kept at least N full days and at most N + 1 days plus one mainte
 **What may still be written** (`writable_from`): days inside their class's retention and after any day
 retention has already dropped: lengthening a class's retention keeps what is still stored longer, but a
 replay never brings back a day that is gone. Shortening deletes more at the next run.
+
+**When a day closes** (`closed_before`): ROOMLOGS_SEAL_LATE_WINDOW_SECONDS after it ends. A closed day is
+sealed (pipeline/sealing) and, where sealing is on, refuses new events (dead letter `day_sealed`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import date, timedelta
+from datetime import UTC, date, datetime, timedelta
 
-__all__ = ["ClassRule", "horizon", "is_expired", "purged_on", "writable_from"]
+__all__ = ["ClassRule", "closed_before", "horizon", "is_expired", "purged_on", "writable_from"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,3 +78,8 @@ def writable_from(
         gone = dropped_by_class.get(cls)
         out[cls] = gone + timedelta(days=1) if gone is not None and gone >= oldest else oldest
     return out
+
+
+def closed_before(now: datetime, late_window_seconds: float) -> date:
+    """Days before this one are closed at `now`: a day closes `late_window_seconds` after it ends."""
+    return (now.astimezone(UTC) - timedelta(seconds=late_window_seconds)).date()

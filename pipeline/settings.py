@@ -264,6 +264,13 @@ class Settings:
     #: A public room whose `max_occupancy` reaches this is a busy room (shorter retention).
     busy_room_min_occupancy: int = setting(50, ge=1)
     dead_letter_retention_days: int = setting(7, ge=1, le=3650)
+    # --- Evidence seals (pipeline/sealing) --------------------------------------------------------------
+    #: The Ed25519 private key (PEM) room-days are sealed with; empty: this process does not seal.
+    seal_key_file: str = setting("", pattern=r".*", shape="a file")
+    #: A day is closed (sealed, and refusing new events: reason `day_sealed`) this long after it ends.
+    seal_late_window_seconds: float = setting(3600.0, ge=0, le=7 * 86_400)
+    #: Every daily head of the seals is also published here (the witness; kept forever).
+    seal_heads_topic: str = setting("roomlogs.seal-heads", pattern=TOPIC_NAME, shape="a Kafka topic name")
     # --- Serving ---------------------------------------------------------------------------------------
     metrics_host: str = setting("127.0.0.1", pattern=r"\S+", shape="an address to listen on")
     metrics_port: int = setting(9308, **_PORT)
@@ -278,10 +285,10 @@ class Settings:
     def __post_init__(self) -> None:
         check_rules(self, ENV_PREFIX)
         _check_bootstrap(self.kafka_bootstrap)
-        if self.deletions_topic in (self.events_topic, self.dead_letter_topic):
+        if len({self.events_topic, self.dead_letter_topic, self.deletions_topic, self.seal_heads_topic}) < 4:
             raise ConfigurationError(
-                f"ROOMLOGS_DELETIONS_TOPIC={self.deletions_topic!r} must be a topic of its own, not the "
-                "events or dead-letter topic"
+                "ROOMLOGS_EVENTS_TOPIC, ROOMLOGS_DEAD_LETTER_TOPIC, ROOMLOGS_DELETIONS_TOPIC and "
+                "ROOMLOGS_SEAL_HEADS_TOPIC must be four different topics"
             )
         if self.db_retry_max_seconds < self.db_retry_initial_seconds:
             raise ConfigurationError(

@@ -1,7 +1,8 @@
 """Imports point one way: the package's import graph has no cycles and no upward imports between layers.
 
 Layers, bottom to top: shared utilities (settings, errors, logs, metrics, the Kafka client, ...), the
-event contract (`events`), the shared tables (`storage`), the stages and services (`ingest`, `retention`,
+event contract (`events`) and what proves the logs (`evidence`: Merkle trees, leaves, seal statements,
+keys), the shared tables (`storage`), the stages and services (`ingest`, `retention`, `sealing`,
 `publisher`, `api`, `console`, `stack`), the worker process that hosts ingest and maintenance (`worker`),
 and the command line (`cli`). A module may import its own layer and the layers below it, and a stage may
 not import another stage: what two stages share lives below them (a rule in `storage` or `events`, a
@@ -23,11 +24,12 @@ UTILITIES = (
     "settings", "errors", "logs", "metrics", "kafka_client", "kafka_logs", "kafka_topics", "listen",
     "retention_rules",
 )  # fmt: skip
-STAGES = ("ingest", "retention", "publisher", "api", "console", "stack")
+STAGES = ("ingest", "retention", "sealing", "publisher", "api", "console", "stack")
 LAYER_OF: dict[str, int] = {
     "": 0,  # pipeline/__init__.py: the version
     **dict.fromkeys(UTILITIES, 0),
     "events": 1,
+    "evidence": 1,
     "storage": 2,
     **dict.fromkeys(STAGES, 3),
     "worker": 4,

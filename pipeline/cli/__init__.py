@@ -38,13 +38,14 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "pipeline.cli.api": ("api",),
     "pipeline.cli.status": ("status",),
     "pipeline.cli.offsets": ("offsets",),
+    "pipeline.cli.seals": ("seals", "verify"),
     "pipeline.cli.dead_letters": ("dead-letters",),
 }
 #: Commands that start a stack of their own: they never look for a running one (pipeline/cli/stackfile.py).
 _STARTS_A_STACK = frozenset({"up", "demo"})
 #: Commands that work in an existing, migrated schema: `main()` checks it first (`check_schema_of`), so a
 #: wrong ROOMLOGS_POSTGRES_SCHEMA ends each of them with one line naming it, not a traceback.
-_NEEDS_SCHEMA = frozenset({"status", "dead-letters", "retention", "partitions", "offsets"})
+_NEEDS_SCHEMA = frozenset({"status", "dead-letters", "retention", "partitions", "offsets", "seals", "verify"})
 #: The extra (pyproject.toml, optional-dependencies) each command needs beyond the base install.
 EXTRA_OF_COMMAND = {"api": "api", "up": "all,embedded", "demo": "all,embedded"}  # the rest: "worker"
 #: Modules of the extras' dependencies: a ModuleNotFoundError for another module is a bug, not an extra

@@ -69,6 +69,11 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     "dead-letters": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_NORMALIZE, *_LOGGING),
     "offsets": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_LOGGING),
+    "seals": (
+        *_POSTGRES, *_KAFKA, "seal_key_file", "seal_late_window_seconds", "seal_heads_topic",
+        "kafka_replication_factor", *_LOGGING,
+    ),
+    "verify": (*_POSTGRES, *_KAFKA, "seal_late_window_seconds", "seal_heads_topic", *_LOGGING),
 }  # fmt: skip
 
 

@@ -27,6 +27,9 @@ class Reason(StrEnum):
     #: An event id already stored with other content (another time, text, room...): a producer reused an
     #: id, or changed an event before resending it. The stored copy stands; this one is kept for review.
     CONFLICTING_DUPLICATE = "conflicting_duplicate"
+    #: A valid event of a UTC day already sealed (closed ROOMLOGS_SEAL_LATE_WINDOW_SECONDS after it ended):
+    #: the seal says the day's events are exactly those it covers. Kept, normalized, for review.
+    DAY_SEALED = "day_sealed"
 
 
 #: Reasons whose raw bytes must not be kept in the dead-letter record

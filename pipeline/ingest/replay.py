@@ -177,7 +177,13 @@ async def _one(
     # no offsets: the writer neither fences on nor moves any consumer group's offsets of record
     batch.first_offsets.clear()
     batch.next_offsets.clear()
-    writer = BatchWriter(_single(conn), partitions, deletions=deletions, classify=rooms.classify)
+    writer = BatchWriter(
+        _single(conn),
+        partitions,
+        deletions=deletions,
+        classify=rooms.classify,
+        late_window_seconds=settings.seal_late_window_seconds,
+    )
     try:
         async with conn.transaction():  # a savepoint, undone unless the event is in the logs
             written = _in_the_logs(await writer.write(batch, now))
@@ -220,6 +226,8 @@ def _in_the_logs(written: WriteOutcome) -> WriteOutcome:
         raise _Undo(Outcome.CONFLICTING_DUPLICATE, written.conflicts[0].detail)
     if written.rejected:
         raise _Undo(Outcome.REJECTED, written.rejected[0].detail)
+    if written.day_sealed:
+        raise _Undo(Outcome.DAY_SEALED, written.day_sealed[0].detail)
     if written.suppressed:
         raise _Undo(Outcome.DELETED, next(iter(written.suppressed)))
     if written.expired:

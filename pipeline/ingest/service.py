@@ -113,7 +113,13 @@ class IngestService:
         )  # fmt: skip
         self.sink = BatchSink(
             s,
-            BatchWriter(pool, self.partitions, deletions=self.deletions, classify=self.rooms.classify),
+            BatchWriter(
+                pool,
+                self.partitions,
+                deletions=self.deletions,
+                classify=self.rooms.classify,
+                late_window_seconds=s.seal_late_window_seconds,
+            ),
             metrics,
             idle=self.fetcher.idle,
             resume=self.fetcher.resume_all,

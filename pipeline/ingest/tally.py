@@ -57,6 +57,8 @@ class Tally:
             m.dead_lettered.labels(Reason.STORAGE_REJECTED.value).inc(len(outcome.rejected))
         if outcome.conflicts:
             m.dead_lettered.labels(Reason.CONFLICTING_DUPLICATE.value).inc(len(outcome.conflicts))
+        if outcome.day_sealed:
+            m.dead_lettered.labels(Reason.DAY_SEALED.value).inc(len(outcome.day_sealed))
         for reason, n in outcome.suppressed.items():
             m.suppressed.labels(reason).inc(n)
             totals["suppressed"] += n

@@ -128,6 +128,8 @@ class WriteOutcome:
     rejected_event_ids: list[str] = field(default_factory=list)
     #: Copies of stored events whose content differs (reason conflicting_duplicate).
     conflicts: list[DeadLetter] = field(default_factory=list)
+    #: New events of a day already closed and sealed (reason day_sealed).
+    day_sealed: list[DeadLetter] = field(default_factory=list)
     #: Rooms whose changes were dropped with a conflicting copy (their cached state must be re-read).
     conflicting_rooms: set[str] = field(default_factory=set)
     #: Events an authorized deletion made known inside this transaction covers, by reason.

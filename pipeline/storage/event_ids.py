@@ -226,18 +226,6 @@ def conflicting_copy(
     record: by its producer, and by a replay reading it back from Kafka.
     """
     event_id, occurred_at = row[ROW_EVENT_ID], row[ROW_OCCURRED_AT]
-    content = orjson.dumps(
-        {
-            "event_id": event_id,
-            "type": row[ROW_EVENT_TYPE],
-            "room_id": row[ROW_ROOM_ID],
-            "occurred_at": occurred_at,
-            "actor_id": row[ROW_ACTOR_ID],
-            "target_id": row[ROW_TARGET_ID],
-            "body": row[ROW_BODY],
-            "payload": orjson.Fragment(row[ROW_PAYLOAD]),
-        }
-    )
     if stored_occurred_at is None:  # its first copy in the batch was not stored (expired or deleted)
         detail = f"event {event_id} came twice in one batch with different content; neither was stored"
     else:
@@ -245,9 +233,29 @@ def conflicting_copy(
             f"event {event_id} was stored before with other content (stored copy occurred_at "
             f"{stored_occurred_at.isoformat()}, this copy {occurred_at.isoformat()}); the stored copy stands"
         )
+    return set_aside(row, Reason.CONFLICTING_DUPLICATE, detail, received_at, topic, raw)
+
+
+def set_aside(
+    row: tuple[Any, ...], reason: Reason, detail: str, received_at: datetime, topic: str, raw: bytes | None
+) -> DeadLetter:
+    """The dead letter of a valid event the writer does not store (an `events` row, EVENT_COLUMNS order):
+    its normalized form, allowlisted and masked like a stored event, and the fingerprint of `raw`."""
+    content = orjson.dumps(
+        {
+            "event_id": row[ROW_EVENT_ID],
+            "type": row[ROW_EVENT_TYPE],
+            "room_id": row[ROW_ROOM_ID],
+            "occurred_at": row[ROW_OCCURRED_AT],
+            "actor_id": row[ROW_ACTOR_ID],
+            "target_id": row[ROW_TARGET_ID],
+            "body": row[ROW_BODY],
+            "payload": orjson.Fragment(row[ROW_PAYLOAD]),
+        }
+    )
     return DeadLetter(
         received_at,
-        Reason.CONFLICTING_DUPLICATE.value,
+        reason.value,
         detail,
         topic,
         row[ROW_PARTITION],

@@ -47,6 +47,8 @@ class Outcome(StrEnum):
     #: the letter kept no SHA-256 of what was received, so the record read back cannot be shown to be the
     #: one set aside: not replayed (0012)
     NO_FINGERPRINT = "no_fingerprint"
+    #: its UTC day is closed and sealed: the seal says the day's events are those it covers
+    DAY_SEALED = "day_sealed"
 
     @property
     def in_the_logs(self) -> bool:

@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from pipeline.events.deadletter import fingerprint
 from pipeline.events.reasons import Reason
-from pipeline.retention_rules import ClassRule
+from pipeline.retention_rules import ClassRule, closed_before
 from pipeline.storage import db, event_ids, offsets, outbox
 from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
@@ -51,7 +51,7 @@ from pipeline.storage.batch import (
     WriteOutcome,
 )
 from pipeline.storage.deletions import Deletions
-from pipeline.storage.event_ids import conflicting_copy
+from pipeline.storage.event_ids import conflicting_copy, set_aside
 from pipeline.storage.partitions import PartitionManager, day_of
 from pipeline.storage.rooms import Classify, apply_room_changes
 
@@ -76,9 +76,14 @@ class BatchWriter:
         *,
         deletions: Deletions | None = None,
         classify: Classify | None = None,
+        late_window_seconds: float | None = None,
     ) -> None:
         self._pool = pool
         self._partitions = partitions
+        #: days close this long after they end (pipeline.retention_rules.closed_before); None: never refuse
+        self._late_window = late_window_seconds
+        #: the schema has a seal key: closed days are (or will be) sealed, their new events refused
+        self._sealing_on = False
         #: authorized deletions, shared with the batch builder (refreshed here, inside each transaction)
         self.deletions = deletions if deletions is not None else Deletions()
         self._classify = classify or ClassRule()
@@ -127,6 +132,8 @@ class BatchWriter:
                 if len(reg.new) < len(rows):
                     copies = [(rows[i], at) for i, at in reg.known.items()]
                     rows = [rows[i] for i in reg.new]
+            if rows and self._late_window is not None:
+                rows, changes = await self._not_sealed(conn, rows, changes, batch, received_at, outcome)
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome, batch.raw_value)
             if variants:  # after this batch's rows are in: a variant may be a copy of one of them
@@ -138,7 +145,7 @@ class BatchWriter:
                 )
             if outcome.rejected_event_ids:
                 await event_ids.forget(conn, outcome.rejected_event_ids)
-            extra = [*outcome.conflicts, *outcome.rejected]
+            extra = [*outcome.conflicts, *outcome.rejected, *outcome.day_sealed]
             if extra:
                 dead_letters = [*dead_letters, *extra]
                 # dated `received_at`: its day may not be among the batch's own dead-letter days
@@ -155,6 +162,46 @@ class BatchWriter:
                 conn, batch.consumer_group, batch.topic, batch.next_offsets, batch.last_records
             )
         return outcome
+
+    async def _not_sealed(
+        self,
+        conn: asyncpg.Connection,
+        rows: list[tuple[Any, ...]],
+        changes: list[RoomChange],
+        batch: WriteBatch,
+        received_at: datetime,
+        outcome: WriteOutcome,
+    ) -> tuple[list[tuple[Any, ...]], list[RoomChange]]:
+        """New rows of closed days, where this schema seals, become `day_sealed` dead letters (their ids
+        forgotten, their room changes not applied). Exact against the sealing run: the time is read after
+        this transaction took the lock the sealer takes exclusively before it reads a closed day, so either
+        the sealer waits for this batch, or this batch sees the day closed (pipeline/sealing/run.py)."""
+        assert self._late_window is not None
+        maybe = (received_at - timedelta(seconds=self._late_window) + timedelta(days=1)).date()
+        if not any(day_of(r[ROW_OCCURRED_AT]) < maybe for r in rows):
+            return rows, changes  # the usual batch: every row of an open day
+        now, sealing = await conn.fetchrow("SELECT clock_timestamp(), EXISTS (SELECT 1 FROM seal_keys)")
+        self._sealing_on = self._sealing_on or bool(sealing)
+        if not self._sealing_on:
+            return rows, changes
+        closed = closed_before(now, self._late_window)
+        kept: list[tuple[Any, ...]] = []
+        refused: list[tuple[Any, ...]] = []
+        for r in rows:
+            (refused if day_of(r[ROW_OCCURRED_AT]) < closed else kept).append(r)
+        if not refused:
+            return rows, changes
+        dropped = set()
+        for r in refused:
+            detail = (
+                f"event {r[ROW_EVENT_ID]} of {day_of(r[ROW_OCCURRED_AT])} came after that day was closed and "
+                "sealed; the seal says the day's events are those it covers"
+            )
+            raw = _raw(batch.raw_value, r)
+            outcome.day_sealed.append(set_aside(r, Reason.DAY_SEALED, detail, received_at, batch.topic, raw))
+            dropped.add((r[ROW_PARTITION], r[ROW_OFFSET]))
+        await event_ids.forget(conn, [r[ROW_EVENT_ID] for r in refused])
+        return kept, [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
 
     def _not_deleted(self, rows: list[tuple[Any, ...]], outcome: WriteOutcome) -> list[tuple[Any, ...]]:
         """Drop rows a deletion made after the batch was built covers (counted in `outcome.suppressed`)."""

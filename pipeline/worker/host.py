@@ -25,10 +25,13 @@ from typing import Any
 
 import asyncpg
 
+from pipeline.evidence.keys import SealKey
 from pipeline.ingest.service import IngestService
 from pipeline.kafka_topics import ensure_topics
 from pipeline.metrics import IngestMetrics
 from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenance
+from pipeline.sealing.run import seal_in_maintenance
+from pipeline.sealing.witness import Publisher
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.classes import class_names
@@ -57,6 +60,9 @@ class WorkerHost:
         self.stopping = False
         self._crash: Crash | None = None
         self._crashing: asyncio.Future[None] | None = None
+        #: the seal key, when this worker seals closed days (ROOMLOGS_SEAL_KEY_FILE, and it owns the tables)
+        self.seal_key: SealKey | None = None
+        self._witness: Publisher | None = None
 
     async def start(self, crash: Crash) -> None:
         """Topics, pool, schema check, partitions ahead, then the ingest loop and its relays."""
@@ -71,12 +77,17 @@ class WorkerHost:
         )
         async with pool.acquire() as conn:
             await check_schema(conn, s.postgres_schema)
-            if not await owns_log_tables(conn):
+            owner = await owns_log_tables(conn)
+            if not owner:
                 log.info(
                     "connected as a role that does not own the log tables (the worker's own role): this "
-                    "worker makes partitions ahead; expired partitions are dropped by `roomlogs retention "
-                    "enforce --apply` run as their owner"
+                    "worker makes partitions ahead; expired partitions are dropped, and closed days sealed, "
+                    "by `roomlogs retention enforce --apply --loop` run as their owner"
                 )
+        if s.seal_key_file and owner:
+            self.seal_key = SealKey.load(s.seal_key_file)
+            self._witness = Publisher(s)
+            log.info("sealing closed days with key %s", self.seal_key.key_id)
         ingest = self.ingest = IngestService(s, pool, self.metrics)
         async with pool.acquire() as conn:
             made = await ingest.partitions.premake(
@@ -107,6 +118,8 @@ class WorkerHost:
             if task is not None and task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("ingest loop failed: %r", task.exception())
             await ingest.close()
+        if self._witness is not None:
+            await self._witness.close()
         if self.pool is not None:
             await self.pool.close()
 
@@ -122,6 +135,8 @@ class WorkerHost:
             now=datetime.now(UTC),
             partitions=self.ingest.partitions,
         )
+        if self.seal_key is not None:
+            await seal_in_maintenance(self.pool, self.settings, self.seal_key, self._witness)
 
     def alive(self) -> bool:
         """The process answers and its ingest loop has not died. A worker waiting out an outage is alive

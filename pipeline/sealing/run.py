@@ -1,0 +1,215 @@
+"""Sealing closed days: every room's events of a UTC day as one signed Merkle tree head, chained.
+
+Who calls it: maintenance, wherever it runs as the tables' owner (the worker host's timer, or
+`roomlogs retention enforce --apply --loop`), and `roomlogs seals run`; only with ROOMLOGS_SEAL_KEY_FILE.
+Off the ingest path: a run reads a closed day's rows once and writes a few rows per room.
+
+A day is closed `seal_late_window_seconds` (ROOMLOGS_SEAL_LATE_WINDOW_SECONDS) after it ends. From then on
+ingest refuses new events of that day (dead letter `day_sealed`); a copy of an event already stored stays a
+counted duplicate and changes nothing. Before reading a closed day, the run takes the lock every ingest
+transaction holds shared (the one deletions take): a batch that began before the day closed has committed
+by then, and any later one refuses the day. So a seal covers exactly the rows the day will ever have.
+
+One transaction per day: every room's seal (leaves in (occurred_at, event_id) order, RFC 9162 tree head,
+rows per retention class, chained to the room's previous seal, signed) and the day's head over those seals
+(chained to the previous head, signed). Killed half-way (kill -9, an outage), nothing of the day is
+written and the next run seals it whole. Two runs at once: the second waits on the day's lock and finds the
+day sealed. After commit, heads not yet on the witness topic are published (at least once).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+
+import asyncpg
+from aiokafka.errors import KafkaError
+
+from pipeline.evidence import merkle
+from pipeline.evidence.keys import SealKey
+from pipeline.evidence.leaves import leaf_of
+from pipeline.evidence.statements import DayLeaves, Leaf, daily_head, room_day_seal, statement_hash
+from pipeline.retention_rules import closed_before
+from pipeline.settings import Settings
+from pipeline.storage import db, seals
+from pipeline.storage.classes import retention_days
+from pipeline.storage.deletions import LOCK_EXCLUSIVE
+from pipeline.storage.seals import StoredHead, StoredSeal
+
+__all__ = ["SealReport", "seal_closed_days", "seal_in_maintenance"]
+
+log = logging.getLogger("roomlogs.sealing")
+
+#: One sealer per schema at a time (the day's seal is one transaction; this keeps runs from racing).
+_SEAL_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.seals', 0))"
+
+Publish = Callable[[StoredHead], Awaitable[None]]
+
+
+@dataclass
+class SealReport:
+    days: list[date] = field(default_factory=list)
+    rooms: int = 0
+    events: int = 0
+    seconds: float = 0.0
+    published: int = 0
+
+
+async def seal_closed_days(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    key: SealKey,
+    *,
+    now: datetime,
+    publish: Publish | None = None,
+    max_days: int | None = None,
+) -> SealReport:
+    """Seal every closed day that has partitions and no head yet, oldest first; publish the heads."""
+    started = time.perf_counter()
+    report = SealReport()
+    # registered before any fence below: a writer that starts after a fence sees that sealing is on
+    await seals.add_key(conn, key.key_id, key.public_raw)
+    # the database's clock, as the writer's refusal of closed days reads it (pipeline/storage/writer.py)
+    db_now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+    days = await seals.unsealed_days(conn, closed_before(min(now, db_now), settings.seal_late_window_seconds))
+    for day in days[:max_days]:
+        # every ingest transaction that may still write this day has committed once we hold this lock
+        async with conn.transaction():
+            await conn.execute(LOCK_EXCLUSIVE)
+        rooms, events = await _seal_day(conn, day, key)
+        if rooms >= 0:
+            report.days.append(day)
+            report.rooms += rooms
+            report.events += events
+            log.info("sealed %s: %d rooms, %d events (key %s)", day, rooms, events, key.key_id)
+    if publish is not None:
+        report.published = await _publish(conn, settings.seal_heads_topic, publish)
+    # a seal's leaves serve while rows they speak of may exist; the seal itself stays
+    longest = max((await retention_days(conn)).values(), default=0)
+    await seals.forget_leaves(conn, min(now, db_now).date() - timedelta(days=longest + 1))
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+async def _seal_day(conn: asyncpg.Connection, day: date, key: SealKey) -> tuple[int, int]:
+    """Seal one day (rooms, events); (-1, 0) when another run sealed it first."""
+    async with conn.transaction():
+        await conn.execute(_SEAL_LOCK)
+        if await seals.heads(conn, day=day):
+            return -1, 0
+        sealed_at = datetime.now(UTC)
+        made: list[StoredSeal] = []
+        room: str | None = None
+        rows: list[asyncpg.Record] = []
+        async for r in seals.day_rows(conn, day):
+            if r["room_id"] != room and rows:
+                made.append(await _seal_room(conn, day, rows, key, sealed_at))
+                rows = []
+            room = r["room_id"]
+            rows.append(r)
+        if rows:
+            made.append(await _seal_room(conn, day, rows, key, sealed_at))
+        await _head(conn, day, made, key, sealed_at)
+        return len(made), sum(s.tree_size for s in made)
+
+
+async def _seal_room(
+    conn: asyncpg.Connection, day: date, rows: list[asyncpg.Record], key: SealKey, sealed_at: datetime
+) -> StoredSeal:
+    room_id = rows[0]["room_id"]
+    leaves = DayLeaves(
+        tuple(Leaf(uuid.UUID(str(r["event_id"])), leaf_of(r), r["retention_class"]) for r in rows)
+    )
+    root = merkle.root([leaf.hash for leaf in leaves.leaves])
+    prev = (await seals.last_seals(conn, [room_id])).get(room_id)
+    seq = 1 if prev is None else prev.seq + 1
+    statement = room_day_seal(
+        room_id=room_id,
+        day=day,
+        seq=seq,
+        tree_size=len(rows),
+        root=root,
+        first_at=rows[0]["occurred_at"],
+        last_at=rows[-1]["occurred_at"],
+        classes=dict(Counter(r["retention_class"] for r in rows)),
+        sealed_at=sealed_at,
+        prev=None if prev is None else prev.statement_hash,
+        key_id=key.key_id,
+    )
+    seal = StoredSeal(
+        0, room_id, day, seq, len(rows), root, statement, statement_hash(statement), key.key_id,
+        key.sign(statement), sealed_at,
+    )  # fmt: skip
+    await seals.insert_seal(conn, seal, leaves)
+    return seal
+
+
+async def _head(
+    conn: asyncpg.Connection, day: date, made: list[StoredSeal], key: SealKey, sealed_at: datetime
+) -> None:
+    prev = await seals.last_head(conn)
+    leaves = head_leaves(made)
+    root = merkle.root(leaves)
+    seq = 1 if prev is None else prev.seq + 1
+    statement = daily_head(
+        day=day,
+        seq=seq,
+        tree_size=len(leaves),
+        root=root,
+        sealed_at=sealed_at,
+        prev=None if prev is None else prev.statement_hash,
+        key_id=key.key_id,
+    )
+    await seals.insert_head(
+        conn,
+        StoredHead(
+            0,
+            day,
+            seq,
+            len(leaves),
+            root,
+            statement,
+            statement_hash(statement),
+            key.key_id,
+            key.sign(statement),
+            sealed_at,
+        ),
+    )
+
+
+async def _publish(conn: asyncpg.Connection, topic: str, publish: Publish) -> int:
+    """Publish, oldest first, the heads the witness topic has not acknowledged yet."""
+    done = await seals.published(conn, topic)
+    n = 0
+    for head in await seals.heads(conn):
+        if head.head_id in done:
+            continue
+        await publish(head)
+        await seals.record_publication(conn, head.head_id, topic)
+        n += 1
+    return n
+
+
+def head_leaves(made: list[StoredSeal]) -> list[bytes]:
+    """The leaves of a daily head: its seals' statement hashes, in room order, as leaf hashes."""
+    return [merkle.leaf_hash(s.statement_hash) for s in sorted(made, key=lambda s: s.room_id)]
+
+
+async def seal_in_maintenance(
+    pool: asyncpg.Pool, settings: Settings, key: SealKey, publish: Publish | None
+) -> SealReport | None:
+    """A maintenance run's sealing step: never raises for an outage or for the broker (logged, retried at
+    the next run); a bug propagates."""
+    try:
+        async with db.acquire(pool) as conn:
+            return await seal_closed_days(conn, settings, key, now=datetime.now(UTC), publish=publish)
+    except db.OUTAGES as e:
+        log.warning("sealing skipped this run, PostgreSQL unreachable: %r", e)
+    except KafkaError as e:
+        log.warning("sealing done, daily heads not yet published to the witness topic: %r", e)
+    return None

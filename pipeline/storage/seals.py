@@ -1,0 +1,309 @@
+"""The seal tables (migration 0014): the one module that reads and writes `seal_keys`, `seals`,
+`seal_leaves`, `seal_heads`, `seal_head_publications`, and reads `deleted_events`.
+
+Who calls it: the sealing run (pipeline/sealing: writes seals and heads, inside one transaction per day),
+`roomlogs verify` and `roomlogs seals` (read), the query API (a day's seal for an export; the public keys).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import date, datetime
+
+import asyncpg
+
+from pipeline.evidence.statements import DayLeaves
+from pipeline.storage import catalog
+from pipeline.storage.partitions import parse_day
+
+__all__ = [
+    "StoredHead",
+    "StoredSeal",
+    "add_key",
+    "day_rows",
+    "deleted",
+    "dropped_by_retention",
+    "forget_leaves",
+    "heads",
+    "insert_head",
+    "insert_seal",
+    "last_head",
+    "last_seals",
+    "leaves_of",
+    "public_keys",
+    "published",
+    "record_publication",
+    "rooms_with_rows",
+    "seals",
+    "stored_rows",
+    "unsealed_days",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class StoredSeal:
+    seal_id: int
+    room_id: str
+    day: date
+    seq: int
+    tree_size: int
+    root: bytes
+    statement: bytes
+    statement_hash: bytes
+    key_id: str
+    signature: bytes
+    sealed_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class StoredHead:
+    head_id: int
+    day: date
+    seq: int
+    tree_size: int
+    root: bytes
+    statement: bytes
+    statement_hash: bytes
+    key_id: str
+    signature: bytes
+    sealed_at: datetime
+
+
+_SEAL = "seal_id, room_id, day, seq, tree_size, root, statement, statement_hash, key_id, signature, sealed_at"
+_HEAD = "head_id, day, seq, tree_size, root, statement, statement_hash, key_id, signature, sealed_at"
+
+
+def _seal(r: asyncpg.Record) -> StoredSeal:
+    return StoredSeal(*(r[k] for k in _SEAL.split(", ")))
+
+
+def _head(r: asyncpg.Record) -> StoredHead:
+    return StoredHead(*(r[k] for k in _HEAD.split(", ")))
+
+
+# --- keys ------------------------------------------------------------------------------------------------
+async def add_key(conn: asyncpg.Connection, key_id: str, public_raw: bytes) -> None:
+    """Register a signing key's public half (once; a key already known is left as it is)."""
+    await conn.execute(
+        """INSERT INTO seal_keys (key_id, algorithm, public_key) VALUES ($1, 'ed25519', $2)
+           ON CONFLICT (key_id) DO NOTHING""",
+        key_id,
+        public_raw,
+    )
+
+
+async def public_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
+    return {
+        r["key_id"]: r["public_key"] for r in await conn.fetch("SELECT key_id, public_key FROM seal_keys")
+    }
+
+
+# --- what to seal ------------------------------------------------------------------------------------------
+async def unsealed_days(conn: asyncpg.Connection, before: date) -> list[date]:
+    """Days before `before` that have an `events` partition and no daily head yet, oldest first. (A day
+    gets its head in the transaction that seals all its rooms, so a day with a head is sealed whole.)"""
+    days = {
+        day
+        for child in await catalog.children(conn)
+        if child.parent.startswith("events_") and (day := parse_day(child.name)) is not None and day < before
+    }
+    headed = {r["day"] for r in await conn.fetch("SELECT day FROM seal_heads")}
+    return sorted(days - headed)
+
+
+async def rooms_with_rows(conn: asyncpg.Connection, day: date) -> list[str]:
+    rows = await conn.fetch(
+        """SELECT DISTINCT room_id FROM events
+            WHERE occurred_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+              AND occurred_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC' ORDER BY 1""",
+        day,
+    )
+    return [r["room_id"] for r in rows]
+
+
+async def day_rows(
+    conn: asyncpg.Connection, day: date, rooms: Iterable[str] | None = None
+) -> AsyncIterator[asyncpg.Record]:
+    """The event rows of `day` (of the rooms asked, or all), by room then leaf order (inside a transaction:
+    a cursor)."""
+    async for r in conn.cursor(
+        """SELECT event_id, occurred_at, room_id, event_type, schema_version, actor_id, target_id, body,
+                  payload, retention_class, ingested_at
+             FROM events
+            WHERE occurred_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+              AND occurred_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
+              AND ($2::text[] IS NULL OR room_id = ANY($2))
+            ORDER BY room_id, occurred_at, event_id""",
+        day,
+        None if rooms is None else list(rooms),
+        prefetch=2000,
+    ):
+        yield r
+
+
+async def stored_rows(
+    conn: asyncpg.Connection, day: date, rooms: Iterable[str] | None
+) -> list[asyncpg.Record]:
+    """A day's rows as they are stored now, in `events` or (a room under legal hold whose day retention
+    dropped) in `held_events`, with `held` saying which."""
+    return list(
+        await conn.fetch(
+            """SELECT event_id, occurred_at, room_id, event_type, schema_version, actor_id, target_id, body,
+                      payload, retention_class, false AS held
+                 FROM events
+                WHERE occurred_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+                  AND occurred_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
+                  AND ($2::text[] IS NULL OR room_id = ANY($2))
+               UNION ALL
+               SELECT event_id, occurred_at, room_id, event_type, schema_version, actor_id, target_id, body,
+                      payload, retention_class, true
+                 FROM held_events
+                WHERE occurred_at >= $1::date::timestamp AT TIME ZONE 'UTC'
+                  AND occurred_at < ($1::date + 1)::timestamp AT TIME ZONE 'UTC'
+                  AND ($2::text[] IS NULL OR room_id = ANY($2))""",
+            day,
+            None if rooms is None else list(rooms),
+        )
+    )
+
+
+async def dropped_by_retention(conn: asyncpg.Connection, day: date) -> dict[str, str]:
+    """Retention classes whose rows of `day` retention removed (a partition dropped, or held rows purged),
+    with what the ledger says of it."""
+    rows = await conn.fetch(
+        """SELECT retention_class, action, table_name, run_id, dropped_at FROM deletion_ledger
+            WHERE day = $1 AND table_name IN ('events', 'held_events') AND retention_class IS NOT NULL
+            ORDER BY entry_id""",
+        day,
+    )
+    return {
+        r["retention_class"]: (
+            f"{r['action']} of {r['table_name']} by run {r['run_id']} at {r['dropped_at']:%Y-%m-%d %H:%M:%S}"
+        )
+        for r in rows
+    }
+
+
+# --- seals -------------------------------------------------------------------------------------------------
+async def last_seals(conn: asyncpg.Connection, rooms: Iterable[str]) -> dict[str, StoredSeal]:
+    """Each room's newest seal (the one the next seal of the room chains to)."""
+    rows = await conn.fetch(
+        f"""SELECT DISTINCT ON (room_id) {_SEAL} FROM seals WHERE room_id = ANY($1::text[])
+             ORDER BY room_id, seq DESC""",
+        list(rooms),
+    )
+    return {r["room_id"]: _seal(r) for r in rows}
+
+
+async def insert_seal(conn: asyncpg.Connection, seal: StoredSeal, leaves: DayLeaves) -> int:
+    blob, classes = leaves.encode()
+    seal_id: int = await conn.fetchval(
+        """INSERT INTO seals (room_id, day, seq, tree_size, root, statement, statement_hash, key_id,
+                              signature, sealed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING seal_id""",
+        seal.room_id,
+        seal.day,
+        seal.seq,
+        seal.tree_size,
+        seal.root,
+        seal.statement,
+        seal.statement_hash,
+        seal.key_id,
+        seal.signature,
+        seal.sealed_at,
+    )
+    await conn.execute(
+        "INSERT INTO seal_leaves (seal_id, day, leaves, classes) VALUES ($1, $2, $3, $4)",
+        seal_id,
+        seal.day,
+        blob,
+        classes,
+    )
+    return seal_id
+
+
+async def seals(
+    conn: asyncpg.Connection, *, room: str | None = None, day: date | None = None
+) -> list[StoredSeal]:
+    """Seals of a room and/or day (all when neither), by room and seq."""
+    rows = await conn.fetch(
+        f"""SELECT {_SEAL} FROM seals
+             WHERE ($1::text IS NULL OR room_id = $1) AND ($2::date IS NULL OR day = $2)
+             ORDER BY room_id, seq""",
+        room,
+        day,
+    )
+    return [_seal(r) for r in rows]
+
+
+async def leaves_of(conn: asyncpg.Connection, seal_id: int) -> DayLeaves | None:
+    """A seal's leaves (None once maintenance removed them: every row they speak of is past retention)."""
+    row = await conn.fetchrow("SELECT leaves, classes FROM seal_leaves WHERE seal_id = $1", seal_id)
+    return None if row is None else DayLeaves.decode(row["leaves"], row["classes"])
+
+
+async def deleted(
+    conn: asyncpg.Connection, event_ids: Iterable[uuid.UUID]
+) -> dict[uuid.UUID, uuid.UUID | None]:
+    """For each event id an authorized deletion removed, the request that did (None: a deletion whose
+    request row is not there, which should not happen)."""
+    rows = await conn.fetch(
+        """SELECT d.event_id, r.request_id FROM deleted_events d
+             LEFT JOIN deletion_requests r ON r.txid = d.txid
+            WHERE d.event_id = ANY($1::uuid[])""",
+        list(event_ids),
+    )
+    return {r["event_id"]: r["request_id"] for r in rows}
+
+
+# --- daily heads -------------------------------------------------------------------------------------------
+async def last_head(conn: asyncpg.Connection) -> StoredHead | None:
+    row = await conn.fetchrow(f"SELECT {_HEAD} FROM seal_heads ORDER BY seq DESC LIMIT 1")
+    return None if row is None else _head(row)
+
+
+async def insert_head(conn: asyncpg.Connection, head: StoredHead) -> int:
+    head_id: int = await conn.fetchval(
+        """INSERT INTO seal_heads (day, seq, tree_size, root, statement, statement_hash, key_id, signature,
+                                   sealed_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING head_id""",
+        head.day,
+        head.seq,
+        head.tree_size,
+        head.root,
+        head.statement,
+        head.statement_hash,
+        head.key_id,
+        head.signature,
+        head.sealed_at,
+    )
+    return head_id
+
+
+async def heads(conn: asyncpg.Connection, *, day: date | None = None) -> list[StoredHead]:
+    rows = await conn.fetch(
+        f"SELECT {_HEAD} FROM seal_heads WHERE ($1::date IS NULL OR day = $1) ORDER BY seq", day
+    )
+    return [_head(r) for r in rows]
+
+
+async def published(conn: asyncpg.Connection, topic: str) -> set[int]:
+    rows = await conn.fetch("SELECT head_id FROM seal_head_publications WHERE topic = $1", topic)
+    return {r["head_id"] for r in rows}
+
+
+async def record_publication(conn: asyncpg.Connection, head_id: int, topic: str) -> None:
+    await conn.execute(
+        "INSERT INTO seal_head_publications (head_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        head_id,
+        topic,
+    )
+
+
+async def forget_leaves(conn: asyncpg.Connection, before: date) -> int:
+    """Remove the leaves of seals of days before `before` (every row they speak of is past retention);
+    the seals stay. Returns how many."""
+    status = await conn.execute("DELETE FROM seal_leaves WHERE day < $1", before)
+    return int(status.rsplit(" ", 1)[-1])
