@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.cli import stackfile
+from pipeline.evidence.keys import SealKey
 from pipeline.kafka_topics import ensure_topics
 from pipeline.settings import Secret, Settings
 from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres
@@ -80,6 +81,11 @@ class DevStack:
         if not port_is_free(s.metrics_port, s.metrics_host):
             s = s.replace(metrics_port=free_port(s.metrics_host))
         s = s.replace(worker_data_dir=str(self.work_dir / "worker"))
+        if not s.seal_key_file:  # the stack's worker seals closed days with a key of its own
+            key_file = self.work_dir / "seal-key.pem"
+            if not key_file.exists():
+                SealKey.generate(key_file)
+            s = s.replace(seal_key_file=str(key_file))
         asyncio.run(_prepare(s))
         self.settings = s
         self.info = {

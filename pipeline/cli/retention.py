@@ -37,6 +37,7 @@ from datetime import UTC, date, datetime
 import asyncpg
 
 from pipeline.errors import RoomlogsError
+from pipeline.evidence.keys import SealKey
 from pipeline.retention import (
     RetentionError,
     check_retention,
@@ -50,6 +51,8 @@ from pipeline.retention import (
     set_retention_days,
 )
 from pipeline.retention.report import SKIPPED_LOCKED
+from pipeline.sealing.run import seal_in_maintenance
+from pipeline.sealing.witness import Publisher
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.partitions import PartitionManager
@@ -250,6 +253,21 @@ async def _enforce_loop(settings: Settings) -> int:
         loop.add_signal_handler(sig, stopping.set)
     interval = settings.maintenance_interval_seconds
     log.info("retention: a run every %g s until stopped", interval)
+    key = SealKey.load(settings.seal_key_file) if settings.seal_key_file else None
+    if key is not None:
+        log.info("retention: also sealing closed days, with key %s", key.key_id)
+    witness = Publisher(settings)
+    try:
+        await _loop(settings, stopping, interval, key, witness)
+    finally:
+        await witness.close()
+    log.info("retention: stopped")
+    return 0
+
+
+async def _loop(
+    settings: Settings, stopping: asyncio.Event, interval: float, key: SealKey | None, witness: Publisher
+) -> None:
     while not stopping.is_set():
         try:
             conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
@@ -264,10 +282,14 @@ async def _enforce_loop(settings: Settings) -> int:
                 await conn.close()
             if report.drops_left_to is not None:
                 raise RetentionError(_not_owner(report.drops_left_to))
+            if key is not None:
+                pool = await db.create_pool(settings.postgres_dsn.get(), settings.postgres_schema, 1)
+                try:
+                    await seal_in_maintenance(pool, settings, key, witness)
+                finally:
+                    await pool.close()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stopping.wait(), interval)
-    log.info("retention: stopped")
-    return 0
 
 
 def _check(settings: Settings, args: argparse.Namespace) -> int:

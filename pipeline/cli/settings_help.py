@@ -60,6 +60,7 @@ READS: dict[str, tuple[str, ...]] = {
     "partitions": (*_POSTGRES, "partitions_ahead_days", "dead_letter_retention_days", *_LOGGING),
     "retention": (
         *_POSTGRES, "partitions_ahead_days", "dead_letter_retention_days", "maintenance_interval_seconds",
+        "seal_key_file", "seal_late_window_seconds", "seal_heads_topic", *_KAFKA, "kafka_replication_factor",
         *_LOGGING,
     ),
     "api": (*_POSTGRES, *_LOGGING, *_API),  # the DSN: `api trust-key`, as the schema's owner
