@@ -75,6 +75,18 @@ def tree_cpu_seconds(proc: psutil.Process) -> float:
     return total
 
 
+def own_cpu_seconds() -> float:
+    """User + system CPU seconds of this process alone (its children are the servers and the workers)."""
+    t = psutil.Process().cpu_times()
+    return t.user + t.system
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine spent busy so far (all processes, ours and anyone's)."""
+    t = psutil.cpu_times()
+    return t.user + t.system + sum(getattr(t, f, 0.0) for f in ("nice", "irq", "softirq", "steal"))
+
+
 class Meter:
     """CPU seconds and RSS of a group of process trees (a broker, PostgreSQL, the workers)."""
 
@@ -290,7 +302,8 @@ class GroupRun:
     rate: float
     events: int
     seconds: float
-    #: name -> CPU seconds over the timed stretch ("worker", and "postgres" / "broker" when measured)
+    #: name -> CPU seconds over the timed stretch: "worker", "postgres" / "broker" when measured, "bench"
+    #: (this process) and "machine" (every process's)
     cpu: dict[str, float]
     startup_included: bool
     workers: list[Worker]
@@ -310,7 +323,12 @@ async def worker_group(
         group.append(Worker(number, proc, own.metrics_port, log, Meter("worker", [proc.pid])))
 
     def cpu() -> dict[str, float]:
-        return {**meters.snapshot(), "worker": sum(w.meter.cpu_seconds() for w in group)}
+        return {
+            **meters.snapshot(),
+            "worker": sum(w.meter.cpu_seconds() for w in group),
+            "machine": machine_busy_seconds(),
+            "bench": own_cpu_seconds(),
+        }
 
     spawned_at, spawned_cpu = time.perf_counter(), cpu()
     window: tuple[float, int, dict[str, float]] | None = None  # (when, written, CPU) the timing starts
@@ -420,11 +438,11 @@ async def main_async(
     print(f"published {n:,} events in {publish_seconds:.1f}s ({n / publish_seconds:,.0f}/s)", flush=True)
     meters.broker_phase("publish", cpu, publish_seconds)
 
-    cpu, own_cpu, started = meters.snapshot(), tree_cpu_seconds(psutil.Process()), time.perf_counter()
+    cpu, own_cpu, started = meters.snapshot(), own_cpu_seconds(), time.perf_counter()
     ceiling = await raw_ceiling(raw, n, args.partitions)
     seconds = time.perf_counter() - started
     print(f"raw ceiling (getmany + orjson + binary COPY): {ceiling:,.0f} events/s", flush=True)
-    ceiling_cpu = tree_cpu_seconds(psutil.Process()) - own_cpu
+    ceiling_cpu = own_cpu_seconds() - own_cpu
     pg = meters.postgres.cpu_seconds() - cpu["postgres"] if meters.postgres else None
     print(f"  {per_core('ceiling process', n, ceiling_cpu, seconds)}")
     print(f"  {per_core('PostgreSQL', n, pg, seconds)}")
@@ -445,6 +463,9 @@ async def main_async(
     print(f"  {per_core('PostgreSQL', run.events, run.cpu.get('postgres'), run.seconds)}")
     if "broker" in run.cpu:
         print(f"  {per_core('broker', run.events, run.cpu['broker'], run.seconds)}")
+    # on a shared machine events/s depend on what else ran; CPU seconds per event do not
+    others = run.cpu["machine"] - sum(v for k, v in run.cpu.items() if k != "machine")
+    print(f"  other processes on the machine meanwhile: {max(others, 0.0) / run.seconds:.2f} cores busy")
     meters.broker_phase("real worker (start-up included)", cpu, time.perf_counter() - started)
     print(f"ratio worker / ceiling: {run.rate / ceiling:.2f}")
     print(
