@@ -44,7 +44,9 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
 #: Commands that start a stack of their own: they never look for a running one (pipeline/cli/stackfile.py).
 _STARTS_A_STACK = frozenset({"up", "demo"})
 #: Commands that work in an existing, migrated schema: `main()` checks it first (`check_schema_of`), so a
-#: wrong ROOMLOGS_POSTGRES_SCHEMA ends each of them with one line naming it, not a traceback.
+#: wrong ROOMLOGS_POSTGRES_SCHEMA ends each of them with one line naming it, not a traceback. `verify FILE`
+#: is not one of them: it checks an evidence bundle offline, with nothing but the public key
+#: (`_needs_schema`).
 _NEEDS_SCHEMA = frozenset({"status", "dead-letters", "retention", "partitions", "offsets", "seals", "verify"})
 #: The extra (pyproject.toml, optional-dependencies) each command needs beyond the base install.
 EXTRA_OF_COMMAND = {"api": "api", "up": "all,embedded", "demo": "all,embedded"}  # the rest: "worker"
@@ -70,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env(_environment(args.command))
         configure_logging(settings.log_level, json=settings.log_format == "json", process=args.command)
-        if args.command in _NEEDS_SCHEMA:
+        if _needs_schema(args):
             from pipeline.storage.migrate import check_schema_of
 
             asyncio.run(check_schema_of(settings))  # a wrong ROOMLOGS_POSTGRES_SCHEMA: one line, exit 2
@@ -84,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
         return _needs_extra(args.command, e)
     except KeyboardInterrupt:
         return 130
+
+
+def _needs_schema(args: argparse.Namespace) -> bool:
+    if args.command == "verify" and getattr(args, "file", None) is not None:
+        return False  # a bundle FILE is checked offline: no database
+    return args.command in _NEEDS_SCHEMA
 
 
 def _environment(command: str) -> Mapping[str, str]:
