@@ -5,7 +5,8 @@ The routes are `pipeline.api.route_table.ROUTES`; /openapi.json describes exactl
 `create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
 pool and a registry). Every /v1 request passes through `pipeline.api.security.gate.Gate`: request id,
 bearer token, rate limit, route, one JSON error shape, the audit of every refusal and error, metrics; the
-handler only does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics.
+handler only does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics, and the /v1
+routes marked public (/v1/seal-keys), which the gate still rate-limits (by client address).
 
 Start-up opens a pool to the API's own database role and refuses to run when that role could edit or
 delete logs or audit rows (`queries.role.check_role`, unless `allow_privileged_db_role`), and starts the
@@ -111,7 +112,9 @@ def create_app(
         return Response(generate_latest(state.metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     gated = [
-        gate.GatedRoute(Route(spec.path, _endpoint(state, spec), methods=[spec.method]), spec.action)
+        gate.GatedRoute(
+            Route(spec.path, _endpoint(state, spec), methods=[spec.method]), spec.action, spec.public
+        )
         for spec in ROUTES
     ]
     table = [g.route for g in gated]

@@ -124,6 +124,12 @@ class NotFound(ApiError):
     code = "not_found"
 
 
+class NotSealed(NotFound):
+    """The room-day has no seal yet (it is still open, or sealing has not run since it closed)."""
+
+    code = "not_sealed"
+
+
 class MethodNotAllowed(ApiError):
     status = 405
     code = "method_not_allowed"
@@ -140,6 +146,14 @@ class LegalHold(ApiError):
     status = 409
     code = "legal_hold"
     outcome = "denied"
+
+
+class NotProvable(ApiError):
+    """The stored rows of a sealed day no longer give its sealed tree head (retention dropped some, an
+    audited deletion removed some, or they changed), and what would prove the rest is not kept."""
+
+    status = 409
+    code = "not_provable"
 
 
 class Conflict(ApiError):
@@ -216,9 +230,11 @@ ERROR_CODES: tuple[str, ...] = tuple(
                 ReasonRequired,
                 InsufficientScope,
                 NotFound,
+                NotSealed,
                 MethodNotAllowed,
                 ExportTooLarge,
                 LegalHold,
+                NotProvable,
                 Conflict,
                 QueryTimeout,
                 RateLimited,

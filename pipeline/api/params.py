@@ -7,6 +7,7 @@ length and a shape, time ranges are capped.
 from __future__ import annotations
 
 import re
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -27,6 +28,8 @@ TEXT_MIN_CHARS, TEXT_MAX_CHARS = 3, 200
 _EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 _LATEST = datetime(2100, 1, 1, tzinfo=UTC)
 MAX_CURSOR_CHARS = 1024
+#: The longest spelling of a UUID Python reads ("urn:uuid:" and 36 characters).
+_UUID_MAX_CHARS = 45
 REASON_HEADER = "x-access-reason"
 
 
@@ -139,6 +142,22 @@ class Params:
                 )
         return tuple(sorted(set(types)))
 
+    def uuids(self, name: str, *, max_count: int) -> tuple[uuid.UUID, ...]:
+        """A repeatable UUID parameter: sorted, without duplicates, at most `max_count` of them."""
+        self._read.add(name)
+        values = self._query.getlist(name)
+        if len(values) > max_count:
+            raise InvalidParameter(
+                f"{name} may be given at most {max_count} times", details={"parameter": name}
+            )
+        found: set[uuid.UUID] = set()
+        for raw in values:
+            value = parse_uuid(raw)
+            if value is None:
+                raise InvalidParameter(f"{name} must be a UUID", details={"parameter": name})
+            found.add(value)
+        return tuple(sorted(found))
+
     def date(self, name: str) -> date | None:
         raw = self._one(name)
         if raw is None:
@@ -214,6 +233,16 @@ def parse_timestamp(raw: str, name: str) -> datetime:
     if not _EARLIEST <= moment < _LATEST:
         raise InvalidParameter(f"{name} must lie between 2000 and 2100", details={"parameter": name})
     return moment
+
+
+def parse_uuid(raw: str) -> uuid.UUID | None:
+    """`raw` as a UUID, or None when it is not one (or longer than any spelling of one)."""
+    if len(raw) > _UUID_MAX_CHARS:
+        return None
+    try:
+        return uuid.UUID(raw)
+    except ValueError:
+        return None
 
 
 def storable(text: str) -> bool:

@@ -18,6 +18,7 @@ from pipeline.api.handlers import (
     days,
     deletion,
     events,
+    evidence,
     export,
     insights,
     moderation,
@@ -39,6 +40,9 @@ class RouteSpec:
     handler: Handler
     #: access_audit.action of its requests (unique: it also names the route's OpenAPI operation)
     action: str
+    #: Answered without a token (rate-limited by client address; refusals are audited as anonymous).
+    #: Only for what is no log: the public keys seals are signed with.
+    public: bool = False
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -46,6 +50,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/v1/rooms/{room_id}/events/{event_id}", "GET", events.get_event, "events.get"),
     RouteSpec("/v1/rooms/{room_id}/days", "GET", days.room_days, "days"),
     RouteSpec("/v1/rooms/{room_id}/export", "GET", export.export_events, "export"),
+    RouteSpec("/v1/rooms/{room_id}/evidence", "GET", evidence.room_evidence, "evidence"),
+    RouteSpec("/v1/seal-keys", "GET", evidence.seal_keys, "seal_keys", public=True),
     RouteSpec("/v1/rooms/{room_id}/tail", "GET", tail.tail_room, "tail"),
     RouteSpec("/v1/rooms/{room_id}/deletions", "POST", deletion.delete_room_logs, "room_logs.delete"),
     RouteSpec("/v1/users/{user_id}/moderation", "GET", moderation.moderation_history, "moderation.history"),

@@ -19,6 +19,8 @@ from pipeline.errors import ConfigurationError
 from pipeline.settings import Secret, check_rules, env_names, read_env, setting
 
 API_ENV_PREFIX = "ROOMLOGS_API_"
+#: The sealing side's late window (pipeline.settings.Settings.seal_late_window_seconds): the API's default.
+SHARED_LATE_WINDOW = "ROOMLOGS_SEAL_LATE_WINDOW_SECONDS"
 
 #: Algorithms a deployment may pin. "none" is never among them.
 HMAC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
@@ -81,6 +83,12 @@ class ApiSettings:
     tail_heartbeat_seconds: float = setting(15.0, gt=0)
     #: Events whose occurred_at is older than this when they are ingested are not tailed.
     tail_late_window_seconds: float = setting(3600.0, ge=0)
+    # --- evidence seals ---------------------------------------------------------------------------------
+    #: When a day closes (is sealed, and refuses new events): this long after it ends. The sealing side's
+    #: ROOMLOGS_SEAL_LATE_WINDOW_SECONDS, which `from_env` reads when this one is not set.
+    seal_late_window_seconds: float = setting(3600.0, ge=0, le=7 * 86_400)
+    #: Most events an evidence bundle of a whole day holds (a busier day: ask for selected events).
+    evidence_max_events: int = setting(100_000, ge=1)
     # --- console sessions ------------------------------------------------------------------------------
     #: How long a console session lasts after signing in (then sign in again).
     session_ttl_seconds: int = setting(28_800, ge=1, le=31_536_000)
@@ -159,8 +167,15 @@ class ApiSettings:
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str], **overrides: Any) -> ApiSettings:
-        """Read every ``ROOMLOGS_API_*`` variable; an unknown one is an error (a typo must not pass)."""
+        """Read every ``ROOMLOGS_API_*`` variable; an unknown one is an error (a typo must not pass). When
+        days close is the sealing side's ROOMLOGS_SEAL_LATE_WINDOW_SECONDS unless the API's own is set."""
         values = read_env(cls, API_ENV_PREFIX, environ, see="`roomlogs api --help` and README.md")
+        shared = environ.get(SHARED_LATE_WINDOW)
+        if shared is not None and "seal_late_window_seconds" not in values:
+            try:
+                values["seal_late_window_seconds"] = float(shared)
+            except ValueError:
+                raise ConfigurationError(f"{SHARED_LATE_WINDOW}={shared!r} is not a valid float") from None
         values.update(overrides)
         return cls(**values)
 

@@ -1,6 +1,8 @@
 """A room's days with activity and the count of each event type: ``GET /v1/rooms/{room_id}/days``, the
 console's calendar. Counts come from `queries.days.DayCounts`, which reads a past day's rows once per
-process and reuses its counts while the day's total is unchanged.
+process and reuses its counts while the day's total is unchanged. Each day also says whether it is sealed
+(when, with which key, how many events: its evidence can be downloaded) and when it closes (a day is
+sealed by the first sealing run after that); seals are read afresh on every request.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ from starlette.responses import Response
 
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import InvalidParameter, RangeTooLarge
+from pipeline.api.handlers.evidence import closes_at
+from pipeline.api.queries.evidence import seal_states
 from pipeline.api.security.access import Action
 
 __all__ = ["room_days"]
@@ -40,8 +44,18 @@ async def room_days(call: Call) -> Response:
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         counts = await call.state.day_counts.days(conn, room_id, first, last, today)
+        sealed = await seal_states(conn, room_id, first, last)
+        window = call.settings.seal_late_window_seconds
         days = [
-            {"day": day.isoformat(), "total": sum(by_type.values()), "by_type": dict(sorted(by_type.items()))}
+            {
+                "day": day.isoformat(),
+                "total": sum(by_type.values()),
+                "by_type": dict(sorted(by_type.items())),
+                "seal": None
+                if (seal := sealed.get(day)) is None
+                else {"sealed_at": seal["sealed_at"], "key_id": seal["key_id"], "events": seal["tree_size"]},
+                "closes_at": closes_at(day, window),
+            }
             for day, by_type in sorted(counts.items())
             if by_type
         ]

@@ -61,8 +61,10 @@ def document(settings: ApiSettings) -> dict[str, Any]:
             "description": (
                 "Read a 3D social world's chat-room logs. Every request is authorized on its room or user, "
                 "and every read, refusal and error is recorded in an append-only access audit under the "
-                "request id the API gives it (`X-Request-Id` of every answer). Errors share one shape with "
-                f"a stable `code`. Limits: pages of at most {s.max_page_size} events, ranges of at most "
+                "request id the API gives it (`X-Request-Id` of every answer); /v1/seal-keys alone (public "
+                "keys, no log) needs no token and records only its refusals. Errors share one shape with "
+                "a stable `code`. "
+                f"Limits: pages of at most {s.max_page_size} events, ranges of at most "
                 f"{s.max_range_days} days, exports of at most {s.export_max_rows} events, "
                 f"{s.rate_limit_per_second:g} requests/s per caller (burst {s.rate_limit_burst})."
             ),
@@ -92,7 +94,7 @@ def _assemble(
     assembled = {
         "operationId": op["operationId"],
         "summary": op["summary"],
-        "security": _SECURED,
+        "security": [] if spec.public else _SECURED,
         "parameters": [path_parameters[n] for n in names] + op["parameters"],
     }
     assembled.update((k, v) for k, v in op.items() if k not in assembled)

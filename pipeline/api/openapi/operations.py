@@ -1,5 +1,5 @@
-"""The OpenAPI operations of the log routes: a room's events, days, export and tail, deletions, a user's
-moderation history and the erasure of their chat.
+"""The OpenAPI operations of the log routes: a room's events, days, export, evidence and tail, deletions,
+a user's moderation history and the erasure of their chat; and the public keys seals are signed with.
 
 Merged into the document by `assembly.document`, which takes their paths, methods and path parameters
 from the route table. Allowed values and limits are the constants the handlers validate with, and
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.api.handlers.evidence import MAX_EVENT_IDS
 from pipeline.api.handlers.export import FORMATS
 from pipeline.api.handlers.export import ORDERS as EXPORT_ORDERS
 from pipeline.api.handlers.moderation import ROLES
@@ -130,6 +131,45 @@ def log_operations(s: ApiSettings, reason: dict[str, Any], client_id: dict[str, 
                     },
                 },
                 **errors(413),
+            },
+        ),
+        "evidence": operation(
+            "getRoomEvidence",
+            "A sealed room-day as an evidence bundle: the whole day, or the events asked for with their "
+            "inclusion proofs; `roomlogs verify FILE --key PEM` checks it offline",
+            [
+                reason,
+                client_id,
+                {**param("day", "query", DATE, "The UTC day"), "required": True},
+                param(
+                    "event_id",
+                    "query",
+                    {
+                        "type": "array",
+                        "items": {"type": "string", "format": "uuid"},
+                        "maxItems": MAX_EVENT_IDS,
+                    },
+                    "Only these events of the day, each with its inclusion proof (repeat the parameter)",
+                    style="form",
+                    explode=True,
+                ),
+            ],
+            {
+                "200": {
+                    "description": "The evidence bundle (an attachment)",
+                    "content": {"application/json": {"schema": ref("EvidenceBundle")}},
+                },
+                **errors(409, 413),
+            },
+        ),
+        "seal_keys": operation(
+            "listSealKeys",
+            "The public keys seals are signed with (public: no token needed)",
+            [client_id],
+            {
+                "200": ok_json(ref("SealKeys")),
+                "304": {"description": "Not modified (If-None-Match)"},
+                **{k: v for k, v in errors().items() if k in ("400", "429", "503")},
             },
         ),
         "tail": operation(

@@ -23,9 +23,10 @@ _ERROR_TEXT = {
     400: "Invalid parameter, range too large or invalid cursor",
     401: "Missing, invalid or expired bearer token",
     403: "Not permitted (no role in the room, missing staff reason, missing scope)",
-    404: "Not found",
-    409: "The room is under legal hold (legal_hold), or a concurrent change held its rows (conflict)",
-    413: "Export larger than the cap",
+    404: "Not found, or a day not sealed yet (not_sealed)",
+    409: "The room is under legal hold (legal_hold), a concurrent change held its rows (conflict), or a "
+    "sealed day's stored events can no longer be proven (not_provable)",
+    413: "Export or evidence bundle larger than the cap",
     422: "The query ran past its time limit: narrow it",
     429: "Rate limit or stream quota exceeded",
     503: "Database unavailable",

@@ -1,4 +1,5 @@
-"""The OpenAPI document's schemas: an event, the pages and days, deletions, the one error shape."""
+"""The OpenAPI document's schemas: an event, the pages and days, deletions, evidence bundles and the keys
+that check them, the one error shape."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pipeline.api.errors import ERROR_CODES
 from pipeline.api.handlers.deletion import NOTE_MAX_CHARS
 from pipeline.api.openapi.parts import DATE, TIMESTAMP, ref
 from pipeline.api.params import EVENT_TYPES
+from pipeline.evidence.bundle import FORMAT
 
 __all__ = ["schemas"]
 
@@ -69,16 +71,32 @@ def schemas() -> dict[str, Any]:
                     "type": "array",
                     "items": {
                         "type": "object",
-                        "required": ["day", "total", "by_type"],
+                        "required": ["day", "total", "by_type", "seal", "closes_at"],
                         "properties": {
                             "day": DATE,
                             "total": {"type": "integer"},
                             "by_type": {"type": "object", "additionalProperties": {"type": "integer"}},
+                            "seal": {
+                                "type": "object",
+                                "nullable": True,
+                                "description": "The day's seal (null: not sealed yet)",
+                                "required": ["sealed_at", "key_id", "events"],
+                                "properties": {
+                                    "sealed_at": TIMESTAMP,
+                                    "key_id": {"type": "string"},
+                                    "events": {"type": "integer"},
+                                },
+                            },
+                            "closes_at": {
+                                **TIMESTAMP,
+                                "description": "When the day closes; the next sealing run seals it",
+                            },
                         },
                     },
                 },
             },
         },
+        **evidence_schemas(),
         "DeletionNote": {
             "type": "object",
             "additionalProperties": False,
@@ -116,6 +134,84 @@ def schemas() -> dict[str, Any]:
                         "message": {"type": "string"},
                         "request_id": {"type": "string"},
                         "details": {"type": "object"},
+                    },
+                }
+            },
+        },
+    }
+
+
+def evidence_schemas() -> dict[str, Any]:
+    """An evidence bundle (pipeline/evidence/bundle.py) and the public keys that check it."""
+    return {
+        "EvidenceBundle": {
+            "type": "object",
+            "required": ["format", "days"],
+            "properties": {
+                "format": {"type": "string", "enum": [FORMAT]},
+                "days": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["seal", "whole_day", "events"],
+                        "properties": {
+                            "seal": {
+                                "type": "object",
+                                "required": ["statement", "signature", "key_id"],
+                                "properties": {
+                                    "statement": {"type": "string", "description": "The signed JSON"},
+                                    "signature": {"type": "string", "description": "Ed25519, base64"},
+                                    "key_id": {"type": "string"},
+                                },
+                            },
+                            "whole_day": {"type": "boolean"},
+                            "events": {
+                                "type": "array",
+                                "description": "Events as an export gives them; with whole_day false, "
+                                "each also with `leaf_index` and `proof` (hex hashes)",
+                                "items": {"type": "object"},
+                            },
+                            "note": {"type": "string", "description": "What is left out, in words"},
+                            "omitted": {
+                                "type": "array",
+                                "description": "Sealed events that are not in the bundle, and why",
+                                "items": {
+                                    "type": "object",
+                                    "properties": {
+                                        "event_id": {"type": "string", "format": "uuid"},
+                                        "reason": {
+                                            "type": "string",
+                                            "enum": [
+                                                "deleted_by_request",
+                                                "not_stored",
+                                                "changed",
+                                                "not_in_seal",
+                                            ],
+                                        },
+                                        "detail": {"type": "string"},
+                                    },
+                                },
+                            },
+                        },
+                    },
+                },
+            },
+        },
+        "SealKeys": {
+            "type": "object",
+            "required": ["keys"],
+            "properties": {
+                "keys": {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "required": ["key_id", "algorithm", "public_key_pem", "added_at"],
+                        "properties": {
+                            "key_id": {"type": "string"},
+                            "algorithm": {"type": "string", "enum": ["ed25519"]},
+                            "public_key_pem": {"type": "string"},
+                            "added_at": TIMESTAMP,
+                        },
                     },
                 }
             },

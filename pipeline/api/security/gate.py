@@ -9,7 +9,8 @@ answers, and the audit of every refusal and error.
    ignored otherwise;
 2. verifies the bearer token or the console's session cookie (401; failed attempts are charged to the
    client address; a session's state change needs its CSRF token, 403: `security.sessions`), charges
-   the caller's rate limit (429), matches the route (404, 405);
+   the caller's rate limit (429), matches the route (404, 405). A public route (`RouteSpec.public`: the
+   seal keys) needs no token: its rate limit is the client address's;
 3. runs the handler, which adds to the request's `Exchange` what it learns (room or user, filters, grant)
    and raises on a refusal;
 4. turns any error into the API's JSON error answer and audits it before answering: every 4xx and 5xx,
@@ -70,6 +71,8 @@ class GatedRoute:
     route: Route
     #: access_audit.action of the route's requests
     action: str
+    #: answered without a token (`RouteSpec.public`)
+    public: bool = False
 
 
 def client_request_id(raw: str | None) -> str | None:
@@ -125,7 +128,10 @@ class Gate:
             await send(message)
 
         try:
-            await self._admit(scope, exchange, matched is not None, partial is not None)
+            if matched is not None and matched.public:
+                self.state.limiter.take(_address_key(scope))
+            else:
+                await self._admit(scope, exchange, matched is not None, partial is not None)
             await self.app(scope, receive, answer)
         except Exception as exc:
             if status is not None:
@@ -165,8 +171,7 @@ class Gate:
         except Unauthenticated as e:
             exchange.unverified_subject = e.unverified_subject
             # failed authentication is charged to the client address, so guessing costs time too
-            client = scope.get("client")
-            state.limiter.take(f"address:{client[0] if client else 'unknown'}")
+            state.limiter.take(_address_key(scope))
             raise
         exchange.identity = identity
         sessions.check_csrf(scope)
@@ -195,6 +200,12 @@ def _as_api_error(exc: Exception, exchange: audit.Exchange) -> ApiError:
         return Unavailable("the database is unavailable; retry shortly")
     log.error("request %s to %s failed", exchange.request_id, exchange.route, exc_info=exc)
     return InternalError("unexpected error; quote the request id")
+
+
+def _address_key(scope: Scope) -> str:
+    """The rate limit of a caller who has shown no identity: their client address."""
+    client = scope.get("client")
+    return f"address:{client[0] if client else 'unknown'}"
 
 
 def _route_path(scope: Scope) -> str:
