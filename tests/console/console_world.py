@@ -157,8 +157,9 @@ class ConsoleWorld:
     dsn: str
     api_pool: asyncpg.Pool
     settings: Settings
-    publisher: RoomEventPublisher
-    ingest: IngestService
+    #: None in a world whose rows are written directly (no Kafka, no ingest)
+    publisher: RoomEventPublisher | None
+    ingest: IngestService | None
     ids: dict[str, str] = field(default_factory=dict)
     base_url: str = ""
     api_state: ApiState | None = None
@@ -174,6 +175,7 @@ class ConsoleWorld:
         """Publish one event through the real pipeline; with `wait`, until the worker has stored it."""
         event.setdefault("event_id", str(uuid.uuid4()))
         event.setdefault("occurred_at", stamp(datetime.now(UTC)))
+        assert self.publisher is not None, "this world has no pipeline to publish through"
         await self.publisher.send(event)
         await self.publisher.flush()
         if wait:
@@ -207,17 +209,7 @@ async def _wait_stored(ingest: IngestService, expected: int) -> None:
 
 @asynccontextmanager
 async def console_world(kafka_bootstrap: str, dsn: str) -> AsyncIterator[ConsoleWorld]:
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    conn = await db.connect(dsn, schema)
-    try:
-        await migrate(conn, schema)
-        password = secrets.token_hex(16)
-        await conn.execute(f"ALTER ROLE {schema}_api PASSWORD '{password}'")
-        # what `roomlogs api trust-key` does: the database verifies callers with the API's token key
-        await install(conn, token_trust(api_settings()))
-    finally:
-        await conn.close()
-    api_pool = await db.create_pool(role_dsn(dsn, f"{schema}_api", password), schema, 4)
+    schema, api_pool = await new_schema(dsn)
     topic, dlq = f"console-ev-{uuid.uuid4().hex[:8]}", f"console-dlq-{uuid.uuid4().hex[:8]}"
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
     await admin.start()
@@ -259,14 +251,33 @@ async def console_world(kafka_bootstrap: str, dsn: str) -> AsyncIterator[Console
             await admin.delete_topics([topic, dlq])
         finally:
             await admin.close()
-        conn = await asyncpg.connect(dsn)
-        try:
-            await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-            for role in (f"{schema}_api", f"{schema}_worker"):
-                await conn.execute(f'DROP OWNED BY "{role}"')
-                await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
-        finally:
-            await conn.close()
+        await drop_schema(dsn, schema)
+
+
+async def new_schema(dsn: str) -> tuple[str, asyncpg.Pool]:
+    """A migrated schema of its own, trusting the tests' token key, and a pool as its API role."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    conn = await db.connect(dsn, schema)
+    try:
+        await migrate(conn, schema)
+        password = secrets.token_hex(16)
+        await conn.execute(f"ALTER ROLE {schema}_api PASSWORD '{password}'")
+        # what `roomlogs api trust-key` does: the database verifies callers with the API's token key
+        await install(conn, token_trust(api_settings()))
+    finally:
+        await conn.close()
+    return schema, await db.create_pool(role_dsn(dsn, f"{schema}_api", password), schema, 4)
+
+
+async def drop_schema(dsn: str, schema: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        for role in (f"{schema}_api", f"{schema}_worker"):
+            await conn.execute(f'DROP OWNED BY "{role}"')
+            await conn.execute(f'DROP ROLE IF EXISTS "{role}"')
+    finally:
+        await conn.close()
 
 
 def free_port() -> int:

@@ -53,3 +53,34 @@ export async function api(path, { method = "GET", body, params, headers = {} } =
   }
   return doc;
 }
+
+// A file the API answers with (an evidence bundle): its bytes exactly as sent, saved by the browser under
+// the name the API gives it. An error answer is thrown as an ApiError, never saved.
+export async function download(path, params, fallbackName) {
+  const response = await fetch(withQuery(path, params), {
+    headers: { Accept: "application/json" },
+    credentials: "same-origin",
+    cache: "no-store",
+  });
+  if (!response.ok) {
+    let error = {};
+    try {
+      error = (await response.json()).error || {};
+    } catch {
+      error = {};
+    }
+    throw new ApiError(response.status, error.code || "error", error.message || response.statusText,
+      error.request_id || response.headers.get("X-Request-Id"));
+  }
+  const named = /filename="([^"]+)"/.exec(response.headers.get("Content-Disposition") || "");
+  const url = URL.createObjectURL(await response.blob());
+  const link = document.createElement("a");
+  link.href = url;
+  link.download = named ? named[1] : fallbackName;
+  link.hidden = true;
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 60_000);
+  return link.download;
+}

@@ -1,10 +1,13 @@
-// A room's calendar: one month, the days with activity and their counts per type; each day opens the day view.
+// A room's calendar: one month, the days with activity, their counts per type and their seal (sealed, open,
+// not sealed yet); each day opens the day view, where its evidence can be downloaded.
 
 import { api, roomPath } from "../api.js";
 import { addDays, h, plural, replace, roomLink, scroller, setTitle, status, todayUtc } from "../dom.js";
 import { TYPES } from "../events.js";
+import { sealState } from "../seals.js";
 
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+const SEAL_WORDS = { sealed: "Sealed", open: "Open", unsealed: "No seal yet" };
 
 function monthOf(query) {
   const asked = query.get("month") || "";
@@ -42,9 +45,10 @@ export async function render({ body, room, query }) {
     if (info) {
       const chat = info.by_type["chat.message"] || 0;
       const mod = Object.entries(info.by_type).filter(([t]) => t.startsWith("moderation.")).reduce((a, [, v]) => a + v, 0);
-      cells.push(h("td", { class: "active" }, h("a", { href: roomLink(room, "day", day), "data-day": day },
+      cells.push(h("td", { class: `active seal-${sealState(info).kind}` }, h("a", { href: roomLink(room, "day", day), "data-day": day },
         h("span", { class: "n" }, n), h("span", { class: "total" }, plural(info.total, "event")),
-        h("span", { class: "mix" }, `${chat} chat`, mod ? ` · ${mod} mod` : ""))));
+        h("span", { class: "mix" }, `${chat} chat`, mod ? ` · ${mod} mod` : ""),
+        h("span", { class: "seal" }, SEAL_WORDS[sealState(info).kind]))));
     } else {
       cells.push(h("td", { class: day === today ? "today" : null }, h("span", { class: "n" }, n)));
     }
@@ -60,11 +64,12 @@ export async function render({ body, room, query }) {
     ? scroller("Events per type", h("table", { class: "grid counts" },
       h("caption", null, "Events per type (UTC days)"),
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day"), h("th", { scope: "col" }, "Total"),
-        typesSeen.map(([, label]) => h("th", { scope: "col" }, label)))),
+        typesSeen.map(([, label]) => h("th", { scope: "col" }, label)), h("th", { scope: "col" }, "Seal"))),
       h("tbody", null, active.map((d) => h("tr", null,
         h("th", { scope: "row" }, h("a", { href: roomLink(room, "day", d.day) }, d.day)),
         h("td", null, d.total.toLocaleString("en")),
-        typesSeen.map(([t]) => h("td", null, (d.by_type[t] || 0).toLocaleString("en"))))))))
+        typesSeen.map(([t]) => h("td", null, (d.by_type[t] || 0).toLocaleString("en"))),
+        h("td", { class: `seal seal-${sealState(d).kind}` }, sealState(d).text))))))
     : status("No activity stored for this month.");
   replace(body,
     h("h2", null, monthName(month)), nav,

@@ -1,10 +1,13 @@
 // A day (or a range of days) of a room: events in order, filtered by type, actor, target and chat text,
 // paged with the API's signed cursor; each event links to its permanent page with its context.
-// The export links ask the API for exactly this view (range, filters, order) as CSV or NDJSON.
+// The export links ask the API for exactly this view (range, filters, order) as CSV or NDJSON; the
+// evidence section shows each day's seal and downloads the evidence of a sealed day (the whole day, or the
+// events in view with their inclusion proofs).
 
 import { api, roomPath, withQuery } from "../api.js";
-import { addDays, h, replace, roomLink, setTitle, status } from "../dom.js";
+import { addDays, h, replace, roomLink, setTitle, status, todayUtc } from "../dom.js";
 import { eventList, TYPES } from "../events.js";
+import { evidenceButton, sealState } from "../seals.js";
 
 const PAGE = 100;
 
@@ -59,6 +62,47 @@ function filterForm(room, day, f) {
       h("a", { href: roomLink(room, "day", day) }, "Clear")));
 }
 
+async function sealedDays(room, day, last) {
+  const today = todayUtc();
+  const to = last < today ? last : today;
+  if (day > to) return [];
+  return (await api(roomPath(room, "days"), { params: [["from", day], ["to", to]] })).days;
+}
+
+function evidenceSection(room, day, f, days, inView, wholeDayInView) {
+  const out = h("div", { class: "evidence-status", "aria-live": "polite" });
+  const section = h("section", { class: "card evidence", "aria-labelledby": "evidence-title" },
+    h("h3", { id: "evidence-title" }, "Evidence"));
+  if (f.days === 1) {
+    const info = days.find((d) => d.day === day);
+    if (!info) {
+      section.append(h("p", { id: "seal-state" }, "No events stored for this day: no seal."));
+    } else {
+      const state = sealState(info);
+      section.append(h("p", { id: "seal-state", class: `seal seal-${state.kind}` }, `${state.text}.`));
+      if (state.kind === "sealed") {
+        section.append(h("p", { class: "actions" },
+          evidenceButton(room, day, "Download evidence: whole day", null, out),
+          !wholeDayInView && inView.length ? [" ", evidenceButton(room, day, "Download evidence: events in view", inView, out)] : null));
+      } else {
+        section.append(h("p", { class: "muted" }, "Its evidence can be downloaded once it is sealed."));
+      }
+    }
+  } else if (days.length) {
+    section.append(h("ul", { class: "seals" }, days.map((d) => {
+      const state = sealState(d);
+      return h("li", { class: `seal seal-${state.kind}` }, `${d.day}: ${state.text}. `,
+        state.kind === "sealed" ? evidenceButton(room, d.day, `Download evidence of ${d.day}`, null, out) : null);
+    })));
+  } else {
+    section.append(h("p", null, "No events stored for these days: no seal."));
+  }
+  section.append(h("p", { class: "muted" }, "A bundle is checked offline, with nothing but the public key (",
+    h("a", { href: "/v1/seal-keys" }, "the keys seals are signed with"), "): ",
+    h("code", null, "roomlogs verify FILE --key PEM"), "."), out);
+  return section;
+}
+
 export async function render({ body, room, args, query }) {
   const day = args[1];
   const f = filtersOf(query);
@@ -72,6 +116,9 @@ export async function render({ body, room, args, query }) {
   const here = (extra) => withQuery(roomLink(room, "day", day), [...pageParams(f), ...extra]);
   const exportLink = (format) => withQuery(roomPath(room, "export"), [...apiParams(day, f), ["format", format]]);
   const filtered = f.types.length || f.actor || f.target || f.q;
+  const days = await sealedDays(room, day, last);
+  const wholeDayInView = f.days === 1 && !filtered && !cursor && !doc.next_cursor;
+  const inView = f.days === 1 ? doc.events.map((e) => e.event_id) : [];
   const list = doc.events.length
     ? eventList(room, doc.events, `Events of ${span}`)
     : status(filtered ? "No events match these filters." : "No events stored for this day.");
@@ -85,6 +132,7 @@ export async function render({ body, room, args, query }) {
     h("p", { class: "export" }, "Export this view: ",
       h("a", { href: exportLink("csv"), download: `${room}-${day}.csv` }, "CSV"), " · ",
       h("a", { href: exportLink("ndjson"), download: `${room}-${day}.ndjson` }, "NDJSON")),
+    evidenceSection(room, day, f, days, inView, wholeDayInView),
     h("p", { class: "muted", id: "count" }, cursor ? `${doc.events.length} more events` : `${doc.events.length}${doc.next_cursor ? "+" : ""} events`),
     list,
     h("nav", { class: "pager", "aria-label": "Pages" },
