@@ -14,7 +14,7 @@ after its producer exists and before its consumer subscribes, and its `close()` 
   role re-applies genuine requests only. A record whose seal does not verify is logged and counted
   (`roomlogs_deletion_records_refused_total`), never applied. Not reaching the topic's end raises
   DeletionLogUnreadError: a worker must not ingest before deletions are re-applied.
-- The relay (`DeletionRelay`): every `poll_seconds` it takes the queued rows of `deletion_outbox` (one relay
+- The relay (`DeletionRelay`): every `idle_seconds` it takes the queued rows of `deletion_outbox` (one relay
   at a time per schema, under an advisory lock), sends them (acks=all), awaits each acknowledgement and
   deletes the acknowledged rows in the same transaction. At least once: a crash between the acknowledgement
   and the commit sends a request again, under the same key (compaction keeps one). An outage keeps the rows
@@ -39,6 +39,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
+from prometheus_client import Counter as MetricCounter
+from prometheus_client import Gauge
 
 from pipeline.errors import RoomlogsError
 from pipeline.ingest.relay import OutboxRelay
@@ -217,35 +219,15 @@ def _report(topic: str, found: Reapplied, metrics: IngestMetrics) -> None:
 
 
 class DeletionRelay(OutboxRelay):
-    """Sends `deletion_outbox` to the deletions topic until it is empty, every `poll_seconds`. One relay at a
+    """Sends `deletion_outbox` to the deletions topic until it is empty, every `idle_seconds`. One relay at a
     time (an advisory lock: the worker's role may not lock the outbox's rows)."""
 
     what = "deletion requests"
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
-        topic: str,
-        metrics: IngestMetrics,
-        *,
-        poll_seconds: float = 2.0,
-        claim_rows: int = 100,
-        retry_initial_seconds: float = 0.5,
-        retry_max_seconds: float = 30.0,
-    ) -> None:
-        super().__init__(
-            pool,
-            producer,
-            topic,
-            sent=metrics.deletions_relayed,
-            errors=metrics.deletion_relay_errors,
-            pending=metrics.deletion_outbox_pending,
-            claim_rows=claim_rows,
-            idle_seconds=poll_seconds,
-            retry_initial_seconds=retry_initial_seconds,
-            retry_max_seconds=retry_max_seconds,
-        )
+    idle_seconds = 2.0
+
+    def counters(self, metrics: IngestMetrics) -> tuple[MetricCounter, MetricCounter, Gauge]:
+        return metrics.deletions_relayed, metrics.deletion_relay_errors, metrics.deletion_outbox_pending
 
     async def claim(self, conn: asyncpg.Connection, limit: int) -> list[deletion_outbox.SealedRequest] | None:
         return await deletion_outbox.claim(conn, limit)

@@ -20,8 +20,8 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
-from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError, MessageSizeTooLargeError, RecordListTooLargeError
+from prometheus_client import Counter, Gauge
 
 from pipeline.ingest.relay import OutboxRelay
 from pipeline.metrics import IngestMetrics
@@ -34,32 +34,14 @@ _TOO_LARGE = (MessageSizeTooLargeError, RecordListTooLargeError)
 
 class DeadLetterMirror(OutboxRelay):
     what = "dead letters"
+    claim_rows = 500
 
-    def __init__(
-        self,
-        pool: asyncpg.Pool,
-        producer: AIOKafkaProducer,
-        topic: str,
-        metrics: IngestMetrics,
-        *,
-        claim_rows: int = 500,
-        idle_seconds: float = 30.0,
-        retry_initial_seconds: float = 0.5,
-        retry_max_seconds: float = 30.0,
-    ) -> None:
-        super().__init__(
-            pool,
-            producer,
-            topic,
-            sent=metrics.dead_letters_mirrored,
-            errors=metrics.dead_letter_publish_errors,
-            pending=metrics.dead_letter_outbox_pending,
-            claim_rows=claim_rows,
-            idle_seconds=idle_seconds,
-            retry_initial_seconds=retry_initial_seconds,
-            retry_max_seconds=retry_max_seconds,
+    def counters(self, metrics: IngestMetrics) -> tuple[Counter, Counter, Gauge]:
+        return (
+            metrics.dead_letters_mirrored,
+            metrics.dead_letter_publish_errors,
+            metrics.dead_letter_outbox_pending,
         )
-        self._metrics = metrics
 
     async def claim(self, conn: asyncpg.Connection, limit: int) -> list[outbox.Message]:
         return await outbox.claim(conn, limit)

@@ -27,6 +27,7 @@ from prometheus_client import Counter, Gauge
 
 from pipeline.ingest.backoff import Backoff
 from pipeline.logs import outage_log
+from pipeline.metrics import IngestMetrics
 from pipeline.storage import db
 
 __all__ = ["ROUND_IDLE_SECONDS", "OutboxRelay", "RelayStalledError"]
@@ -45,29 +46,29 @@ class RelayStalledError(Exception):
 class OutboxRelay:
     #: in log lines: what waits in the queue ("dead letters", "deletion requests")
     what = "messages"
+    #: rows claimed per round, and the seconds between rounds when nothing wakes the relay
+    claim_rows = 100
+    idle_seconds = 30.0
 
     def __init__(
         self,
         pool: asyncpg.Pool,
         producer: AIOKafkaProducer,
         topic: str,
+        metrics: IngestMetrics,
         *,
-        sent: Counter,
-        errors: Counter,
-        pending: Gauge,
-        claim_rows: int,
-        idle_seconds: float,
-        retry_initial_seconds: float,
-        retry_max_seconds: float,
+        claim_rows: int | None = None,
+        idle_seconds: float | None = None,
+        retry_initial_seconds: float = 0.5,
+        retry_max_seconds: float = 30.0,
     ) -> None:
         self._pool = pool
         self._producer = producer
         self.topic = topic
-        self._sent = sent
-        self._errors = errors
-        self._pending = pending
-        self._claim_rows = claim_rows
-        self._idle_seconds = idle_seconds
+        self._metrics = metrics
+        self._sent, self._errors, self._pending = self.counters(metrics)
+        self._claim_rows = claim_rows if claim_rows is not None else self.claim_rows
+        self._idle_seconds = idle_seconds if idle_seconds is not None else self.idle_seconds
         self._retry = (retry_initial_seconds, retry_max_seconds)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -77,6 +78,10 @@ class OutboxRelay:
         self.drained = asyncio.Event()
 
     # --- what a subclass says about its queue -------------------------------------------------------
+    def counters(self, metrics: IngestMetrics) -> tuple[Counter, Counter, Gauge]:
+        """The queue's metrics: messages acknowledged, failed rounds, messages queued."""
+        raise NotImplementedError
+
     async def claim(self, conn: asyncpg.Connection, limit: int) -> Sequence[Any] | None:
         """Lock up to `limit` queued rows, oldest first (None: another relay holds the queue now)."""
         raise NotImplementedError
