@@ -49,13 +49,15 @@ def day_bundle(
     leaves = [leaf_of(e) for e in day_events]
     index = {str(e["event_id"]): i for i, e in enumerate(day_events)}
     whole = len(exported) == len(day_events)
+    positions = [] if whole else [index[str(e["event_id"])] for e in exported]
+    paths = merkle.inclusion_proofs(positions, leaves)
     events = []
-    for e in exported:
+    for n, e in enumerate(exported):
         item = dict(e)
         if not whole:
-            i = index[str(e["event_id"])]
+            i = positions[n]
             item["leaf_index"] = i
-            item["proof"] = [p.hex() for p in merkle.inclusion_proof(i, leaves)]
+            item["proof"] = [p.hex() for p in paths[i]]
         events.append(item)
     return {
         "seal": {

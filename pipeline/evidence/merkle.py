@@ -13,9 +13,17 @@ proofs: that an event is one of the leaves of a sealed tree, without the others)
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
-__all__ = ["EMPTY_ROOT", "inclusion_proof", "leaf_hash", "node_hash", "root", "root_from_proof"]
+__all__ = [
+    "EMPTY_ROOT",
+    "inclusion_proof",
+    "inclusion_proofs",
+    "leaf_hash",
+    "node_hash",
+    "root",
+    "root_from_proof",
+]
 
 _LEAF = b"\x00"
 _NODE = b"\x01"
@@ -52,15 +60,24 @@ def root(leaves: Sequence[bytes]) -> bytes:
 
 def inclusion_proof(index: int, leaves: Sequence[bytes]) -> list[bytes]:
     """The audit path of leaf `index` (RFC 9162 §2.1.3.1 PATH), bottom up."""
-    if not 0 <= index < len(leaves):
-        raise IndexError(f"leaf {index} of a tree of {len(leaves)}")
-    path = []
-    for level in _levels(leaves)[:-1]:
-        sibling = index ^ 1
-        if sibling < len(level):
-            path.append(level[sibling])
-        index //= 2
-    return path
+    return inclusion_proofs([index], leaves)[index]
+
+
+def inclusion_proofs(indices: Iterable[int], leaves: Sequence[bytes]) -> dict[int, list[bytes]]:
+    """The audit path of each leaf index, bottom up, with the tree built once for all of them (a partial
+    export of a busy day asks for thousands)."""
+    levels = _levels(leaves)[:-1]
+    paths: dict[int, list[bytes]] = {}
+    for leaf in indices:
+        if not 0 <= leaf < len(leaves):
+            raise IndexError(f"leaf {leaf} of a tree of {len(leaves)}")
+        path, i = [], leaf
+        for level in levels:
+            if (i ^ 1) < len(level):
+                path.append(level[i ^ 1])
+            i //= 2
+        paths[leaf] = path
+    return paths
 
 
 def root_from_proof(index: int, tree_size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes | None:

@@ -9,7 +9,15 @@ import hashlib
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pipeline.evidence.merkle import EMPTY_ROOT, inclusion_proof, leaf_hash, node_hash, root, root_from_proof
+from pipeline.evidence.merkle import (
+    EMPTY_ROOT,
+    inclusion_proof,
+    inclusion_proofs,
+    leaf_hash,
+    node_hash,
+    root,
+    root_from_proof,
+)
 
 
 def mth(leaves: list[bytes]) -> bytes:
@@ -58,3 +66,5 @@ def test_heads_and_proofs_are_rfc_9162s(data: list[bytes]) -> None:
             assert root_from_proof(other, len(leaves), leaf, proof) != head
             assert root_from_proof(m, len(leaves), leaf_hash(b"forged"), proof) != head
     assert root_from_proof(len(leaves), len(leaves), leaves[0], []) is None
+    # the batch form (one tree for many proofs) gives each leaf RFC 9162's path too
+    assert inclusion_proofs(range(len(leaves)), leaves) == {m: path(m, leaves) for m in range(len(leaves))}

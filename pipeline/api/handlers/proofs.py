@@ -35,7 +35,6 @@ __all__ = [
     "Omitted",
     "SealedLeaves",
     "exported",
-    "inclusion_proofs",
     "intact",
     "leaves_of_events",
     "proven_day",
@@ -142,7 +141,7 @@ def proven_day(
     """One day of a bundle: `events` (sealed, unchanged, in leaf order) with their inclusion proofs."""
     index = leaves.index()
     positions = [index[uuid.UUID(e["event_id"])] for e in events]
-    paths = inclusion_proofs(positions, leaves.hashes)
+    paths = merkle.inclusion_proofs(positions, leaves.hashes)
     day: dict[str, Any] = {
         "seal": {
             "statement": seal.statement.decode(),
@@ -163,24 +162,3 @@ def proven_day(
         )
         day["omitted"] = [o.as_json() for o in omitted]
     return day
-
-
-def inclusion_proofs(indices: Iterable[int], leaves: Sequence[bytes]) -> dict[int, list[bytes]]:
-    """The RFC 9162 audit path of each leaf index, bottom up (as `merkle.inclusion_proof`, with the tree
-    built once for all of them)."""
-    levels = [list(leaves)]
-    while len(levels[-1]) > 1:
-        below = levels[-1]
-        above = [merkle.node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)]
-        if len(below) % 2:
-            above.append(below[-1])  # an odd last node goes up unchanged
-        levels.append(above)
-    paths: dict[int, list[bytes]] = {}
-    for leaf in indices:
-        path, i = [], leaf
-        for level in levels[:-1]:
-            if (i ^ 1) < len(level):
-                path.append(level[i ^ 1])
-            i //= 2
-        paths[leaf] = path
-    return paths
