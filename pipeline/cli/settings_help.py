@@ -63,7 +63,9 @@ READS: dict[str, tuple[str, ...]] = {
         "seal_key_file", "seal_late_window_seconds", "seal_heads_topic", *_KAFKA, "kafka_replication_factor",
         *_LOGGING,
     ),
-    "api": (*_POSTGRES, *_LOGGING, *_API),  # the DSN: `api trust-key`, as the schema's owner
+    # the DSN: `api trust-key`, as the schema's owner; the late window: when days close, if the API's own
+    # ROOMLOGS_API_SEAL_LATE_WINDOW_SECONDS is not set
+    "api": (*_POSTGRES, "seal_late_window_seconds", *_LOGGING, *_API),
     "status": (
         *_KAFKA, "events_topic", "consumer_group", "maintenance_interval_seconds",
         "dead_letter_retention_days", *_POSTGRES, *_LOGGING,

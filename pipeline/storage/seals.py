@@ -2,6 +2,7 @@
 `seal_leaves`, `seal_heads`, `seal_head_publications`, and reads `deleted_events`.
 
 Who calls it: the sealing run (pipeline/sealing: writes seals and heads, inside one transaction per day),
+the search indexes of sealed days (pipeline/storage/search_index.py: which days are sealed),
 `roomlogs verify` and `roomlogs seals` (read), the query API (a day's seal for an export; the public keys).
 """
 
@@ -36,6 +37,7 @@ __all__ = [
     "published",
     "record_publication",
     "rooms_with_rows",
+    "sealed_days",
     "seals",
     "stored_rows",
     "unsealed_days",
@@ -100,6 +102,29 @@ async def public_keys(conn: asyncpg.Connection) -> dict[str, bytes]:
     }
 
 
+async def key_list(conn: asyncpg.Connection) -> list[asyncpg.Record]:
+    """Every key seals were ever signed with (key_id, algorithm, raw public_key, added_at), oldest first."""
+    return list(
+        await conn.fetch(
+            "SELECT key_id, algorithm, public_key, added_at FROM seal_keys ORDER BY added_at, key_id"
+        )
+    )
+
+
+async def room_days(
+    conn: asyncpg.Connection, room_id: str, first: date, last: date
+) -> dict[date, asyncpg.Record]:
+    """The room's seals of the days first..last (inclusive), by day: sealed_at, key_id, tree_size."""
+    rows = await conn.fetch(
+        """SELECT day, sealed_at, key_id, tree_size FROM seals
+            WHERE room_id = $1 AND day >= $2 AND day <= $3""",
+        room_id,
+        first,
+        last,
+    )
+    return {r["day"]: r for r in rows}
+
+
 # --- what to seal ------------------------------------------------------------------------------------------
 async def unsealed_days(conn: asyncpg.Connection, before: date) -> list[date]:
     """Days before `before` that have an `events` partition and no daily head yet, oldest first. (A day
@@ -111,6 +136,12 @@ async def unsealed_days(conn: asyncpg.Connection, before: date) -> list[date]:
     }
     headed = {r["day"] for r in await conn.fetch("SELECT day FROM seal_heads")}
     return sorted(days - headed)
+
+
+async def sealed_days(conn: asyncpg.Connection) -> list[date]:
+    """Days sealed whole (every room of the day: a day has a head once all its rooms are sealed), newest
+    first."""
+    return [r["day"] for r in await conn.fetch("SELECT day FROM seal_heads ORDER BY day DESC")]
 
 
 async def rooms_with_rows(conn: asyncpg.Connection, day: date) -> list[str]:

@@ -3,9 +3,8 @@ room-day's seal, its sealed leaves, and the day's events in leaf order.
 
 Called by ``GET /v1/seal-keys`` (public), ``GET /v1/rooms/{room_id}/days`` (each day's seal, after
 authorization) and ``GET /v1/rooms/{room_id}/evidence`` (after authorization, inside one read-only
-snapshot, so the seal, its leaves and the rows are read as of one moment). The seal tables' owner is
-`pipeline.storage.seals`; what it has no read for (a key's `added_at`, a room's seals over a range) is
-read here.
+snapshot, so the seal, its leaves and the rows are read as of one moment). The seal tables' owner,
+`pipeline.storage.seals`, holds their SQL; this module picks what the API reads.
 """
 
 from __future__ import annotations
@@ -37,25 +36,14 @@ __all__ = [
 
 async def seal_keys(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     """Every key seals were ever signed with (raw public key), oldest first."""
-    return list(
-        await conn.fetch(
-            "SELECT key_id, algorithm, public_key, added_at FROM seal_keys ORDER BY added_at, key_id"
-        )
-    )
+    return await seals.key_list(conn)
 
 
 async def seal_states(
     conn: asyncpg.Connection, room_id: str, first: date, last: date
 ) -> dict[date, asyncpg.Record]:
     """The room's seals of the days first..last (inclusive), by day: when, which key, how many events."""
-    rows = await conn.fetch(
-        """SELECT day, sealed_at, key_id, tree_size FROM seals
-            WHERE room_id = $1 AND day >= $2 AND day <= $3""",
-        room_id,
-        first,
-        last,
-    )
-    return {r["day"]: r for r in rows}
+    return await seals.room_days(conn, room_id, first, last)
 
 
 async def room_seal(conn: asyncpg.Connection, room_id: str, day: date) -> StoredSeal | None:
