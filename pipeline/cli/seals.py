@@ -1,7 +1,8 @@
 """`roomlogs seals` and `roomlogs verify`: sealed room-days, and checking them.
 
     roomlogs seals keygen --out FILE          a new Ed25519 signing key (PEM, mode 0600); prints its key id
-    roomlogs seals run                        seal every closed day now (ROOMLOGS_SEAL_KEY_FILE, as the owner)
+    roomlogs seals run                        seal every closed day now (ROOMLOGS_SEAL_KEY_FILE, as the
+                                              owner), then build the sealed days' chat search indexes
     roomlogs seals list [--room R] [--day D]  seals: room, day, events, tree head, key, when
     roomlogs seals heads [--from-kafka]       the daily heads (from the database, or the witness topic)
     roomlogs seals keys                       the public keys seals are signed with (PEM, by key id)
@@ -38,7 +39,7 @@ from pipeline.sealing import witness
 from pipeline.sealing.run import seal_closed_days
 from pipeline.sealing.verify import verify_db
 from pipeline.settings import Settings
-from pipeline.storage import db, seals
+from pipeline.storage import db, seals, search_index
 
 __all__ = ["COMMANDS", "add_commands"]
 
@@ -105,6 +106,13 @@ async def _seals(settings: Settings, args: argparse.Namespace) -> int:
                 f"sealed {len(report.days)} days ({days}): "
                 f"{report.rooms:,} rooms, {report.events:,} events in {report.seconds:.1f} s; "
                 f"{report.published} daily heads published to {settings.seal_heads_topic}"
+            )
+            built = await search_index.build_sealed(conn, today=datetime.now(UTC).date())
+            print(
+                f"search indexes of sealed days: {len(built.built)} built "
+                f"({built.size_bytes / 1e6:,.1f} MB) in {built.seconds:.1f} s"
+                + (f"; {len(built.deferred)} deferred to the next run" if built.deferred else "")
+                + ("; another session is building them" if built.busy else "")
             )
         elif args.seals_command == "list":
             for s in await seals.seals(conn, room=args.room, day=args.day):

@@ -15,6 +15,10 @@ rows per retention class, chained to the room's previous seal, signed) and the d
 (chained to the previous head, signed). Killed half-way (kill -9, an outage), nothing of the day is
 written and the next run seals it whole. Two runs at once: the second waits on the day's lock and finds the
 day sealed. After commit, heads not yet on the witness topic are published (at least once).
+
+A sealed day takes no more rows, so it can carry an index the live day could not afford: after sealing,
+maintenance and `roomlogs seals run` build the chat search index of each sealed day's partitions
+(`index_sealed_days`, pipeline/storage/search_index.py), within a time budget per maintenance run.
 """
 
 from __future__ import annotations
@@ -36,12 +40,19 @@ from pipeline.evidence.leaves import leaf_of
 from pipeline.evidence.statements import DayLeaves, Leaf, daily_head, room_day_seal, statement_hash
 from pipeline.retention_rules import closed_before
 from pipeline.settings import Settings
-from pipeline.storage import db, seals
+from pipeline.storage import db, seals, search_index
 from pipeline.storage.classes import retention_days
 from pipeline.storage.deletions import LOCK_EXCLUSIVE
 from pipeline.storage.seals import StoredHead, StoredSeal
+from pipeline.storage.search_index import SearchIndexReport
 
-__all__ = ["SealReport", "seal_closed_days", "seal_in_maintenance"]
+__all__ = [
+    "SEARCH_INDEX_BUDGET_SECONDS",
+    "SealReport",
+    "index_sealed_days",
+    "seal_closed_days",
+    "seal_in_maintenance",
+]
 
 log = logging.getLogger("roomlogs.sealing")
 
@@ -49,6 +60,10 @@ log = logging.getLogger("roomlogs.sealing")
 _SEAL_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.seals', 0))"
 
 Publish = Callable[[StoredHead], Awaitable[None]]
+
+#: How long one maintenance run may go on starting search index builds on sealed days; the rest wait for
+#: the next run (after an upgrade, or a long outage, many days may be waiting at once).
+SEARCH_INDEX_BUDGET_SECONDS = 60.0
 
 
 @dataclass
@@ -58,6 +73,8 @@ class SealReport:
     events: int = 0
     seconds: float = 0.0
     published: int = 0
+    #: the search indexes built afterwards (`seal_in_maintenance`, `roomlogs seals run`)
+    search: SearchIndexReport | None = None
 
 
 async def seal_closed_days(
@@ -203,13 +220,32 @@ def head_leaves(made: list[StoredSeal]) -> list[bytes]:
 async def seal_in_maintenance(
     pool: asyncpg.Pool, settings: Settings, key: SealKey, publish: Publish | None
 ) -> SealReport | None:
-    """A maintenance run's sealing step: never raises for an outage or for the broker (logged, retried at
-    the next run); a bug propagates."""
+    """A maintenance run's sealing step, then the search indexes of sealed days (`index_sealed_days`):
+    never raises for an outage or for the broker (logged, retried at the next run); a bug propagates."""
+    report = None
     try:
         async with db.acquire(pool) as conn:
-            return await seal_closed_days(conn, settings, key, now=datetime.now(UTC), publish=publish)
+            report = await seal_closed_days(conn, settings, key, now=datetime.now(UTC), publish=publish)
     except db.OUTAGES as e:
         log.warning("sealing skipped this run, PostgreSQL unreachable: %r", e)
+        return None
     except KafkaError as e:
         log.warning("sealing done, daily heads not yet published to the witness topic: %r", e)
+    search = await index_sealed_days(pool, budget_seconds=SEARCH_INDEX_BUDGET_SECONDS)
+    if report is not None:
+        report.search = search
+    return report
+
+
+async def index_sealed_days(pool: asyncpg.Pool, *, budget_seconds: float | None) -> SearchIndexReport | None:
+    """The chat search indexes of sealed days (pipeline/storage/search_index.py), on a connection of the
+    pool outside any transaction: None when PostgreSQL is unreachable (logged; the next run builds them).
+    A build that times out on a lock is deferred inside the report, not raised."""
+    try:
+        async with db.acquire(pool) as conn:
+            return await search_index.build_sealed(
+                conn, today=datetime.now(UTC).date(), budget_seconds=budget_seconds
+            )
+    except db.OUTAGES as e:
+        log.warning("search indexes of sealed days skipped this run, PostgreSQL unreachable: %r", e)
     return None
