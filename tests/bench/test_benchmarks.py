@@ -6,7 +6,8 @@ it). How fast is never asserted: at these sizes the figures mean nothing (README
 that a change to the pipeline that breaks a benchmark fails here, not months later on a quiet machine.
 
 The ingest benchmark runs a group of two workers, and the logs they wrote to files must be plain text.
-The API benchmark loads a schema that the console benchmark then measures (`--schema`, as README suggests),
+The API benchmark loads a schema, seals its closed days and builds their search indexes (`--seal`), and the
+console benchmark then measures that schema (`--schema`, as README suggests),
 and the console benchmark also runs alone on a fresh server. The fault harness needs the Apache Kafka
 cluster: one quick fault, in the `apache_lane` (and `slow`) selection.
 """
@@ -86,12 +87,16 @@ def test_api_benchmark_then_console_benchmark_on_the_schema_it_loaded(
 ) -> None:
     sizes = ("--events", "20000", "--rooms", "100", "--days", "3", "--samples", "20")
     where = ("--dsn", postgres_dsn, "--schema", pg_schema)
-    output = run_bench("api", *sizes, *where, work_dir=tmp_path / "api", timeout_seconds=120)
+    output = run_bench("api", *sizes, *where, "--seal", work_dir=tmp_path / "api", timeout_seconds=120)
     assert_figures(
         output,
         rf"^loaded 20,000 events over 100 rooms and 3 days by binary COPY: {NUMBER} events/s",
+        rf"^sealed [12] closed days by the sealing run: {NUMBER} room-days, {NUMBER} events in {NUMBER} s",
+        rf"^search indexes built on [12] sealed day partitions in {NUMBER} s .*, {NUMBER} MB; 0 deferred",
+        r"^search indexes now: [12] valid, .*; invalid: 0; on the live day: 0$",
         rf"^room-day page of 100 events\s+n=20\s+p50\s+{NUMBER} ms\s+p99\s+{NUMBER} ms",
         rf"^text search, 7 days, random room\s+n=20\s+p50\s+{NUMBER} ms",
+        rf"^text search, live day, busiest rooms, no hit\s+n=\d+\s+p50\s+{NUMBER} ms",
         r"^export of 100,000 events: skipped",  # the busiest room has far fewer at this size
     )
     # the console benchmark signs in: the database must verify its tokens on a schema it did not load
