@@ -68,7 +68,7 @@ READS: dict[str, tuple[str, ...]] = {
     "api": (*_POSTGRES, "seal_late_window_seconds", *_LOGGING, *_API),
     "status": (
         *_KAFKA, "events_topic", "consumer_group", "maintenance_interval_seconds",
-        "dead_letter_retention_days", *_POSTGRES, *_LOGGING,
+        "dead_letter_retention_days", "seal_late_window_seconds", "seal_heads_topic", *_POSTGRES, *_LOGGING,
     ),
     "dead-letters": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_NORMALIZE, *_LOGGING),
     "offsets": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_LOGGING),

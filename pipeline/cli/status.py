@@ -39,6 +39,7 @@ from pipeline.ingest.positions import Finding, Verdict, judge_log
 from pipeline.kafka_logs import LogProbe, TopicLog
 from pipeline.retention.ledger import last_run
 from pipeline.retention.status import partition_status
+from pipeline.sealing.state import SealingState, sealing_state
 from pipeline.settings import Settings
 from pipeline.storage import db, offsets
 from pipeline.storage.offsets import StoredOffset
@@ -121,6 +122,8 @@ class Status:
     last_retention_run: datetime | None = None
     last_retention_outcome: str | None = None
     retention_interval_seconds: float = 0.0
+    #: whether closed days are sealed in time (pipeline.sealing.state)
+    sealing: SealingState | None = None
 
     @property
     def total_lag(self) -> int | None:
@@ -207,6 +210,8 @@ class Status:
                 f"next due {due:%Y-%m-%d %H:%M:%S}"
                 + (" (overdue: is anything running retention?)" if self.retention_overdue else "")
             )
+        if self.sealing is not None:
+            lines.append(self.sealing.say())
         return "\n".join(lines)
 
     def _ago(self, moment: datetime | None) -> str:
@@ -241,6 +246,12 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
             conn, today=now.date(), dead_letter_retention_days=settings.dead_letter_retention_days
         )
         run = await last_run(conn)
+        status.sealing = await sealing_state(
+            conn,
+            now=now,
+            late_window_seconds=settings.seal_late_window_seconds,
+            heads_topic=settings.seal_heads_topic,
+        )
     finally:
         await conn.close()
     if topic_log is not None and topic_log.topic_id is not None:

@@ -18,6 +18,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from pipeline.kafka_client import KafkaConnection
 from pipeline.metrics import IngestMetrics
 from pipeline.retention import RetentionMetrics
+from pipeline.sealing.state import SealMetrics
 from pipeline.settings import Settings
 from pipeline.worker.host import WorkerHost
 
@@ -60,7 +61,7 @@ def create_app(settings: Settings, registry: CollectorRegistry | None = None) ->
         broker_rebalance_timeout=10.0,
         broker_heartbeat_interval=1.0,
     )
-    host = WorkerHost(settings, IngestMetrics(registry), RetentionMetrics(registry))
+    host = WorkerHost(settings, IngestMetrics(registry), RetentionMetrics(registry), SealMetrics(registry))
 
     class Lifecycle(mode.Service):
         """faust starts and stops the host with the app (its `crash` ends the process on a bug)."""

@@ -12,7 +12,8 @@ What a failure means:
   `crash` (the app's) ends the process, so that a supervisor restarts it and the error is seen, instead of
   a worker idling with a dead loop. Outages never get there: they pause and retry.
 - `maintain()` never raises for an outage or an error PostgreSQL reports (the run logs it, its report
-  carries it and a failure is counted); a bug (asyncpg's InterfaceError, say) propagates.
+  carries it and a failure is counted); a bug (asyncpg's InterfaceError, say) propagates. Every run ends
+  by reading whether sealing keeps up (`pipeline.sealing.state`), on any role.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pipeline.kafka_topics import ensure_topics
 from pipeline.metrics import IngestMetrics
 from pipeline.retention import RetentionMetrics, owns_log_tables, run_maintenance
 from pipeline.sealing.run import seal_in_maintenance
+from pipeline.sealing.state import SealMetrics, sealing_state
 from pipeline.sealing.witness import Publisher
 from pipeline.settings import Settings
 from pipeline.storage import db
@@ -47,11 +49,16 @@ Crash = Callable[[BaseException], Awaitable[None]]
 
 class WorkerHost:
     def __init__(
-        self, settings: Settings, metrics: IngestMetrics, retention_metrics: RetentionMetrics
+        self,
+        settings: Settings,
+        metrics: IngestMetrics,
+        retention_metrics: RetentionMetrics,
+        seal_metrics: SealMetrics,
     ) -> None:
         self.settings = settings
         self.metrics = metrics
         self.retention_metrics = retention_metrics
+        self.seal_metrics = seal_metrics
         self.pool: asyncpg.Pool | None = None
         self.ingest: IngestService | None = None
         #: the ingest loop (`IngestService.run`)
@@ -137,6 +144,24 @@ class WorkerHost:
         )
         if self.seal_key is not None:
             await seal_in_maintenance(self.pool, self.settings, self.seal_key, self._witness)
+        await self._observe_sealing()
+
+    async def _observe_sealing(self) -> None:
+        """Every worker says whether sealing keeps up (`SealMetrics`), whoever holds the key."""
+        assert self.pool is not None
+        s = self.settings
+        try:
+            async with db.acquire(self.pool) as conn:
+                state = await sealing_state(
+                    conn,
+                    now=datetime.now(UTC),
+                    late_window_seconds=s.seal_late_window_seconds,
+                    heads_topic=s.seal_heads_topic,
+                )
+        except db.OUTAGES as e:
+            log.debug("sealing state not read this run: %r", e)
+            return
+        self.seal_metrics.observe(state)
 
     def alive(self) -> bool:
         """The process answers and its ingest loop has not died. A worker waiting out an outage is alive

@@ -93,6 +93,8 @@ async def test_status_shows_lag_last_writes_pauses_partitions_ahead_and_the_next
         text = await roomlogs_status(s, capsys, "--worker", url)
         assert "total lag: 0 records" in text
         assert "retention: no run recorded" in text
+        # a schema without a signing key does not seal, and says so rather than reporting days overdue
+        assert "sealing: off (no signing key registered" in text
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0

@@ -26,6 +26,7 @@ COMPOSE_FILE = ROOT / "docker-compose.yml"
 METRIC_CLASSES = (
     ("pipeline.metrics", "IngestMetrics"),
     ("pipeline.retention.metrics", "RetentionMetrics"),
+    ("pipeline.sealing.state", "SealMetrics"),
     ("pipeline.api.metrics", "ApiMetrics"),
 )
 
