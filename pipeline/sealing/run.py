@@ -34,6 +34,7 @@ from datetime import UTC, date, datetime, timedelta
 import asyncpg
 from aiokafka.errors import KafkaError
 
+from pipeline.errors import ConfigurationError
 from pipeline.evidence import merkle
 from pipeline.evidence.keys import SealKey
 from pipeline.evidence.leaves import leaf_of
@@ -240,7 +241,10 @@ async def seal_in_maintenance(
 async def index_sealed_days(pool: asyncpg.Pool, *, budget_seconds: float | None) -> SearchIndexReport | None:
     """The chat search indexes of sealed days (pipeline/storage/search_index.py), on a connection of the
     pool outside any transaction: None when PostgreSQL is unreachable (logged; the next run builds them).
-    A build that times out on a lock is deferred inside the report, not raised."""
+    A build that times out on a lock is deferred inside the report, not raised. Without pg_trgm or
+    btree_gin in the database, each run logs an error with the fix and goes on: searches stay correct,
+    only slower, and neither ingest nor sealing needs them."""
+    unfit: ConfigurationError | None = None
     try:
         async with db.acquire(pool) as conn:
             return await search_index.build_sealed(
@@ -248,4 +252,8 @@ async def index_sealed_days(pool: asyncpg.Pool, *, budget_seconds: float | None)
             )
     except db.OUTAGES as e:
         log.warning("search indexes of sealed days skipped this run, PostgreSQL unreachable: %r", e)
+    except ConfigurationError as e:
+        unfit = e
+    if unfit is not None:
+        log.error("search indexes of sealed days not built: %s", unfit)  # no traceback: the fix is in it
     return None

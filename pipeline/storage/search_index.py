@@ -174,7 +174,9 @@ async def _trigram_opclass(conn: asyncpg.Connection) -> str:
     if missing:
         raise ConfigurationError(
             f"the search indexes of sealed days need the PostgreSQL extension(s) {', '.join(missing)} in "
-            "this database: run `roomlogs migrate` (migration 0015 creates them)"
+            "this database (migration 0015 creates them; a schema restored from `pg_dump --schema` into "
+            "another database comes without them): as the tables' owner, "
+            + " ".join(f"CREATE EXTENSION IF NOT EXISTS {name} SCHEMA public;" for name in missing)
         )
     return f"{ident(found['pg_trgm'])}.gin_trgm_ops"
 

@@ -19,6 +19,7 @@ from db_roles import login_as
 
 from pipeline.api.params import EventFilters, TimeRange
 from pipeline.api.queries.events import ordered_select, room_events, room_query
+from pipeline.errors import ConfigurationError
 from pipeline.evidence.keys import SealKey
 from pipeline.retention import maintain
 from pipeline.sealing.run import seal_closed_days, seal_in_maintenance
@@ -193,3 +194,37 @@ async def test_retention_drops_an_indexed_partition_and_expired_days_are_not_ind
     ]
     assert await search_indexes(conn) == {}
     assert await conn.fetchval("SELECT to_regclass($1)", event_partition("busy_public", SEALED)) is None
+
+
+async def test_without_the_extensions_maintenance_says_the_fix_and_goes_on(
+    postgres_dsn: str, settings: Settings, key: SealKey, caplog: pytest.LogCaptureFixture
+) -> None:
+    # a database of its own: dropping an extension in the shared one would take other tests' indexes along
+    name = f"noext_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(postgres_dsn)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    dsn = postgres_dsn.rsplit("/", 1)[0] + f"/{name}"
+    try:
+        conn = await db.connect(dsn, settings.postgres_schema)
+        try:
+            await migrate(conn, settings.postgres_schema)
+            await world(conn)
+            await conn.execute("DROP EXTENSION btree_gin")  # e.g. a schema restored into another database
+            pool = await db.create_pool(dsn, settings.postgres_schema, 1)
+            there = settings.replace(postgres_dsn=Secret(dsn))
+            try:
+                report = await seal_in_maintenance(pool, there, key, None)
+            finally:
+                await pool.close()
+            assert report is not None and report.days == [SEALED] and report.search is None  # sealed anyway
+            assert "CREATE EXTENSION IF NOT EXISTS btree_gin SCHEMA public;" in caplog.text
+            assert await search_indexes(conn) == {}
+            with pytest.raises(ConfigurationError, match="btree_gin"):
+                await build_sealed(conn, today=TODAY)
+        finally:
+            await conn.close()
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        for role in (f"{settings.postgres_schema}_api", f"{settings.postgres_schema}_worker"):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
