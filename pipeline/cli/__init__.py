@@ -202,7 +202,10 @@ def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
         try:
-            applied = await migrate(conn, settings.postgres_schema)
+            # long migrations say how far they are (0016 rolls up the rows stored so far, day by day)
+            applied = await migrate(
+                conn, settings.postgres_schema, progress=lambda line: print(line, flush=True)
+            )
         finally:
             await conn.close()
         if applied:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any
@@ -47,9 +48,20 @@ def available() -> list[Migration]:
     return found
 
 
-async def migrate(conn: asyncpg.Connection, schema: str) -> list[Migration]:
-    """Apply pending migrations to `schema`; return the ones applied now (empty when up to date)."""
+async def migrate(
+    conn: asyncpg.Connection, schema: str, *, progress: Callable[[str], None] | None = None
+) -> list[Migration]:
+    """Apply pending migrations to `schema`; return the ones applied now (empty when up to date).
+
+    `progress` is handed what a long migration says as it goes (its NOTICEs: 0016 after each day it rolls
+    up), for `roomlogs migrate` to print."""
     applied_now: list[Migration] = []
+
+    def notice(_conn: object, message: Any) -> None:
+        if progress is not None:
+            progress(str(message.message))
+
+    conn.add_log_listener(notice)
     # hashtext() gives a stable int per schema so different schemas migrate independently.
     await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     try:
@@ -84,6 +96,7 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> list[Migration]:
                 )
             applied_now.append(mig)
     finally:
+        conn.remove_log_listener(notice)
         await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     return applied_now
 
@@ -97,16 +110,20 @@ _SCHEMAS_LISTED = 5
 
 
 async def check_schema(conn: Any, schema: str) -> None:
-    """SchemaNotReadyError naming ROOMLOGS_POSTGRES_SCHEMA unless `schema` has every migration this code has.
+    """SchemaNotReadyError naming ROOMLOGS_POSTGRES_SCHEMA unless `schema` has every migration this code has
+    (each of them: `migrate` applies one numbered below the newest applied, if it came later).
 
     A schema that does not exist, or has no roomlogs tables, is most often a mistyped setting: the error
     lists the schemas of this database that do have them, and says that `roomlogs migrate` would create
     it. One that is behind says to run `roomlogs migrate`.
     """
-    latest = available()[-1].version
     table = await conn.fetchval("SELECT to_regclass(format('%I.schema_migrations', $1::text))", schema)
-    version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".schema_migrations') if table else None
-    if version is None:
+    applied = (
+        {r["version"] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+        if table
+        else set()
+    )
+    if not applied:
         exists = await conn.fetchval("SELECT to_regnamespace(format('%I', $1::text)) IS NOT NULL", schema)
         what = "has no roomlogs tables" if exists else "does not exist in this database"
         others = await _other_schemas(conn, schema)
@@ -114,9 +131,13 @@ async def check_schema(conn: Any, schema: str) -> None:
             f"ROOMLOGS_POSTGRES_SCHEMA={schema!r}: that schema {what} ({others}): "
             "set ROOMLOGS_POSTGRES_SCHEMA to the schema you migrated, or run `roomlogs migrate` to create it"
         )
-    if version < latest:
+    # every one, not only the newest: a migration numbered below one applied before it existed (two branches
+    # merged) is missing all the same
+    missing = sorted({m.version for m in available()} - applied)
+    if missing:
         raise SchemaNotReadyError(
-            f"PostgreSQL schema {schema!r} is at migration {version}, this code needs {latest}: "
+            f"PostgreSQL schema {schema!r} is at migration {max(applied)} without "
+            f"{', '.join(f'{v:04d}' for v in missing)}, which this code needs: "
             "run `roomlogs migrate` first (or check ROOMLOGS_POSTGRES_SCHEMA)"
         )
 

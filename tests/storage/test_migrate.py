@@ -49,3 +49,24 @@ async def test_an_edited_applied_migration_is_refused(
             await migrate.migrate(conn, pg_schema)
     finally:
         await conn.close()
+
+
+async def test_a_migration_numbered_below_one_applied_before_it_existed_is_still_required(
+    postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two branches each add a migration; the higher number was applied first. Workers must not start
+    until the lower one is applied too, and `migrate` applies it."""
+    everything = migrate.available()
+    late = migrate.Migration(9998, "late", "CREATE TABLE late_branch (x integer)")
+    newest = migrate.Migration(9999, "newest", "CREATE TABLE newest_branch (x integer)")
+    conn = await db.connect(postgres_dsn, pg_schema)
+    try:
+        monkeypatch.setattr(migrate, "available", lambda: [*everything, newest])
+        await migrate.migrate(conn, pg_schema)
+        monkeypatch.setattr(migrate, "available", lambda: [*everything, late, newest])
+        with pytest.raises(migrate.SchemaNotReadyError, match="without 9998"):
+            await migrate.check_schema(conn, pg_schema)
+        assert [m.name for m in await migrate.migrate(conn, pg_schema)] == ["late"]
+        await migrate.check_schema(conn, pg_schema)
+    finally:
+        await conn.close()
