@@ -6,7 +6,8 @@
 
 1. Publishes N simulated events (realistic mix, 1% bad) to a fresh topic of --partitions partitions.
 2. Raw ceiling: aiokafka `getmany` + orjson + binary COPY into the same partitioned `events` table, with no
-   normalization, validation, room state or offsets of record: the least any ingest can do.
+   normalization, validation, room state, offsets of record or rollups (its schema's rollup trigger is
+   disabled): the least any ingest can do.
 3. The real worker: --workers `roomlogs worker` processes (separate processes, as deployed) in one consumer
    group consume the same topic into their own schema. Throughput is timed from the moment every worker
    holds partitions to the last commit (start-up and the group's joins excluded; a run too small for that
@@ -378,10 +379,12 @@ async def worker_group(
     return GroupRun(events / seconds, events, seconds, used, startup_included, group, samples)
 
 
-async def prepare_schema(settings: Settings, today: datetime) -> None:
+async def prepare_schema(settings: Settings, today: datetime, *, rollups: bool = True) -> None:
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
         await migrate(conn, settings.postgres_schema)
+        if not rollups:  # the ceiling stores rows and nothing else: no rollups (migration 0016)
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER events_rollups_insert")
         pm = PartitionManager()
         await pm.load(conn)
         classes = [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes")]
@@ -422,7 +425,7 @@ async def main_async(
         conn = await db.connect(dsn, "public")
         await conn.execute(f"DROP SCHEMA IF EXISTS {s.postgres_schema} CASCADE")
         await conn.close()
-        await prepare_schema(s, today)
+        await prepare_schema(s, today, rollups=s is worker)
 
     meters = Meters(
         broker=Meter("broker", broker_pids) if broker_pids else None,
@@ -451,7 +454,7 @@ async def main_async(
     cpu, started = meters.snapshot(), time.perf_counter()
     run = await worker_group(worker, n, args.workers, args.partitions, work_dir, meters)
     processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
-    what = "normalize, classify, dead-letter, offsets of record"
+    what = "normalize, classify, dead-letter, offsets of record, rollups"
     print(f"real worker, {processes} ({what}): {run.rate:,.0f} events/s")
     how = (
         "from the first worker's start (too few events to time past start-up and the group's joins)"
