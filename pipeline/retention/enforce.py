@@ -12,6 +12,11 @@ Each expired partition goes in three steps (see `detach` for the mechanics and f
    exactly, copy the held rooms' rows to `held_events`, `DROP TABLE`, append the ledger row, delete the
    step-1 record, commit.
 
+A day of `events` takes its rollup tables with it (pipeline.storage.rollups, migration 0016): after step 2
+(or when a run resumes a detached day) each is detached the same way, CONCURRENTLY (or FINALIZEd), and
+step 3 drops them in its transaction, so no rollup outlives the rows it counts. Ingest writes rollups
+through the parents, like rows: the same reasoning keeps it from waiting.
+
 Every lock wait is bounded by the run's lock timeout; when one expires the partition is deferred to the
 next run, which resumes at the step this one reached. A partition left detach pending or detached is out
 of the live data already; `retention check` still counts its rows until it is dropped.
@@ -40,12 +45,12 @@ from datetime import date
 import asyncpg
 
 from pipeline.retention import detach, ledger
-from pipeline.retention.catalog import EVENTS, count_rows
+from pipeline.retention.catalog import EVENTS, StoredPartition, count_rows
 from pipeline.retention.exceptions import HeldRowsSchemaError
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import ExpiredPartition, RetentionPlan
 from pipeline.retention.report import DeferredPartition, DroppedPartition, MaintenanceReport, PurgedHeld
-from pipeline.storage import catalog, holds
+from pipeline.storage import catalog, holds, rollups
 from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED, ident
 from pipeline.storage.db import CONNECTION_ERRORS
 
@@ -168,6 +173,8 @@ async def _drop_one(
     started = time.perf_counter()
     if exp.partition.state != DETACHED:
         await _detach(conn, exp, run_id, as_of, lock_timeout_ms)
+    if exp.partition.table == EVENTS:
+        await _detach_rollups(conn, exp, lock_timeout_ms)
     detached = time.perf_counter()
     dropped = await _drop_detached(conn, exp, run_id, as_of, columns, lock_timeout_ms)
     return dataclasses.replace(
@@ -208,6 +215,32 @@ async def _detach(
         raise _LockTimeout(what, state, blocks) from e
 
 
+def _rollup_partitions(exp: ExpiredPartition) -> list[tuple[str, str, str]]:
+    """(table, parent, name) of the rollup tables of an expired day of `events` (none for a stray leaf)."""
+    cls = exp.partition.retention_class
+    return rollups.day_partitions(cls, exp.day) if exp.partition.table == EVENTS and cls else []
+
+
+async def _detach_rollups(conn: asyncpg.Connection, exp: ExpiredPartition, lock_timeout_ms: int) -> None:
+    """Step 2 for the day's rollup tables: detach each still attached (FINALIZE one left pending); those
+    detached already, or never made, need nothing. A lock timeout defers the day like one of step 2's."""
+    sp = exp.partition
+    for table, parent, name in _rollup_partitions(exp):
+        state = await catalog.state_of(conn, name)
+        if state in (None, DETACHED):
+            continue
+        rollup = StoredPartition(table, parent, name, sp.retention_class, exp.day, False, state)
+        try:
+            if state == DETACH_PENDING:
+                await detach.finalize(conn, rollup, lock_timeout_ms)
+            else:
+                await detach.concurrently(conn, rollup, lock_timeout_ms)
+        except asyncpg.LockNotAvailableError as e:
+            what = name if await detach.holders(conn, name) else parent
+            # the class's next days wait for the same session on the same rollup table
+            raise _LockTimeout(what, DETACHED, sp.parent) from e
+
+
 async def _drop_detached(
     conn: asyncpg.Connection,
     exp: ExpiredPartition,
@@ -224,6 +257,9 @@ async def _drop_detached(
         if await catalog.state_of(conn, sp.name) != DETACHED:
             # attached again by someone: dropping it now would lock the parent, which ingest writes to
             raise _Reattached(sp.name)
+        for _, _, name in _rollup_partitions(exp):
+            if await catalog.state_of(conn, name) not in (None, DETACHED):
+                raise _Reattached(name)  # the same for a rollup table of the day
         held_rows = 0
         if sp.table == EVENTS:
             await _lock(holds.lock_shared(conn), holds.TABLE)
@@ -242,6 +278,8 @@ async def _drop_detached(
             total = await count_rows(conn, sp.name)
         drop_started = time.perf_counter()
         await conn.execute(f"DROP TABLE {ident(sp.name)}")
+        for _, _, name in _rollup_partitions(exp):
+            await conn.execute(f"DROP TABLE IF EXISTS {ident(name)}")
         drop_seconds = time.perf_counter() - drop_started
         await ledger.record(
             conn,
