@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,8 +23,6 @@ from starlette.responses import Response
 from pipeline.api.errors import ApiError, InvalidBody, Unavailable
 from pipeline.api.metrics import ApiMetrics
 from pipeline.api.params import REASON_HEADER, Params, check_ident
-from pipeline.api.queries.days import DayCounts
-from pipeline.api.queries.insights import DaySummaries
 from pipeline.api.security import audit
 from pipeline.api.security.access import AccessPolicy, Action, Grant
 from pipeline.api.security.auth import Identity, TokenVerifier
@@ -75,9 +73,6 @@ class ApiState:
     pool: asyncpg.Pool | None = None
     #: Set while the process shuts down: live tails end at their next poll.
     closing: bool = False
-    #: What the process knows of rooms' past days (the calendar's counts, the insights' summaries).
-    day_counts: DayCounts = field(default_factory=DayCounts)
-    day_summaries: DaySummaries = field(default_factory=DaySummaries)
 
     async def record_apart(self, entry: audit.AuditEntry) -> bool:
         """Append one audit row on a connection of its own; never raises.

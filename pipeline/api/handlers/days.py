@@ -1,6 +1,6 @@
 """A room's days with activity and the count of each event type: ``GET /v1/rooms/{room_id}/days``, the
-console's calendar. Counts come from `queries.days.DayCounts`, which reads a past day's rows once per
-process and reuses its counts while the day's total is unchanged. Each day also says whether it is sealed
+console's calendar. Counts come from the rollups (`queries.days.day_counts`), exact and current on every
+request. Each day also says whether it is sealed
 (when, with which key, how many events: its evidence can be downloaded) and when it closes (a day is
 sealed by the first sealing run after that); seals are read afresh on every request.
 """
@@ -14,6 +14,7 @@ from starlette.responses import Response
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import InvalidParameter, RangeTooLarge
 from pipeline.api.handlers.evidence import closes_at
+from pipeline.api.queries.days import day_counts
 from pipeline.api.queries.evidence import seal_states
 from pipeline.api.security.access import Action
 
@@ -43,7 +44,7 @@ async def room_days(call: Call) -> Response:
     asked = {"from": first.isoformat(), "to": last.isoformat()}
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
-        counts = await call.state.day_counts.days(conn, room_id, first, last, today)
+        counts = await day_counts(conn, room_id, first, last)
         sealed = await seal_states(conn, room_id, first, last)
         window = call.settings.seal_late_window_seconds
         days = [

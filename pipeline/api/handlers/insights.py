@@ -4,9 +4,8 @@ moderation actions and gifts. ``GET /v1/rooms/{room_id}/insights?weeks=4&tz=Euro
 Called by the room console's insights page (and any client with read access): the same grant and the same
 audit as a read of the room's events (`row_count` = events aggregated). Built from per-UTC-day summaries
 (`pipeline.api.queries.insights`: events per hour and type, gift credits, each day's top chatters),
-which are read from the rows once per process and reused while the day's total is unchanged. Hours and
-days are in the asked time zone (an IANA name; default UTC; a UTC hour counts in the local hour it starts
-in), weeks end today.
+read from the rollups on every request. Hours and days are in the asked time zone (an IANA name; default
+UTC; a UTC hour counts in the local hour it starts in), weeks end today.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ from starlette.responses import Response
 
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import InvalidParameter
-from pipeline.api.queries.insights import DaySummary
+from pipeline.api.queries.insights import DaySummary, day_summaries
 from pipeline.api.security.access import Action
 from pipeline.storage.partitions import day_start
 
@@ -56,12 +55,8 @@ async def room_insights(call: Call) -> Response:
     asked = {"weeks": weeks, "tz": tz_name, "since": since.isoformat(), "until": now.isoformat()}
     async with call.connection() as conn:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
-        summaries = await call.state.day_summaries.days(
-            conn,
-            room_id,
-            since.astimezone(UTC).date(),
-            now.astimezone(UTC).date(),
-            now.astimezone(UTC).date(),
+        summaries = await day_summaries(
+            conn, room_id, since.astimezone(UTC).date(), now.astimezone(UTC).date()
         )
         hourly, chatters = local_hours(summaries, zone, since, now)
         body = summarize(hourly, chatters, first_day, weeks)
