@@ -243,7 +243,11 @@ async def test_a_deletion_of_part_of_an_actors_day_leaves_exactly_the_rest(pool:
     batch = write_batch(stored, "t", 0)
     await BatchWriter(pool, partitions).write(batch, BASE)
     async with pool.acquire() as conn:
-        for d in (Deletion("user_chat_erasure", "room-a", "u-1", 60), Deletion("user_chat_erasure", "", "u-1", 30)):
+        erasures = (
+            Deletion("user_chat_erasure", "room-a", "u-1", 60),
+            Deletion("user_chat_erasure", "", "u-1", 30),
+        )
+        for d in erasures:
             before = await conn.fetchrow("SELECT events, hours, display_name FROM room_day_actors")
             await delete(conn, d)
             await assert_rollups_match_rows(conn)
