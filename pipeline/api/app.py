@@ -5,8 +5,10 @@ The routes are `pipeline.api.route_table.ROUTES`; /openapi.json describes exactl
 `create_app(settings, schema)` is called once by `roomlogs api serve` (and by tests, which may hand in a
 pool and a registry). Every /v1 request passes through `pipeline.api.security.gate.Gate`: request id,
 bearer token, rate limit, route, one JSON error shape, the audit of every refusal and error, metrics; the
-handler only does its own work. Unauthenticated routes: /openapi.json, /healthz, /metrics, and the /v1
-routes marked public (/v1/seal-keys), which the gate still rate-limits (by client address).
+handler only does its own work. Every /v1 answer, refusals included, is `no-store` and `nosniff`
+(`pipeline.api.security.headers.PrivateAnswers`). Unauthenticated routes: /openapi.json, /healthz,
+/metrics, and the /v1 routes marked public (/v1/seal-keys), which the gate still rate-limits (by client
+address).
 
 Start-up opens a pool to the API's own database role and refuses to run when that role could edit or
 delete logs or audit rows (`queries.role.check_role`, unless `allow_privileged_db_role`), and starts the
@@ -43,6 +45,7 @@ from pipeline.api.security.access import AccessPolicy
 from pipeline.api.security.auth import TokenVerifier
 from pipeline.api.security.cursors import CursorCodec
 from pipeline.api.security.floods import FloodTally
+from pipeline.api.security.headers import PrivateAnswers
 from pipeline.api.security.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 from pipeline.errors import ConfigurationError
@@ -137,7 +140,8 @@ def create_app(
     app = Starlette(
         routes=table,
         lifespan=lifespan,
-        middleware=[Middleware(gate.Gate, state=state, routes=gated)],
+        # outermost: the gate's own refusals are private answers too
+        middleware=[Middleware(PrivateAnswers), Middleware(gate.Gate, state=state, routes=gated)],
         exception_handlers={HTTPException: http_error},
     )
     app.state.api = state
