@@ -50,7 +50,7 @@ async def test_every_route_answers_no_store_and_nosniff(app_factory: Any, small_
         if spec.action in _MUST_SUCCEED:
             assert answer.status_code == 200, (spec.path, answer.text)
         asked.append(spec.action)
-    assert _MUST_SUCCEED <= set(asked)
+    assert set(asked) >= _MUST_SUCCEED
     # refusals too: no session, an unknown route
     client.cookies.clear()
     for answer in (await client.get("/v1/me/rooms"), await client.get("/v1/no-such-route")):
