@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import os
+import secrets
 import sys
 import time
 from collections.abc import Callable
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from pipeline.api.settings import ApiSettings
 
 __all__ = ["COMMANDS", "add_commands"]
+
+_WILDCARD_HOSTS = frozenset({"0.0.0.0", "::", "[::]", ""})  # noqa: S104 (names it, does not bind)
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -62,8 +65,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     link.add_argument("--staff", action="store_true", help="give the user the support-staff role")
     link.add_argument("--room", default=None, help="open this room's calendar after signing in")
     link.add_argument(
-        "--base-url", default=None, help="where the console is served (default http://HOST:PORT of the API)"
+        "--base-url",
+        default=None,
+        help="where the console is served (default http://HOST:PORT the API serves on: ROOMLOGS_API_HOST, "
+        "or 127.0.0.1 when it listens on every address, and ROOMLOGS_API_PORT or --port)",
     )
+    link.add_argument("--port", type=int, default=None, help="the port `api serve --port` was given")
     link.add_argument("--ttl-seconds", type=int, default=600, help="how long the link works (default 600)")
     sub.add_parser(
         "trust-key",
@@ -181,7 +188,10 @@ def _sign_in_link(api_settings: ApiSettings, args: argparse.Namespace) -> str:
     from pipeline.console import sign_in_link
 
     args.service, args.scope = False, []
-    base = args.base_url or f"http://{api_settings.host}:{api_settings.port}"
+    # the address the API serves on (`api serve` takes the same settings); a wildcard is reached locally
+    host = "127.0.0.1" if api_settings.host in _WILDCARD_HOSTS else api_settings.host
+    host = f"[{host}]" if ":" in host else host
+    base = args.base_url or f"http://{host}:{args.port or api_settings.port}"
     room = f"/console/rooms/{quote(args.room, safe='')}/" if args.room else None
     return sign_in_link(base, _token(api_settings, args), next_page=room)
 
@@ -197,7 +207,13 @@ def _token(api_settings: ApiSettings, args: argparse.Namespace) -> str:
             f"{api_settings.jwt_algorithm} (tokens for it come from your identity provider)"
         )
     now = int(time.time())
-    claims: dict[str, object] = {"sub": args.sub, "iat": now, "exp": now + args.ttl_seconds}
+    # jti: the token's id; it opens one console session at most (migration 0019)
+    claims: dict[str, object] = {
+        "sub": args.sub,
+        "iat": now,
+        "exp": now + args.ttl_seconds,
+        "jti": secrets.token_urlsafe(16),
+    }
     if api_settings.jwt_issuer:
         claims["iss"] = api_settings.jwt_issuer
     if api_settings.jwt_audience:

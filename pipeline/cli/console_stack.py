@@ -84,7 +84,8 @@ class ConsoleServer:
             )
         room, owner = found[0]
         now = int(time.time())
-        token = jwt.encode({"sub": owner, "iat": now, "exp": now + _LINK_TTL_SECONDS}, key, algorithm="HS256")
+        claims = {"sub": owner, "iat": now, "exp": now + _LINK_TTL_SECONDS, "jti": secrets.token_urlsafe(16)}
+        token = jwt.encode(claims, key, algorithm="HS256")  # jti: one console session at most
         return {
             "console_url": base + "/console/",
             "api_log": str(api_log),

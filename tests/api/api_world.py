@@ -78,7 +78,8 @@ def api_settings(**overrides: Any) -> ApiSettings:
 
 def token(sub: str, *, key: str = JWT_KEY, algorithm: str = "HS256", ttl: float = 300, **claims: Any) -> str:
     now = int(time.time())
-    body = {"sub": sub, "iat": now, "exp": now + int(ttl), **claims}
+    # jti: each token opens one console session at most (migration 0019), as providers' tokens carry one
+    body = {"sub": sub, "iat": now, "exp": now + int(ttl), "jti": uuid.uuid4().hex, **claims}
     return jwt.encode(body, key, algorithm=algorithm)
 
 

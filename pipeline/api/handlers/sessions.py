@@ -1,7 +1,8 @@
 """The console session's routes: sign in, who is signed in, sign out, a staff member's stated case.
 
 - ``POST /v1/session``: exchange the identity provider's bearer token for a session cookie (HttpOnly,
-  SameSite=Strict); the database verifies the token itself and keeps only the session id's hash;
+  SameSite=Strict); the database verifies the token itself, lets each token open one session only (401
+  `invalid_token` for a second one) and keeps only the session id's hash;
 - ``GET /v1/session``: who is signed in, until when, the CSRF token and a staff member's stated case;
 - ``DELETE /v1/session``: sign out (the cookie stops working at once);
 - ``PUT /v1/session/reason``: support staff state the ticket or case id their reads are for.
@@ -32,6 +33,7 @@ from pipeline.api.security.sessions import (
     identity_proof,
     new_session_id,
     session_hash,
+    signed_in_once,
 )
 
 __all__ = ["session_info", "set_reason", "sign_in", "sign_out"]
@@ -56,7 +58,7 @@ async def sign_in(call: Call) -> Response:
     async with call.connection() as conn, conn.transaction():
         await session_rows.forget_expired(conn)
         # the database verifies the token itself: the API's role cannot open a session for anyone
-        with database_checks_proof():
+        with database_checks_proof(), signed_in_once():
             async with conn.transaction():
                 expires_at = await session_rows.open_session(
                     conn, token, session_hash(secret), int(ttl.total_seconds())

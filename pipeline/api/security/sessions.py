@@ -7,9 +7,11 @@
   origin. Refusals are ApiErrors (401 `session_expired`, 403 `csrf_failed`) like any other.
 
 A session is made by exchanging a token from the platform's identity provider (``POST /v1/session`` with
-``Authorization: Bearer``): the same verification, then a random 256-bit session id in an HttpOnly,
-SameSite=Strict cookie. PostgreSQL keeps only its SHA-256 (`console_sessions`, migration 0007). The CSRF
-token is derived from the session id (HMAC), so it is never stored and dies with the session.
+``Authorization: Bearer``), or by single sign-on (`pipeline.api.security.oidc`): the same verification,
+each token or authorization request opening one session at most (migration 0019), then a random 256-bit
+session id in an HttpOnly, SameSite=Strict cookie. PostgreSQL keeps only its SHA-256 (`console_sessions`,
+migration 0007). The CSRF token is derived from the session id (HMAC), so it is never stored and dies
+with the session.
 
 Support staff state their ticket or case id once per session (``PUT /v1/session/reason``); it then stands
 in for ``X-Access-Reason`` on every request they make, live tails and downloads included (an EventSource or
@@ -35,7 +37,7 @@ from starlette.requests import Request, cookie_parser
 from starlette.types import Scope
 
 from pipeline.api.context import SESSION_REASON, ApiState
-from pipeline.api.errors import CsrfFailed, SessionExpired, Unavailable
+from pipeline.api.errors import CsrfFailed, InvalidToken, SessionExpired, Unavailable
 from pipeline.api.queries import sessions as session_rows
 from pipeline.api.security.auth import Identity, IdentityKind
 
@@ -55,6 +57,7 @@ __all__ = [
     "new_session_id",
     "session_hash",
     "session_is_live",
+    "signed_in_once",
 ]
 
 #: The ASGI scope key of the request's console session (set by `authenticate`).
@@ -135,6 +138,16 @@ def database_checks_proof() -> Iterator[None]:
             "the database does not accept the token the API accepted: run `roomlogs api trust-key` with the "
             "API's token settings"
         ) from None
+
+
+@contextmanager
+def signed_in_once() -> Iterator[None]:
+    """Around a database function that opens a session (migration 0019): a token or an authorization
+    request that has already opened one is refused (401), whether or not that session was signed out."""
+    try:
+        yield
+    except asyncpg.UniqueViolationError:
+        raise InvalidToken("this sign-in has already opened a session; sign in again") from None
 
 
 def check_csrf(scope: Scope) -> None:

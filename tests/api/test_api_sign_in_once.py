@@ -1,0 +1,84 @@
+"""A sign-in opens at most one console session (migration 0019); sign-in links point at the API's port.
+
+Before, a token kept opening sessions after its session was signed out, for its whole lifetime: a sign-in
+link left in a browser's history signed in whoever found it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from typing import Any
+from urllib.parse import urlsplit
+
+import jwt
+import pytest
+from api_world import JWT_KEY, World, token
+
+from pipeline.cli.api import COMMANDS, add_commands
+from pipeline.settings import Settings
+
+
+async def test_a_token_opens_one_session_even_after_signing_out(app_factory: Any, small_world: World) -> None:
+    client, _ = await app_factory(small_world, session_cookie_secure=False)
+    once = token("u-owner")
+    first = await client.post("/v1/session", headers={"Authorization": f"Bearer {once}"})
+    assert first.status_code == 201, first.text
+    csrf = first.json()["csrf_token"]
+    assert (await client.delete("/v1/session", headers={"X-CSRF-Token": csrf})).status_code == 204
+    client.cookies.clear()
+    again = await client.post("/v1/session", headers={"Authorization": f"Bearer {once}"})
+    assert again.status_code == 401 and again.json()["error"]["code"] == "invalid_token", again.text
+    assert "already opened a session" in again.json()["error"]["message"]
+    # the refusal is audited like any other
+    [row] = await small_world.fetch(
+        "SELECT outcome, http_status FROM access_audit WHERE request_id = $1", again.headers["x-request-id"]
+    )
+    assert (row["outcome"], row["http_status"]) == ("denied", 401)
+    # a new sign-in (a new token) is welcome; the same token still works as a bearer token for reads
+    fresh = await client.post("/v1/session", headers={"Authorization": f"Bearer {token('u-owner')}"})
+    assert fresh.status_code == 201
+    client.cookies.clear()
+    reads = await client.get("/v1/me/rooms", headers={"Authorization": f"Bearer {once}"})
+    assert reads.status_code == 200
+
+
+async def test_a_token_without_jti_is_known_by_its_hash(app_factory: Any, small_world: World) -> None:
+    client, _ = await app_factory(small_world, session_cookie_secure=False)
+    now = int(time.time())
+    bare = jwt.encode({"sub": "u-owner", "iat": now, "exp": now + 60}, JWT_KEY, algorithm="HS256")
+    assert (await client.post("/v1/session", headers={"Authorization": f"Bearer {bare}"})).status_code == 201
+    client.cookies.clear()
+    assert (await client.post("/v1/session", headers={"Authorization": f"Bearer {bare}"})).status_code == 401
+    # what was recorded is forgotten once the token has expired (plus the leeway)
+    [until] = [r["used_until"] for r in await small_world.fetch("SELECT used_until FROM used_sign_ins")][-1:]
+    assert abs(until.timestamp() - (now + 60 + 30)) < 2
+
+
+@pytest.mark.parametrize(
+    ("environ", "argv", "netloc"),
+    [
+        ({}, [], "127.0.0.1:8080"),
+        ({"ROOMLOGS_API_PORT": "8443"}, [], "127.0.0.1:8443"),
+        ({"ROOMLOGS_API_PORT": "8443", "ROOMLOGS_API_HOST": "0.0.0.0"}, ["--port", "9100"], "127.0.0.1:9100"),
+    ],
+)
+def test_sign_in_link_uses_the_port_the_api_serves_on(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    environ: dict[str, str],
+    argv: list[str],
+    netloc: str,
+) -> None:
+    monkeypatch.setenv("ROOMLOGS_API_JWT_KEY", JWT_KEY)
+    monkeypatch.setenv("ROOMLOGS_API_JWT_ALGORITHM", "HS256")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    parser = argparse.ArgumentParser(prog="roomlogs")
+    add_commands(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["api", "sign-in-link", "--sub", "u-owner", *argv])
+    assert COMMANDS["api"](Settings(), args) == 0
+    link = capsys.readouterr().out.strip()
+    assert urlsplit(link).netloc == netloc
+    claims = jwt.decode(link.partition("#token=")[2], JWT_KEY, algorithms=["HS256"])
+    assert len(claims["jti"]) >= 16  # its one session is recorded by this id
