@@ -139,7 +139,7 @@ def api_settings(**overrides: Any) -> ApiSettings:
 
 def token(sub: str, *, staff: bool = False, ttl: float = 300) -> str:
     now = int(time.time())
-    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + int(ttl)}
+    claims: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + int(ttl), "jti": secrets.token_hex(16)}
     if staff:
         claims["roles"] = ["support_staff"]
     return jwt.encode(claims, JWT_KEY, algorithm="HS256")
