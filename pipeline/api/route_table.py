@@ -26,6 +26,7 @@ from pipeline.api.handlers import (
     rooms,
     sessions,
     tail,
+    users,
 )
 
 __all__ = ["ROUTES", "Handler", "RouteSpec"]
@@ -62,6 +63,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/v1/rooms/{room_id}/insights", "GET", insights.room_insights, "insights"),
     RouteSpec("/v1/rooms/{room_id}/access-log", "GET", access_log.access_log, "access_log.read"),
     RouteSpec("/v1/rooms/{room_id}/retention", "GET", retention.room_retention, "retention.read"),
+    RouteSpec("/v1/rooms/{room_id}/users/{user_id}", "GET", users.user_record, "user_record"),
+    RouteSpec("/v1/rooms/{room_id}/users/{user_id}/events", "GET", users.user_events, "user_record.events"),
     RouteSpec("/v1/session", "POST", sessions.sign_in, "session.start"),
     RouteSpec("/v1/session", "GET", sessions.session_info, "session.info"),
     RouteSpec("/v1/session", "DELETE", sessions.sign_out, "session.end"),

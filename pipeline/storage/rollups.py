@@ -26,6 +26,7 @@ from pipeline.storage.partitions import day_start
 
 __all__ = [
     "ROLLUP_TABLES",
+    "actor_days",
     "day_partitions",
     "distinct_actors",
     "hourly",
@@ -74,6 +75,14 @@ SELECT day, actor_id, n, display_name FROM (
      WHERE room_id = $1 AND day = ANY($2::date[]) AND event_type = $3
      GROUP BY day, actor_id
 ) AS ranked WHERE rank <= $4
+"""
+# One actor's rows: an index probe per (day, type) of the primary key (room, day, type, actor, class).
+_ACTOR_DAYS_SQL = """
+SELECT day, event_type AS type, sum(events)::bigint AS n, min(first_at) AS first_at, max(last_at) AS last_at,
+       (array_agg(display_name ORDER BY last_at DESC, last_event_id DESC))[1] AS display_name
+  FROM room_day_actors
+ WHERE room_id = $1 AND day = ANY($2::date[]) AND event_type = ANY($3::text[]) AND actor_id = $4
+ GROUP BY 1, 2 ORDER BY 1, 2
 """
 _DISTINCT_SQL = """
 SELECT (day::timestamp + h * interval '1 hour') AT TIME ZONE 'UTC' AS hour, count(DISTINCT actor_id)::int AS n
@@ -133,3 +142,17 @@ async def distinct_actors(
     `user.entered`), for each hour in first..last with any."""
     rows = await conn.fetch(_DISTINCT_SQL, room_id, first, last, event_type)
     return {r["hour"]: int(r["n"]) for r in rows}
+
+
+async def actor_days(
+    conn: asyncpg.Connection, room_id: str, actor_id: str, first: date, last: date, types: list[str]
+) -> list[asyncpg.Record]:
+    """(day, type, n, first_at, last_at, display_name): the actor's events of each of `types` per UTC day in
+    first..last with any, their first and last time that day and the display name of the last.
+
+    What one user did in a room (their record) and where their events lie (the windows that page them):
+    a few index probes per day, however busy the room."""
+    days = [first + timedelta(days=i) for i in range((last - first).days + 1)]
+    if not days or not types:
+        return []
+    return list(await conn.fetch(_ACTOR_DAYS_SQL, room_id, days, sorted(types), actor_id))

@@ -14,6 +14,7 @@ from typing import Any
 from pipeline.api.openapi.console_operations import console_operations
 from pipeline.api.openapi.operations import log_operations
 from pipeline.api.openapi.parts import IDENT, param
+from pipeline.api.openapi.record_operations import record_operations, record_schemas
 from pipeline.api.openapi.schemas import schemas
 from pipeline.api.route_table import ROUTES, RouteSpec
 from pipeline.api.settings import ApiSettings
@@ -46,7 +47,11 @@ def document(settings: ApiSettings) -> dict[str, Any]:
         "Support staff: the ticket or case id the read is for (required for staff access)",
         example="SUP-1234",
     )
-    described = {**log_operations(s, reason, client_id), **console_operations(s, reason, client_id)}
+    described = {
+        **log_operations(s, reason, client_id),
+        **console_operations(s, reason, client_id),
+        **record_operations(s, reason, client_id),
+    }
     paths: dict[str, Any] = {}
     for spec in ROUTES:
         paths.setdefault(spec.path, {})[spec.method.lower()] = _assemble(spec, described, path_parameters)
@@ -71,7 +76,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
         },
         "paths": paths,
         "components": {
-            "schemas": schemas(),
+            "schemas": {**schemas(), **record_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}},
         },
     }

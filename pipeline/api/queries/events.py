@@ -23,6 +23,7 @@ __all__ = [
     "Sql",
     "event_json",
     "events_around",
+    "keyset",
     "one_event",
     "ordered_select",
     "room_events",
@@ -61,6 +62,11 @@ def within(q: Sql, rng: TimeRange, order: str, after: Position | None) -> None:
     """The time range, and the keyset condition of the page after `after` in `order`."""
     q.where.append(f"occurred_at >= {q.param(rng.since)}")
     q.where.append(f"occurred_at < {q.param(rng.until)}")
+    keyset(q, order, after)
+
+
+def keyset(q: Sql, order: str, after: Position | None) -> None:
+    """The condition of the page after `after` (a page's last event) in `order`; nothing for a first page."""
     if after is not None:
         moment, event_id = after
         ts, eid = q.param(moment), q.param(event_id)
