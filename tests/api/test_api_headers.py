@@ -46,6 +46,8 @@ async def test_every_route_answers_no_store_and_nosniff(app_factory: Any, small_
         path = re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], spec.path)
         answer = await _ask(client, spec.method, path)
         for name, value in PRIVATE_ANSWER_HEADERS.items():
+            if spec.public and name == "Cache-Control" and answer.headers[name].startswith("public"):
+                continue  # no log (the seal keys): anyone may cache them
             assert answer.headers.get(name) == value, (spec.method, spec.path, answer.status_code, name)
         if spec.action in _MUST_SUCCEED:
             assert answer.status_code == 200, (spec.path, answer.text)

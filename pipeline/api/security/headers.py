@@ -4,8 +4,9 @@
 also covers the gate's own error answers and any route added to `route_table.ROUTES` later: every answer
 under /v1/ gets ``Cache-Control: no-store`` (not kept by the browser, a shared cache or a proxy) and
 ``X-Content-Type-Options: nosniff`` (read only as the type it declares). A handler's own Cache-Control is
-replaced. Answers outside /v1/ pass untouched (the console's static files set their own, cacheable with
-revalidation; /metrics, /healthz and /openapi.json hold no log data).
+replaced, except ``public, ...``: what a public route (`RouteSpec.public`, no log: the seal keys) says
+anyone may cache. Answers outside /v1/ pass untouched (the console's static files set their own,
+cacheable with revalidation; /metrics, /healthz and /openapi.json hold no log data).
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ class PrivateAnswers:
         async def send_private(message: Message) -> None:
             if message["type"] == "http.response.start":
                 headers = MutableHeaders(scope=message)
-                for name, value in PRIVATE_ANSWER_HEADERS.items():
-                    headers[name] = value
+                if not headers.get("cache-control", "").startswith("public"):
+                    headers["Cache-Control"] = PRIVATE_ANSWER_HEADERS["Cache-Control"]
+                headers["X-Content-Type-Options"] = PRIVATE_ANSWER_HEADERS["X-Content-Type-Options"]
             await send(message)
 
         await self.app(scope, receive, send_private)
