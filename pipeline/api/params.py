@@ -105,6 +105,13 @@ class Params:
             return None
         return check_ident(raw, name)
 
+    def matching(self, name: str, pattern: re.Pattern[str], shape: str) -> str | None:
+        """The parameter when it has the whole shape `pattern` (`shape` says it in words), else a 400."""
+        raw = self._one(name)
+        if raw is not None and not pattern.fullmatch(raw):
+            raise InvalidParameter(f"{name} must be {shape}", details={"parameter": name})
+        return raw
+
     def choice(self, name: str, allowed: Iterable[str], default: str) -> str:
         raw = self._one(name)
         if raw is None:

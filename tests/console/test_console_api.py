@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from datetime import date, timedelta
@@ -88,6 +89,50 @@ async def test_access_log_is_for_the_owner_and_staff(api: httpx.AsyncClient, wor
     assert refused.status_code == 403
     audited = (await world.audit("u-mod", action="access_log.read", outcome="denied"))[-1]
     assert audited["http_status"] == 403
+
+
+async def test_access_log_filters_by_who_what_and_outcome(api: httpx.AsyncClient) -> None:
+    await api.get("/v1/rooms/room-1/days", headers=bearer("u-mod"))
+    await api.get("/v1/rooms/room-1/access-log", headers=bearer("u-mod"))  # refused: a moderator
+    await api.get("/v1/rooms/room-1/days", headers=bearer("u-owner"))
+    owner = bearer("u-owner")
+
+    async def entries(**params: Any) -> list[dict[str, Any]]:
+        answer = await api.get("/v1/rooms/room-1/access-log", params={"limit": 200, **params}, headers=owner)
+        assert answer.status_code == 200, answer.text
+        return list(answer.json()["entries"])
+
+    assert {e["subject"] for e in await entries(subject="u-mod")} == {"u-mod"}
+    assert {e["action"] for e in await entries(action="days")} == {"days"}
+    denied = await entries(subject="u-mod", outcome="denied")
+    assert denied and {(e["action"], e["outcome"]) for e in denied} >= {("access_log.read", "denied")}
+    others = await entries(exclude_own="true")
+    assert others and "u-owner" not in {e["subject"] for e in others}
+    assert "u-owner" in {e["subject"] for e in await entries()}
+    # a cursor is bound to its filters
+    page = (await api.get("/v1/rooms/room-1/access-log", params={"limit": 1, "subject": "u-mod"},
+                          headers=owner)).json()  # fmt: skip
+    assert page["next_cursor"]
+    unfiltered = {"cursor": page["next_cursor"]}
+    assert (await api.get("/v1/rooms/room-1/access-log", params=unfiltered, headers=owner)).status_code == 400
+    for bad in ({"outcome": "maybe"}, {"action": "DROP TABLE"}, {"exclude_own": "yes"}):
+        refused = await api.get("/v1/rooms/room-1/access-log", params=bad, headers=owner)
+        assert refused.status_code == 400, bad
+
+
+async def test_a_live_view_the_reader_closes_ends_normally(
+    api: httpx.AsyncClient, world: ConsoleWorld
+) -> None:
+    before = len(await world.audit("u-mod", action="tail"))
+    async with api.stream("GET", "/v1/rooms/room-1/tail", headers=bearer("u-mod")) as stream:
+        assert stream.status_code == 200
+        async for _ in stream.aiter_lines():
+            break  # the reader leaves after the first line
+    deadline = time.monotonic() + 10
+    while len(ended := (await world.audit("u-mod", action="tail"))[before:]) < 2:
+        assert time.monotonic() < deadline, ended
+        await asyncio.sleep(0.1)
+    assert [(e["outcome"], e["detail"]) for e in ended] == [("started", None), ("finished", "client_closed")]
 
 
 async def test_retention_answers_when_the_next_purge_comes(api: httpx.AsyncClient) -> None:

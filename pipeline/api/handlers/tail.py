@@ -18,6 +18,10 @@ events of the last `tail_late_window_seconds` + `tail_max_seconds`), the stream 
 instead of now, so nothing ingested meanwhile is missed. Delivery is at least once: events ingested in the
 `LOOKBACK` before it may come again (the same ids; the console shows each once). A console session that
 signs out or expires ends the stream like a withdrawn right (`event: revoked`).
+
+The audit row of a stream's end says how it ended: `finished` with `client_closed` when the reader left
+(closing the page or the live view is the normal end of a tail, not a failure), `max_duration`,
+`shutdown`, `access_revoked` or `session_ended`; only a stream cut off by an error is `aborted`.
 """
 
 from __future__ import annotations
@@ -88,7 +92,8 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
     state = call.state
     s = state.settings
     sent = 0
-    outcome, detail = "aborted", "client_disconnected"
+    # a tail has no natural end: the reader closing it (the ASGI server cancels this generator) is normal
+    outcome, detail = "finished", "client_closed"
     seen: dict[uuid.UUID, datetime] = {}
     newest = started_at
     deadline = time.monotonic() + s.tail_max_seconds
@@ -141,6 +146,9 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
                 yield b": keepalive\n\n"
                 quiet_since = time.monotonic()
             await anyio.sleep(s.tail_poll_seconds)
+    except Exception as e:
+        outcome, detail = "aborted", type(e).__name__[:64]
+        raise
     finally:
         with anyio.CancelScope(shield=True):
             await state.record_apart(call.entry(grant=grant, row_count=sent, outcome=outcome, detail=detail))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pipeline.api.handlers.access_log import ACCESS_LOG_PAGE_MAX
+from pipeline.api.handlers.access_log import ACCESS_LOG_PAGE_MAX, AUDIT_OUTCOMES
 from pipeline.api.handlers.events import CONTEXT_MAX
 from pipeline.api.handlers.insights import MAX_WEEKS
 from pipeline.api.openapi.parts import errors, ok_json, operation, param
@@ -81,6 +81,30 @@ def console_operations(s: ApiSettings, reason: dict[str, Any], client_id: dict[s
                     "query",
                     {"type": "integer", "minimum": 1, "maximum": ACCESS_LOG_PAGE_MAX},
                     "Page size",
+                ),
+                param(
+                    "subject",
+                    "query",
+                    {"type": "string", "minLength": 1, "maxLength": ID_MAX_CHARS},
+                    "Only the reads of this user or service",
+                ),
+                param(
+                    "action",
+                    "query",
+                    {"type": "string", "pattern": "^[a-z][a-z_]{0,30}(\\.[a-z_]{1,30})?$"},
+                    "Only reads of this kind (the audit action, e.g. events.list, tail, export)",
+                ),
+                param(
+                    "outcome",
+                    "query",
+                    {"type": "string", "enum": list(AUDIT_OUTCOMES)},
+                    "Only reads that ended so",
+                ),
+                param(
+                    "exclude_own",
+                    "query",
+                    {"type": "string", "enum": ["true", "false"]},
+                    "true: without the caller's own reads",
                 ),
                 cursor,
             ],
