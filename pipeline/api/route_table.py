@@ -15,6 +15,7 @@ from starlette.responses import Response
 from pipeline.api.context import Call
 from pipeline.api.handlers import (
     access_log,
+    alerts,
     days,
     deletion,
     events,
@@ -22,6 +23,7 @@ from pipeline.api.handlers import (
     export,
     insights,
     moderation,
+    oidc,
     retention,
     rooms,
     sessions,
@@ -65,8 +67,13 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/v1/rooms/{room_id}/retention", "GET", retention.room_retention, "retention.read"),
     RouteSpec("/v1/rooms/{room_id}/users/{user_id}", "GET", users.user_record, "user_record"),
     RouteSpec("/v1/rooms/{room_id}/users/{user_id}/events", "GET", users.user_events, "user_record.events"),
+    RouteSpec("/v1/rooms/{room_id}/alerts", "GET", alerts.list_alerts, "alerts.list"),
     RouteSpec("/v1/session", "POST", sessions.sign_in, "session.start"),
     RouteSpec("/v1/session", "GET", sessions.session_info, "session.info"),
     RouteSpec("/v1/session", "DELETE", sessions.sign_out, "session.end"),
     RouteSpec("/v1/session/reason", "PUT", sessions.set_reason, "session.reason"),
+    # single sign-on: public (no log), browser-driven; the callback opens a session like POST /v1/session
+    RouteSpec("/v1/session/oidc", "GET", oidc.provider, "session.oidc", public=True),
+    RouteSpec("/v1/session/oidc/start", "GET", oidc.start, "session.oidc_start", public=True),
+    RouteSpec("/v1/session/oidc/callback", "GET", oidc.callback, "session.oidc_callback", public=True),
 )

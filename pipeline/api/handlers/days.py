@@ -2,7 +2,8 @@
 console's calendar. Counts come from the rollups (`queries.days.day_counts`), exact and current on every
 request. Each day also says whether it is sealed
 (when, with which key, how many events: its evidence can be downloaded) and when it closes (a day is
-sealed by the first sealing run after that); seals are read afresh on every request.
+sealed by the first sealing run after that); seals are read afresh on every request. `alerts`: the day's
+alerts per detector (by the start of their window; the console's badges).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from starlette.responses import Response
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import InvalidParameter, RangeTooLarge
 from pipeline.api.handlers.evidence import closes_at
+from pipeline.api.queries.alerts import day_counts as alert_counts
 from pipeline.api.queries.days import day_counts
 from pipeline.api.queries.evidence import seal_states
 from pipeline.api.security.access import Action
@@ -46,6 +48,7 @@ async def room_days(call: Call) -> Response:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         counts = await day_counts(conn, room_id, first, last)
         sealed = await seal_states(conn, room_id, first, last)
+        alerts = await alert_counts(conn, room_id, first, last)
         window = call.settings.seal_late_window_seconds
         days = [
             {
@@ -56,6 +59,7 @@ async def room_days(call: Call) -> Response:
                 if (seal := sealed.get(day)) is None
                 else {"sealed_at": seal["sealed_at"], "key_id": seal["key_id"], "events": seal["tree_size"]},
                 "closes_at": closes_at(day, window),
+                "alerts": dict(sorted(alerts.get(day, {}).items())),
             }
             for day, by_type in sorted(counts.items())
             if by_type

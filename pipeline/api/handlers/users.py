@@ -3,7 +3,7 @@
 - ``GET /v1/rooms/{room_id}/users/{user_id}``: over the UTC days `from`..`to` (default: the last
   `RECORD_DAYS`), what the user did (events per type: messages, entries, gifts...), what was done to them
   (warnings, mutes, kicks, bans received, per type), when they were first and last seen, on how many days,
-  and their last display name;
+  their last display name, and the newest alerts of the room that name them (of any day still kept);
 - ``GET /v1/rooms/{room_id}/users/{user_id}/events``: their events, cursor-paged like a room's events:
   `role=actor` (default) what they did, `role=target` what was done to them.
 
@@ -24,14 +24,17 @@ from pipeline.api.errors import InvalidParameter, RangeTooLarge
 from pipeline.api.handlers.paging import finish_page, page_of_events, page_request
 from pipeline.api.params import EVENT_TYPES, resolve_range
 from pipeline.api.queries import users
+from pipeline.api.queries.alerts import alert_json, user_alerts
 from pipeline.api.security.access import Action
 from pipeline.api.security.cursors import binding
 from pipeline.storage.partitions import day_start
 
-__all__ = ["RECORD_DAYS", "ROLES", "user_events", "user_record"]
+__all__ = ["RECORD_ALERTS", "RECORD_DAYS", "ROLES", "user_events", "user_record"]
 
 #: Days a record covers when the request names none.
 RECORD_DAYS = 90
+#: Alerts naming the user a record lists: the newest, of any day the room's retention keeps.
+RECORD_ALERTS = 20
 #: The user as the one acting (actor) or the one acted on (target).
 ROLES = ("actor", "target")
 
@@ -49,7 +52,8 @@ async def user_record(call: Call) -> Response:
         grant = await call.authorize_room(conn, room_id, Action.READ, asked)
         did = await users.actor_days(conn, room_id, user_id, first, last, list(EVENT_TYPES))
         got = await users.received(conn, room_id, user_id, since, until)
-        rows = len(did) + len(got)
+        alerts = await user_alerts(conn, room_id, user_id, RECORD_ALERTS + 1)
+        rows = len(did) + len(got) + min(len(alerts), RECORD_ALERTS)
         await call.audit(conn, call.entry(grant=grant, filters=asked, row_count=rows))
     call.state.metrics.rows.labels(call.route).inc(rows)
     actions: dict[str, int] = {}
@@ -68,6 +72,8 @@ async def user_record(call: Call) -> Response:
             "days_active": len({r["day"] for r in did}),
             "actions": dict(sorted(actions.items())),
             "received": {r["type"]: int(r["n"]) for r in got},
+            "alerts": [alert_json(r) for r in alerts[:RECORD_ALERTS]],
+            "more_alerts": len(alerts) > RECORD_ALERTS,
         }
     )
 

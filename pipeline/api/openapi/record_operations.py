@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipeline.api.handlers.alerts import ALERTS_PAGE_MAX
 from pipeline.api.handlers.paging import ORDERS
-from pipeline.api.handlers.users import RECORD_DAYS, ROLES
-from pipeline.api.openapi.parts import DATE, TIMESTAMP, errors, ok_json, operation, param, ref
+from pipeline.api.handlers.users import RECORD_ALERTS, RECORD_DAYS, ROLES
+from pipeline.api.openapi.parts import DATE, IDENT, TIMESTAMP, errors, ok_json, operation, param, ref
 from pipeline.api.params import EVENT_TYPES, MAX_CURSOR_CHARS
 from pipeline.api.settings import ApiSettings
 
@@ -41,6 +42,36 @@ def record_operations(s: ApiSettings, reason: dict[str, Any], client_id: dict[st
         "next_cursor of the previous page (bound to the room, the user, the filters and the caller)",
     )
     return {
+        "alerts.list": operation(
+            "listRoomAlerts",
+            "A room's alerts (unusual activity flagged by the detectors), newest first, paginated",
+            [
+                reason,
+                client_id,
+                param(
+                    "day",
+                    "query",
+                    DATE,
+                    "One UTC day (by the start of the alert's window); not with since/until",
+                ),
+                param(
+                    "since",
+                    "query",
+                    TIMESTAMP,
+                    f"Start (inclusive); default: `until` minus {s.max_range_days} days",
+                ),
+                param("until", "query", TIMESTAMP, "End (exclusive); default: now"),
+                param("detector", "query", IDENT, "Only this detector's alerts", example="chat_flood"),
+                param(
+                    "limit",
+                    "query",
+                    {"type": "integer", "minimum": 1, "maximum": ALERTS_PAGE_MAX},
+                    "Page size",
+                ),
+                cursor,
+            ],
+            {"200": ok_json(ref("AlertPage")), **errors()},
+        ),
         "user_record": operation(
             "getRoomUserRecord",
             "A user's record in a room (a user card): what they did per event type, the warnings, mutes, "
@@ -109,6 +140,55 @@ def record_schemas() -> dict[str, Any]:
                     "description": "Events naming them as target, per type (moderation.warn, .mute, .kick, "
                     ".ban...; gifts received; permission changes)",
                 },
+                "alerts": {
+                    "type": "array",
+                    "items": ref("Alert"),
+                    "maxItems": RECORD_ALERTS,
+                    "description": "The newest alerts of the room naming them (any day still kept)",
+                },
+                "more_alerts": {"type": "boolean", "description": "More alerts name them than listed"},
+            },
+        },
+        "Alert": {
+            "type": "object",
+            "required": [
+                "alert_id",
+                "room_id",
+                "detector",
+                "window_start",
+                "window_end",
+                "users",
+                "event_ids",
+            ],
+            "properties": {
+                "alert_id": {"type": "string", "format": "uuid", "description": "The same on every run"},
+                "retention_class": {"type": "string"},
+                "day": DATE,
+                "room_id": {"type": "string"},
+                "detector": {"type": "string"},
+                "subject": {"type": "string", "description": "What it is about: a user id, a text hash..."},
+                "window_key": TIMESTAMP,
+                "window_start": TIMESTAMP,
+                "window_end": TIMESTAMP,
+                "users": {"type": "array", "items": {"type": "string"}, "description": "The users involved"},
+                "counts": {"type": "object", "description": "What was counted, and the threshold"},
+                "event_ids": {
+                    "type": "array",
+                    "items": {"type": "string", "format": "uuid"},
+                    "description": "The events of the window (the evidence)",
+                },
+                "raised_at": TIMESTAMP,
+            },
+        },
+        "AlertPage": {
+            "type": "object",
+            "required": ["room_id", "since", "until", "alerts", "next_cursor"],
+            "properties": {
+                "room_id": {"type": "string"},
+                "since": TIMESTAMP,
+                "until": TIMESTAMP,
+                "alerts": {"type": "array", "items": ref("Alert")},
+                "next_cursor": {"type": "string", "nullable": True},
             },
         },
         "UserEventPage": {

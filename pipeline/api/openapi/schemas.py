@@ -91,6 +91,11 @@ def schemas() -> dict[str, Any]:
                                 **TIMESTAMP,
                                 "description": "When the day closes; the next sealing run seals it",
                             },
+                            "alerts": {
+                                "type": "object",
+                                "additionalProperties": {"type": "integer"},
+                                "description": "The day's alerts per detector (by the start of their window)",
+                            },
                         },
                     },
                 },
