@@ -5,6 +5,7 @@
 #   make lint   - ruff (lint, and the format of the package) + mypy --strict; part of `make test`
 #   make bench  - ingest benchmark (1,000,000 events by default; BENCH_EVENTS=... to change)
 #   make kafka-broker - Java 17 + Maven where missing, then the Apache Kafka broker jars (for --kafka apache)
+#   make oidc-provider - Java 17 + Maven where missing, then an OpenID Connect provider for the sign-on tests
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -13,8 +14,12 @@ STAMP  := $(VENV)/.installed
 # pipeline/stack/cluster.py pin the same one (tests/stack/test_cluster.py checks it).
 KAFKA_VERSION := $(shell sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' deploy/kafka/pom.xml)
 KAFKA_HOME    := $(HOME)/.cache/roomlogs/kafka-$(KAFKA_VERSION)
+# The single sign-on tests' OpenID Connect provider (tests/api/oidc_provider.py reads the same pom).
+OIDC_VERSION  := $(shell sed -n 's:.*<mock-oauth2-server.version>\(.*\)</mock-oauth2-server.version>.*:\1:p' deploy/oidc/pom.xml)
+OIDC_HOME     := $(HOME)/.cache/roomlogs/mock-oauth2-server-$(OIDC_VERSION)
 
-.PHONY: setup demo up test lint bench clean prometheus-tools java-tools kafka-broker postgres-tls-server browser-tools
+.PHONY: setup demo up test lint bench clean prometheus-tools java-tools kafka-broker oidc-provider \
+        postgres-tls-server browser-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -50,6 +55,16 @@ $(KAFKA_HOME)/.fetched: deploy/kafka/pom.xml | java-tools
 	  -DoutputDirectory=$(KAFKA_HOME)/libs
 	touch $@
 
+# no.nav.security:mock-oauth2-server and its runtime dependencies from Maven Central, into $(OIDC_HOME)/libs:
+# a real OpenID Connect provider the single sign-on tests run (tests/api/test_oidc_sign_in.py).
+oidc-provider: $(OIDC_HOME)/.fetched
+
+$(OIDC_HOME)/.fetched: deploy/oidc/pom.xml | java-tools
+	rm -rf $(OIDC_HOME)/libs
+	mvn -q -B -Dstyle.color=never -f deploy/oidc/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
+	  -DoutputDirectory=$(OIDC_HOME)/libs
+	touch $@
+
 # Debian's Chromium for the room console's browser tests (driven by Playwright with the system browser;
 # no browser download), only when missing.
 browser-tools:
@@ -63,7 +78,7 @@ demo: setup
 up: setup
 	$(BIN)/roomlogs up
 
-test: lint prometheus-tools kafka-broker postgres-tls-server browser-tools
+test: lint prometheus-tools kafka-broker oidc-provider postgres-tls-server browser-tools
 	$(BIN)/python -m pytest
 
 lint: setup

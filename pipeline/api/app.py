@@ -46,6 +46,7 @@ from pipeline.api.security.auth import TokenVerifier
 from pipeline.api.security.cursors import CursorCodec
 from pipeline.api.security.floods import FloodTally
 from pipeline.api.security.headers import PrivateAnswers
+from pipeline.api.security.oidc import OidcClient
 from pipeline.api.security.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 from pipeline.errors import ConfigurationError
@@ -74,6 +75,7 @@ def create_app(
         metrics=ApiMetrics(registry if registry is not None else CollectorRegistry()),
         floods=FloodTally(settings.rate_limited_audit_window_seconds),
         pool=pool,
+        oidc=OidcClient.from_settings(settings, settings.cursor_secret()),
     )
     if state_hook is not None:
         state_hook(state)
@@ -96,6 +98,8 @@ def create_app(
             if own_pool and state.pool is not None:
                 pool_, state.pool = state.pool, None
                 await pool_.close()
+            if state.oidc is not None:
+                await state.oidc.aclose()
 
     async def openapi(request: Request) -> Response:
         return JSONResponse(openapi_doc)

@@ -28,6 +28,7 @@ from pipeline.api.security.access import AccessPolicy, Action, Grant
 from pipeline.api.security.auth import Identity, TokenVerifier
 from pipeline.api.security.cursors import CursorCodec
 from pipeline.api.security.floods import FloodTally
+from pipeline.api.security.oidc import OidcClient
 from pipeline.api.security.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 from pipeline.storage import db
@@ -71,6 +72,8 @@ class ApiState:
     floods: FloodTally
     clock: Callable[[], datetime] = utc_now
     pool: asyncpg.Pool | None = None
+    #: Single sign-on with the identity provider (None: ROOMLOGS_API_OIDC_ISSUER is not set).
+    oidc: OidcClient | None = None
     #: Set while the process shuts down: live tails end at their next poll.
     closing: bool = False
 

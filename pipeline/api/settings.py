@@ -94,6 +94,27 @@ class ApiSettings:
     session_ttl_seconds: int = setting(28_800, ge=1, le=31_536_000)
     #: Mark the session cookie Secure (and name it __Host-...); false only for plain-HTTP development.
     session_cookie_secure: bool = True
+    # --- single sign-on (OpenID Connect; pipeline.api.security.oidc) -----------------------------------
+    #: The provider's issuer URL (its /.well-known/openid-configuration is read); empty: no single sign-on.
+    oidc_issuer: str = setting("", pattern=r"(https?://\S+)?", shape="empty or the provider's issuer URL")
+    #: The API's client id at the provider (the ID token's audience).
+    oidc_client_id: str = ""
+    #: A file holding the client secret (a confidential client); empty: a public client, PKCE alone.
+    oidc_client_secret_file: str = ""
+    #: Where the provider sends the browser back: https://<console host>/v1/session/oidc/callback.
+    oidc_redirect_url: str = setting("", pattern=r"(https?://\S+)?", shape="empty or an absolute URL")
+    #: Space-separated scopes asked for ("openid" is always asked).
+    oidc_scopes: str = "openid profile email"
+    #: The ID token claim that makes a user support staff when it is, or lists, oidc_staff_value.
+    oidc_staff_claim: str = "roles"
+    oidc_staff_value: str = "support_staff"
+    #: The name on the console's sign-in button ("Sign in with <name>"); default: the issuer's host.
+    oidc_provider_name: str = ""
+    #: A started sign-in must come back from the provider within this long.
+    oidc_login_ttl_seconds: int = setting(600, ge=30, le=3_600)
+    #: An ID token signed by a key id the API has not seen refetches the provider's keys, at most this often.
+    oidc_jwks_refetch_seconds: float = setting(60.0, ge=0, le=86_400)
+    oidc_http_timeout_seconds: float = setting(10.0, gt=0, le=300)
     # --- serving ---------------------------------------------------------------------------------------
     host: str = setting("127.0.0.1", pattern=r"\S+", shape="an address to listen on")
     port: int = setting(8080, ge=1, le=65_535)
@@ -110,6 +131,12 @@ class ApiSettings:
             raise ConfigurationError(
                 f"ROOMLOGS_API_JWT_ALGORITHM={self.jwt_algorithm!r}: use one of "
                 f"{', '.join(sorted(HMAC_ALGORITHMS | PUBLIC_KEY_ALGORITHMS))}"
+            )
+        if self.oidc_issuer and not (self.oidc_client_id and self.oidc_redirect_url):
+            raise ConfigurationError(
+                "ROOMLOGS_API_OIDC_ISSUER needs ROOMLOGS_API_OIDC_CLIENT_ID and "
+                "ROOMLOGS_API_OIDC_REDIRECT_URL (https://<console host>/v1/session/oidc/callback, as "
+                "registered at the provider)"
             )
         try:
             re.compile(self.staff_reason_pattern)
@@ -151,6 +178,17 @@ class ApiSettings:
                 "in ROOMLOGS_API_JWT_KEY or ROOMLOGS_API_JWT_KEY_FILE"
             )
         return key
+
+    def oidc_client_secret(self) -> Secret:
+        """The client secret from oidc_client_secret_file (empty: a public client)."""
+        if not self.oidc_client_secret_file:
+            return Secret("")
+        try:
+            return Secret(Path(self.oidc_client_secret_file).read_text(encoding="utf-8").strip())
+        except OSError as e:
+            raise ConfigurationError(
+                f"ROOMLOGS_API_OIDC_CLIENT_SECRET_FILE={self.oidc_client_secret_file!r}: {e}"
+            ) from e
 
     def cursor_secret(self) -> bytes:
         key = self.cursor_key.get().encode()

@@ -17,13 +17,15 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
+import jwt
 
 from pipeline.api.settings import HMAC_ALGORITHMS, ApiSettings
 from pipeline.errors import ConfigurationError
 
-__all__ = ["TokenTrust", "install", "token_trust"]
+__all__ = ["OidcKey", "TokenTrust", "install", "install_oidc", "oidc_keys", "token_trust"]
 
 #: What the database can verify (RSASSA-PKCS1-v1_5 and HMAC, in SQL).
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
@@ -113,3 +115,71 @@ async def install(conn: asyncpg.Connection, trust: TokenTrust) -> None:
         trust.staff_role,
         trust.session_max_seconds,
     )
+
+
+# --- single sign-on (migration 0019) ----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class OidcKey:
+    """One `token_trust_oidc_keys` row: a signing key the provider publishes."""
+
+    kid: str
+    algorithm: str
+    rsa_n: int
+    rsa_e: int
+
+    @property
+    def rsa_bytes(self) -> int:
+        return (self.rsa_n.bit_length() + 7) // 8
+
+
+def oidc_keys(jwks: dict[str, Any]) -> list[OidcKey]:
+    """The provider's RSA signing keys the database can verify with (its JWKS); ConfigurationError when it
+    publishes none (an ES256-only provider: the database has no arithmetic for it)."""
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+    keys = []
+    for entry in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
+        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+            continue
+        algorithm = str(entry.get("alg") or "RS256")
+        if algorithm not in RSA_ALGORITHMS or not isinstance(entry.get("kid"), str):
+            continue
+        public = jwt.PyJWK(entry, algorithm=algorithm).key
+        if isinstance(public, RSAPublicKey):
+            numbers = public.public_numbers()
+            keys.append(OidcKey(entry["kid"], algorithm, numbers.n, numbers.e))
+    if not keys:
+        raise ConfigurationError(
+            "the identity provider publishes no RSA signing key (RS256) with a key id: the database verifies "
+            "single sign-on ID tokens with RSA only; have the provider sign ID tokens with RS256"
+        )
+    return keys
+
+
+async def install_oidc(
+    conn: asyncpg.Connection, settings: ApiSettings, issuer: str, keys: list[OidcKey]
+) -> None:
+    """Replace the trusted provider and all its keys (keys no longer published are dropped); needs the
+    schema's owner. Run again after the provider rotates its keys."""
+    async with conn.transaction():
+        await conn.execute(
+            """INSERT INTO token_trust_oidc (singleton, issuer, client_id, staff_claim, staff_value,
+                                            leeway_seconds)
+               VALUES (true, $1, $2, $3, $4, $5)
+               ON CONFLICT (singleton) DO UPDATE
+                  SET issuer = EXCLUDED.issuer, client_id = EXCLUDED.client_id,
+                      staff_claim = EXCLUDED.staff_claim, staff_value = EXCLUDED.staff_value,
+                      leeway_seconds = EXCLUDED.leeway_seconds, installed_at = clock_timestamp(),
+                      installed_by = current_user""",
+            issuer,
+            settings.oidc_client_id,
+            settings.oidc_staff_claim,
+            settings.oidc_staff_value,
+            float(settings.jwt_leeway_seconds),
+        )
+        await conn.execute("DELETE FROM token_trust_oidc_keys")
+        await conn.executemany(
+            "INSERT INTO token_trust_oidc_keys (kid, algorithm, rsa_n, rsa_e, rsa_bytes) "
+            "VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5)",
+            [(k.kid, k.algorithm, str(k.rsa_n), str(k.rsa_e), k.rsa_bytes) for k in keys],
+        )

@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from types import FrameType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.errors import ConfigurationError
 from pipeline.listen import check_can_listen
@@ -165,6 +165,13 @@ async def _trust_key(settings: Settings, api_settings: ApiSettings) -> str:
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
         await install(conn, trust)
+        said = (
+            f"the database now verifies {trust.algorithm} tokens (key {trust.fingerprint}) before a deletion "
+            f"or a console sign-in; staff role {trust.staff_role!r}, sessions of at most "
+            f"{trust.session_max_seconds} s"
+        )
+        if api_settings.oidc_issuer:
+            said += "\n" + await _trust_oidc(conn, api_settings)
     except asyncpg.UndefinedTableError:
         raise ConfigurationError(
             f"schema {settings.postgres_schema!r} has no token_trust table: run `roomlogs migrate` first"
@@ -175,10 +182,25 @@ async def _trust_key(settings: Settings, api_settings: ApiSettings) -> str:
         ) from None
     finally:
         await conn.close()
+    return said
+
+
+async def _trust_oidc(conn: Any, api_settings: ApiSettings) -> str:
+    """Install the single sign-on provider's signing keys (its JWKS, fetched now) in the database."""
+    from pipeline.api.security.oidc import OidcClient
+    from pipeline.api.trust import install_oidc, oidc_keys
+
+    client = OidcClient(api_settings, state_key=b"trust-key")
+    try:
+        meta = await client.metadata()
+        keys = oidc_keys(await client.jwks())
+    finally:
+        await client.aclose()
+    await install_oidc(conn, api_settings, meta.issuer, keys)
     return (
-        f"the database now verifies {trust.algorithm} tokens (key {trust.fingerprint}) before a deletion "
-        f"or a console sign-in; staff role {trust.staff_role!r}, sessions of at most "
-        f"{trust.session_max_seconds} s"
+        f"single sign-on: ID tokens of {meta.issuer} for client {api_settings.oidc_client_id!r}, keys "
+        f"{', '.join(k.kid for k in keys)}; staff when {api_settings.oidc_staff_claim!r} holds "
+        f"{api_settings.oidc_staff_value!r} (run this again when the provider rotates its keys)"
     )
 
 

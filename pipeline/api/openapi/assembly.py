@@ -16,6 +16,7 @@ from pipeline.api.openapi.operations import log_operations
 from pipeline.api.openapi.parts import IDENT, param
 from pipeline.api.openapi.record_operations import record_operations, record_schemas
 from pipeline.api.openapi.schemas import schemas
+from pipeline.api.openapi.sign_in_operations import sign_in_operations
 from pipeline.api.route_table import ROUTES, RouteSpec
 from pipeline.api.settings import ApiSettings
 
@@ -51,6 +52,7 @@ def document(settings: ApiSettings) -> dict[str, Any]:
         **log_operations(s, reason, client_id),
         **console_operations(s, reason, client_id),
         **record_operations(s, reason, client_id),
+        **sign_in_operations(client_id),
     }
     paths: dict[str, Any] = {}
     for spec in ROUTES:

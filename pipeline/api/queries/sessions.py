@@ -16,6 +16,7 @@ __all__ = [
     "end_session",
     "forget_expired",
     "live_session",
+    "open_oidc_session",
     "open_session",
     "session_is_live",
     "set_session_reason",
@@ -65,3 +66,13 @@ async def set_session_reason(conn: asyncpg.Connection, cookie: str, reason: str 
     """The case a staff member's session reads for (InvalidAuthorizationSpecificationError: the session
     has ended)."""
     await conn.execute("SELECT api_set_session_reason($1, $2)", cookie, reason)
+
+
+async def open_oidc_session(
+    conn: asyncpg.Connection, id_token: str, session_hash: bytes, ttl_seconds: int
+) -> datetime:
+    """Open a session for a single sign-on ID token (the database verifies it, migration 0019)."""
+    expires_at: datetime = await conn.fetchval(
+        "SELECT api_open_oidc_session($1, $2, $3)", id_token, session_hash, ttl_seconds
+    )
+    return expires_at

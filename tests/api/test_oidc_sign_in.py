@@ -1,0 +1,202 @@
+"""Single sign-on against a real OpenID Connect provider (mock-oauth2-server, run here: oidc_provider.py).
+
+Each test signs in the way a browser does: the console's start route, the provider's login form, the
+provider's redirect back to the callback, then reads with the session cookie it got. The database
+verifies the ID token itself with the keys `roomlogs api trust-key` installed (`install_oidc`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
+
+import httpx
+import jwt
+import pytest
+from api_world import World
+from oidc_provider import OidcProvider, rsa_jwk
+
+from pipeline.api.context import ApiState
+from pipeline.api.errors import InvalidToken
+from pipeline.api.trust import install_oidc, oidc_keys
+
+CLIENT_ID = "roomlogs-console"
+CALLBACK = "http://api/v1/session/oidc/callback"
+STAFF = {"roles": ["support_staff"]}
+
+
+@pytest.fixture(scope="module")
+def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    running = OidcProvider(tmp_path_factory.mktemp("oidc"))
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
+async def _trust(world: World, provider: OidcProvider, state: ApiState) -> None:
+    """`roomlogs api trust-key`'s single sign-on half, as the schema's owner."""
+    async with httpx.AsyncClient(timeout=10) as http:
+        jwks = (await http.get(provider.issuer + "/jwks")).json()
+    conn = await world.admin()
+    try:
+        await install_oidc(conn, state.settings, provider.issuer, oidc_keys(jwks))
+    finally:
+        await conn.close()
+
+
+async def _app(app_factory: Any, world: World, provider: OidcProvider, **overrides: Any) -> tuple[
+    httpx.AsyncClient, ApiState
+]:
+    settings = {
+        "oidc_issuer": provider.issuer,
+        "oidc_client_id": CLIENT_ID,
+        "oidc_redirect_url": CALLBACK,
+        "oidc_jwks_refetch_seconds": 0.0,
+        "session_cookie_secure": False,
+        **overrides,
+    }
+    client, state = await app_factory(world, **settings)
+    await _trust(world, provider, state)
+    return client, state
+
+
+async def _start(client: httpx.AsyncClient, next_page: str = "/console/") -> str:
+    started = await client.get("/v1/session/oidc/start", params={"next": next_page})
+    assert started.status_code == 302, started.text
+    return started.headers["location"]
+
+
+async def _sign_in(
+    client: httpx.AsyncClient, provider: OidcProvider, user: str, claims: dict[str, object] | None = None
+) -> httpx.Response:
+    back = provider.log_in(await _start(client), user, claims or {})
+    return await client.get(back)
+
+
+def _with_query(url: str, **changes: str) -> str:
+    parts = urlsplit(url)
+    query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+    return urlunsplit(parts._replace(query=urlencode({**query, **changes})))
+
+
+async def test_sign_in_end_to_end(app_factory: Any, small_world: World, provider: OidcProvider) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    info = (await client.get("/v1/session/oidc")).json()
+    assert info["enabled"] and info["provider"] == urlsplit(provider.issuer).netloc
+    assert info["end_session_url"].startswith(provider.issuer + "/endsession?")
+    assert "post_logout_redirect_uri=http%3A%2F%2Fapi%2Fconsole%2Fsign-in" in info["end_session_url"]
+    authorize = await _start(client, "/console/rooms/room-a/")
+    query = parse_qs(urlsplit(authorize).query)
+    assert query["code_challenge_method"] == ["S256"] and query["client_id"] == [CLIENT_ID]
+    assert query["scope"][0].split()[0] == "openid" and len(query["nonce"][0]) >= 32
+    back = await client.get(provider.log_in(authorize, "u-owner", {}))
+    assert back.status_code == 303 and back.headers["location"] == "/console/rooms/room-a/", back.text
+    assert "HttpOnly" in back.headers["set-cookie"] and back.headers["cache-control"] == "no-store"
+    me = (await client.get("/v1/session")).json()
+    assert (me["subject"], me["kind"], me["session"]) == ("u-owner", "user", True)
+    rooms = await client.get("/v1/me/rooms")
+    assert rooms.status_code == 200 and "room-a" in rooms.text
+    [row] = await small_world.fetch(
+        "SELECT subject, identity_type, outcome FROM access_audit WHERE request_id = $1",
+        back.headers["x-request-id"],
+    )
+    assert (row["subject"], row["identity_type"], row["outcome"]) == ("u-owner", "user", "ok")
+
+
+async def test_wrong_state_is_refused(app_factory: Any, small_world: World, provider: OidcProvider) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    back = provider.log_in(await _start(client), "u-owner", {})
+    refused = await client.get(_with_query(back, state="someone-elses-state"))
+    assert refused.status_code == 401 and "state" in refused.json()["error"]["message"]
+    # a callback in a browser that started no sign-in
+    client.cookies.clear()
+    assert (await client.get(back)).status_code == 401
+    assert (await client.get("/v1/session")).status_code == 401
+
+
+async def test_wrong_nonce_is_refused(app_factory: Any, small_world: World, provider: OidcProvider) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    authorize = _with_query(await _start(client), nonce="a-nonce-of-another-sign-in-" + "x" * 20)
+    refused = await client.get(provider.log_in(authorize, "u-owner", {}))
+    assert refused.status_code == 401 and "nonce" in refused.json()["error"]["message"], refused.text
+
+
+async def test_a_replayed_code_opens_no_second_session(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    back = provider.log_in(await _start(client), "u-owner", {})
+    login_cookies = dict(client.cookies)
+    assert (await client.get(back)).status_code == 303
+    # the same redirect again, with the login cookie put back (an attacker holding both)
+    replay = httpx.AsyncClient(transport=client._transport, base_url="http://api", cookies=login_cookies)
+    async with replay:
+        again = await replay.get(back)
+    # refused either way: this provider drops the nonce from a second exchange of a code (the ID token is
+    # not for this sign-in), another may give the same nonce again (the database has it as used)
+    assert again.status_code == 401, again.text
+    assert any(w in again.json()["error"]["message"] for w in ("nonce", "already opened a session"))
+    [n] = [r["n"] for r in await small_world.fetch("SELECT count(*) AS n FROM console_sessions")]
+    assert n == 1
+
+
+async def test_an_expired_id_token_is_refused(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    hour_ago = int(time.time()) - 3600
+    refused = await _sign_in(client, provider, "u-owner", {"exp": hour_ago, "iat": hour_ago - 60})
+    assert refused.status_code == 401, refused.text
+    assert refused.json()["error"]["code"] == "token_expired"
+
+
+async def test_a_key_rotation_refetches_the_keys_once_and_an_unknown_key_is_refused(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, state = await _app(app_factory, small_world, provider, oidc_jwks_refetch_seconds=60.0)
+    oidc = state.oidc
+    assert oidc is not None
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+    assert oidc.jwks_fetches == 1
+    # a token signed by a key the provider does not publish: the keys are fetched again once, then refused
+    private, _ = rsa_jwk()
+    now = int(time.time())
+    claims = {"sub": "u-owner", "iss": provider.issuer, "aud": CLIENT_ID, "iat": now, "exp": now + 60}
+    forged = jwt.encode({**claims, "nonce": "n"}, private, algorithm="RS256", headers={"kid": "rotated-away"})
+    oidc._keys_fetched_at = float("-inf")  # as if the last fetch were long ago
+    with pytest.raises(InvalidToken, match="does not publish"):
+        await oidc.verify_id_token(forged, "n")
+    assert oidc.jwks_fetches == 2
+    with pytest.raises(InvalidToken):  # and not again within oidc_jwks_refetch_seconds
+        await oidc.verify_id_token(forged, "n")
+    assert oidc.jwks_fetches == 2
+    # the provider rotates its signing key: the API fetches the new key once and verifies with it; the
+    # database does not know it until `roomlogs api trust-key` runs again (503, with that fix)
+    provider.restart()
+    oidc._keys_fetched_at = float("-inf")
+    client.cookies.clear()
+    unknown_to_db = await _sign_in(client, provider, "u-owner")
+    assert oidc.jwks_fetches == 3
+    assert unknown_to_db.status_code == 503 and "trust-key" in unknown_to_db.json()["error"]["message"]
+    await _trust(small_world, provider, state)
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+    assert oidc.jwks_fetches == 3
+
+
+async def test_a_user_whose_staff_role_was_removed_signs_in_as_a_user(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    assert (await _sign_in(client, provider, "s-staff", STAFF)).status_code == 303
+    assert (await client.get("/v1/session")).json()["kind"] == "staff"
+    client.cookies.clear()
+    assert (await _sign_in(client, provider, "s-staff", {"roles": []})).status_code == 303
+    me = (await client.get("/v1/session")).json()
+    assert (me["subject"], me["kind"]) == ("s-staff", "user")
+    csrf = {"X-CSRF-Token": me["csrf_token"]}
+    stated = await client.put("/v1/session/reason", json={"reason": "SUP-1"}, headers=csrf)
+    assert stated.status_code == 403
