@@ -334,7 +334,18 @@ async def record_publication(conn: asyncpg.Connection, head_id: int, topic: str)
 
 
 async def forget_leaves(conn: asyncpg.Connection, before: date) -> int:
-    """Remove the leaves of seals of days before `before` (every row they speak of is past retention);
-    the seals stay. Returns how many."""
-    status = await conn.execute("DELETE FROM seal_leaves WHERE day < $1", before)
+    """Remove the leaves of seals of days before `before` (every row they speak of is past retention),
+    except where a legal hold keeps rows of the room-day (`held_events`): a hold keeps rows and leaves
+    together, so that `verify` still names each held row. The seals stay. Returns how many."""
+    status = await conn.execute(
+        """DELETE FROM seal_leaves l
+            WHERE l.day < $1
+              AND NOT EXISTS (
+                  SELECT 1 FROM seals s JOIN held_events h
+                      ON h.room_id = s.room_id
+                     AND h.occurred_at >= s.day::timestamp AT TIME ZONE 'UTC'
+                     AND h.occurred_at < (s.day + 1)::timestamp AT TIME ZONE 'UTC'
+                   WHERE s.seal_id = l.seal_id)""",
+        before,
+    )
     return int(status.rsplit(" ", 1)[-1])
