@@ -39,7 +39,7 @@ __all__ = ["LOGIN_COOKIE", "callback", "provider", "start"]
 LOGIN_COOKIE = "roomlogs_oidc_login"
 _LOGIN_PATH = "/v1/session/oidc/callback"
 _DEFAULT_NEXT = "/console/"
-_SIGNED_OUT_PAGE = "/console/sign-in?signed_out=1"
+_SIGNED_OUT_PAGE = "/console/sign-in?signed_out=provider"
 
 
 async def provider(call: Call) -> Response:

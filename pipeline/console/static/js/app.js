@@ -41,7 +41,7 @@ function account(session) {
     try {
       await api("/v1/session", { method: "DELETE" });
     } finally {
-      location.assign("/console/sign-in");
+      location.assign("/console/sign-in?signed_out=1");
     }
   });
   replace(nav, h("span", { class: "who" }, "Signed in as ", h("strong", null, session.subject),
