@@ -12,10 +12,11 @@ Each expired partition goes in three steps (see `detach` for the mechanics and f
    exactly, copy the held rooms' rows to `held_events`, `DROP TABLE`, append the ledger row, delete the
    step-1 record, commit.
 
-A day of `events` takes its rollup tables with it (pipeline.storage.rollups, migration 0016): after step 2
-(or when a run resumes a detached day) each is detached the same way, CONCURRENTLY (or FINALIZEd), and
-step 3 drops them in its transaction, so no rollup outlives the rows it counts. Ingest writes rollups
-through the parents, like rows: the same reasoning keeps it from waiting.
+A day of `events` takes its rollup and alert tables with it (pipeline.storage.rollups and .alerts,
+migrations 0016 and 0017): after step 2 (or when a run resumes a detached day) each is detached the same
+way, CONCURRENTLY (or FINALIZEd), and step 3 drops them in its transaction, so no rollup or alert outlives
+the rows it counts. Ingest writes rollups and alerts through the parents, like rows: the same reasoning
+keeps it from waiting.
 
 Every lock wait is bounded by the run's lock timeout; when one expires the partition is deferred to the
 next run, which resumes at the step this one reached. A partition left detach pending or detached is out
@@ -50,7 +51,7 @@ from pipeline.retention.exceptions import HeldRowsSchemaError
 from pipeline.retention.metrics import RetentionMetrics
 from pipeline.retention.plan import ExpiredPartition, RetentionPlan
 from pipeline.retention.report import DeferredPartition, DroppedPartition, MaintenanceReport, PurgedHeld
-from pipeline.storage import catalog, holds, rollups
+from pipeline.storage import alerts, catalog, holds, rollups
 from pipeline.storage.catalog import ATTACHED, DETACH_PENDING, DETACHED, ident
 from pipeline.storage.db import CONNECTION_ERRORS
 
@@ -216,9 +217,12 @@ async def _detach(
 
 
 def _rollup_partitions(exp: ExpiredPartition) -> list[tuple[str, str, str]]:
-    """(table, parent, name) of the rollup tables of an expired day of `events` (none for a stray leaf)."""
+    """(table, parent, name) of the rollup and alert tables of an expired day of `events` (none for a stray
+    leaf): they go with it the same way."""
     cls = exp.partition.retention_class
-    return rollups.day_partitions(cls, exp.day) if exp.partition.table == EVENTS and cls else []
+    if exp.partition.table != EVENTS or not cls:
+        return []
+    return rollups.day_partitions(cls, exp.day) + alerts.day_partitions(cls, exp.day)
 
 
 async def _detach_rollups(conn: asyncpg.Connection, exp: ExpiredPartition, lock_timeout_ms: int) -> None:

@@ -141,3 +141,7 @@ class WriteOutcome:
     write_seconds: float = 0.0
     #: Dead letters queued for the dead-letter topic in this transaction.
     outboxed: int = 0
+    #: The detector of each alert stored (and queued for the alerts topic) in this transaction.
+    alerts: list[str] = field(default_factory=list)
+    #: Seconds spent in the detectors (pipeline.detectors), part of write_seconds.
+    detect_seconds: float = 0.0

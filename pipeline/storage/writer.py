@@ -17,6 +17,9 @@ Called by the ingest service (through its sink, pipeline/ingest/sink.py) for eac
 - A row PostgreSQL refuses is found by splitting the batch and returned as a `storage_rejected` dead letter;
   its neighbours are stored.
 - Every dead letter is queued for the dead-letter topic in the same transaction (pipeline.storage.outbox).
+- With detectors (pipeline.detectors), the alerts of the windows around the rows stored are evaluated over
+  the stored rows and inserted in the same transaction (`WriteOutcome.alerts`); a detector's failure fails
+  the batch like any storage error, so alerts are never lost or half-stored.
 - `StorageUnavailableError` means PostgreSQL could not be reached: nothing was (knowingly) written; the
   caller retries the same batch later, and the fence makes that safe.
 """
@@ -26,7 +29,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 
@@ -68,6 +71,15 @@ _STAGING = "roomlogs_events_staging"
 RawValue = Callable[[int, int], bytes | None]
 
 
+class Detect(Protocol):
+    """The detectors (pipeline.detectors.Detectors): called with the rows the batch stored, inside its
+    transaction; return the alerts stored now."""
+
+    async def detect(
+        self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]
+    ) -> list[asyncpg.Record]: ...
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -77,8 +89,10 @@ class BatchWriter:
         deletions: Deletions | None = None,
         classify: Classify | None = None,
         late_window_seconds: float | None = None,
+        detectors: Detect | None = None,
     ) -> None:
         self._pool = pool
+        self._detectors = detectors
         self._partitions = partitions
         #: days close this long after they end (pipeline.retention_rules.closed_before); None: never refuse
         self._late_window = late_window_seconds
@@ -145,6 +159,8 @@ class BatchWriter:
                 )
             if outcome.rejected_event_ids:
                 await event_ids.forget(conn, outcome.rejected_event_ids)
+            if rows and self._detectors is not None:
+                await self._detect(conn, rows, outcome)
             extra = [*outcome.conflicts, *outcome.rejected, *outcome.day_sealed]
             if extra:
                 dead_letters = [*dead_letters, *extra]
@@ -162,6 +178,19 @@ class BatchWriter:
                 conn, batch.consumer_group, batch.topic, batch.next_offsets, batch.last_records
             )
         return outcome
+
+    async def _detect(
+        self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]], outcome: WriteOutcome
+    ) -> None:
+        """The detectors over the rows this transaction stored (not those PostgreSQL refused)."""
+        assert self._detectors is not None
+        if outcome.rejected_event_ids:
+            refused = set(outcome.rejected_event_ids)
+            rows = [r for r in rows if r[ROW_EVENT_ID] not in refused]
+        started = time.perf_counter()
+        raised = await self._detectors.detect(conn, rows)
+        outcome.alerts = [r["detector"] for r in raised]
+        outcome.detect_seconds = time.perf_counter() - started
 
     async def _not_sealed(
         self,

@@ -310,7 +310,8 @@ async def test_the_migration_rolls_up_the_rows_stored_before_it(
     postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     everything = migrate.available()
-    before = [m for m in everything if m.name != "rollups"]
+    [rollups] = [m for m in everything if m.name == "rollups"]
+    before = [m for m in everything if m.version < rollups.version]  # later ones build on it
     conn = await db.connect(postgres_dsn, pg_schema)
     try:
         monkeypatch.setattr(migrate, "available", lambda: before)
@@ -332,7 +333,7 @@ async def test_the_migration_rolls_up_the_rows_stored_before_it(
         notices: list[str] = []
         conn.add_log_listener(lambda _conn, message: notices.append(message.message))
         monkeypatch.setattr(migrate, "available", lambda: everything)
-        assert [m.name for m in await migrate.migrate(conn, pg_schema)] == ["rollups"]
+        assert [m.name for m in await migrate.migrate(conn, pg_schema)][0] == "rollups"
         assert await conn.fetchval("SELECT sum(events) FROM room_hours") == len(stored)
         await assert_rollups_match_rows(conn)
         assert any("days of events rolled up" in n for n in notices)

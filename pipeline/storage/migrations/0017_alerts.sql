@@ -19,10 +19,12 @@
 -- * alert_outbox: each stored alert queued, by a trigger in the inserting transaction, for the alerts topic
 --   (pipeline/ingest/alert_relay.py): the topic gets exactly the committed alerts, at least once.
 -- * detector_settings: operators' overrides of the built-in defaults, per retention class or per room
---   (`roomlogs detectors set/show/reset`); workers read them with a short cache, no restart needed.
+--   (`roomlogs detectors set/show/reset`); workers read them with a short cache, no restart needed. Each
+--   change is appended to detector_setting_changes (who, when, why, before and after).
 --
 -- Roles: the API reads alerts; the worker inserts and reads alerts (never updates or deletes them), reads
--- detector_settings, and clears the outbox it relays.
+-- detector_settings, clears the outbox it relays, and reads hour counts of the rollups through
+-- detector_hour_counts() (no privilege on the rollup tables themselves).
 --
 -- Runs inside the roomlogs schema (search_path is set by the migration runner).
 
@@ -69,6 +71,23 @@ CREATE TABLE detector_settings (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     updated_by  text        NOT NULL,
     PRIMARY KEY (detector, scope, scope_id)
+);
+
+-- Every `roomlogs detectors set` and `reset`, appended in the transaction that makes the change: who, when,
+-- why, and the setting before and after (NULL: none).
+CREATE TABLE detector_setting_changes (
+    change_id      bigint      GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    changed_at     timestamptz NOT NULL DEFAULT clock_timestamp(),
+    changed_by     text        NOT NULL,
+    reason         text        NOT NULL,
+    action         text        NOT NULL CHECK (action IN ('set', 'reset')),
+    scope          text        NOT NULL,
+    scope_id       text        NOT NULL,
+    detector       text        NOT NULL,
+    enabled_before boolean,
+    params_before  jsonb,
+    enabled_after  boolean,
+    params_after   jsonb
 );
 
 -- Make the alert tables of a class (p_day NULL) or of a class's day when missing; never fails on a table
@@ -190,6 +209,19 @@ BEGIN
     RETURN NULL;
 END $$;
 
+-- For the detectors (the worker's role reads no rollups): per (room, lo, hi), the room's events of `p_types`
+-- in the UTC hours that [lo, hi) overlaps, from room_hours. An upper bound of the rows in [lo, hi), used to
+-- skip reading rows that cannot make a window fire, and the raid detector's baseline.
+CREATE FUNCTION detector_hour_counts(p_rooms text[], p_from timestamptz[], p_to timestamptz[], p_types text[])
+RETURNS TABLE (room_id text, lo timestamptz, hi timestamptz, events bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path FROM CURRENT AS $$
+    SELECT c.room_id, c.lo, c.hi,
+           (SELECT coalesce(sum(h.events), 0) FROM room_hours h
+             WHERE h.room_id = c.room_id AND h.event_type = ANY(p_types)
+               AND h.hour >= date_trunc('hour', c.lo, 'UTC') AND h.hour < c.hi)::bigint
+      FROM unnest(p_rooms, p_from, p_to) AS c(room_id, lo, hi)
+$$;
+
 CREATE FUNCTION alerts_truncated() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path FROM CURRENT AS $$
 BEGIN
@@ -198,7 +230,8 @@ BEGIN
 END $$;
 
 REVOKE ALL ON FUNCTION make_alert_partitions(text, date), alerts_queue_raised(), alerts_take_deleted(),
-                       alerts_truncated() FROM PUBLIC;
+                       alerts_truncated(), detector_hour_counts(text[], timestamptz[], timestamptz[], text[])
+    FROM PUBLIC;
 
 CREATE TRIGGER alerts_queue AFTER INSERT ON alerts REFERENCING NEW TABLE AS raised
     FOR EACH STATEMENT EXECUTE FUNCTION alerts_queue_raised();
@@ -227,12 +260,13 @@ DECLARE
     worker_role text := current_schema() || '_worker';
     api_role    text := current_schema() || '_api';
 BEGIN
-    EXECUTE format('GRANT SELECT ON alerts, detector_settings TO %I', api_role);
+    EXECUTE format('GRANT SELECT ON alerts, detector_settings, detector_setting_changes TO %I', api_role);
     -- alerts are appended (INSERT ... ON CONFLICT DO NOTHING) and read back, never changed
     EXECUTE format('GRANT SELECT, INSERT ON alerts TO %I', worker_role);
     EXECUTE format('REVOKE UPDATE, DELETE, TRUNCATE ON alerts FROM %I', worker_role);
     EXECUTE format('GRANT SELECT ON detector_settings TO %I', worker_role);
     -- the relay claims (FOR UPDATE SKIP LOCKED needs UPDATE) and clears the outbox
     EXECUTE format('GRANT SELECT, UPDATE, DELETE ON alert_outbox TO %I', worker_role);
-    EXECUTE format('GRANT EXECUTE ON FUNCTION make_alert_partitions(text, date) TO %I', worker_role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION make_alert_partitions(text, date), '
+                   'detector_hour_counts(text[], timestamptz[], timestamptz[], text[]) TO %I', worker_role);
 END $$;

@@ -1,0 +1,214 @@
+"""Running the detectors over a batch, inside the batch's own transaction.
+
+Called by the batch writer (pipeline.storage.writer) after the batch's rows are stored and before its
+offsets of record advance, on the same connection and transaction: `detect(conn, rows)` with the rows the
+batch stored (duplicates the event-id registry turned away are not among them). It reads, per detector,
+the stored rows around the new ones (pipeline.detectors.reads, one statement per detector that has new
+rows), evaluates every window that contains a new row exactly (pipeline.detectors.windows), and inserts the
+alerts ON CONFLICT DO NOTHING (pipeline.storage.alerts). Returns the alerts stored now.
+
+Why state is rebuilt from stored rows rather than kept in memory: the rows and offsets of record commit
+together, and so do the alerts, so
+- a crash before the commit rolls back rows, offsets and alerts together; the batch is read again and
+  evaluated again over the same stored rows;
+- a replay (records whose event ids are stored) stores no rows, so it evaluates nothing and raises nothing;
+- after a rebalance the next worker reads the same stored rows: there is no window state to hand over;
+- a late or out-of-order event is evaluated in event time against the rows around it, so it lands in its
+  window and can complete a window whose other rows came long before;
+- the alerts are a function of the stored rows (the key argument in pipeline.detectors.windows), whatever
+  the order, batching or duplication of the records.
+The price is reading the rows around each batch's rows; the reads skip quiet rooms with the exact hourly
+rollups and return nothing to Python for normal traffic (see reads.py).
+
+A failure here raises: the batch's transaction rolls back and the batch is written again (as for any
+storage error), so no alert is lost and none is half-stored. (ROOMLOGS_DETECTORS_ENABLED=false takes the
+detectors out of ingest, should one ever keep failing.)
+Parameters: pipeline.detectors.params, with operators' overrides read from `detector_settings` at most
+every `settings_ttl_seconds` (inside a batch's transaction), so `roomlogs detectors set` takes effect
+without a restart.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import asyncpg
+
+from pipeline.detectors import params as P
+from pipeline.detectors.reads import hour_counts, merge_ranges, read_candidates
+from pipeline.detectors.rules import RULES, Stored, raid_threshold
+from pipeline.detectors.windows import firing_windows
+from pipeline.storage import alerts, detector_settings
+from pipeline.storage.alerts import Alert
+from pipeline.storage.batch import ROW_CLASS, ROW_EVENT_ID, ROW_EVENT_TYPE, ROW_OCCURRED_AT, ROW_ROOM_ID
+from pipeline.storage.detector_settings import Override
+
+__all__ = ["Detectors", "alerts_of", "evaluate"]
+
+_WEEK = timedelta(days=7)
+_HOUR = timedelta(hours=1)
+
+
+class Detectors:
+    """The detectors of one worker: parameters (cached overrides) and `detect`."""
+
+    def __init__(
+        self,
+        *,
+        settings_ttl_seconds: float = 10.0,
+        only: Iterable[str] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl = settings_ttl_seconds
+        self._clock = clock
+        self._only = frozenset(only) if only is not None else frozenset(P.DETECTORS)
+        self._overrides: dict[tuple[str, str, str], Override] = {}
+        self._loaded_at: float | None = None
+
+    async def refresh(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
+        now = self._clock()
+        if not force and self._loaded_at is not None and now - self._loaded_at < self._ttl:
+            return
+        self._overrides = {(o.detector, o.scope, o.scope_id): o for o in await detector_settings.load(conn)}
+        self._loaded_at = now
+
+    def effective(self, detector: str, retention_class: str, room_id: str) -> P.Effective:
+        """`detector`'s parameters for a room: built-in (per class), then the class's, then the room's
+        override; disabled where an override says so (the nearest that says anything)."""
+        params = P.builtin(detector, retention_class)
+        enabled = detector in self._only
+        for scope, scope_id in (("class", retention_class), ("room", room_id)):
+            o = self._overrides.get((detector, scope, scope_id))
+            if o is not None:
+                params.update(o.params)
+                if o.enabled is not None:
+                    enabled = o.enabled and detector in self._only
+        return P.Effective(enabled, params)
+
+    async def detect(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
+        """Evaluate the windows around the batch's stored `rows`; insert and return the new alerts."""
+        if not rows:
+            return []
+        await self.refresh(conn)
+        found = await evaluate(conn, rows, self.effective, [d for d in P.DETECTORS if d in self._only])
+        return await alerts.insert(conn, found) if found else []
+
+
+async def evaluate(
+    conn: asyncpg.Connection,
+    rows: Sequence[tuple[Any, ...]],
+    effective: Callable[[str, str, str], P.Effective],
+    detectors: Sequence[str],
+) -> list[Alert]:
+    """The alerts of every window, of each of `detectors`, that contains one of `rows` (stored), over the
+    stored rows: each alert as found now (the caller stores them ON CONFLICT DO NOTHING)."""
+    by_type: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
+    for r in rows:
+        by_type[r[ROW_EVENT_TYPE]].append(r)
+    new_ids: set[str] | None = None
+    found: list[Alert] = []
+    for name in detectors:
+        rule = RULES[name]
+        mine = [r for t in rule.types for r in by_type.get(t, ())]
+        if not mine:
+            continue
+        per_room: dict[str, tuple[str, list[datetime]]] = {}
+        for r in mine:
+            cls_times = per_room.get(r[ROW_ROOM_ID])
+            if cls_times is None:
+                per_room[r[ROW_ROOM_ID]] = (r[ROW_CLASS], [r[ROW_OCCURRED_AT]])
+            else:
+                cls_times[1].append(r[ROW_OCCURRED_AT])
+        settings: dict[str, P.Effective] = {}
+        ranges: list[tuple[str, datetime, datetime]] = []
+        for room, (cls, times) in per_room.items():
+            eff = effective(name, cls, room)
+            if not eff.enabled:
+                continue
+            settings[room] = eff
+            ranges += [(room, lo, hi) for lo, hi in merge_ranges(times, eff.window_seconds)]
+        if not ranges:
+            continue
+        span = max(s.window_seconds for s in settings.values())
+        least = min(rule.least_rows(s.params) for s in settings.values())
+        stored = await read_candidates(conn, rule, ranges, span, least)
+        if not stored:
+            continue
+        if new_ids is None:
+            new_ids = {str(r[ROW_EVENT_ID]) for r in rows}
+        thresholds = await _raid_thresholds(conn, stored, settings) if name == P.RAID else {}
+        for room, subject, group in _groups(stored):
+            found += alerts_of(name, room, subject, group, settings[room], new_ids, thresholds)
+    return found
+
+
+def alerts_of(
+    name: str,
+    room: str,
+    subject: str,
+    group: list[Stored],
+    eff: P.Effective,
+    new_ids: set[str],
+    thresholds: dict[tuple[str, datetime], int],
+) -> list[Alert]:
+    """The alerts of one room's subject: its firing windows that hold a new row, one per bucket."""
+    rule, p = RULES[name], eff.params
+
+    def measure(window: Sequence[Stored]) -> dict[str, Any] | None:
+        hour = window[0].occurred_at.replace(minute=0, second=0, microsecond=0)
+        return rule.measure(window, p, thresholds.get((room, hour), p.get("min_users", 0)))
+
+    return [
+        Alert(
+            fired.rows[0].retention_class,
+            room,
+            name,
+            subject,
+            fired.bucket,
+            fired.start,
+            fired.end,
+            rule.users(fired.rows),
+            {**fired.measure, "window_seconds": eff.window_seconds},
+            tuple(s.event_id for s in fired.rows),
+        )
+        for fired in firing_windows(group, lambda s: str(s.event_id) in new_ids, eff.window_seconds, measure)
+    ]
+
+
+def _groups(stored: list[Stored]) -> Iterable[tuple[str, str, list[Stored]]]:
+    """(room, subject, rows) of rows ordered by room and subject."""
+    start = 0
+    for i in range(1, len(stored) + 1):
+        if i == len(stored) or (stored[i].room_id, stored[i].subject) != (
+            stored[start].room_id,
+            stored[start].subject,
+        ):
+            yield stored[start].room_id, stored[start].subject, stored[start:i]
+            start = i
+
+
+async def _raid_thresholds(
+    conn: asyncpg.Connection, stored: list[Stored], settings: dict[str, P.Effective]
+) -> dict[tuple[str, datetime], int]:
+    """{(room, UTC hour): raid threshold} for the hours the candidate windows start in: max(min_users,
+    multiplier x the room's mean entries in that hour of the week over the baseline weeks before, scaled
+    to the window). A room with no entries in those hours has no baseline: min_users alone."""
+    hours = {(s.room_id, s.occurred_at.replace(minute=0, second=0, microsecond=0)) for s in stored}
+    ranges = []
+    for room, hour in hours:
+        for k in range(1, settings[room].params["baseline_weeks"] + 1):
+            ranges.append((room, hour - k * _WEEK, hour - k * _WEEK + _HOUR))
+    counts = await hour_counts(conn, ranges, RULES[P.RAID].types)
+    out: dict[tuple[str, datetime], int] = {}
+    for room, hour in hours:
+        p = settings[room].params
+        weeks = p["baseline_weeks"]
+        total = sum(
+            counts.get((room, hour - k * _WEEK, hour - k * _WEEK + _HOUR), 0) for k in range(1, weeks + 1)
+        )
+        out[(room, hour)] = raid_threshold(p, total / weeks if weeks else None)
+    return out

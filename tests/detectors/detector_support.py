@@ -1,0 +1,156 @@
+"""Shared by the detector tests: events as the ingest stage hands them to the writer, low thresholds so
+small scenarios fire, and the oracle: the alert keys of computing over all the stored rows at once."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, time, timedelta
+from typing import Any
+
+import asyncpg
+import orjson
+
+from pipeline.detectors import params as P
+from pipeline.detectors.engine import alerts_of
+from pipeline.detectors.rules import Stored
+from pipeline.storage import detector_settings
+from pipeline.storage.batch import WriteBatch
+
+#: yesterday noon (UTC): an open day with room for a minute either side
+BASE = datetime.combine(datetime.now(UTC).date() - timedelta(days=1), time(12), tzinfo=UTC)
+
+#: Small windows and thresholds, so a few events make each detector fire (set for class "public").
+LOW: dict[str, dict[str, int]] = {
+    P.CHAT_FLOOD: {"window_seconds": 10, "max_messages": 2},
+    P.SPAM_WAVE: {"window_seconds": 10, "min_users": 2, "min_text_chars": 0},
+    P.RAID: {"window_seconds": 10, "min_users": 2, "baseline_weeks": 0},
+    P.MODERATOR_ABUSE: {"window_seconds": 10, "max_targets": 1},
+    P.PERMISSION_CHURN: {"window_seconds": 20, "min_reversions": 1},
+    P.GIFT_BURST: {"window_seconds": 10, "max_gifts": 1},
+}
+
+
+async def set_low_thresholds(
+    conn: asyncpg.Connection, scope: str = "class", scope_id: str = "public"
+) -> None:
+    for name, params in LOW.items():
+        await detector_settings.set_override(
+            conn,
+            scope,
+            scope_id,
+            name,
+            enabled=True,
+            params=params,
+            changed_by="test",
+            reason="small scenarios",
+        )
+
+
+@dataclass(frozen=True)
+class Event:
+    """One event of a room; `seconds` after BASE."""
+
+    event_id: str
+    room: str
+    etype: str
+    actor: str | None
+    seconds: float
+    target: str | None = None
+    text: str | None = None
+    #: room.settings_changed: {name: {"old": ..., "new": ...}}; room.permissions_changed: "change"
+    data: dict[str, Any] = field(default_factory=dict)
+    cls: str = "public"
+
+    @property
+    def at(self) -> datetime:
+        return BASE + timedelta(microseconds=round(self.seconds * 1_000_000))
+
+    def row(self, partition: int, offset: int) -> tuple[Any, ...]:
+        payload: dict[str, Any] = dict(self.data)
+        if self.actor is not None:
+            payload["actor"] = {"user_id": self.actor}
+        if self.etype == "gift.sent":
+            payload.setdefault("credits", 10)
+        return (
+            self.event_id,
+            self.at,
+            self.cls,
+            self.room,
+            self.etype,
+            1,
+            self.actor,
+            self.target,
+            self.text,
+            orjson.dumps(payload),
+            partition,
+            offset,
+        )
+
+
+def write_batch(events: list[Event], topic: str, first: int, partition: int = 0) -> WriteBatch:
+    """A WriteBatch as the ingest stage builds it: one row per event id, further copies as variants."""
+    batch = WriteBatch(
+        topic=topic,
+        consumer_group="g",
+        first_offsets={partition: first},
+        next_offsets={partition: first + len(events)},
+    )
+    seen: set[str] = set()
+    for i, e in enumerate(events):
+        row = e.row(partition, first + i)
+        (batch.variants if e.event_id in seen else batch.rows).append(row)
+        seen.add(e.event_id)
+        batch.event_days.add((e.cls, row[1].date()))
+    return batch
+
+
+def _subjects(name: str, e: Event) -> list[tuple[str, str | None, str | None]]:
+    """(subject, extra, extra2) of an event for detector `name`, as rules.py's SQL makes them."""
+    if name == P.CHAT_FLOOD and e.etype == "chat.message":
+        return [(e.actor or "", None, None)]
+    if name == P.SPAM_WAVE and e.etype == "chat.message" and e.text is not None:
+        norm = " ".join(e.text.lower().split())
+        return [(hashlib.md5(norm.encode()).hexdigest(), str(len(norm)), None)]
+    if name == P.RAID and e.etype == "user.entered":
+        return [("", None, None)]
+    if name == P.MODERATOR_ABUSE and e.etype in ("moderation.warn", "moderation.mute", "moderation.kick",
+                                                  "moderation.ban"):  # fmt: skip
+        return [(e.actor or "", None, None)]
+    if name == P.PERMISSION_CHURN and e.etype == "room.permissions_changed":
+        return [(f"role:{e.target}", "down" if e.data["change"] == "moderator_removed" else "up", None)]
+    if name == P.PERMISSION_CHURN and e.etype == "room.settings_changed":
+        out = []
+        for key, change in e.data["changes"].items():
+            old = change.get("old")
+            out.append(
+                (f"setting:{key}", None if old is None else orjson.dumps(old).decode(),
+                 orjson.dumps(change["new"]).decode())
+            )  # fmt: skip
+        return out
+    if name == P.GIFT_BURST and e.etype == "gift.sent":
+        return [(f"{e.actor}>{e.target}", "10", None)]
+    return []
+
+
+def oracle(events: list[Event]) -> set[tuple[str, str, str, datetime]]:
+    """The alert keys of evaluating every window over all of `events` (one copy each) at once."""
+    originals = {e.event_id: e for e in events}.values()
+    keys: set[tuple[str, str, str, datetime]] = set()
+    for name in P.DETECTORS:
+        groups: dict[tuple[str, str], list[Stored]] = defaultdict(list)
+        for e in originals:
+            for subject, extra, extra2 in _subjects(name, e):
+                groups[(e.room, subject)].append(
+                    Stored(
+                        e.room, e.cls, subject, e.at, uuid.UUID(e.event_id), e.actor, e.target, extra, extra2
+                    )
+                )
+        params = P.Effective(True, {**P.builtin(name, "public"), **LOW[name]})
+        for (room, subject), rows in groups.items():
+            rows.sort(key=lambda s: (s.occurred_at, s.event_id))
+            ids = {str(s.event_id) for s in rows}
+            keys |= {a.key for a in alerts_of(name, room, subject, rows, params, ids, {})}
+    return keys
