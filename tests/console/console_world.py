@@ -52,6 +52,12 @@ REVOKED = ev.user("u-revoked", "Rex, no longer a moderator")
 GUEST = ev.user("u-guest", "Gus")
 TARGET = ev.user("u-target", "Troublemaker")
 OWNER2 = ev.user("u-owner2", "Otto")
+#: the longest display name the contract allows, with no space to wrap at
+LONG_NAME = "W" * 64
+LONG = ev.user("u-long-name", LONG_NAME)
+#: a display name holding a right-to-left override: it must not reorder the trusted id drawn after it
+RLO_NAME = "\u202eevil twin"
+RLO = ev.user("u-rlo-user", RLO_NAME)
 
 #: A chat line that tries to run script: the console must show it as typed and run nothing.
 SCRIPT_PAYLOAD = '<img src=x onerror="window.__pwned=1"><script>window.__pwned=2</script><b>bold?</b>'
@@ -95,6 +101,11 @@ def scripted_events() -> tuple[list[dict[str, Any]], dict[str, str]]:
     at(day_at(3, 10, 3), ev.moderation(EventType.MOD_WARN, "room-1", MOD, TARGET, "spamming"), "warn")
     at(day_at(3, 10, 4), ev.gift_sent("room-1", OWNER, GUEST, "rose-1", 5, item_name="Rose"), "gift")
     at(day_at(3, 10, 5), ev.user_left("room-1", GUEST, "quit"))
+    # names that test the console's layout and bidirectional isolation, two days ago
+    at(day_at(2, 12), ev.user_entered("room-1", LONG), "long_entered")
+    long_line = "a chat line next to the longest name " * 3
+    at(day_at(2, 12, 1), ev.chat_message("room-1", LONG, long_line), "long_chat")
+    at(day_at(2, 12, 2), ev.chat_message("room-1", RLO, "hello from the override"), "rlo_chat")
     # the reported conversation, a day ago
     at(day_at(1, 20, 0), ev.user_entered("room-1", TARGET))
     for i in range(5):

@@ -2,7 +2,7 @@
 // Every page is a module in pages/ exporting render(ctx); data comes only from the query API.
 
 import { api, ApiError, setCsrfToken } from "./api.js";
-import { h, replace, roomLink, setTitle, status } from "./dom.js";
+import { h, ident, replace, roomLink, setTitle, status } from "./dom.js";
 
 const ROUTES = [
   [/^\/console\/?$/, "rooms"],
@@ -31,7 +31,8 @@ function match(path) {
 }
 
 export function signInUrl() {
-  return "/console/sign-in?next=" + encodeURIComponent(location.pathname + location.search);
+  // the #fragment too: a permanent link to an event in a day (#e-<id>) survives signing in
+  return "/console/sign-in?next=" + encodeURIComponent(location.pathname + location.search + location.hash);
 }
 
 function account(session) {
@@ -44,7 +45,7 @@ function account(session) {
       location.assign("/console/sign-in?signed_out=1");
     }
   });
-  replace(nav, h("span", { class: "who" }, "Signed in as ", h("strong", null, session.subject),
+  replace(nav, h("span", { class: "who" }, "Signed in as ", h("strong", null, ident(session.subject)),
     session.kind === "staff" ? " (support staff)" : ""), " ", signOut);
 }
 
@@ -53,7 +54,7 @@ function caseBanner(session) {
   if (session.kind !== "staff") return;
   banner.hidden = false;
   if (session.staff_reason) {
-    replace(banner, "Case ", h("strong", { id: "case-id" }, session.staff_reason),
+    replace(banner, "Case ", h("strong", { id: "case-id" }, ident(session.staff_reason)),
       ": every read you make is recorded with it. ", h("a", { href: "/console/#case-form" }, "Change case"));
   } else {
     replace(banner, "State a ticket or case id before opening a room: ", h("a", { href: "/console/#case-form" }, "state a case"));
@@ -62,7 +63,7 @@ function caseBanner(session) {
 
 function roomHeader(room, page, day) {
   return h("header", { class: "room" },
-    h("h1", null, h("span", { class: "muted" }, "Room "), room),
+    h("h1", null, h("span", { class: "muted" }, "Room "), ident(room)),
     h("nav", { "aria-label": "Room pages", class: "tabs" },
       h("ul", null, TABS.map(([name, label, sub]) => {
         const href = name === "day" ? roomLink(room, "day", day) : sub ? roomLink(room, sub) : roomLink(room) + "/";

@@ -4,8 +4,10 @@
 import { h, s, scroller } from "./dom.js";
 
 const W = 640;
-const H = 220;
-const PAD = { left: 44, right: 8, top: 10, bottom: 34 };
+const H = 240;
+const PAD = { left: 56, right: 8, top: 10, bottom: 54 };
+// more bars than this and their labels are drawn slanted, so that every bar keeps its label
+const UPRIGHT_LABELS = 14;
 let chartId = 0;
 
 function niceMax(value) {
@@ -15,8 +17,9 @@ function niceMax(value) {
   return value;
 }
 
-// series: [{ name, values }]; stacked (default) or side by side (grouped: true)
-export function barChart({ title, labels, series, grouped = false, every = 1 }) {
+// series: [{ name, values }]; stacked (default) or side by side (grouped: true). Every bar has its label
+// (slanted when there are many); xTitle and yTitle name the axes.
+export function barChart({ title, labels, series, grouped = false, xTitle, yTitle }) {
   const id = `chart-${++chartId}`;
   const totals = labels.map((_, i) => (grouped ? Math.max(...series.map((x) => x.values[i])) : series.reduce((a, x) => a + x.values[i], 0)));
   const top = niceMax(Math.max(1, ...totals));
@@ -32,6 +35,7 @@ export function barChart({ title, labels, series, grouped = false, every = 1 }) 
     svg.append(s("line", { x1: PAD.left, x2: W - PAD.right, y1: y(v), y2: y(v), class: "grid-line" }),
       s("text", { x: PAD.left - 6, y: y(v) + 4, class: "axis", "text-anchor": "end" }, v.toLocaleString("en")));
   }
+  const slanted = labels.length > UPRIGHT_LABELS;
   labels.forEach((label, i) => {
     let base = 0;
     series.forEach((x, k) => {
@@ -44,10 +48,20 @@ export function barChart({ title, labels, series, grouped = false, every = 1 }) 
         s("title", null, `${label}: ${v.toLocaleString("en")} ${x.name}`)));
       base += v;
     });
-    if (i % every === 0) {
-      svg.append(s("text", { x: (PAD.left + i * slot + slot / 2).toFixed(1), y: H - PAD.bottom + 16, class: "axis", "text-anchor": "middle" }, label));
-    }
+    const cx = (PAD.left + i * slot + slot / 2).toFixed(1);
+    const cy = H - PAD.bottom + 14;
+    svg.append(slanted
+      ? s("text", { x: cx, y: cy, class: "axis bar-label", "text-anchor": "end", transform: `rotate(-55 ${cx} ${cy})` }, label)
+      : s("text", { x: cx, y: cy, class: "axis bar-label", "text-anchor": "middle" }, label));
   });
+  if (xTitle) {
+    svg.append(s("text", { x: PAD.left + plotW / 2, y: H - 4, class: "axis-title", "text-anchor": "middle" }, xTitle));
+  }
+  if (yTitle) {
+    const yx = 12;
+    const yy = PAD.top + plotH / 2;
+    svg.append(s("text", { x: yx, y: yy, class: "axis-title", "text-anchor": "middle", transform: `rotate(-90 ${yx} ${yy})` }, yTitle));
+  }
   const legend = series.length > 1
     ? h("ul", { class: "legend" }, series.map((x, k) => h("li", null, h("span", { class: `key s${k}`, "aria-hidden": "true" }), x.name)))
     : null;

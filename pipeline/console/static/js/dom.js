@@ -77,6 +77,18 @@ export function plural(n, word) {
   return `${n.toLocaleString("en")} ${word}${n === 1 ? "" : "s"}`;
 }
 
+// An identifier (user, room, event, request id): never broken mid-id, ellipsized when it does not fit,
+// the whole value on hover; isolated for bidirectional text like anything a user chose.
+export function ident(value, cls = null) {
+  return h("bdi", { class: cls ? `id ${cls}` : "id", title: value, translate: "no" }, value);
+}
+
+// Text a user chose (a display name, a ticket id): isolated for bidirectional text, so an override in it
+// cannot reorder what is drawn after it; ellipsized when too long, the whole value on hover.
+export function nameText(value, cls = null) {
+  return h("bdi", { class: cls ? `name ${cls}` : "name", title: value }, value);
+}
+
 export function status(text, kind = "info") {
   return h("p", { class: `status ${kind}`, role: kind === "error" ? "alert" : "status" }, text);
 }

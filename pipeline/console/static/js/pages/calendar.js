@@ -2,7 +2,7 @@
 // not sealed yet); each day opens the day view, where its evidence can be downloaded.
 
 import { api, roomPath } from "../api.js";
-import { addDays, h, plural, replace, roomLink, scroller, setTitle, status, todayUtc } from "../dom.js";
+import { addDays, h, replace, roomLink, scroller, setTitle, status, todayUtc } from "../dom.js";
 import { TYPES } from "../events.js";
 import { sealState } from "../seals.js";
 
@@ -46,7 +46,8 @@ export async function render({ body, room, query }) {
       const chat = info.by_type["chat.message"] || 0;
       const mod = Object.entries(info.by_type).filter(([t]) => t.startsWith("moderation.")).reduce((a, [, v]) => a + v, 0);
       cells.push(h("td", { class: `active seal-${sealState(info).kind}` }, h("a", { href: roomLink(room, "day", day), "data-day": day },
-        h("span", { class: "n" }, n), h("span", { class: "total" }, plural(info.total, "event")),
+        h("span", { class: "n" }, n),
+        h("span", { class: "total" }, info.total.toLocaleString("en"), h("span", { class: "unit" }, info.total === 1 ? " event" : " events")),
         h("span", { class: "mix" }, `${chat} chat`, mod ? ` · ${mod} mod` : ""),
         h("span", { class: "seal" }, SEAL_WORDS[sealState(info).kind]))));
     } else {
@@ -61,18 +62,19 @@ export async function render({ body, room, query }) {
   const active = [...days.values()];
   const typesSeen = TYPES.filter(([t]) => active.some((d) => d.by_type[t]));
   const detail = active.length
-    ? scroller("Events per type", h("table", { class: "grid counts" },
+    ? scroller("Events per type", h("table", { class: "grid counts stack" },
       h("caption", null, "Events per type (UTC days)"),
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "Day"), h("th", { scope: "col" }, "Total"),
         typesSeen.map(([, label]) => h("th", { scope: "col" }, label)), h("th", { scope: "col" }, "Seal"))),
       h("tbody", null, active.map((d) => h("tr", null,
         h("th", { scope: "row" }, h("a", { href: roomLink(room, "day", d.day) }, d.day)),
-        h("td", null, d.total.toLocaleString("en")),
-        typesSeen.map(([t]) => h("td", null, (d.by_type[t] || 0).toLocaleString("en"))),
-        h("td", { class: `seal seal-${sealState(d).kind}` }, sealState(d).text))))))
+        h("td", { "data-label": "Total" }, d.total.toLocaleString("en")),
+        typesSeen.map(([t, label]) => h("td", { "data-label": label }, (d.by_type[t] || 0).toLocaleString("en"))),
+        h("td", { class: `seal seal-${sealState(d).kind}`, "data-label": "Seal" }, sealState(d).text))))))
     : status("No activity stored for this month.");
   replace(body,
     h("h2", null, monthName(month)), nav,
+    h("p", { class: "muted day-note" }, "Days are UTC days: a day runs from 00:00 to 24:00 UTC."),
     h("table", { class: "calendar" },
       h("caption", { class: "sr-only" }, `Days of ${monthName(month)} with activity`),
       h("thead", null, h("tr", null, WEEKDAYS.map((w) => h("th", { scope: "col" }, w)))),

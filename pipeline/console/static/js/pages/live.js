@@ -6,6 +6,7 @@
 import { roomPath } from "../api.js";
 import { h, replace, setTitle } from "../dom.js";
 import { eventItem } from "../events.js";
+import { zoneSwitch } from "../time.js";
 
 const KEEP = 500;
 
@@ -13,7 +14,7 @@ export async function render({ body, room }) {
   setTitle("Live", room);
   const state = h("p", { class: "status info", id: "live-status", role: "status" }, "Connecting…");
   const list = h("ol", { class: "events live", id: "live-events", "aria-label": "Live events", "aria-live": "polite" });
-  replace(body, h("h2", null, "Live ", h("span", { class: "muted" }, "(times in UTC)")), state, list);
+  replace(body, h("h2", null, "Live"), zoneSwitch(), state, list);
   const seen = new Set();
   const source = new EventSource(roomPath(room, "tail"));
   const say = (text, kind = "info") => {

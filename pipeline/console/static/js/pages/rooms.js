@@ -1,7 +1,8 @@
 // My rooms: the rooms the user owns or moderates. Support staff also open any room by id for a case.
 
 import { api } from "../api.js";
-import { h, replace, roomLink, scroller, setTitle, status, utcDateTime } from "../dom.js";
+import { h, ident, replace, roomLink, scroller, setTitle, status } from "../dom.js";
+import { timeEl } from "../time.js";
 
 function staffForm(session) {
   const out = h("div", { "aria-live": "polite" });
@@ -33,14 +34,14 @@ export async function render({ body, session }) {
   const doc = await api("/v1/me/rooms");
   const rooms = doc.rooms;
   const list = rooms.length
-    ? scroller("Your rooms", h("table", { class: "grid" },
+    ? scroller("Your rooms", h("table", { class: "grid stack" },
       h("caption", { class: "sr-only" }, "Rooms you own or moderate"),
       h("thead", null, h("tr", null, ["Room", "Your role", "Privacy", "Last activity"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", null, rooms.map((r) => h("tr", null,
-        h("th", { scope: "row" }, h("a", { href: roomLink(r.room_id) + "/" }, r.room_id)),
-        h("td", null, r.role),
-        h("td", null, r.privacy || "—"),
-        h("td", null, utcDateTime(r.last_activity)))))))
+        h("th", { scope: "row" }, h("a", { href: roomLink(r.room_id) + "/" }, ident(r.room_id))),
+        h("td", { "data-label": "Your role" }, r.role),
+        h("td", { "data-label": "Privacy" }, r.privacy || "—"),
+        h("td", { "data-label": "Last activity" }, timeEl(r.last_activity, { full: true })))))))
     : status("You do not own or moderate any room.");
   replace(body, h("h1", null, "Your rooms"), list, session.kind === "staff" ? staffForm(session) : null);
 }

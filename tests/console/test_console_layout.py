@@ -1,0 +1,171 @@
+"""Every console page at phone width (375 px) and at desktop width (1280 px): no sideways scroll, nothing out
+of its box, ids whole, long and right-to-left names kept in their place; screenshots of each page at each
+width under `.roomlogs/artifacts/console/layout/` (the path is printed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from browsing import ARTIFACTS, SignIn, open_page
+from console_world import LONG_NAME, RLO_NAME, TODAY, ConsoleWorld
+
+WIDTHS = {"phone": {"width": 375, "height": 740}, "desktop": {"width": 1280, "height": 800}}
+LAYOUT = ARTIFACTS / "layout"
+
+#: Elements drawn outside the viewport, or past their own box: each as "selector: why".
+OUT_OF_BOX = """() => {
+    const vw = document.documentElement.clientWidth;
+    const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "")
+        + (typeof el.className === "string" && el.className
+           ? "." + el.className.trim().split(/\\s+/).join(".") : "");
+    const bad = [];
+    for (const el of document.querySelectorAll("body *")) {
+        if (el.closest(".skip, .sr-only, thead, script, dialog:not([open])")) continue;
+        const r = el.getBoundingClientRect();
+        if (r.width <= 1 || r.height <= 1) continue;
+        if (r.left < -0.5 || r.right > vw + 0.5)
+            bad.push(name(el) + ": outside the viewport " + Math.round(r.right));
+    }
+    for (const el of document.querySelectorAll(".scroll")) {
+        if (el.scrollWidth > el.clientWidth + 1) bad.push(name(el) + ": scrolls sideways");
+    }
+    for (const a of document.querySelectorAll(".calendar td a, .calendar td > span")) {
+        const box = a.getBoundingClientRect();
+        for (const part of a.children) {
+            const r = part.getBoundingClientRect();
+            if (r.width > 0 && getComputedStyle(part).position !== "absolute" && r.right > box.right + 0.5)
+                bad.push("calendar cell " + a.textContent + ": spills out");
+        }
+    }
+    for (const li of document.querySelectorAll("ol.events li")) {
+        const box = li.getBoundingClientRect();
+        for (const part of li.querySelectorAll("bdi, .what, .actor")) {
+            const r = part.getBoundingClientRect();
+            if (r.width > 0 && r.right > box.right + 0.5)
+                bad.push("event " + li.id + ": " + name(part) + " spills out");
+        }
+    }
+    return bad;
+}"""
+
+
+def day(days_ago: int) -> str:
+    return TODAY.fromordinal(TODAY.toordinal() - days_ago).isoformat()
+
+
+def paths(world: ConsoleWorld) -> dict[str, str]:
+    room = "/console/rooms/room-1"
+    return {
+        "rooms": "/console/",
+        "calendar": f"{room}/",
+        "day": f"{room}/day/{day(1)}",
+        "day-names": f"{room}/day/{day(2)}",
+        "event": f"{room}/events/{world.ids['needle']}",
+        "live": f"{room}/live",
+        "insights": f"{room}/insights",
+        "transparency": f"{room}/transparency",
+    }
+
+
+async def page_fits(page: Any) -> list[str]:
+    problems: list[str] = await page.evaluate(OUT_OF_BOX)
+    if not await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
+        width = await page.evaluate("document.documentElement.scrollWidth")
+        problems.insert(0, f"the document is {width} px wide")
+    return problems
+
+
+@pytest.mark.parametrize("width", ["phone", "desktop"])
+async def test_every_page_fits_its_width(world: ConsoleWorld, sign_in: SignIn, width: str) -> None:
+    page = await sign_in("u-owner", viewport=WIDTHS[width])
+    LAYOUT.mkdir(parents=True, exist_ok=True)
+    found: dict[str, list[str]] = {}
+    heights: dict[str, int] = {}
+    for name, path in {**paths(world), "sign-in": "/console/sign-in"}.items():
+        await open_page(page, world.base_url + path)
+        if name == "live":
+            await page.get_by_text("Connected").wait_for()
+        await page.screenshot(path=str(LAYOUT / f"{name}-{width}.png"), full_page=True)
+        heights[name] = await page.evaluate("document.documentElement.scrollHeight")
+        problems = await page_fits(page)
+        if problems:
+            found[name] = problems[:8]
+    # the deletion dialog, open, fits too
+    await open_page(page, world.base_url + paths(world)["transparency"])
+    await page.get_by_role("button", name="Delete this room's logs…").click()
+    await page.screenshot(path=str(LAYOUT / f"delete-dialog-{width}.png"))
+    dialog = await page.locator("dialog[open]").bounding_box()
+    assert dialog and dialog["x"] >= 0 and dialog["x"] + dialog["width"] <= WIDTHS[width]["width"]
+    print(f"\nscreenshots at {width} width: {LAYOUT}; page heights (px): {heights}")
+    assert not found, found
+    assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_the_calendar_keeps_each_days_count_in_its_cell(world: ConsoleWorld, sign_in: SignIn) -> None:
+    page = await sign_in("u-owner", viewport=WIDTHS["phone"])
+    if day(1)[:7] != day(0)[:7]:
+        await open_page(page, f"{world.base_url}/console/rooms/room-1/?month={day(1)[:7]}")
+    else:
+        await open_page(page, f"{world.base_url}/console/rooms/room-1/")
+    width = await page.evaluate("document.querySelector('table.calendar').getBoundingClientRect().width")
+    assert width <= 375
+    cell = page.locator(f"td.active a[data-day='{day(1)}']")
+    assert await cell.evaluate("a => a.scrollWidth <= a.clientWidth")
+    # the count is shown, its unit is still read out
+    assert (await cell.inner_text()).split("\n")[1].startswith("12")
+    assert "12 events" in await cell.text_content()
+    assert "Days are UTC days" in await page.locator("main").inner_text()
+
+
+async def test_a_right_to_left_override_in_a_name_does_not_reverse_the_id_after_it(
+    world: ConsoleWorld, sign_in: SignIn
+) -> None:
+    for viewport in WIDTHS.values():
+        page = await sign_in("u-owner", next_page=f"/console/rooms/room-1/day/{day(2)}", viewport=viewport)
+        item = page.locator(f"li[data-event-id='{world.ids['rlo_chat']}']")
+        assert await item.locator(".actor bdi.name").get_attribute("title") == RLO_NAME
+        # the id is drawn left to right: each character's box is right of the one before it
+        lefts = await item.locator(".actor .uid bdi.id").evaluate(
+            """el => {
+                const text = el.firstChild, out = [];
+                for (let i = 0; i < text.length; i++) {
+                    const range = document.createRange();
+                    range.setStart(text, i);
+                    range.setEnd(text, i + 1);
+                    out.push(range.getBoundingClientRect().left);
+                }
+                return out;
+            }"""
+        )
+        assert len(lefts) == len("u-rlo-user") and lefts == sorted(lefts), lefts
+        # and the closing parenthesis after it stays after it
+        closing = await item.locator(".actor .uid").evaluate(
+            """el => {
+                const range = document.createRange();
+                range.selectNodeContents(el.lastChild);
+                return range.getBoundingClientRect().left;
+            }"""
+        )
+        assert closing > lefts[-1]
+
+
+async def test_a_64_character_name_neither_widens_nor_overlaps(world: ConsoleWorld, sign_in: SignIn) -> None:
+    url = f"/console/rooms/room-1/day/{day(2)}"
+    phone = await sign_in("u-owner", next_page=url, viewport=WIDTHS["phone"])
+    assert await phone.evaluate("document.documentElement.scrollWidth") <= 375
+    name = phone.locator(f"li[data-event-id='{world.ids['long_chat']}'] .actor bdi.name")
+    assert await name.get_attribute("title") == LONG_NAME  # the whole name on hover
+    assert await name.evaluate("el => el.scrollWidth > el.clientWidth")  # ellipsized
+    desktop = await sign_in("u-owner", next_page=url, viewport=WIDTHS["desktop"])
+    item = desktop.locator(f"li[data-event-id='{world.ids['long_chat']}']")
+    actor = await item.locator(".actor").bounding_box()
+    name_box = await item.locator(".actor bdi.name").bounding_box()
+    chat = await item.locator(".what").bounding_box()
+    assert actor and name_box and chat
+    assert name_box["x"] + name_box["width"] <= chat["x"], (name_box, chat)
+    assert actor["x"] + actor["width"] <= chat["x"]
+    # the id after it is whole: one line, never broken
+    uid = item.locator(".actor .uid")
+    assert await uid.inner_text() == "(u-long-name)"
+    assert await uid.evaluate("el => el.getClientRects().length") == 1
