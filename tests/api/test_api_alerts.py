@@ -7,10 +7,12 @@ Alerts are stored here with `pipeline.storage.alerts.insert`, as the worker's de
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
 import pytest
 from api_world import World, bearer, staff
 
@@ -147,3 +149,27 @@ async def test_a_users_record_lists_the_alerts_naming_them(app_factory: Any, sma
     r = await client.get("/v1/rooms/room-a/users/u-nobody", headers=OWNER)
     assert (r.json()["alerts"], r.json()["more_alerts"]) == ([], False)
 
+
+async def test_the_live_tail_carries_new_alerts_of_the_room(app_factory: Any, small_world: World) -> None:
+    client, _ = await app_factory(small_world, tail_max_seconds=1.5, tail_poll_seconds=0.05)
+    # stored a minute before the stream starts: not sent (only the last seconds before it may come again)
+    await _store(small_world, _alert("chat_flood", NOW - timedelta(hours=1), ("u-before",)))
+    await small_world.fetch("UPDATE alerts SET raised_at = raised_at - interval '1 minute'")
+
+    async def later() -> stored.Alert:
+        await asyncio.sleep(0.4)
+        mine = _alert("chat_flood", datetime.now(UTC), ("u-chat",))
+        await _store(small_world, mine, _alert("raid", datetime.now(UTC), ("u-x",), room="room-b"))
+        return mine
+
+    response, _ = await asyncio.gather(client.get("/v1/rooms/room-a/tail", headers=OWNER), later())
+    assert response.status_code == 200
+    frames = []
+    for block in response.text.split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if ": " in line and line[0] != ":")
+        if "event" in fields:
+            frames.append((fields["event"], fields.get("id"), fields["data"]))
+    alerts = [(orjson.loads(d), i) for kind, i, d in frames if kind == "alert"]
+    assert [(a["detector"], a["users"], i) for a, i in alerts] == [("chat_flood", ["u-chat"], None)]
+    audit = await small_world.audit_rows(response.headers["x-request-id"])
+    assert audit[-1]["row_count"] == 1

@@ -10,7 +10,8 @@ they appear when it commits, so each poll looks back `LOOKBACK` before the newes
 and skips the event ids it already sent. Events that arrive more than `tail_late_window_seconds` after
 they occurred are stored but not tailed.
 
-SSE frames: ``event: event`` with the event as JSON (``id:`` is the event id); ``event: revoked``;
+SSE frames: ``event: event`` with the event as JSON (``id:`` is the event id); ``event: alert`` with an
+alert of the room stored since the stream started (`tail_alerts.AlertFeed`; no ``id:``); ``event: revoked``;
 ``event: end``; ``: keepalive`` comments every `tail_heartbeat_seconds` of silence.
 
 Resuming: a reconnecting EventSource sends ``Last-Event-ID``; when that event of the room is found (among
@@ -38,6 +39,7 @@ from starlette.responses import Response, StreamingResponse
 
 from pipeline.api.context import Call, dumps
 from pipeline.api.errors import Forbidden
+from pipeline.api.handlers.tail_alerts import AlertFeed
 from pipeline.api.queries.tail import database_now, ingested_at, tail_batch
 from pipeline.api.security import sessions
 from pipeline.api.security.access import Action, Grant
@@ -99,6 +101,7 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
     deadline = time.monotonic() + s.tail_max_seconds
     quiet_since = time.monotonic()
     late = timedelta(seconds=s.tail_late_window_seconds)
+    alerts = AlertFeed(room_id, started_at, late)
     session = sessions.current_session(call.request)
     try:
         yield f"retry: 3000\n: tail of {len(room_id)}-character room id started\n\n".encode()
@@ -134,6 +137,7 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
                     if len(rows) < _PAGE:
                         break
                     after = (rows[-1]["ingested_at"], rows[-1]["event_id"])
+                alert_frames = await alerts.poll(conn)
             if fresh:
                 newest = max(newest, max(r["ingested_at"] for r in fresh))
                 yield b"".join(_event_frame(r) for r in fresh)
@@ -142,7 +146,10 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
                 horizon = newest - LOOKBACK
                 for event_id in [e for e, at in seen.items() if at < horizon]:
                     del seen[event_id]
-            elif time.monotonic() - quiet_since >= s.tail_heartbeat_seconds:
+            if alert_frames:
+                yield alert_frames
+                quiet_since = time.monotonic()
+            elif not fresh and time.monotonic() - quiet_since >= s.tail_heartbeat_seconds:
                 yield b": keepalive\n\n"
                 quiet_since = time.monotonic()
             await anyio.sleep(s.tail_poll_seconds)
@@ -151,9 +158,12 @@ async def _frames(call: Call, grant: Grant, room_id: str, started_at: datetime) 
         raise
     finally:
         with anyio.CancelScope(shield=True):
-            await state.record_apart(call.entry(grant=grant, row_count=sent, outcome=outcome, detail=detail))
+            delivered = sent + alerts.sent
+            await state.record_apart(
+                call.entry(grant=grant, row_count=delivered, outcome=outcome, detail=detail)
+            )
         state.streams.release(call.identity.caller_key)
-        state.metrics.rows.labels(call.route).inc(sent)
+        state.metrics.rows.labels(call.route).inc(delivered)
 
 
 def _frame(event: str, data: object) -> bytes:
