@@ -19,7 +19,7 @@ OIDC_VERSION  := $(shell sed -n 's:.*<mock-oauth2-server.version>\(.*\)</mock-oa
 OIDC_HOME     := $(HOME)/.cache/roomlogs/mock-oauth2-server-$(OIDC_VERSION)
 
 .PHONY: setup demo up test lint bench clean prometheus-tools java-tools kafka-broker oidc-provider \
-        postgres-tls-server browser-tools
+        postgres-tls-server browser-tools caddy-tools
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -65,6 +65,11 @@ $(OIDC_HOME)/.fetched: deploy/oidc/pom.xml | java-tools
 	  -DoutputDirectory=$(OIDC_HOME)/libs
 	touch $@
 
+# Debian's caddy for the test of the deployment's TLS proxy (deploy/caddy/Caddyfile), only when missing.
+caddy-tools:
+	@command -v caddy >/dev/null 2>&1 || \
+	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends caddy; }
+
 # Debian's Chromium for the room console's browser tests (driven by Playwright with the system browser;
 # no browser download), only when missing.
 browser-tools:
@@ -78,7 +83,7 @@ demo: setup
 up: setup
 	$(BIN)/roomlogs up
 
-test: lint prometheus-tools kafka-broker oidc-provider postgres-tls-server browser-tools
+test: lint prometheus-tools kafka-broker oidc-provider postgres-tls-server browser-tools caddy-tools
 	$(BIN)/python -m pytest
 
 lint: setup

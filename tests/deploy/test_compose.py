@@ -215,6 +215,8 @@ def test_the_database_checks_deletions_with_the_apis_token_key(compose: dict[str
     owner = settings_of(services(compose)["migrate"]).postgres_dsn.get().split("@")[0]
     assert settings_of(trust).postgres_dsn.get().split("@")[0] == owner
     same = [f"ROOMLOGS_API_JWT_{k}" for k in ("ALGORITHM", "KEY_FILE", "ISSUER", "AUDIENCE")]
+    oidc = ("ISSUER", "CLIENT_ID", "REDIRECT_URL", "STAFF_CLAIM", "STAFF_VALUE")
+    same += [f"ROOMLOGS_API_OIDC_{k}" for k in oidc]
     assert {k: environment(trust)[k] for k in same} == {k: environment(api)[k] for k in same}
     assert "api_jwt_key" in trust["secrets"]
 
@@ -247,6 +249,18 @@ def test_api_port_is_the_settings_default_everywhere(compose: dict[str, Any]) ->
     assert f"127.0.0.1:{settings.port}/healthz" in api["healthcheck"]["test"][-1]
     assert settings.metrics_path == "/metrics"
     assert scrape_port("roomlogs-api") == settings.port
+
+
+def test_the_console_is_served_over_https_by_the_proxy(compose: dict[str, Any]) -> None:
+    """Owners reach the console through Caddy (deploy/caddy/Caddyfile, run for real in
+    tests/api/test_https_proxy.py); the API's session cookie is Secure."""
+    proxy, api = services(compose)["proxy"], services(compose)["api"]
+    assert "./deploy/caddy/Caddyfile:/etc/caddy/Caddyfile:ro" in proxy["volumes"]
+    assert (DEPLOY / "caddy" / "Caddyfile").is_file()
+    assert [p.rsplit(":", 2)[-2:] for p in proxy["ports"]] == [["80", "80"], ["443", "443"]]
+    assert environment(proxy)["API_UPSTREAM"] == f"api:{ApiSettings.from_env(environment(api)).port}"
+    assert ApiSettings.from_env(environment(api)).session_cookie_secure
+    assert proxy["depends_on"]["api"]["condition"] == "service_healthy"
 
 
 def test_published_ports_bind_to_loopback_by_default(compose: dict[str, Any]) -> None:
