@@ -27,6 +27,11 @@ OUT_OF_BOX = """() => {
         if (r.left < -0.5 || r.right > vw + 0.5)
             bad.push(name(el) + ": outside the viewport " + Math.round(r.right));
     }
+    for (const el of document.querySelectorAll("bdi.id, bdi.name")) {
+        if (el.title !== el.textContent) bad.push(name(el) + ": no whole value on hover");
+        if (el.getClientRects().length > 1 || getComputedStyle(el).whiteSpace !== "nowrap")
+            bad.push(name(el) + ": " + el.textContent + " breaks across lines");
+    }
     for (const el of document.querySelectorAll(".scroll")) {
         if (el.scrollWidth > el.clientWidth + 1) bad.push(name(el) + ": scrolls sideways");
     }
@@ -65,11 +70,14 @@ def paths(world: ConsoleWorld) -> dict[str, str]:
         "live": f"{room}/live",
         "insights": f"{room}/insights",
         "transparency": f"{room}/transparency",
+        "access-log-all": f"{room}/transparency?mine=1",
     }
 
 
 async def page_fits(page: Any) -> list[str]:
     problems: list[str] = await page.evaluate(OUT_OF_BOX)
+    text = await page.locator("main").inner_text()
+    problems += [f"{word!r} shown" for word in ("null", "undefined", "NaN") if f"\n{word}\n" in f"\n{text}\n"]
     if not await page.evaluate("document.documentElement.scrollWidth <= window.innerWidth"):
         width = await page.evaluate("document.documentElement.scrollWidth")
         problems.insert(0, f"the document is {width} px wide")
@@ -100,6 +108,15 @@ async def test_every_page_fits_its_width(world: ConsoleWorld, sign_in: SignIn, w
     print(f"\nscreenshots at {width} width: {LAYOUT}; page heights (px): {heights}")
     assert not found, found
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_staff_and_moderators_pages_fit_at_phone_width(world: ConsoleWorld, sign_in: SignIn) -> None:
+    staff = await sign_in("s-layout", staff=True, viewport=WIDTHS["phone"])
+    await staff.screenshot(path=str(LAYOUT / "rooms-staff-phone.png"), full_page=True)
+    assert await page_fits(staff) == []
+    mod = await sign_in("u-mod", next_page="/console/rooms/room-1/transparency", viewport=WIDTHS["phone"])
+    await mod.screenshot(path=str(LAYOUT / "transparency-moderator-phone.png"), full_page=True)
+    assert await page_fits(mod) == []
 
 
 async def test_the_calendar_keeps_each_days_count_in_its_cell(world: ConsoleWorld, sign_in: SignIn) -> None:

@@ -3,7 +3,7 @@
 // (the owner, support staff for a case), deleting the room's logs after a confirmation in a dialog.
 
 import { api, ApiError, roomPath, withQuery } from "../api.js";
-import { h, ident, nameText, plural, replace, roomLink, scroller, setTitle, status } from "../dom.js";
+import { add, h, ident, nameText, plural, replace, roomLink, scroller, setTitle, status } from "../dom.js";
 import { dateTimeText, timeEl, zoneSwitch } from "../time.js";
 
 const PAGE = 25;
@@ -87,7 +87,7 @@ function auditRows(entries) {
     h("td", { class: "at", "data-label": "When" }, timeEl(e.at, { full: true })),
     h("th", { scope: "row", class: "who" }, ident(e.subject)),
     h("td", { "data-label": "As" }, e.basis || e.identity_type),
-    h("td", { "data-label": "Ticket" }, e.staff_reason ? nameText(e.staff_reason) : "—"),
+    h("td", { "data-label": "Ticket", class: e.staff_reason ? null : "none" }, e.staff_reason ? nameText(e.staff_reason) : "—"),
     h("td", { "data-label": "What", title: e.action }, ACTION_WORDS[e.action] || e.action),
     h("td", { "data-label": "Outcome" }, outcomeText(e)),
     h("td", { "data-label": "Events" }, e.row_count === null ? "—" : e.row_count.toLocaleString("en"))));
@@ -132,7 +132,7 @@ async function accessSection(room, session, query) {
     h("thead", null, h("tr", null, ["When", "Who", "As", "Ticket", "What", "Outcome", "Events"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", null, auditRows(doc.entries)));
   const filtered = f.who || f.what || f.outcome;
-  section.append(
+  add(section, [
     h("p", null, "Every read of this room's logs is recorded: by you, your moderators, support staff (with their ticket) and services."),
     h("details", { class: "filter-box", open: Boolean(filtered) || matchMedia("(min-width: 40rem)").matches },
       h("summary", null, filtered ? "Filters (active)" : "Filters"), filterForm(room, f, subjects)),
@@ -143,7 +143,7 @@ async function accessSection(room, session, query) {
       : status(filtered ? "No reads match these filters." : f.mine ? "No reads recorded." : "Nobody else has read this room's logs."),
     h("nav", { class: "pager", "aria-label": "Access log pages" },
       cursor ? h("a", { href: here([]) }, "Newest entries") : null,
-      doc.next_cursor ? h("a", { href: here([["cursor", doc.next_cursor]]), rel: "next" }, "Older entries") : null));
+      doc.next_cursor ? h("a", { href: here([["cursor", doc.next_cursor]]), rel: "next" }, "Older entries") : null)]);
   return section;
 }
 
