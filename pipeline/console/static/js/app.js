@@ -13,11 +13,14 @@ const ROUTES = [
   [/^\/console\/rooms\/([^/]+)\/live$/, "live"],
   [/^\/console\/rooms\/([^/]+)\/insights$/, "insights"],
   [/^\/console\/rooms\/([^/]+)\/transparency$/, "transparency"],
+  [/^\/console\/rooms\/([^/]+)\/users\/([^/]+)$/, "user"],
+  [/^\/console\/rooms\/([^/]+)\/alerts$/, "alerts"],
 ];
 const TABS = [
   ["calendar", "Calendar", ""],
   ["day", "Day", "day"],
   ["live", "Live", "live"],
+  ["alerts", "Alerts", "alerts"],
   ["insights", "Insights", "insights"],
   ["transparency", "Transparency", "transparency"],
 ];

@@ -21,15 +21,19 @@ export const TYPES = [
 // --- end of the generated part
 const LABELS = Object.fromEntries(TYPES);
 
-function who(user, fallbackId) {
+// `room`: the user is a link to their record in the room (a user card), one click from any event.
+function who(user, fallbackId, room = null) {
   const id = (user && user.user_id) || fallbackId;
   if (!id) return null;
   const name = user && user.display_name;
   // the name (anything its user chose, isolated: <bdi>) and then the trusted id, each whole on hover
-  return h("span", { class: "user" }, name ? [nameText(name), " ", h("span", { class: "uid" }, "(", ident(id), ")")] : ident(id));
+  const shown = name ? [nameText(name), " ", h("span", { class: "uid" }, "(", ident(id), ")")] : ident(id);
+  return room
+    ? h("a", { class: "user", href: roomLink(room, "users", id), title: `${id}: their record in this room` }, shown)
+    : h("span", { class: "user" }, shown);
 }
 
-function details(e) {
+function details(e, room) {
   const p = e.payload || {};
   switch (e.type) {
     case "chat.message":
@@ -40,16 +44,16 @@ function details(e) {
       return `left the room${p.how ? ` (${p.how})` : ""}`;
     case "gift.sent": {
       const item = (p.item && (p.item.name || p.item.item_id)) || "a gift";
-      return ["sent ", h("bdi", null, item), ` (${p.credits ?? 0} credits) to `, who(p.recipient, e.target_id)];
+      return ["sent ", h("bdi", null, item), ` (${p.credits ?? 0} credits) to `, who(p.recipient, e.target_id, room)];
     }
     case "room.settings_changed":
       return Object.entries(p.changes || {}).map(([k, v], i) => [i ? "; " : "", `${k}: `, h("bdi", null, fmt(v.old)), " → ", h("bdi", null, fmt(v.new))]);
     case "room.permissions_changed":
-      return [`${(p.change || "").replaceAll("_", " ")}: `, who(p.target, e.target_id)];
+      return [`${(p.change || "").replaceAll("_", " ")}: `, who(p.target, e.target_id, room)];
     default:
       if (e.type.startsWith("moderation.")) {
         const duration = p.duration_seconds ? ` for ${Math.round(p.duration_seconds / 60)} min` : "";
-        return [who(p.target, e.target_id), duration, e.body ? [": ", h("q", { class: "reason", dir: "auto" }, e.body)] : null];
+        return [who(p.target, e.target_id, room), duration, e.body ? [": ", h("q", { class: "reason", dir: "auto" }, e.body)] : null];
       }
       return e.body || "";
   }
@@ -67,8 +71,8 @@ export function eventItem(room, e, { current = false, day = null } = {}) {
   h("a", { class: "when", href: link, title: "Permanent link to this event, with its context" },
     timeEl(e.occurred_at, { day: day || e.occurred_at.slice(0, 10) })),
   h("span", { class: "type" }, LABELS[e.type] || e.type),
-  h("span", { class: "actor" }, who(e.payload && e.payload.actor, e.actor_id) || "—"),
-  h("span", { class: "what" }, details(e)),
+  h("span", { class: "actor" }, who(e.payload && e.payload.actor, e.actor_id, room) || "—"),
+  h("span", { class: "what" }, details(e, room)),
   );
 }
 

@@ -5,6 +5,7 @@ import { api, roomPath } from "../api.js";
 import { addDays, h, replace, roomLink, scroller, setTitle, status, todayUtc } from "../dom.js";
 import { TYPES } from "../events.js";
 import { sealState } from "../seals.js";
+import { alertBadge, alertsLink, sumAlerts } from "../alerts.js";
 
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const SEAL_WORDS = { sealed: "Sealed", open: "Open", unsealed: "No seal yet" };
@@ -49,7 +50,8 @@ export async function render({ body, room, query }) {
         h("span", { class: "n" }, n),
         h("span", { class: "total" }, info.total.toLocaleString("en"), h("span", { class: "unit" }, info.total === 1 ? " event" : " events")),
         h("span", { class: "mix" }, `${chat} chat`, mod ? ` · ${mod} mod` : ""),
-        h("span", { class: "seal" }, SEAL_WORDS[sealState(info).kind]))));
+        h("span", { class: "seal" }, SEAL_WORDS[sealState(info).kind]),
+        alertBadge(sumAlerts(info.alerts)))));
     } else {
       cells.push(h("td", { class: day === today ? "today" : null }, h("span", { class: "n" }, n)));
     }
@@ -72,8 +74,13 @@ export async function render({ body, room, query }) {
         typesSeen.map(([t, label]) => h("td", { "data-label": label }, (d.by_type[t] || 0).toLocaleString("en"))),
         h("td", { class: `seal seal-${sealState(d).kind}`, "data-label": "Seal" }, sealState(d).text))))))
     : status("No activity stored for this month.");
+  const flagged = active.filter((d) => sumAlerts(d.alerts));
   replace(body,
     h("h2", null, monthName(month)), nav,
+    flagged.length
+      ? h("p", { class: "alerts-note", id: "month-alerts" }, alertBadge(flagged.reduce((a, d) => a + sumAlerts(d.alerts), 0)),
+        " this month, on ", flagged.map((d, i) => [i ? ", " : "", h("a", { href: alertsLink(room, [["day", d.day]]) }, d.day)]), ".")
+      : null,
     h("p", { class: "muted day-note" }, "Days are UTC days: a day runs from 00:00 to 24:00 UTC."),
     h("table", { class: "calendar" },
       h("caption", { class: "sr-only" }, `Days of ${monthName(month)} with activity`),

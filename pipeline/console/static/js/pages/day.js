@@ -9,6 +9,7 @@ import { addDays, h, replace, roomLink, setTitle, status, todayUtc } from "../do
 import { eventList, TYPES } from "../events.js";
 import { evidenceButton, sealState } from "../seals.js";
 import { zoneSwitch } from "../time.js";
+import { alertBadge, alertsLink, sumAlerts } from "../alerts.js";
 
 const PAGE = 100;
 
@@ -175,8 +176,13 @@ export async function render({ body, room, args, query }) {
   const list = doc.events.length
     ? eventList(room, doc.events, `Events of ${span}`, { day: f.days === 1 ? day : null })
     : status(filtered ? "No events match these filters." : "No events stored for this day.");
+  const flagged = days.filter((d) => sumAlerts(d.alerts));
   replace(body,
     h("h2", null, `Events of ${span} `, h("span", { class: "muted" }, "(UTC day)")),
+    flagged.length
+      ? h("p", { class: "alerts-note", id: "day-alerts" }, flagged.map((d, i) => [i ? " " : "",
+        alertBadge(sumAlerts(d.alerts), alertsLink(room, [["day", d.day]]), `on ${d.day}`)]))
+      : null,
     zoneSwitch(),
     h("nav", { class: "pager", "aria-label": "Days" },
       h("a", { href: withQuery(roomLink(room, "day", addDays(day, -f.days)), pageParams(f)) }, "← Earlier"),

@@ -7,6 +7,7 @@ import { roomPath } from "../api.js";
 import { h, replace, setTitle } from "../dom.js";
 import { eventItem } from "../events.js";
 import { zoneSwitch } from "../time.js";
+import { alertItem, alertsLink } from "../alerts.js";
 
 const KEEP = 500;
 
@@ -14,7 +15,21 @@ export async function render({ body, room }) {
   setTitle("Live", room);
   const state = h("p", { class: "status info", id: "live-status", role: "status" }, "Connecting…");
   const list = h("ol", { class: "events live", id: "live-events", "aria-label": "Live events", "aria-live": "polite" });
-  replace(body, h("h2", null, "Live"), zoneSwitch(), state, list);
+  // alerts the room raises while the view is open (the tail's `alert` frames), newest first, each once
+  const alerts = h("ol", { class: "alerts live", id: "live-alerts", "aria-label": "New alerts", "aria-live": "assertive" });
+  const alertBox = h("section", { class: "card live-alerts", "aria-labelledby": "live-alerts-title", hidden: true },
+    h("h3", { id: "live-alerts-title" }, "New alerts"), alerts,
+    h("p", null, h("a", { href: alertsLink(room) }, "All the room's alerts")));
+  replace(body, h("h2", null, "Live"), zoneSwitch(), state, alertBox, list);
+  const alerted = new Set();
+  const showAlert = (message) => {
+    const a = JSON.parse(message.data);
+    if (alerted.has(a.alert_id)) return;
+    alerted.add(a.alert_id);
+    alertBox.hidden = false;
+    alerts.prepend(alertItem(room, a));
+    while (alerts.children.length > KEEP) alerts.lastElementChild.remove();
+  };
   const seen = new Set();
   const source = new EventSource(roomPath(room, "tail"));
   const say = (text, kind = "info") => {
@@ -32,6 +47,7 @@ export async function render({ body, room }) {
       list.firstElementChild.remove();
     }
   });
+  source.addEventListener("alert", showAlert);
   source.addEventListener("revoked", () => {
     source.close();
     say("Your access to this room was withdrawn. The live view has stopped.", "error");

@@ -3,6 +3,7 @@
 import { api } from "../api.js";
 import { h, ident, replace, roomLink, scroller, setTitle, status } from "../dom.js";
 import { timeEl } from "../time.js";
+import { alertBadge, alertsLink } from "../alerts.js";
 
 function staffForm(session) {
   const out = h("div", { "aria-live": "polite" });
@@ -38,7 +39,8 @@ export async function render({ body, session }) {
       h("caption", { class: "sr-only" }, "Rooms you own or moderate"),
       h("thead", null, h("tr", null, ["Room", "Your role", "Privacy", "Last activity"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", null, rooms.map((r) => h("tr", null,
-        h("th", { scope: "row" }, h("a", { href: roomLink(r.room_id) + "/" }, ident(r.room_id))),
+        h("th", { scope: "row" }, h("a", { href: roomLink(r.room_id) + "/" }, ident(r.room_id)),
+          r.alerts ? [" ", alertBadge(r.alerts, alertsLink(r.room_id), "this week")] : null),
         h("td", { "data-label": "Your role" }, r.role),
         h("td", { "data-label": "Privacy" }, r.privacy || "—"),
         h("td", { "data-label": "Last activity" }, timeEl(r.last_activity, { full: true })))))))
