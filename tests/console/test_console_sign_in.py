@@ -27,7 +27,8 @@ async def test_sign_out_ends_the_session_everywhere(world: ConsoleWorld, sign_in
     page = await sign_in("u-mod")
     cookie = next(c for c in await page.context.cookies() if "roomlogs_session" in c["name"])
     await page.get_by_role("button", name="Sign out").click()
-    await page.wait_for_url("**/console/sign-in")
+    await page.wait_for_url("**/console/sign-in?signed_out=1")
+    await page.get_by_text("You have signed out.").wait_for()  # said, not a bare token box
     await shot(page, "sign-in")
     assert not [c for c in await page.context.cookies() if "roomlogs_session" in c["name"]]
     # the old cookie value no longer works, even replayed by someone who copied it
