@@ -11,8 +11,9 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
-from browsing import SignIn, ready, shot
+from browsing import PHONE, SignIn, axe_violations, open_page, ready, shot
 from console_world import TODAY, ConsoleWorld, day_at
+from test_console_layout import OUT_OF_BOX
 
 from pipeline.storage import alerts as stored
 from pipeline.storage import db
@@ -141,3 +142,25 @@ async def test_alerts_badges_page_live_and_on_the_users_card(world: ConsoleWorld
     reads = await world.audit("u-owner", action="alerts.list")
     assert reads and {r["room_id"] for r in reads} == {"room-1"}
     assert page.errors == []  # type: ignore[attr-defined]
+
+
+async def test_the_card_and_the_alerts_fit_a_phone_and_pass_axe(world: ConsoleWorld, sign_in: SignIn) -> None:
+    await _store_alert(world, "moderator_abuse", day_at(2, 12, 9), ("u-mod", "u-target", "u-long-name"))
+    found = {}
+    for width in (PHONE, {"width": 1280, "height": 800}):
+        page = await sign_in("u-owner", bypass_csp=True, viewport=width)  # bypass: only to inject axe-core
+        for name, path in {
+            "user": "/console/rooms/room-1/users/u-target",
+            "long-name-user": "/console/rooms/room-1/users/u-long-name",
+            "alerts": "/console/rooms/room-1/alerts",
+            "calendar": f"/console/rooms/room-1/?month={day(2)[:7]}",
+            "day": f"/console/rooms/room-1/day/{day(2)}",
+            "rooms": "/console/",
+        }.items():
+            await open_page(page, world.base_url + path)
+            await shot(page, f"records-{name}-{width['width']}")
+            problems = await page.evaluate(OUT_OF_BOX) + await axe_violations(page)
+            if problems:
+                found[f"{name} at {width['width']} px"] = problems
+        assert page.errors == []  # type: ignore[attr-defined]
+    assert not found, found

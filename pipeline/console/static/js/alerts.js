@@ -35,7 +35,8 @@ export function alertBadge(n, href = null, what = "") {
   if (!n) return null;
   const text = plural(n, "alert");
   const label = what ? `${text} ${what}` : text;
-  const content = [h("span", { "aria-hidden": "true" }, "⚠ "), text];
+  // the word is a `unit`: where space is short (a calendar day at phone width) only "⚠ 2" is drawn
+  const content = [h("span", { "aria-hidden": "true" }, "⚠ "), n.toLocaleString("en"), h("span", { class: "unit" }, n === 1 ? " alert" : " alerts")];
   return href
     ? h("a", { class: "alert-badge", href, title: label, "aria-label": label }, content)
     : h("span", { class: "alert-badge", title: label }, content);
