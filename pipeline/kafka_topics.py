@@ -58,6 +58,7 @@ async def _create_missing(admin: AIOKafkaAdminClient, settings: Settings, *, wor
                 topic_configs=DELETIONS_TOPIC_CONFIGS,
             )
         )
+        wanted.append(NewTopic(settings.alerts_topic, 1, settings.kafka_replication_factor))
     missing = [t for t in wanted if t.name not in existing]
     if not missing:
         return []

@@ -169,3 +169,30 @@ class IngestMetrics:
             ["reason"],
             registry=registry,
         )
+        # --- detectors (pipeline/detectors) --------------------------------------------------------------
+        self.alerts = Counter(
+            f"{p}_alerts",
+            "Alerts stored by the detectors, in the transaction of the batch that completed their window "
+            "(each alert once, whatever replays, crashes and rebalances)",
+            ["detector"],
+            registry=registry,
+        )
+        self.detect_seconds = Histogram(
+            f"{p}_detect_seconds",
+            "Time each batch spent in the detectors (part of roomlogs_write_seconds)",
+            buckets=_SECONDS_BUCKETS,
+            registry=registry,
+        )
+        self.alerts_published = Counter(
+            f"{p}_alerts_published", "Alerts acknowledged by the alerts topic", registry=registry
+        )
+        self.alert_publish_errors = Counter(
+            f"{p}_alert_publish_errors",
+            "Rounds of the alerts relay that left alerts queued (retried with back-off)",
+            registry=registry,
+        )
+        self.alert_outbox_pending = Gauge(
+            f"{p}_alert_outbox_pending",
+            "Alerts stored but not yet acknowledged by the alerts topic",
+            registry=registry,
+        )

@@ -202,6 +202,8 @@ class Settings:
     #: Authorized deletion requests, sealed, kept forever (compacted by request id): a database restored
     #: from a backup re-applies those it lacks before ingest writes (pipeline/ingest/deletion_log.py).
     deletions_topic: str = setting("roomlogs.deletions", pattern=TOPIC_NAME, shape="a Kafka topic name")
+    #: One message per alert the detectors store (pipeline/detectors), for other services.
+    alerts_topic: str = setting("roomlogs.alerts", pattern=TOPIC_NAME, shape="a Kafka topic name")
     events_topic_partitions: int = setting(6, ge=1, le=10_000)
     #: Consumer group of the ingest workers (offsets of record live in PostgreSQL, see storage/offsets).
     consumer_group: str = setting("roomlogs-ingest", pattern=r"\S.{0,248}", shape="a consumer group name")
@@ -271,6 +273,12 @@ class Settings:
     seal_late_window_seconds: float = setting(3600.0, ge=0, le=7 * 86_400)
     #: Every daily head of the seals is also published here (the witness; kept forever).
     seal_heads_topic: str = setting("roomlogs.seal-heads", pattern=TOPIC_NAME, shape="a Kafka topic name")
+    # --- Detectors -------------------------------------------------------------------------------------
+    #: Run the detectors in each batch's transaction (alerts, README "Detectors"); false: store only.
+    detectors_enabled: bool = True
+    #: How long a worker uses the operators' detector settings (`roomlogs detectors set`) before reading
+    #: them again: a change takes effect within this, without a restart.
+    detector_settings_ttl_seconds: float = setting(10.0, gt=0, le=3600)
     # --- Serving ---------------------------------------------------------------------------------------
     metrics_host: str = setting("127.0.0.1", pattern=r"\S+", shape="an address to listen on")
     metrics_port: int = setting(9308, **_PORT)
@@ -285,10 +293,14 @@ class Settings:
     def __post_init__(self) -> None:
         check_rules(self, ENV_PREFIX)
         _check_bootstrap(self.kafka_bootstrap)
-        if len({self.events_topic, self.dead_letter_topic, self.deletions_topic, self.seal_heads_topic}) < 4:
+        topics = (
+            self.events_topic, self.dead_letter_topic, self.deletions_topic, self.seal_heads_topic,
+            self.alerts_topic,
+        )  # fmt: skip
+        if len(set(topics)) < len(topics):
             raise ConfigurationError(
-                "ROOMLOGS_EVENTS_TOPIC, ROOMLOGS_DEAD_LETTER_TOPIC, ROOMLOGS_DELETIONS_TOPIC and "
-                "ROOMLOGS_SEAL_HEADS_TOPIC must be four different topics"
+                "ROOMLOGS_EVENTS_TOPIC, ROOMLOGS_DEAD_LETTER_TOPIC, ROOMLOGS_DELETIONS_TOPIC, "
+                "ROOMLOGS_SEAL_HEADS_TOPIC and ROOMLOGS_ALERTS_TOPIC must be five different topics"
             )
         if self.db_retry_max_seconds < self.db_retry_initial_seconds:
             raise ConfigurationError(

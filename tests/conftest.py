@@ -238,6 +238,7 @@ async def ingest_settings(
     topic = await topic_factory(partitions=3, prefix="ev-")
     dead_letters = await topic_factory(partitions=1, prefix="dlq-")
     deletions = await topic_factory(partitions=1, prefix="del-", config={"retention.ms": "-1"})
+    alerts = await topic_factory(partitions=1, prefix="alerts-")
     settings = Settings(
         kafka_bootstrap=kafka_broker.bootstrap,
         kafka_idempotent_producer=kafka_broker.idempotent_producer,
@@ -246,6 +247,7 @@ async def ingest_settings(
         events_topic_partitions=3,
         dead_letter_topic=dead_letters,
         deletions_topic=deletions,
+        alerts_topic=alerts,
         consumer_group=group_id,
         postgres_dsn=Secret(postgres_dsn),
         postgres_schema=pg_schema,

@@ -171,6 +171,7 @@ async def test_the_worker_ingests_over_sasl_ssl_with_nothing_but_its_acls(
             plain.events_topic,
             plain.dead_letter_topic,
             plain.deletions_topic,
+            plain.alerts_topic,
             f"{plain.consumer_group}-app",
         ],
         groups=[plain.consumer_group],  # its own group and faust's (<group>-app) share the prefix
@@ -255,7 +256,7 @@ async def test_a_missing_topic_the_worker_may_not_create_is_named(
         "--add", "--allow-principal", f"User:{APP_USER_256.name}",
         "--operation", "Read", "--operation", "Describe",
         "--topic", missing, "--topic", ingest_settings.dead_letter_topic,
-        "--topic", ingest_settings.deletions_topic,
+        "--topic", ingest_settings.deletions_topic, "--topic", ingest_settings.alerts_topic,
         "--group", ingest_settings.consumer_group,
     )  # fmt: skip
     settings = ingest_settings.replace(**secure_settings(secured_cluster, APP_USER_256), events_topic=missing)

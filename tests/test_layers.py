@@ -2,7 +2,8 @@
 
 Layers, bottom to top: shared utilities (settings, errors, logs, metrics, the Kafka client, ...), the
 event contract (`events`) and what proves the logs (`evidence`: Merkle trees, leaves, seal statements,
-keys), the shared tables (`storage`), the stages and services (`ingest`, `retention`, `sealing`,
+keys), the shared tables (`storage`) with the detectors that read them in ingest's transactions
+(`detectors`), the stages and services (`ingest`, `retention`, `sealing`,
 `publisher`, `api`, `console`, `stack`), the worker process that hosts ingest and maintenance (`worker`),
 and the command line (`cli`). A module may import its own layer and the layers below it, and a stage may
 not import another stage: what two stages share lives below them (a rule in `storage` or `events`, a
@@ -31,6 +32,7 @@ LAYER_OF: dict[str, int] = {
     "events": 1,
     "evidence": 1,
     "storage": 2,
+    "detectors": 2,
     **dict.fromkeys(STAGES, 3),
     "worker": 4,
     "cli": 5,

@@ -9,15 +9,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import json
 import os
 import signal
 import socket
 import sys
 import threading
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from pipeline import __version__
 from pipeline.cli import settings_help
@@ -152,6 +155,11 @@ def _parser(modules: list[ModuleType]) -> argparse.ArgumentParser:
     sub.add_parser("worker", help="run the ingest worker (faust app) against the configured services")
     sim = sub.add_parser("simulate", help="publish realistic room traffic to the configured broker")
     _sim_args(sim)
+    sim.add_argument(
+        "--scenario",
+        choices=("flood", "spam", "raid", "modabuse", "churn", "giftburst"),
+        help="instead: one fresh room's traffic built to trigger that detector (README, Detectors)",
+    )
     up = sub.add_parser(
         "up",
         help="start broker, PostgreSQL (unless a DSN is set), migrations, a worker, the API with the room "
@@ -247,11 +255,28 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    if args.scenario:
+        print(json.dumps(asyncio.run(_run_scenario(settings, args.scenario)), indent=2))
+        return 0
     if not args.no_progress:
         import tqdm  # noqa: F401 - the progress bar (worker extra): missing, say so before connecting
     summary = asyncio.run(_run_simulation(settings, args))
     print(summary.render())
     return 0
+
+
+async def _run_scenario(settings: Settings, name: str) -> dict[str, Any]:
+    from pipeline.kafka_topics import ensure_topics
+    from pipeline.publisher import scenarios
+    from pipeline.publisher.client import RoomEventPublisher
+
+    await ensure_topics(settings, worker=False)
+    scenario = scenarios.build(name, datetime.now(UTC))
+    async with RoomEventPublisher.from_settings(settings) as publisher:
+        for key, value in scenario.records():
+            await publisher.send_raw(key, value)
+        await publisher.flush()
+    return scenarios.summary(scenario)
 
 
 async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type: ignore[no-untyped-def]

@@ -31,6 +31,7 @@ _TOPICS = (
     "events_topic",
     "dead_letter_topic",
     "deletions_topic",
+    "alerts_topic",
     "events_topic_partitions",
     "kafka_replication_factor",
 )

@@ -38,7 +38,9 @@ from typing import Any
 import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from pipeline.detectors import Detectors
 from pipeline.events.normalize import Normalizer
+from pipeline.ingest.alert_relay import AlertRelay
 from pipeline.ingest.checkpoint import Checkpoint
 from pipeline.ingest.deletion_log import DeletionLog
 from pipeline.ingest.fetcher import Fetcher, PositionLost
@@ -119,6 +121,11 @@ class IngestService:
                 deletions=self.deletions,
                 classify=self.rooms.classify,
                 late_window_seconds=s.seal_late_window_seconds,
+                detectors=(
+                    Detectors(settings_ttl_seconds=s.detector_settings_ttl_seconds)
+                    if s.detectors_enabled
+                    else None
+                ),
             ),
             metrics,
             idle=self.fetcher.idle,
@@ -130,6 +137,9 @@ class IngestService:
         self.deletion_log = DeletionLog(s, pool, metrics, self.deletions)
         self.mirror: DeadLetterMirror | None = None
         self._mirror_task: asyncio.Task[None] | None = None
+        #: sends the alerts the detectors stored to the alerts topic
+        self.alert_relay: AlertRelay | None = None
+        self._alert_task: asyncio.Task[None] | None = None
         self._producer: AIOKafkaProducer | None = None
         self._watch: TopicWatch | None = None
         self._watch_task: asyncio.Task[None] | None = None
@@ -169,6 +179,15 @@ class IngestService:
             retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
         )
         self._mirror_task = asyncio.create_task(self.mirror.run())
+        self.alert_relay = AlertRelay(
+            self._pool,
+            self._producer,
+            s.alerts_topic,
+            self.metrics,
+            retry_initial_seconds=s.db_retry_initial_seconds,
+            retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
+        )
+        self._alert_task = asyncio.create_task(self.alert_relay.run())
         # before anything is ingested: a database restored from a backup re-applies the deletions it lacks
         await self.deletion_log.start(self._producer)
         await self._probe.start()
@@ -203,6 +222,13 @@ class IngestService:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._mirror_task, 5.0)
             self._mirror_task = None
+        if self.alert_relay is not None and self._alert_task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.alert_relay.drained.wait(), 5.0)
+            self.alert_relay.stop()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._alert_task, 5.0)
+            self._alert_task = None
         await self.deletion_log.close()
         await self.fetcher.stop()
         await self._probe.stop()
@@ -273,6 +299,8 @@ class IngestService:
             self.rooms.forget(outcome.conflicting_rooms)  # a conflicting copy moved the cache, not PostgreSQL
         if outcome.outboxed and self.mirror is not None:
             self.mirror.wake()
+        if outcome.alerts and self.alert_relay is not None:
+            self.alert_relay.wake()
         await self.checkpoint.written(written.batch)
 
     # --- partitions changing hands, or positions that no longer fit ------------------------------------

@@ -44,6 +44,10 @@ class Tally:
         if outcome.fenced < len(batch.rows) + len(batch.dead_letters) or not outcome.fenced:
             self._batch(batch, written.stats)
         m.write_seconds.observe(outcome.write_seconds)
+        if outcome.detect_seconds:
+            m.detect_seconds.observe(outcome.detect_seconds)
+        for detector in outcome.alerts:
+            m.alerts.labels(detector).inc()
         m.last_write.set(time.time())
         totals["stored"] += outcome.stored
         if outcome.duplicates:

@@ -12,11 +12,13 @@ from typing import Any
 
 import asyncpg
 import orjson
+from aiokafka import AIOKafkaProducer
 
 from pipeline.detectors import params as P
 from pipeline.detectors.engine import alerts_of
 from pipeline.detectors.rules import Stored
-from pipeline.storage import detector_settings
+from pipeline.settings import Settings
+from pipeline.storage import db, detector_settings
 from pipeline.storage.batch import WriteBatch
 
 #: yesterday noon (UTC): an open day with room for a minute either side
@@ -113,7 +115,7 @@ def _subjects(name: str, e: Event) -> list[tuple[str, str | None, str | None]]:
         return [(e.actor or "", None, None)]
     if name == P.SPAM_WAVE and e.etype == "chat.message" and e.text is not None:
         norm = " ".join(e.text.lower().split())
-        return [(hashlib.md5(norm.encode()).hexdigest(), str(len(norm)), None)]
+        return [(hashlib.md5(norm.encode(), usedforsecurity=False).hexdigest(), str(len(norm)), None)]
     if name == P.RAID and e.etype == "user.entered":
         return [("", None, None)]
     if name == P.MODERATOR_ABUSE and e.etype in ("moderation.warn", "moderation.mute", "moderation.kick",
@@ -154,3 +156,30 @@ def oracle(events: list[Event]) -> set[tuple[str, str, str, datetime]]:
             ids = {str(s.event_id) for s in rows}
             keys |= {a.key for a in alerts_of(name, room, subject, rows, params, ids, {})}
     return keys
+
+
+async def produce_raw(settings: Settings, records: list[tuple[bytes, bytes]]) -> None:
+    """Publish (key, value) records to the settings' events topic, acknowledged."""
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        for key, value in records:
+            await producer.send(settings.events_topic, value=value, key=key)
+        await producer.flush()
+    finally:
+        await producer.stop()
+
+
+async def room_alerts(settings: Settings, room: str | None = None) -> list[asyncpg.Record]:
+    """The stored alerts (of one room), as the schema's owner reads them."""
+    dsn = settings.postgres_dsn.get()
+    conn = await db.connect(dsn, settings.postgres_schema)
+    try:
+        return list(
+            await conn.fetch(
+                "SELECT * FROM alerts WHERE $1::text IS NULL OR room_id = $1 ORDER BY window_start, detector",
+                room,
+            )
+        )
+    finally:
+        await conn.close()
