@@ -45,6 +45,14 @@ async def test_every_page_passes_axe(
     assert not found, found
 
 
+async def test_the_deletion_dialog_passes_axe(world: ConsoleWorld, sign_in: SignIn) -> None:
+    page = await sign_in("u-owner", next_page="/console/rooms/room-1/transparency", bypass_csp=True)
+    await page.get_by_role("button", name="Delete this room's logs…").click()
+    assert await page.locator("dialog[open]").count() == 1
+    assert await axe_violations(page) == []
+    await page.keyboard.press("Escape")
+
+
 async def test_insights_draw_their_charts_from_this_origin_only(world: ConsoleWorld, sign_in: SignIn) -> None:
     page = await sign_in("u-owner")
     requested: list[str] = []
