@@ -17,6 +17,8 @@
    - a room-day page of 100 events (busy rooms and days with at least 100 events),
    - a chat text search in a room over 7 days (a typical room, and the busiest rooms), and in the busiest
      rooms for a word that never occurs, over 7 days and over the live day alone (never indexed),
+   - a user's record in a room (user card) and their latest 20 messages, for chatters of the busiest
+     rooms, and the same messages through the room's events filtered by actor (for comparison),
    - an NDJSON export of 100,000 events (the busiest room).
 Prints p50 / p99 (and max) for each, the load rate and the table and index sizes.
 Without --dsn it starts an embedded PostgreSQL in the run's work directory (bench/workdir.py) and stops it
@@ -298,6 +300,8 @@ async def measure(dsn: str, api_dsn: str, schema: str, samples: int) -> None:
             live_no_hit.append(seconds)
         report("text search, live day, busiest rooms, no hit", live_no_hit, None)
 
+        await users_in_busy_rooms(client, dsn, schema, samples, rng)
+
         assert top is not None
         if top["n"] < 100_000:
             print(f"export of 100,000 events: skipped (the busiest room has {top['n']:,}; load more events)")
@@ -318,6 +322,51 @@ async def measure(dsn: str, api_dsn: str, schema: str, samples: int) -> None:
         rate = 100_000 / statistics.median(exports)
         report("export of 100,000 events (NDJSON)", exports, None,
                f"   ({size / 1e6:.0f} MB, {rate:,.0f} events/s)")  # fmt: skip
+
+
+async def users_in_busy_rooms(
+    client: httpx.AsyncClient, dsn: str, schema: str, samples: int, rng: random.Random
+) -> None:
+    """A user's record (user card) and their latest messages in the 5 busiest rooms, for users who chatted
+    there; and the same messages through the room's events filtered by actor, which reads every event of
+    the room in the range (the user's events endpoint reads only the windows the rollups give)."""
+    admin = await db.connect(dsn, schema)
+    try:
+        chatters = await admin.fetch(
+            """SELECT room_id, actor_id FROM room_day_actors
+                WHERE room_id = ANY($1::text[]) AND event_type = 'chat.message' AND day >= current_date - 6
+                GROUP BY 1, 2""",
+            [f"room-{r}" for r in range(5)],
+        )
+    finally:
+        await admin.close()
+    if not chatters:
+        print("user records: skipped (no chatters in the busiest rooms this week)")
+        return
+    picks = [rng.choice(chatters) for _ in range(max(20, samples // 5))]
+    cards: list[float] = []
+    pages: list[float] = []
+    by_actor: list[float] = []
+    for r in picks:
+        owner = bearer(r["room_id"].replace("room", "owner"))
+        path = f"/v1/rooms/{r['room_id']}/users/{r['actor_id']}"
+        seconds, response = await timed(client, path, {}, owner)
+        assert response.json()["actions"].get("chat.message", 0) >= 1
+        cards.append(seconds)
+        messages = {"type": "chat.message", "limit": 20}
+        seconds, response = await timed(client, path + "/events", messages, owner)
+        pages.append(seconds)
+        n = len(response.json()["events"])
+        doc = response.json()
+        span = {"since": doc["since"], "until": doc["until"]}
+        seconds, response = await timed(
+            client, f"/v1/rooms/{r['room_id']}/events", {**messages, **span, "actor": r["actor_id"]}, owner
+        )
+        assert len(response.json()["events"]) == n
+        by_actor.append(seconds)
+    report("user record, 5 busiest rooms, 90 days", cards, 150)
+    report("user's latest 20 messages, 31 days", pages, 150)
+    report("same via room events ?actor=, 31 days", by_actor, None)
 
 
 async def main_async(args: argparse.Namespace, dsn: str, work_dir: Path) -> None:
