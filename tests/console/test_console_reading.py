@@ -4,10 +4,13 @@ who signs in first), the id fields offering the names seen, insights that label 
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from browsing import PHONE, Contexts, SignIn, open_page, ready, shot
-from console_world import NEEDLE, TODAY, ConsoleWorld
+from console_world import NEEDLE, TODAY, ConsoleWorld, day_at, stamp
+
+from pipeline.publisher import events as ev
 
 
 def day(days_ago: int) -> str:
@@ -55,6 +58,7 @@ async def test_open_the_whole_day_scrolls_to_the_event_and_marks_it(
     needle = world.ids["needle"]
     page = await sign_in("u-owner", next_page=f"/console/rooms/room-1/events/{needle}", viewport=PHONE)
     await page.get_by_role("link", name="Open the whole day").click()
+    await page.wait_for_url(f"**#e-{needle}")
     await ready(page)
     assert page.url.endswith(f"/console/rooms/room-1/day/{day(1)}#e-{needle}")
     marked = page.locator("ol.events li.current")
@@ -96,6 +100,7 @@ async def test_the_acting_user_field_offers_the_names_seen(world: ConsoleWorld, 
     assert ["u-guest", "Gus (u-guest)"] in options and ["u-mod", "Mo the moderator (u-mod)"] in options
     await field.fill("u-mod")
     await page.get_by_role("button", name="Apply filters").click()
+    await page.wait_for_url("**actor=u-mod*")
     await ready(page)
     assert set(await page.locator("ol.events .type").all_inner_texts()) == {"MUTE"}
 
@@ -114,6 +119,7 @@ async def test_insights_label_every_axis_and_bar_and_say_why_when_empty(
         assert await chart.locator("text.bar-label").count() > 0
     await page.get_by_label("Range").select_option("12")
     await page.get_by_role("button", name="Show").click()
+    await page.wait_for_url("**weeks=12*")
     await ready(page)
     assert "weeks=12" in page.url
     await shot(page, "insights-12-weeks")
@@ -122,3 +128,28 @@ async def test_insights_label_every_axis_and_bar_and_say_why_when_empty(
     text = await other.locator("main").inner_text()
     assert "Nobody entered or left the room" in text and "No gifts were sent" in text
     assert "No warnings, mutes, kicks or bans" in text
+
+
+async def test_a_permanent_link_past_the_days_first_page_opens_its_page(
+    world: ConsoleWorld, sign_in: SignIn
+) -> None:
+    room, owner = "room-busy", ev.user("u-busy-owner", "Bea")
+    await world.publish(ev.settings_changed(room, owner, {"privacy": (None, "private")}))
+    await world.publish(ev.permissions_changed(room, None, "owner_transferred", owner))
+    ids = []
+    for i in range(130):  # more than the day view's page of 100
+        event = ev.chat_message(room, owner, f"line {i:03d}")
+        event["occurred_at"] = stamp(day_at(2, 8) + timedelta(seconds=i))
+        ids.append(await world.publish(event, wait=i == 129))
+    wanted = ids[120]
+    page = await sign_in("u-busy-owner", next_page=f"/console/rooms/{room}/events/{wanted}")
+    await page.get_by_role("link", name="Open the whole day").click()
+    await page.wait_for_url(f"**cursor=*#e-{wanted}")
+    await ready(page)
+    marked = page.locator("ol.events li.current")
+    assert "line 120" in await marked.inner_text()
+    assert await in_view(page, "ol.events li.current")
+    assert await page.get_by_role("link", name="First page").count() == 1
+    await page.reload()
+    await ready(page)
+    assert "line 120" in await page.locator("ol.events li.current").inner_text()

@@ -83,6 +83,7 @@ async def test_the_access_log_folds_the_owners_reads_and_filters(
     assert whos and "u-owner" not in whos and "u-mod" in whos  # folded by default
     assert await page.locator("#own-folded").count() == 1
     await page.get_by_role("link", name="Show them too").click()
+    await page.wait_for_url("**mine=1")
     await page.wait_for_selector("body[data-ready='true']")
     assert "u-owner" in await page.locator("#access-log tbody th").all_inner_texts()
     # who, what and outcome
@@ -90,11 +91,20 @@ async def test_the_access_log_folds_the_owners_reads_and_filters(
     await page.get_by_label("What", exact=True).select_option("days")
     await page.get_by_label("Outcome").select_option("ok")
     await page.get_by_role("button", name="Apply").click()
+    await page.wait_for_url("**who=u-mod*")
     await page.wait_for_selector("body[data-ready='true']")
     await shot(page, "transparency-filtered")
     rows = await log.all_inner_texts()
     assert rows and all("u-mod" in r and "Read the calendar" in r and "Answered" in r for r in rows)
     assert "who=u-mod" in page.url and "what=days" in page.url
-    # paged: at most 25 entries a page, older ones behind a link
+    # paged: 25 entries a page, older ones behind a link
+    await page.evaluate("async () => { for (let i = 0; i < 30; i++) await fetch('/v1/rooms/room-1/days'); }")
     await open_page(page, f"{world.base_url}/console/rooms/room-1/transparency?mine=1")
-    assert await log.count() <= 25
+    assert await log.count() == 25
+    newest = await log.first.locator("time").get_attribute("datetime")
+    await page.get_by_role("link", name="Older entries").click()
+    await page.wait_for_url("**cursor=*")
+    await page.wait_for_selector("body[data-ready='true']")
+    assert "cursor=" in page.url and await log.count() > 0
+    assert await log.first.locator("time").get_attribute("datetime") <= newest
+    assert await page.get_by_role("link", name="Newest entries").count() == 1
