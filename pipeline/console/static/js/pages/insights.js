@@ -5,6 +5,7 @@
 import { api, roomPath } from "../api.js";
 import { barChart } from "../charts.js";
 import { h, ident, nameText, plural, replace, scroller, setTitle, status } from "../dom.js";
+import { localZone, zoneMode, zoneSwitch } from "../time.js";
 
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
 const ACTIONS = ["warn", "mute", "kick", "ban", "unmute", "unban"];
@@ -33,7 +34,8 @@ export async function render({ body, room, query }) {
   setTitle("Insights", room);
   const asked = Number(query.get("weeks")) || 4;
   const weeks = Math.min(12, Math.max(1, asked));
-  const tz = Intl.DateTimeFormat().resolvedOptions().timeZone || "UTC";
+  // hours and weekdays in the zone the reader chose (their own, or UTC)
+  const tz = zoneMode() === "utc" ? "UTC" : localZone();
   const doc = await api(roomPath(room, "insights"), { params: [["weeks", String(weeks)], ["tz", tz]] });
   const hours = [...Array(24).keys()].map((n) => String(n).padStart(2, "0"));
   const other = doc.hour_of_day.map((n, i) => n - doc.chat_by_hour[i]);
@@ -82,6 +84,7 @@ export async function render({ body, room, query }) {
   replace(body,
     h("h2", null, `The last ${plural(weeks, "week")} `, h("span", { class: "muted" }, `(${span}, ${plural(doc.total, "event")})`)),
     rangeForm(weeks),
+    zoneSwitch(),
     notes,
     h("div", { class: "charts" }, charts),
     top);
