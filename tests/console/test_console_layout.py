@@ -186,3 +186,12 @@ async def test_a_64_character_name_neither_widens_nor_overlaps(world: ConsoleWor
     uid = item.locator(".actor .uid")
     assert await uid.inner_text() == "(u-long-name)"
     assert await uid.evaluate("el => el.getClientRects().length") == 1
+
+
+async def test_an_event_id_is_shown_whole_at_phone_width(world: ConsoleWorld, sign_in: SignIn) -> None:
+    page = await sign_in(
+        "u-owner", next_page=f"/console/rooms/room-1/events/{world.ids['needle']}", viewport=WIDTHS["phone"]
+    )
+    event_id = page.locator("dl.facts code bdi.id")
+    assert await event_id.inner_text() == world.ids["needle"]
+    assert await event_id.evaluate("el => el.scrollWidth <= el.clientWidth")  # not cut by the ellipsis
