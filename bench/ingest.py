@@ -414,6 +414,8 @@ async def main_async(
         events_topic_partitions=args.partitions,
         dead_letter_topic=f"{topic}-dlq",
         deletions_topic=f"{topic}-deletions",
+        alerts_topic=f"{topic}-alerts",
+        detectors_enabled=not args.no_detectors,
         log_level="warning",
     )
     if not apache:
@@ -492,6 +494,9 @@ def main() -> None:
         "--kafka", choices=("tansu", "apache"), default="tansu", help="the broker to start (default tansu)"
     )
     parser.add_argument("--kafka-nodes", type=int, default=3, help="nodes of the Apache Kafka cluster (3)")
+    parser.add_argument(
+        "--no-detectors", action="store_true", help="the worker without its detectors (to measure their cost)"
+    )
     add_work_dir_argument(parser)
     args = parser.parse_args()
     with run_dir(args.work_dir, "roomlogs-bench-ingest-") as work_dir:

@@ -43,6 +43,7 @@ _COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "pipeline.cli.offsets": ("offsets",),
     "pipeline.cli.seals": ("seals", "verify"),
     "pipeline.cli.dead_letters": ("dead-letters",),
+    "pipeline.cli.detectors": ("detectors",),
 }
 #: Commands that start a stack of their own: they never look for a running one (pipeline/cli/stackfile.py).
 _STARTS_A_STACK = frozenset({"up", "demo"})
@@ -50,7 +51,9 @@ _STARTS_A_STACK = frozenset({"up", "demo"})
 #: wrong ROOMLOGS_POSTGRES_SCHEMA ends each of them with one line naming it, not a traceback. `verify FILE`
 #: is not one of them: it checks an evidence bundle offline, with nothing but the public key
 #: (`_needs_schema`).
-_NEEDS_SCHEMA = frozenset({"status", "dead-letters", "retention", "partitions", "offsets", "seals", "verify"})
+_NEEDS_SCHEMA = frozenset(
+    {"status", "dead-letters", "retention", "partitions", "offsets", "seals", "verify", "detectors"}
+)
 #: The extra (pyproject.toml, optional-dependencies) each command needs beyond the base install.
 EXTRA_OF_COMMAND = {"api": "api", "up": "all,embedded", "demo": "all,embedded"}  # the rest: "worker"
 #: Modules of the extras' dependencies: a ModuleNotFoundError for another module is a bug, not an extra

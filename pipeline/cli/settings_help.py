@@ -73,6 +73,7 @@ READS: dict[str, tuple[str, ...]] = {
     ),
     "dead-letters": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_NORMALIZE, *_LOGGING),
     "offsets": (*_POSTGRES, *_KAFKA, "events_topic", "consumer_group", *_LOGGING),
+    "detectors": (*_POSTGRES, "default_retention_class", *_LOGGING),
     "seals": (
         *_POSTGRES, *_KAFKA, "seal_key_file", "seal_late_window_seconds", "seal_heads_topic",
         "kafka_replication_factor", *_LOGGING,

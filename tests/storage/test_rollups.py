@@ -333,7 +333,7 @@ async def test_the_migration_rolls_up_the_rows_stored_before_it(
         notices: list[str] = []
         conn.add_log_listener(lambda _conn, message: notices.append(message.message))
         monkeypatch.setattr(migrate, "available", lambda: everything)
-        assert [m.name for m in await migrate.migrate(conn, pg_schema)][0] == "rollups"
+        assert (await migrate.migrate(conn, pg_schema))[0].name == "rollups"
         assert await conn.fetchval("SELECT sum(events) FROM room_hours") == len(stored)
         await assert_rollups_match_rows(conn)
         assert any("days of events rolled up" in n for n in notices)
