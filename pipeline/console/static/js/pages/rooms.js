@@ -37,13 +37,14 @@ export async function render({ body, session }) {
   const list = rooms.length
     ? scroller("Your rooms", h("table", { class: "grid stack" },
       h("caption", { class: "sr-only" }, "Rooms you own or moderate"),
-      h("thead", null, h("tr", null, ["Room", "Your role", "Privacy", "Last activity"].map((t) => h("th", { scope: "col" }, t)))),
+      h("thead", null, h("tr", null, ["Room", "Your role", "Privacy", "Last activity", "Alerts (7 days)"].map((t) => h("th", { scope: "col" }, t)))),
       h("tbody", null, rooms.map((r) => h("tr", null,
-        h("th", { scope: "row" }, h("a", { href: roomLink(r.room_id) + "/" }, ident(r.room_id)),
-          r.alerts ? [" ", alertBadge(r.alerts, alertsLink(r.room_id), "this week")] : null),
+        h("th", { scope: "row" }, h("a", { href: roomLink(r.room_id) + "/" }, ident(r.room_id))),
         h("td", { "data-label": "Your role" }, r.role),
         h("td", { "data-label": "Privacy" }, r.privacy || "—"),
-        h("td", { "data-label": "Last activity" }, timeEl(r.last_activity, { full: true })))))))
+        h("td", { "data-label": "Last activity" }, timeEl(r.last_activity, { full: true })),
+        h("td", { "data-label": "Alerts (7 days)", class: "alerts" },
+          r.alerts ? alertBadge(r.alerts, alertsLink(r.room_id), "in the last 7 days") : "none"))))))
     : status("You do not own or moderate any room.");
   replace(body, h("h1", null, "Your rooms"), list, session.kind === "staff" ? staffForm(session) : null);
 }
