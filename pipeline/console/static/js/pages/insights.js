@@ -4,7 +4,7 @@
 
 import { api, roomPath } from "../api.js";
 import { barChart } from "../charts.js";
-import { h, ident, nameText, plural, replace, scroller, setTitle, status } from "../dom.js";
+import { h, ident, nameText, plural, replace, roomLink, scroller, setTitle, status } from "../dom.js";
 import { localZone, zoneMode, zoneSwitch } from "../time.js";
 
 const WEEKDAYS = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
@@ -78,7 +78,8 @@ export async function render({ body, room, query }) {
       h("caption", null, "Top chatters"),
       h("thead", null, h("tr", null, h("th", { scope: "col" }, "User"), h("th", { scope: "col" }, "Messages"))),
       h("tbody", null, doc.top_chatters.map((c) => h("tr", null,
-        h("th", { scope: "row", class: "user" }, c.display_name ? [nameText(c.display_name), " ", h("span", { class: "uid" }, "(", ident(c.user_id), ")")] : ident(c.user_id)),
+        h("th", { scope: "row", class: "user" }, h("a", { class: "user", href: roomLink(room, "users", c.user_id) },
+          c.display_name ? [nameText(c.display_name), " ", h("span", { class: "uid" }, "(", ident(c.user_id), ")")] : ident(c.user_id))),
         h("td", null, c.messages.toLocaleString("en")))))))
     : doc.total ? status(`Nobody chatted in ${span}.`) : null;
   replace(body,
