@@ -8,13 +8,16 @@ not count (two days ago) and at the end of the session's console tests (this fil
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from browsing import PHONE, SignIn, axe_violations, open_page, ready, shot
 from console_world import TODAY, ConsoleWorld, day_at
 from test_console_layout import OUT_OF_BOX
 
+from pipeline.detectors.params import DETECTORS
 from pipeline.storage import alerts as stored
 from pipeline.storage import db
 
@@ -164,3 +167,9 @@ async def test_the_card_and_the_alerts_fit_a_phone_and_pass_axe(world: ConsoleWo
                 found[f"{name} at {width['width']} px"] = problems
         assert page.errors == []  # type: ignore[attr-defined]
     assert not found, found
+
+
+def test_the_consoles_detector_labels_are_the_detectors() -> None:
+    source = (Path(__file__).resolve().parents[2] / "pipeline/console/static/js/alerts.js").read_text()
+    block = source.split("export const DETECTORS = [", 1)[1].split("];", 1)[0]
+    assert tuple(re.findall(r'\["([a-z_]+)", "[^"]+"\]', block)) == DETECTORS
