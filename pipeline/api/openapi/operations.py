@@ -174,7 +174,8 @@ def log_operations(s: ApiSettings, reason: dict[str, Any], client_id: dict[str, 
         ),
         "tail": operation(
             "tailRoom",
-            "Live tail of a room (Server-Sent Events) for its owner, moderators and staff",
+            "Live tail of a room (Server-Sent Events: `event` frames, and `alert` frames for the alerts the "
+            "room raises meanwhile) for its owner, moderators and staff",
             [reason, client_id],
             {
                 "200": {
