@@ -110,15 +110,17 @@ async def user_events(call: Call) -> Response:
 
 
 def _days(call: Call, first: date | None, last: date | None) -> tuple[date, date]:
-    """The record's UTC days: `from`..`to`, by default the last `RECORD_DAYS` up to today."""
+    """The record's UTC days: `from`..`to`, by default the last `RECORD_DAYS` (at most the days a request
+    may cover) up to today."""
     today = call.params.now.date()
+    max_days = call.settings.max_days_range_days
+    span = min(RECORD_DAYS, max_days)
     if last is None:
-        last = today if first is None else min(today, first + timedelta(days=RECORD_DAYS - 1))
+        last = today if first is None else min(today, first + timedelta(days=span - 1))
     if first is None:
-        first = last - timedelta(days=RECORD_DAYS - 1)
+        first = last - timedelta(days=span - 1)
     if first > last:
         raise InvalidParameter("from must not be after to", details={"parameter": "from"})
-    max_days = call.settings.max_days_range_days
     if (last - first).days + 1 > max_days:
         raise RangeTooLarge(f"at most {max_days} days at once", details={"max_days": max_days})
     return first, last
