@@ -39,12 +39,18 @@ from typing import Any
 import asyncpg
 
 from pipeline.detectors import params as P
+from pipeline.detectors.chat import chat_alerts
 from pipeline.detectors.reads import hour_counts, merge_ranges, read_candidates
-from pipeline.detectors.rules import RULES, Stored, raid_threshold
-from pipeline.detectors.windows import firing_windows
+from pipeline.detectors.rules import RULES, Stored, alerts_of, raid_threshold
 from pipeline.storage import alerts, detector_settings
 from pipeline.storage.alerts import Alert
-from pipeline.storage.batch import ROW_CLASS, ROW_EVENT_ID, ROW_EVENT_TYPE, ROW_OCCURRED_AT, ROW_ROOM_ID
+from pipeline.storage.batch import (
+    ROW_CLASS,
+    ROW_EVENT_ID,
+    ROW_EVENT_TYPE,
+    ROW_OCCURRED_AT,
+    ROW_ROOM_ID,
+)
 from pipeline.storage.detector_settings import Override
 
 __all__ = ["Detectors", "alerts_of", "evaluate"]
@@ -67,6 +73,8 @@ class Detectors:
         self._clock = clock
         self._only = frozenset(only) if only is not None else frozenset(P.DETECTORS)
         self._overrides: dict[tuple[str, str, str], Override] = {}
+        self._rooms_overridden: set[tuple[str, str]] = set()
+        self._per_class: dict[tuple[str, str], P.Effective] = {}
         self._loaded_at: float | None = None
 
     async def refresh(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
@@ -74,11 +82,26 @@ class Detectors:
         if not force and self._loaded_at is not None and now - self._loaded_at < self._ttl:
             return
         self._overrides = {(o.detector, o.scope, o.scope_id): o for o in await detector_settings.load(conn)}
+        self._rooms_overridden = {
+            (o.detector, o.scope_id) for o in self._overrides.values() if o.scope == "room"
+        }
+        self._per_class = {}
         self._loaded_at = now
 
     def effective(self, detector: str, retention_class: str, room_id: str) -> P.Effective:
         """`detector`'s parameters for a room: built-in (per class), then the class's, then the room's
         override; disabled where an override says so (the nearest that says anything)."""
+        if (detector, room_id) not in self._rooms_overridden:
+            # most rooms: the class's parameters, made once per settings refresh
+            got = self._per_class.get((detector, retention_class))
+            if got is None:
+                got = self._per_class[(detector, retention_class)] = self._effective(
+                    detector, retention_class, ""
+                )
+            return got
+        return self._effective(detector, retention_class, room_id)
+
+    def _effective(self, detector: str, retention_class: str, room_id: str) -> P.Effective:
         params = P.builtin(detector, retention_class)
         enabled = detector in self._only
         for scope, scope_id in (("class", retention_class), ("room", room_id)):
@@ -116,11 +139,15 @@ async def evaluate(
         mine = [r for t in rule.types for r in by_type.get(t, ())]
         if not mine:
             continue
+        if name in (P.CHAT_FLOOD, P.SPAM_WAVE):
+            found += await chat_alerts(conn, name, mine, effective)
+            continue
         per_room: dict[str, tuple[str, list[datetime]]] = {}
         for r in mine:
-            cls_times = per_room.get(r[ROW_ROOM_ID])
+            room = r[ROW_ROOM_ID]
+            cls_times = per_room.get(room)
             if cls_times is None:
-                per_room[r[ROW_ROOM_ID]] = (r[ROW_CLASS], [r[ROW_OCCURRED_AT]])
+                per_room[room] = (r[ROW_CLASS], [r[ROW_OCCURRED_AT]])
             else:
                 cls_times[1].append(r[ROW_OCCURRED_AT])
         settings: dict[str, P.Effective] = {}
@@ -144,39 +171,6 @@ async def evaluate(
         for room, subject, group in _groups(stored):
             found += alerts_of(name, room, subject, group, settings[room], new_ids, thresholds)
     return found
-
-
-def alerts_of(
-    name: str,
-    room: str,
-    subject: str,
-    group: list[Stored],
-    eff: P.Effective,
-    new_ids: set[str],
-    thresholds: dict[tuple[str, datetime], int],
-) -> list[Alert]:
-    """The alerts of one room's subject: its firing windows that hold a new row, one per bucket."""
-    rule, p = RULES[name], eff.params
-
-    def measure(window: Sequence[Stored]) -> dict[str, Any] | None:
-        hour = window[0].occurred_at.replace(minute=0, second=0, microsecond=0)
-        return rule.measure(window, p, thresholds.get((room, hour), p.get("min_users", 0)))
-
-    return [
-        Alert(
-            fired.rows[0].retention_class,
-            room,
-            name,
-            subject,
-            fired.bucket,
-            fired.start,
-            fired.end,
-            rule.users(fired.rows),
-            {**fired.measure, "window_seconds": eff.window_seconds},
-            tuple(s.event_id for s in fired.rows),
-        )
-        for fired in firing_windows(group, lambda s: str(s.event_id) in new_ids, eff.window_seconds, measure)
-    ]
 
 
 def _groups(stored: list[Stored]) -> Iterable[tuple[str, str, list[Stored]]]:

@@ -31,23 +31,23 @@ DETECTORS = (CHAT_FLOOD, SPAM_WAVE, RAID, MODERATOR_ABUSE, PERMISSION_CHURN, GIF
 
 DEFAULTS: dict[str, dict[str, int]] = {
     # one user: more than max_messages chat messages in window_seconds
-    CHAT_FLOOD: {"window_seconds": 10, "max_messages": 12},
+    CHAT_FLOOD: {"window_seconds": 10, "max_messages": 40},
     # the same normalized text, at least min_text_chars long, from at least min_users users
-    SPAM_WAVE: {"window_seconds": 30, "min_users": 5, "min_text_chars": 10},
+    SPAM_WAVE: {"window_seconds": 30, "min_users": 6, "min_text_chars": 10},
     # distinct users entering: at least max(min_users, multiplier x the room's usual entries per window
     # at that hour of the week, over the baseline_weeks weeks before)
-    RAID: {"window_seconds": 60, "min_users": 25, "multiplier": 10, "baseline_weeks": 4},
+    RAID: {"window_seconds": 60, "min_users": 40, "multiplier": 10, "baseline_weeks": 4},
     # one moderator warning, muting, kicking or banning more than max_targets distinct users
-    MODERATOR_ABUSE: {"window_seconds": 60, "max_targets": 8},
+    MODERATOR_ABUSE: {"window_seconds": 60, "max_targets": 12},
     # one setting, or one user's role, changed back to what it was at least min_reversions times
-    PERMISSION_CHURN: {"window_seconds": 120, "min_reversions": 3},
+    PERMISSION_CHURN: {"window_seconds": 120, "min_reversions": 5},
     # one sender to one recipient: more than max_gifts gifts
     GIFT_BURST: {"window_seconds": 60, "max_gifts": 10},
 }
 #: Per retention class, what differs from DEFAULTS (rooms of a class differ in size, hence raids).
 CLASS_DEFAULTS: dict[str, dict[str, dict[str, int]]] = {
-    "busy_public": {RAID: {"min_users": 60}},
-    "private": {RAID: {"min_users": 10}},
+    "busy_public": {RAID: {"min_users": 80}},
+    "private": {RAID: {"min_users": 15}},
 }
 #: Allowed values of each parameter (inclusive).
 RANGES: dict[str, tuple[int, int]] = {

@@ -24,19 +24,29 @@ from pipeline.detectors.rules import Rule, Stored
 
 __all__ = ["hour_counts", "merge_ranges", "read_candidates"]
 
+_MICROSECOND = timedelta(microseconds=1)
+
 _READ_SQL = """
-WITH c AS (
-    SELECT room_id, lo, hi
-      FROM detector_hour_counts($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[])
-     WHERE events >= $5
+WITH u AS (
+    SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS u(room_id, lo, hi)
+),
+c AS (
+    SELECT u.* FROM u
+      JOIN detector_hour_counts($1::text[], $2::timestamptz[], $3::timestamptz[], $4::text[]) AS h
+           USING (room_id, lo, hi)
+     WHERE h.events >= $5
 ),
 r AS (
     SELECT e.room_id, e.retention_class, {subject} AS subject, e.occurred_at, e.event_id, e.actor_id,
            e.target_id, {extra} AS extra, {extra2} AS extra2
       FROM c
-      JOIN events e ON e.room_id = c.room_id AND e.occurred_at >= c.lo AND e.occurred_at < c.hi
+     CROSS JOIN LATERAL (
+           SELECT * FROM events e0
+            WHERE e0.room_id = c.room_id AND e0.occurred_at >= c.lo AND e0.occurred_at < c.hi
+              AND e0.event_type = ANY($4::text[])
+            OFFSET 0) AS e
       {join}
-     WHERE e.event_type = ANY($4::text[]) {where}
+     WHERE true {where}
 ),
 w AS (
     SELECT room_id, subject,
@@ -53,14 +63,17 @@ SELECT r.* FROM r JOIN hot USING (room_id, subject)
 def merge_ranges(times: Sequence[datetime], window_seconds: int) -> list[tuple[datetime, datetime]]:
     """[t - T, t + T) around each of `times`, merged where they touch; sorted."""
     span = timedelta(seconds=window_seconds)
+    after = span + _MICROSECOND
+    gap = span + after  # two rows closer than this give overlapping ranges
+    ordered = sorted(times)
     out: list[tuple[datetime, datetime]] = []
-    for t in sorted(times):
-        lo, hi = t - span, t + span + timedelta(microseconds=1)
-        if out and lo <= out[-1][1]:
-            if hi > out[-1][1]:
-                out[-1] = (out[-1][0], hi)
-        else:
-            out.append((lo, hi))
+    start = last = ordered[0]
+    for t in ordered[1:]:
+        if t - last > gap:
+            out.append((start - span, last + after))
+            start = t
+        last = t
+    out.append((start - span, last + after))
     return out
 
 

@@ -16,6 +16,7 @@ pipeline.detectors.params are written into the statements.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -24,14 +25,28 @@ from datetime import datetime
 from typing import Any
 
 from pipeline.detectors import params as P
-from pipeline.detectors.windows import Row
+from pipeline.detectors.windows import Row, firing_windows
 from pipeline.events.contract import EventType
+from pipeline.storage.alerts import Alert
 
-__all__ = ["RULES", "Rule", "Stored", "normalized_text_sql"]
+__all__ = ["RULES", "Rule", "Stored", "alerts_of", "normalized_text_sql", "text_key"]
 
-#: A chat text as the spam detector compares it: case folded (PostgreSQL's lower()), whitespace runs made
-#: one space, stripped. Its md5 is the spam wave's subject.
-normalized_text_sql = "btrim(regexp_replace(lower(e.body), '[[:space:]]+', ' ', 'g'))"
+#: A chat text as the spam detector compares it: ASCII letters case folded and ASCII whitespace removed
+#: (so spacing tricks do not split a wave), by one translate() in SQL and the same table in Python
+#: (`text_key`), so the batch's keys, computed in Python, match the stored rows' exactly. Its md5 is the
+#: spam wave's subject. (Case folding beyond ASCII would need PostgreSQL's lower(), whose result depends on
+#: the database's locale: Python could not compute the same key.)
+_UPPER = "ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+_SPACES = " \t\n\v\f\r"
+_FOLD = str.maketrans({**{c: c.lower() for c in _UPPER}, **dict.fromkeys(_SPACES)})
+_TRANSLATE_FROM = f"'{_UPPER}' || chr(32) || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)"
+normalized_text_sql = f"translate(e.body, {_TRANSLATE_FROM}, '{_UPPER.lower()}')"
+
+
+def text_key(body: str) -> tuple[str, str]:
+    """(the spam wave's subject of a chat text, the normalized text), as the SQL above computes them."""
+    norm = body.translate(_FOLD)
+    return hashlib.md5(norm.encode(), usedforsecurity=False).hexdigest(), norm
 
 
 class Stored(Row):
@@ -187,7 +202,7 @@ RULES: dict[str, Rule] = {
         _spam,
         lambda rows: _sorted_users(_actors(rows)),
         extra_sql=f"length({normalized_text_sql})::text",
-        where_sql="AND e.actor_id IS NOT NULL AND e.body IS NOT NULL",
+        where_sql="AND e.actor_id IS NOT NULL AND e.body IS NOT NULL",  # read by pipeline.detectors.chat
     ),
     P.RAID: Rule(
         P.RAID,
@@ -239,3 +254,36 @@ RULES: dict[str, Rule] = {
         where_sql="AND e.actor_id IS NOT NULL AND e.target_id IS NOT NULL",
     ),
 }
+
+
+def alerts_of(
+    name: str,
+    room: str,
+    subject: str,
+    group: list[Stored],
+    eff: P.Effective,
+    new_ids: set[str],
+    thresholds: dict[tuple[str, datetime], int],
+) -> list[Alert]:
+    """The alerts of one room's subject: its firing windows that hold a new row, one per bucket."""
+    rule, p = RULES[name], eff.params
+
+    def measure(window: Sequence[Stored]) -> dict[str, Any] | None:
+        hour = window[0].occurred_at.replace(minute=0, second=0, microsecond=0)
+        return rule.measure(window, p, thresholds.get((room, hour), p.get("min_users", 0)))
+
+    return [
+        Alert(
+            fired.rows[0].retention_class,
+            room,
+            name,
+            subject,
+            fired.bucket,
+            fired.start,
+            fired.end,
+            rule.users(fired.rows),
+            {**fired.measure, "window_seconds": eff.window_seconds},
+            tuple(s.event_id for s in fired.rows),
+        )
+        for fired in firing_windows(group, lambda s: str(s.event_id) in new_ids, eff.window_seconds, measure)
+    ]

@@ -10,7 +10,6 @@ index (uuid5), so publishing a scenario twice is a replay of the same events.
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.detectors.rules import text_key
 from pipeline.events.contract import EventType
 from pipeline.publisher import events as ev
 from pipeline.publisher.events import Event, User
@@ -89,23 +89,23 @@ def _flood(s: Scenario) -> None:
     flooder = _users(s.room_id, "flooder", 1)[0]
     s.subject = flooder["user_id"]
     s.timeline.append((1.0, ev.user_entered(s.room_id, flooder)))
-    for i in range(30):  # 30 messages in 6 s (default: more than 12 in 10 s)
-        s.timeline.append((2.0 + i * 0.2, ev.chat_message(s.room_id, flooder, f"look at me {i}")))
+    for i in range(80):  # 80 messages in 8 s (default: more than 40 in 10 s)
+        s.timeline.append((2.0 + i * 0.1, ev.chat_message(s.room_id, flooder, f"look at me {i}")))
 
 
 def _spam(s: Scenario) -> None:
     _room(s)
-    bots = _users(s.room_id, "bot", 8)
+    bots = _users(s.room_id, "bot", 10)
     for i, b in enumerate(bots):
         s.timeline.append((1.0 + i * 0.1, ev.user_entered(s.room_id, b)))
-    for i, b in enumerate(bots):  # 8 users, one text, 8 s (default: 5 users in 30 s)
-        text = "FREE  credits at example dot com!!" if i % 2 else "free credits at example dot com!!"
+    for i, b in enumerate(bots):  # 10 users, one text (case and spacing varied), 10 s (default: 6 in 30 s)
+        text = "FREE  credits at example dot com!!" if i % 2 else "free credits at ex ample dot com!!"
         s.timeline.append((3.0 + i, ev.chat_message(s.room_id, b, text)))
-    s.subject = hashlib.md5(b"free credits at example dot com!!", usedforsecurity=False).hexdigest()
+    s.subject = text_key("free credits at example dot com!!")[0]
 
 
 def _raid(s: Scenario) -> None:
-    _room(s, max_occupancy=200)  # busy_public: the highest floor (60 users in 60 s)
+    _room(s, max_occupancy=200)  # busy_public: the highest floor (80 users in 60 s)
     for i, u in enumerate(_users(s.room_id, "raider", 100)):  # 100 users in 20 s
         s.timeline.append((1.0 + i * 0.2, ev.user_entered(s.room_id, u)))
     s.subject = ""
@@ -113,11 +113,11 @@ def _raid(s: Scenario) -> None:
 
 def _modabuse(s: Scenario) -> None:
     _, moderator = _room(s)
-    victims = _users(s.room_id, "victim", 15)
+    victims = _users(s.room_id, "victim", 20)
     for i, v in enumerate(victims):
         s.timeline.append((1.0 + i * 0.1, ev.user_entered(s.room_id, v)))
     actions = (EventType.MOD_WARN, EventType.MOD_MUTE, EventType.MOD_KICK, EventType.MOD_BAN)
-    for i, v in enumerate(victims):  # 15 users in 28 s (default: more than 8 in 60 s)
+    for i, v in enumerate(victims):  # 20 users in 38 s (default: more than 12 in 60 s)
         action = actions[i % 4]
         timed = action in (EventType.MOD_MUTE, EventType.MOD_BAN)
         s.timeline.append(
@@ -129,7 +129,7 @@ def _modabuse(s: Scenario) -> None:
 def _churn(s: Scenario) -> None:
     owner, _ = _room(s)
     voice = False
-    for i in range(6):  # voice on, off, on, ... 6 times in 25 s: 5 reversions (default: 3 in 120 s)
+    for i in range(8):  # voice on, off, on, ... 8 times in 35 s: 7 reversions (default: 5 in 120 s)
         s.timeline.append(
             (2.0 + i * 5, ev.settings_changed(s.room_id, owner, {"voice_enabled": (voice, not voice)}))
         )

@@ -3,7 +3,6 @@ small scenarios fire, and the oracle: the alert keys of computing over all the s
 
 from __future__ import annotations
 
-import hashlib
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,8 +14,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from pipeline.detectors import params as P
-from pipeline.detectors.engine import alerts_of
-from pipeline.detectors.rules import Stored
+from pipeline.detectors.rules import Stored, alerts_of, text_key
 from pipeline.settings import Settings
 from pipeline.storage import db, detector_settings
 from pipeline.storage.batch import WriteBatch
@@ -114,8 +112,8 @@ def _subjects(name: str, e: Event) -> list[tuple[str, str | None, str | None]]:
     if name == P.CHAT_FLOOD and e.etype == "chat.message":
         return [(e.actor or "", None, None)]
     if name == P.SPAM_WAVE and e.etype == "chat.message" and e.text is not None:
-        norm = " ".join(e.text.lower().split())
-        return [(hashlib.md5(norm.encode(), usedforsecurity=False).hexdigest(), str(len(norm)), None)]
+        key, norm = text_key(e.text)
+        return [(key, str(len(norm)), None)]
     if name == P.RAID and e.etype == "user.entered":
         return [("", None, None)]
     if name == P.MODERATOR_ABUSE and e.etype in ("moderation.warn", "moderation.mute", "moderation.kick",

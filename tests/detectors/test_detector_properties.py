@@ -48,7 +48,19 @@ def events(draw: st.DrawFn, room: str) -> Event:
     other = draw(st.sampled_from(USERS))
     eid = str(uuid.uuid4())
     if kind == "chat":
-        text = draw(st.sampled_from(["Buy  now", "buy now", "hello there"]))
+        # one text in several spellings (case, spacing, whitespace before the first 32 characters), another
+        text = draw(
+            st.sampled_from(
+                [
+                    "Buy  now",
+                    "buy now",
+                    "hello there",
+                    "HELLO  THERE",
+                    " \t" * 20 + "hello there",
+                    "hello world",
+                ]
+            )
+        )
         return Event(eid, room, "chat.message", actor, seconds, text=text)
     if kind == "enter":
         return Event(eid, room, "user.entered", actor, seconds)

@@ -40,9 +40,9 @@ async def test_set_show_reset_and_history(
     worker = Detectors(settings_ttl_seconds=10, clock=lambda: clock[0])
     try:
         await worker.refresh(conn)
-        assert worker.effective("chat_flood", "public", "r1").params["max_messages"] == 12
+        assert worker.effective("chat_flood", "public", "r1").params["max_messages"] == 40
         shown = await roomlogs(settings, capsys, "show", "--class", "busy_public", "--json")
-        assert shown["detectors"]["raid"]["params"]["min_users"] == 60
+        assert shown["detectors"]["raid"]["params"]["min_users"] == 80
         assert shown["detectors"]["raid"]["from"]["min_users"] == "built-in for busy_public"
 
         await roomlogs(settings, capsys, "set", "chat_flood", "--class", "public", "-p", "max_messages=20",
