@@ -17,7 +17,8 @@ from browsing import PHONE, SignIn, axe_violations, open_page, ready, shot
 from console_world import TODAY, ConsoleWorld, day_at
 from test_console_layout import OUT_OF_BOX
 
-from pipeline.detectors.params import DETECTORS
+from pipeline.detectors.params import DEFAULTS, DETECTORS
+from pipeline.publisher import events as ev
 from pipeline.storage import alerts as stored
 from pipeline.storage import db
 
@@ -173,3 +174,26 @@ def test_the_consoles_detector_labels_are_the_detectors() -> None:
     source = (Path(__file__).resolve().parents[2] / "pipeline/console/static/js/alerts.js").read_text()
     block = source.split("export const DETECTORS = [", 1)[1].split("];", 1)[0]
     assert tuple(re.findall(r'\["([a-z_]+)", "[^"]+"\]', block)) == DETECTORS
+
+
+async def test_a_flood_published_through_the_pipeline_is_flagged_live(
+    world: ConsoleWorld, sign_in: SignIn
+) -> None:
+    """End to end: chat published by the real publisher, stored by the worker, flagged by its detectors in
+    the batch's transaction, carried by the tail to the owner's live view, listed on the flooder's card."""
+    page = await sign_in("u-owner2", next_page="/console/rooms/room-2/live")
+    await page.get_by_text("Connected").wait_for()
+    flooder = ev.user("u-flooder", "Flo")
+    start = datetime.now(UTC)
+    for i in range(DEFAULTS["chat_flood"]["max_messages"] + 2):
+        message = ev.chat_message("room-2", flooder, f"flood line {i}")
+        message["occurred_at"] = (start + timedelta(milliseconds=200 * i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        await world.publish(message)
+    flagged = page.locator("#live-alerts li[data-detector='chat_flood']")
+    await flagged.wait_for(timeout=60_000)
+    assert "u-flooder" in await flagged.inner_text()
+    await shot(page, "live-flood")
+    await flagged.locator("a.user").click()
+    await ready(page)
+    assert await page.locator("#user-alerts ~ ol li[data-detector='chat_flood']").count() == 1
+    assert page.errors == []  # type: ignore[attr-defined]
