@@ -185,9 +185,12 @@ async def test_a_flood_published_through_the_pipeline_is_flagged_live(
     await page.get_by_text("Connected").wait_for()
     flooder = ev.user("u-flooder", "Flo")
     start = datetime.now(UTC)
-    for i in range(DEFAULTS["chat_flood"]["max_messages"] + 2):
+    flood = DEFAULTS["chat_flood"]  # more messages than it allows, within half its window
+    count = flood["max_messages"] + 2
+    step = timedelta(seconds=flood["window_seconds"] / 2 / count)
+    for i in range(count):
         message = ev.chat_message("room-2", flooder, f"flood line {i}")
-        message["occurred_at"] = (start + timedelta(milliseconds=200 * i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        message["occurred_at"] = (start + step * i).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         await world.publish(message)
     flagged = page.locator("#live-alerts li[data-detector='chat_flood']")
     await flagged.wait_for(timeout=60_000)
