@@ -7,6 +7,7 @@ the user's id. The counts are what a GROUP BY over the stored rows gives; paging
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -15,6 +16,8 @@ from typing import Any
 import httpx
 import pytest
 from api_world import NOW, STAFF_TICKET, World, bearer, iso, load_rows, staff
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 OWNER = bearer("u-owner")
 RECORD = "/v1/rooms/room-1/users/u-target"
@@ -229,3 +232,69 @@ async def _pages(client: httpx.AsyncClient, path: str, params: dict[str, Any]) -
 
 def iso_z(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# --- any range, page size, order and types: the pages are the SQL answer, each event once (hypothesis) -----
+BUSY_START = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) - timedelta(days=5)
+
+
+@pytest.fixture
+async def busy_room(small_world: World) -> World:
+    """Five days of room-a: three users at different rates, some at the same instants, a few hours each."""
+    rng = random.Random(18)
+    rows = []
+    for i in range(600):
+        moment = BUSY_START + timedelta(minutes=rng.randrange(5 * 24 * 60) // 7 * 7)
+        actor = rng.choice(("u-chat", "u-chat", "u-chat", "u-other", "u-rare"))
+        row = list(_row(moment, actor, i))
+        row[4] = rng.choice(("chat.message", "chat.message", "user.entered"))
+        rows.append(tuple(row))
+    conn = await small_world.admin()
+    try:
+        await load_rows(conn, rows)
+    finally:
+        await conn.close()
+    return small_world
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    user=st.sampled_from(("u-chat", "u-other", "u-rare", "u-none")),
+    since_hours=st.integers(-3, 5 * 24),
+    span_hours=st.integers(1, 6 * 24),
+    limit=st.integers(1, 40),
+    order=st.sampled_from(("desc", "asc")),
+    types=st.sets(st.sampled_from(("chat.message", "user.entered", "gift.sent")), max_size=2),
+)
+async def test_any_page_walk_is_the_sql_answer(
+    app_factory: Any,
+    busy_room: World,
+    user: str,
+    since_hours: int,
+    span_hours: int,
+    limit: int,
+    order: str,
+    types: set[str],
+) -> None:
+    client, _ = await app_factory(busy_room)
+    since = BUSY_START + timedelta(hours=since_hours, minutes=13)
+    until = since + timedelta(hours=span_hours)
+    wanted = sorted(types) or None
+    expected = [
+        str(r["event_id"])
+        for r in await busy_room.fetch(
+            "SELECT event_id FROM events WHERE room_id = 'room-a' AND actor_id = $1 AND occurred_at >= $2 "
+            f"AND occurred_at < $3 AND ($4::text[] IS NULL OR event_type = ANY($4)) "
+            f"ORDER BY occurred_at {order}, event_id {order}",
+            user,
+            since,
+            until,
+            wanted,
+        )
+    ]
+    params: dict[str, Any] = {"since": iso(since), "until": iso(until), "order": order, "limit": limit}
+    if wanted:
+        params["type"] = wanted
+    got = [e["event_id"] async for page in _pages(client, f"/v1/rooms/room-a/users/{user}/events", params)
+           for e in page]  # fmt: skip
+    assert got == expected
