@@ -51,14 +51,15 @@ function countsText(counts) {
 }
 
 // One alert: the detector, its window (a link to that moment of the day view), the users involved (each
-// a link to their record in the room), what was counted, how many events stand behind it.
-export function alertItem(room, a) {
+// a link to their record in the room), what was counted, how many events stand behind it. `shownDay`: the
+// one UTC day the list shows (its times then say no date); without it each time says its date.
+export function alertItem(room, a, { shownDay = null } = {}) {
   const day = a.window_start.slice(0, 10);
   const first = (a.event_ids || [])[0];
   const at = roomLink(room, "day", day) + (first ? `#e-${first}` : "");
   return h("li", { class: "alert", id: `a-${a.alert_id}`, "data-alert-id": a.alert_id, "data-detector": a.detector },
     h("span", { class: "detector" }, detectorLabel(a.detector)),
-    h("a", { class: "when", href: at, title: "The alert's first event in the day view" }, timeEl(a.window_start, { day })),
+    h("a", { class: "when", href: at, title: "The alert's first event in the day view" }, timeEl(a.window_start, { day: shownDay || "each" })),
     h("span", { class: "users" }, (a.users || []).length
       ? (a.users || []).map((u, i) => [i ? ", " : "", h("a", { class: "user", href: userLink(room, u) }, ident(u))])
       : "the room"),
@@ -66,6 +67,6 @@ export function alertItem(room, a) {
       ` · ${plural((a.event_ids || []).length, "event")}`));
 }
 
-export function alertList(room, alerts, label) {
-  return h("ol", { class: "alerts", "aria-label": label }, alerts.map((a) => alertItem(room, a)));
+export function alertList(room, alerts, label, options = {}) {
+  return h("ol", { class: "alerts", "aria-label": label }, alerts.map((a) => alertItem(room, a, options)));
 }

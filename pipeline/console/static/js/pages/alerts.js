@@ -47,7 +47,7 @@ export async function render({ body, room, query }) {
     filterForm(room, f),
     zoneSwitch(),
     doc.alerts.length
-      ? alertList(room, doc.alerts, `Alerts ${span}`)
+      ? alertList(room, doc.alerts, `Alerts ${span}`, { shownDay: f.day || null })
       : status(f.day || f.detector ? "No alerts match." : "No alerts in these weeks."),
     h("nav", { class: "pager", "aria-label": "Pages" },
       cursor ? h("a", { href: here([]) }, "Newest") : null,

@@ -27,7 +27,7 @@ export async function render({ body, room }) {
     if (alerted.has(a.alert_id)) return;
     alerted.add(a.alert_id);
     alertBox.hidden = false;
-    alerts.prepend(alertItem(room, a));
+    alerts.prepend(alertItem(room, a, { shownDay: a.window_start.slice(0, 10) }));
     while (alerts.children.length > KEEP) alerts.lastElementChild.remove();
   };
   const seen = new Set();
