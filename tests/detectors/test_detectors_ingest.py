@@ -8,16 +8,20 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 import pytest
-from conftest import Consume
+from aiokafka.structs import ConsumerRecord
 from detector_support import produce_raw, room_alerts
 
 from pipeline.publisher import scenarios
 from pipeline.settings import Settings
+
+#: the `consume` fixture (tests/conftest.py); named here, since `conftest` is not one module in a whole run
+Consume = Callable[..., Awaitable[list[ConsumerRecord]]]
 
 
 async def _wait_for_alert(settings: Settings, room: str, within_seconds: float) -> list[Any]:
