@@ -9,7 +9,8 @@ another transaction's) in [t - T, t + T) around the batch's chat rows, only what
   (the first 8 normalized characters, computed from the first 32 characters of the text: cheap for a wall
   of text), keyed in Python exactly as the batch's (`rules.text_key`).
 A subject is evaluated (pipeline.detectors.windows) when its rows can reach the threshold; every window
-holding a new row is then evaluated exactly, over the batch's and the earlier rows together.
+holding a new row is then evaluated exactly, over the batch's and the earlier rows together. (No hourly
+rollup prefilter here: a room with chat in the batch has chat in those hours, so it would skip nothing.)
 """
 
 from __future__ import annotations
@@ -47,12 +48,7 @@ _EARLIER = f"""
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS u(room_id, lo, hi)
 ),
-c AS (
-    SELECT u.* FROM u
-      JOIN detector_hour_counts($1::text[], $2::timestamptz[], $3::timestamptz[], ARRAY['{_CHAT}']) AS h
-           USING (room_id, lo, hi)
-     WHERE h.events >= $4
-),
+c AS (SELECT * FROM u WHERE $4::int > 0),
 m AS (
     SELECT e.room_id, e.retention_class, e.occurred_at, e.event_id, e.actor_id, e.body, e.p
       FROM c
@@ -82,7 +78,7 @@ _SPAM_SQL = (
     + f"""
 SELECT m.room_id, m.retention_class, m.occurred_at, m.event_id, m.actor_id, m.body
   FROM m
- WHERE m.body IS NOT NULL
+ WHERE m.body IS NOT NULL AND length(m.body) >= $7
    AND (length(m.p) < {PREFIX_CHARS}
         OR (m.room_id, left(m.p, {PREFIX_CHARS})) IN (SELECT * FROM unnest($5::text[], $6::text[])))
 """
@@ -134,8 +130,11 @@ async def chat_alerts(
             if body is None:
                 continue
             prefix = text_prefix(body)
-            if len(prefix) < PREFIX_CHARS:  # whitespace in the way: the prefix of the whole text
-                prefix = text_key(body)[1][:PREFIX_CHARS]
+            if len(prefix) < PREFIX_CHARS:  # whitespace in the way, or a short text: the whole text's
+                norm = text_key(body)[1]
+                if len(norm) < eff.params["min_text_chars"]:
+                    continue
+                prefix = norm[:PREFIX_CHARS]
             groups[(room, prefix)].append(r)
         else:
             groups[(room, r[ROW_ACTOR_ID])].append(r)
@@ -151,7 +150,9 @@ async def chat_alerts(
     least = min(rule.least_rows(settings[room].params) for room in times)
     if spam:
         pairs = sorted(g for g in groups if len(g[1]) == PREFIX_CHARS)
-        extra_args: list[Any] = [[p[0] for p in pairs], [p[1] for p in pairs]]
+        # a text shorter than min_text_chars never counts (its normalized form is no longer)
+        shortest = min(settings[room].params["min_text_chars"] for room in times)
+        extra_args: list[Any] = [[p[0] for p in pairs], [p[1] for p in pairs], shortest]
         sql = _SPAM_SQL
     else:
         counts = sorted((room, actor, len(rows)) for (room, actor), rows in groups.items())
@@ -161,19 +162,15 @@ async def chat_alerts(
         sql, [r[0] for r in ranges], [r[1] for r in ranges], [r[2] for r in ranges], least, *extra_args
     )
     # earlier rows by (room, actor) or (room, the first PREFIX_CHARS characters of the normalized text)
-    earlier: dict[tuple[str, str], list[Stored]] = defaultdict(list)
+    earlier: dict[tuple[str, str], list[asyncpg.Record]] = defaultdict(list)
     for rec in records:
-        room = rec["room_id"]
         if spam:
-            subject, norm = text_key(rec["body"])
-            group, extra = norm[:PREFIX_CHARS], str(len(norm))
+            group = text_prefix(rec["body"])
+            if len(group) < PREFIX_CHARS:
+                group = text_key(rec["body"])[1][:PREFIX_CHARS]
         else:
-            subject = group = rec["actor_id"]
-            extra = None
-        at, actor = rec["occurred_at"], rec["actor_id"]
-        earlier[(room, group)].append(
-            Stored(room, rec["retention_class"], subject, at, rec["event_id"], actor, None, extra, None)
-        )
+            group = rec["actor_id"]
+        earlier[(rec["room_id"], group)].append(rec)
     found: list[Alert] = []
     for (room, group), new_rows in groups.items():
         eff = settings[room]
@@ -193,9 +190,19 @@ async def chat_alerts(
                 s = _stored(r, r[ROW_ACTOR_ID], None)
             by_subject[s.subject].append(s)
             new_ids.add(str(s.event_id))
-        for s in old:
-            if s.subject in by_subject:
-                by_subject[s.subject].append(s)
+        for rec in old:
+            if spam:
+                subject, norm = text_key(rec["body"])
+                extra: str | None = str(len(norm))
+            else:
+                subject, extra = rec["actor_id"], None
+            if subject in by_subject:
+                at, actor = rec["occurred_at"], rec["actor_id"]
+                by_subject[subject].append(
+                    Stored(
+                        room, rec["retention_class"], subject, at, rec["event_id"], actor, None, extra, None
+                    )
+                )
         for subject, rows in by_subject.items():
             if len(rows) < need:
                 continue
