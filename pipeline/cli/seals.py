@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -88,7 +89,13 @@ def seals_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _seals(settings: Settings, args: argparse.Namespace) -> int:
     if args.seals_command == "heads" and args.from_kafka:
-        for w in await witness.read_heads(settings):
+        seen = await witness.read_heads(settings)
+        if not seen.log.exists:
+            print(f"# the witness topic {settings.seal_heads_topic} does not exist", file=sys.stderr)
+        else:
+            known = "" if seen.log.topic_id is None else f", topic id {seen.log.topic_id}"
+            print(f"# {settings.seal_heads_topic}{known}: {len(seen.heads)} record(s)", file=sys.stderr)
+        for w in seen.heads:
             print(f"{w.day}  {w.statement_hash.hex()}  key {w.key_id}  {w.statement.decode()}")
         return 0
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
@@ -159,8 +166,10 @@ def verify_command(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _verify_db(settings: Settings, args: argparse.Namespace, keys: dict[str, bytes] | None) -> int:
     witnessed = None
+    seen = None
     if args.witness:
-        witnessed = [(w.day, w.statement_hash) for w in await witness.read_heads(settings)]
+        seen = await witness.read_heads(settings)
+        witnessed = [(w.day, w.statement_hash) for w in seen.heads]
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
         result = await verify_db(
@@ -171,6 +180,7 @@ async def _verify_db(settings: Settings, args: argparse.Namespace, keys: dict[st
             day=args.day,
             public_keys=keys,
             witness=witnessed,
+            witness_log=seen.log if seen else None,
         )
     finally:
         await conn.close()

@@ -27,7 +27,7 @@ import asyncio
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -39,9 +39,11 @@ from pipeline.ingest.positions import Finding, Verdict, judge_log
 from pipeline.kafka_logs import LogProbe, TopicLog
 from pipeline.retention.ledger import last_run
 from pipeline.retention.status import partition_status
+from pipeline.sealing import witness
 from pipeline.sealing.state import SealingState, sealing_state
+from pipeline.sealing.witness import WitnessLog
 from pipeline.settings import Settings
-from pipeline.storage import db, offsets
+from pipeline.storage import db, offsets, seals
 from pipeline.storage.offsets import StoredOffset
 
 __all__ = ["COMMANDS", "add_commands"]
@@ -236,8 +238,9 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
         skipped = await offsets.skipped_totals(conn, group, topic)
         verdicts: dict[int, Verdict] = {}
         topic_log: TopicLog | None = None
+        heads_log: WitnessLog | None = None
         try:
-            topic_log, verdicts = await _judge(settings, stored)
+            topic_log, verdicts, heads_log = await _judge(settings, stored)
         except RoomlogsError as e:
             status.kafka_error = str(e)
         except (KafkaError, OSError) as e:
@@ -252,6 +255,16 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
             late_window_seconds=settings.seal_late_window_seconds,
             heads_topic=settings.seal_heads_topic,
         )
+        if status.sealing.enabled and heads_log is not None:
+            history = await seals.incarnations(conn, settings.seal_heads_topic)
+            changed = witness.judge(history[-1] if history else None, heads_log)
+            if changed is not None:
+                heads = len(await seals.heads(conn))
+                status.sealing = replace(
+                    status.sealing,
+                    witness_problem=f"{changed}; the next sealing run republishes the {heads} signed daily "
+                    "heads to it (README, Evidence)",
+                )
     finally:
         await conn.close()
     if topic_log is not None and topic_log.topic_id is not None:
@@ -285,12 +298,16 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
     return status
 
 
-async def _judge(settings: Settings, stored: dict[int, StoredOffset]) -> tuple[TopicLog, dict[int, Verdict]]:
-    """The broker's log of the events topic and, per partition, what a worker would find on assignment."""
+async def _judge(
+    settings: Settings, stored: dict[int, StoredOffset]
+) -> tuple[TopicLog, dict[int, Verdict], WitnessLog]:
+    """The broker's log of the events topic and, per partition, what a worker would find on assignment;
+    the witness topic as the broker has it."""
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
         verdicts = await judge_log(probe, topic_log, stored)
-    return topic_log, {v.partition: v for v in verdicts}
+        heads_log = await witness.describe(probe, settings.seal_heads_topic)
+    return topic_log, {v.partition: v for v in verdicts}, heads_log
 
 
 async def _worker(url: str) -> WorkerState:
@@ -336,7 +353,7 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         print(result.render())
-    return 1 if result.problems else 0
+    return 1 if result.problems or (result.sealing and result.sealing.witness_problem) else 0
 
 
 #: How the status table names each finding (pipeline.ingest.positions.Finding).

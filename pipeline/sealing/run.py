@@ -27,9 +27,9 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from typing import Protocol
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -40,6 +40,7 @@ from pipeline.evidence.keys import SealKey
 from pipeline.evidence.leaves import leaf_of
 from pipeline.evidence.statements import DayLeaves, Leaf, daily_head, room_day_seal, statement_hash
 from pipeline.retention_rules import closed_before
+from pipeline.sealing import witness
 from pipeline.settings import Settings
 from pipeline.storage import db, seals, search_index
 from pipeline.storage.classes import retention_days
@@ -60,7 +61,14 @@ log = logging.getLogger("roomlogs.sealing")
 #: One sealer per schema at a time (the day's seal is one transaction; this keeps runs from racing).
 _SEAL_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.seals', 0))"
 
-Publish = Callable[[StoredHead], Awaitable[None]]
+
+class Publish(Protocol):
+    """Where the daily heads go (pipeline.sealing.witness.Publisher)."""
+
+    async def __call__(self, head: StoredHead) -> None: ...
+
+    async def log(self) -> witness.WitnessLog: ...
+
 
 #: How long one maintenance run may go on starting search index builds on sealed days; the rest wait for
 #: the next run (after an upgrade, or a long outage, many days may be waiting at once).
@@ -201,14 +209,30 @@ async def _head(
 
 
 async def _publish(conn: asyncpg.Connection, topic: str, publish: Publish) -> int:
-    """Publish, oldest first, the heads the witness topic has not acknowledged yet."""
-    done = await seals.published(conn, topic)
+    """Publish, oldest first, the heads this incarnation of the witness topic has not acknowledged yet: all
+    of them to a topic that is not the one published to last (pipeline/sealing/witness.py, `judge`)."""
+    heads = await seals.heads(conn)
+    if not heads:
+        return 0
+    found = await publish.log()
+    history = await seals.incarnations(conn, topic)
+    latest = history[-1] if history else None
+    changed = witness.judge(latest, found)
+    topic_id, holding = witness.incarnation(latest, found, changed)
+    if changed is None and latest is not None and latest.topic_id == seals.UNKNOWN_TOPIC_ID != topic_id:
+        await seals.name_incarnation(conn, topic, topic_id)  # recorded before topic ids were (0020)
+    done = await seals.published(conn, topic, holding)
+    if changed is not None:
+        log.warning(
+            "%s; republishing the %d signed daily heads to it (topic id %s)",
+            changed, len(heads) - len(done), topic_id,
+        )  # fmt: skip
     n = 0
-    for head in await seals.heads(conn):
+    for head in heads:
         if head.head_id in done:
             continue
         await publish(head)
-        await seals.record_publication(conn, head.head_id, topic)
+        await seals.record_publication(conn, head.head_id, topic, topic_id)
         n += 1
     return n
 

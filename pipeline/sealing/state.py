@@ -32,6 +32,9 @@ class SealingState:
     unpublished_heads: int
     #: the newest day sealed whole (None: none yet)
     last_sealed_day: date | None
+    #: the witness topic is not the one the heads were published to (set by `roomlogs status`, which asks
+    #: the broker: pipeline.sealing.witness.judge)
+    witness_problem: str | None = None
 
     def say(self) -> str:
         """One line for `roomlogs status`."""
@@ -46,6 +49,8 @@ class SealingState:
             line += f"; ERROR {len(self.overdue)} closed day(s) not sealed: {days}"
         if self.unpublished_heads:
             line += f"; {self.unpublished_heads} daily head(s) not yet on the witness topic"
+        if self.witness_problem:
+            line += f"; ERROR {self.witness_problem}"
         return line
 
 
@@ -56,7 +61,9 @@ async def sealing_state(
         return SealingState(False, [], 0, None)
     overdue = await seals.unsealed_days(conn, closed_before(now, late_window_seconds))
     sealed = await seals.sealed_days(conn)
-    published = await seals.published(conn, heads_topic)
+    history = await seals.incarnations(conn, heads_topic)
+    # the heads the witness topic published to last acknowledged (a new topic gets them all again)
+    published = await seals.published(conn, heads_topic, [history[-1].topic_id] if history else [])
     unpublished = sum(1 for h in await seals.heads(conn) if h.head_id not in published)
     return SealingState(True, overdue, unpublished, sealed[0] if sealed else None)
 

@@ -18,7 +18,11 @@ What it checks, and what each finding means (`Finding.kind`; `problem` False for
 - each daily head: signature, statement, chain (`head_bad_signature`, `head_altered`, `head_broken_chain`),
   and that its tree is exactly that day's seals (`head_mismatch`: a seal added or removed);
 - with the witness's copies of the daily heads (the Kafka topic): each must be the database's head of
-  that day (`witness_mismatch`: history rewritten, even if re-signed with the real key).
+  that day (`witness_mismatch`: history rewritten, even if re-signed with the real key); the topic must be
+  the one the heads were published to (`witness_new`: a broker started empty, the topic recreated, another
+  cluster; the witness lost what it witnessed until the sealing run republishes the heads), and hold each
+  head it acknowledged (`witness_missing`); heads published again to a new witness are listed
+  (`witness_republished`, not a problem: that witness attests them from then, not from their sealing).
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ from pipeline.evidence.keys import verify_signature
 from pipeline.evidence.leaves import leaf_of
 from pipeline.evidence.statements import statement_hash
 from pipeline.retention_rules import closed_before
+from pipeline.sealing import witness as witnesses
 from pipeline.sealing.run import head_leaves
+from pipeline.sealing.witness import WitnessLog
 from pipeline.storage import seals
 from pipeline.storage.seals import StoredHead, StoredSeal
 
@@ -60,6 +66,8 @@ PROBLEMS = frozenset(
         "head_broken_chain",
         "head_mismatch",
         "witness_mismatch",
+        "witness_new",
+        "witness_missing",
     }
 )
 
@@ -98,10 +106,11 @@ async def verify_db(
     day: date | None = None,
     public_keys: Mapping[str, bytes] | None = None,
     witness: Iterable[tuple[date, bytes]] | None = None,
+    witness_log: WitnessLog | None = None,
 ) -> Verification:
     """Verify what is asked (a room, a day, both, or everything). `public_keys` by key id (default: the
     database's own `seal_keys`; give them from elsewhere to distrust it). `witness`: (day, statement hash)
-    of the daily heads as the witness topic has them."""
+    of the daily heads as the witness topic has them; `witness_log`: that topic as the broker has it."""
     keys = dict(public_keys) if public_keys is not None else await seals.public_keys(conn)
     out: list[Finding] = []
     all_seals = await seals.seals(conn, room=room)
@@ -127,7 +136,10 @@ async def verify_db(
         result.heads = len(heads)
         out += await _heads(conn, heads, keys)
         if witness is not None:
+            witness = list(witness)
             out += await _witness(conn, witness, day)
+            if witness_log is not None:
+                out += await _incarnation(conn, witness_log, {d for d, _ in witness}, day)
     result.findings = out
     return result
 
@@ -336,4 +348,54 @@ async def _witness(
                     day=d,
                 )
             )
+    return out
+
+
+async def _incarnation(
+    conn: asyncpg.Connection, found: WitnessLog, held: set[date], day: date | None
+) -> list[Finding]:
+    """Whether the witness topic is the one the heads were published to, and holds what it acknowledged."""
+    ours = [h for h in await seals.heads(conn) if day is None or h.day == day]
+    history = await seals.incarnations(conn, found.topic)
+    latest = history[-1] if history else None
+    changed = witnesses.judge(latest, found)
+    if changed is not None:
+        return [
+            Finding(
+                "witness_new",
+                f"{changed}: it does not witness the history before it. The next sealing run (maintenance, "
+                f"`roomlogs seals run`) republishes the {len(ours)} signed daily heads to it, which then "
+                "attests them from that time on (README, Evidence)",
+            )
+        ]
+    if latest is None:
+        return []
+    _, holding = witnesses.incarnation(latest, found, None)
+    acknowledged = await seals.published(conn, found.topic, holding)
+    out = [
+        Finding(
+            "witness_missing",
+            f"the witness topic acknowledged the head of {h.day} and no longer holds it (a record removed "
+            "from a topic kept forever)",
+            day=h.day,
+        )
+        for h in ours
+        if h.head_id in acknowledged and h.day not in held
+    ]
+    pubs = await seals.publications(conn, found.topic)
+    again = [
+        (h, max(at for t, at in pubs[h.head_id] if t in holding))
+        for h in ours
+        if h.head_id in acknowledged and pubs[h.head_id][0][0] not in holding
+    ]
+    if again:
+        when = max(at for _, at in again)
+        out.append(
+            Finding(
+                "witness_republished",
+                f"{len(again)} daily head(s), {again[0][0].day} to {again[-1][0].day}, were published again "
+                f"to this witness topic (up to {when:%Y-%m-%d %H:%M:%S} UTC) after the one that first "
+                "acknowledged them was lost: it attests them from then, not from their sealing",
+            )
+        )
     return out

@@ -20,6 +20,8 @@ from pipeline.storage import catalog
 from pipeline.storage.partitions import parse_day
 
 __all__ = [
+    "UNKNOWN_TOPIC_ID",
+    "Incarnation",
     "StoredHead",
     "StoredSeal",
     "add_key",
@@ -28,12 +30,15 @@ __all__ = [
     "dropped_by_retention",
     "forget_leaves",
     "heads",
+    "incarnations",
     "insert_head",
     "insert_seal",
     "last_head",
     "last_seals",
     "leaves_of",
+    "name_incarnation",
     "public_keys",
+    "publications",
     "published",
     "record_publication",
     "rooms_with_rows",
@@ -320,17 +325,83 @@ async def heads(conn: asyncpg.Connection, *, day: date | None = None) -> list[St
     return [_head(r) for r in rows]
 
 
-async def published(conn: asyncpg.Connection, topic: str) -> set[int]:
-    rows = await conn.fetch("SELECT head_id FROM seal_head_publications WHERE topic = $1", topic)
+#: The topic id a publication carries when the broker gave none (or it was recorded before migration 0020).
+UNKNOWN_TOPIC_ID = uuid.UUID(int=0)
+
+
+@dataclass(frozen=True, slots=True)
+class Incarnation:
+    """One incarnation of the witness topic, as the publications recorded it."""
+
+    topic_id: uuid.UUID
+    #: daily heads it acknowledged
+    heads: int
+    first_at: datetime
+    last_at: datetime
+
+
+async def incarnations(conn: asyncpg.Connection, topic: str) -> list[Incarnation]:
+    """The incarnations of `topic` heads were published to, the one published to last at the end."""
+    rows = await conn.fetch(
+        """SELECT topic_id, count(*) AS heads, min(published_at) AS first_at, max(published_at) AS last_at
+             FROM seal_head_publications WHERE topic = $1
+            GROUP BY topic_id ORDER BY max(published_at), topic_id""",
+        topic,
+    )
+    return [Incarnation(r["topic_id"], r["heads"], r["first_at"], r["last_at"]) for r in rows]
+
+
+async def published(
+    conn: asyncpg.Connection, topic: str, topic_ids: Iterable[uuid.UUID] | None = None
+) -> set[int]:
+    """The heads acknowledged by `topic` (by any of its incarnations, or by those of `topic_ids`)."""
+    ids = None if topic_ids is None else list(topic_ids)
+    rows = await conn.fetch(
+        """SELECT head_id FROM seal_head_publications
+            WHERE topic = $1 AND ($2::uuid[] IS NULL OR topic_id = ANY($2::uuid[]))""",
+        topic,
+        ids,
+    )
     return {r["head_id"] for r in rows}
 
 
-async def record_publication(conn: asyncpg.Connection, head_id: int, topic: str) -> None:
+async def publications(conn: asyncpg.Connection, topic: str) -> dict[int, list[tuple[uuid.UUID, datetime]]]:
+    """Per head, each (topic id, when) `topic` acknowledged it, oldest first."""
+    out: dict[int, list[tuple[uuid.UUID, datetime]]] = {}
+    for r in await conn.fetch(
+        """SELECT head_id, topic_id, published_at FROM seal_head_publications WHERE topic = $1
+            ORDER BY published_at, topic_id""",
+        topic,
+    ):
+        out.setdefault(r["head_id"], []).append((r["topic_id"], r["published_at"]))
+    return out
+
+
+async def record_publication(
+    conn: asyncpg.Connection, head_id: int, topic: str, topic_id: uuid.UUID = UNKNOWN_TOPIC_ID
+) -> None:
     await conn.execute(
-        "INSERT INTO seal_head_publications (head_id, topic) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        """INSERT INTO seal_head_publications (head_id, topic, topic_id) VALUES ($1, $2, $3)
+           ON CONFLICT DO NOTHING""",
         head_id,
         topic,
+        topic_id,
     )
+
+
+async def name_incarnation(conn: asyncpg.Connection, topic: str, topic_id: uuid.UUID) -> int:
+    """Give the publications recorded without a topic id (before migration 0020) the id of the topic they
+    were found on; the number of heads named."""
+    done: str = await conn.execute(
+        """UPDATE seal_head_publications p SET topic_id = $2
+            WHERE topic = $1 AND topic_id = $3
+              AND NOT EXISTS (SELECT 1 FROM seal_head_publications q
+                               WHERE q.head_id = p.head_id AND q.topic = $1 AND q.topic_id = $2)""",
+        topic,
+        topic_id,
+        UNKNOWN_TOPIC_ID,
+    )
+    return int(done.split()[-1])
 
 
 async def forget_leaves(conn: asyncpg.Connection, before: date) -> int:
