@@ -3,12 +3,12 @@
 `ConsoleServer.start()` is called by `roomlogs up` once the stack's PostgreSQL is migrated and its worker
 runs. It gives the API's own database role a fresh password, starts `roomlogs api serve` configured only
 through ROOMLOGS_* / ROOMLOGS_API_* variables (a development HMAC key made for this run), starts a paced
-simulation (`roomlogs simulate --rate`) so that rooms fill and the live view moves, waits until a room
-that this traffic writes to (a private one if it can: its owner changes least often) has an owner and
-events ingested since the traffic started, and returns what to print: the console's address and a sign-in
-link for that owner. A database kept from earlier runs (the embedded PostgreSQL keeps its data) has rooms
-that no longer receive anything: those are never picked. `stop()` ends both children. A child that cannot
-start is a `RoomlogsError` naming its log.
+simulation (`roomlogs simulate --rate --keep-owners`) so that rooms fill and the live view moves, waits
+until a room that this traffic writes to has an owner and events ingested since the traffic started, and
+returns what to print: the console's address and a sign-in link for that owner (who stays the owner while
+`up` runs: this traffic never hands a room over). A database kept from earlier runs (the embedded
+PostgreSQL keeps its data) has rooms that no longer receive anything: those are never picked. `stop()`
+ends both children. A child that cannot start is a `RoomlogsError` naming its log.
 """
 
 from __future__ import annotations
@@ -38,8 +38,10 @@ __all__ = ["ConsoleServer"]
 
 API_COMMAND = (sys.executable, "-m", "pipeline.cli", "api", "serve")
 #: Live traffic for the console: a few rooms, paced, until `roomlogs up` stops.
+#: Owners keep their rooms (`--keep-owners`): the sign-in link is for a room's owner, who must stay it.
 TRAFFIC_COMMAND = (sys.executable, "-m", "pipeline.cli", "simulate", "--rooms", "12", "--rate", "25",
-                   "--events", "100000000", "--bad-ratio", "0.01", "--no-progress")  # fmt: skip
+                   "--events", "100000000", "--bad-ratio", "0.01", "--no-progress",
+                   "--keep-owners")  # fmt: skip
 _LINK_TTL_SECONDS = 3600
 
 
@@ -140,8 +142,7 @@ def _owner(s: Settings, since: datetime, found: list[tuple[str, str]]) -> bool:
 async def _owned_room(s: Settings, since: datetime) -> tuple[str, str] | None:
     """(room, owner) of a room the live traffic writes to: one with an owner and at least 20 events that
     happened and were stored `since` (when the traffic started), so the room is live, not one of an earlier
-    run's. A private one when there is one (its owner changes least often: the simulation hands rooms over
-    now and then, busy ones soonest)."""
+    run's. The busiest such room, so that its live view moves."""
     conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
     try:
         row = await conn.fetchrow(
@@ -150,7 +151,7 @@ async def _owned_room(s: Settings, since: datetime) -> tuple[str, str] | None:
                  JOIN events e ON e.room_id = r.room_id AND e.occurred_at >= $1 AND e.ingested_at >= $1
                 WHERE r.owner_id IS NOT NULL
                 GROUP BY 1, 2 HAVING count(e.event_id) >= 20
-                ORDER BY bool_or(r.privacy = 'private') DESC, 3 DESC LIMIT 1""",
+                ORDER BY 3 DESC LIMIT 1""",
             since,
         )
     finally:

@@ -51,6 +51,9 @@ class SimulationConfig:
     private_room_share: float = 0.4
     #: The worker's limit (Settings.max_event_bytes): oversize bad events are just above it.
     max_event_bytes: int = 64 * 1024
+    #: Whether owners now and then hand their rooms over. False: a room keeps the owner it was created
+    #: with (`roomlogs up` runs its traffic so: its sign-in link names a room's owner and must keep working).
+    owner_transfers: bool = True
 
     def __post_init__(self) -> None:
         if self.rooms < 1 or self.events < 0:
@@ -193,6 +196,7 @@ class _Generator:
             step_seconds=step,
             busy_room_share=config.busy_room_share,
             private_room_share=config.private_room_share,
+            owner_transfers=config.owner_transfers,
         )
         self.bad_events = BadEvents(self.world, config.max_event_bytes)
 

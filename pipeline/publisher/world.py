@@ -110,11 +110,13 @@ class World:
         step_seconds: float,
         busy_room_share: float,
         private_room_share: float,
+        owner_transfers: bool = True,
     ) -> None:
         rng = self.rng = random.Random(seed)  # noqa: S311 - simulated traffic, no secrets
         self.pending: deque[tuple[bytes, bytes, str]] = deque()
         self.rooms_created: Counter[str] = Counter()
         self._start, self._step, self._n = start_epoch_seconds, step_seconds, 0
+        self._owner_transfers = owner_transfers
         self._second, self._second_text = -1, ""
         prefix = f"room-{rng.getrandbits(24):06x}"
         small_room_share = 1.0 - busy_room_share - private_room_share
@@ -381,7 +383,7 @@ class World:
                 self._appoint(room, candidate)
             return
         moderator = room.moderators.pop(rng.randrange(len(room.moderators)))
-        if r < 0.9:
+        if r < 0.9 or not self._owner_transfers:  # (the same draws either way: a seed's other events stay)
             room.staff_ids.discard(moderator["user_id"])
             self._emit(room, _PERMISSIONS, room.owner, {"change": "moderator_removed", "target": moderator})
         else:  # the owner hands the room over and stays on as a moderator

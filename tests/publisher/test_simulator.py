@@ -56,8 +56,8 @@ def test_valid_events_pass_the_normalizer_and_bad_ones_fail_with_the_expected_re
             mismatches.append((expected, got, value[:200]))
     assert mismatches == []
     # every way to be bad that the normalizer can tell; the writer's own (a row PostgreSQL refuses, a copy
-    # of a stored event id with other content) need the stored state
-    writers_own = {Reason.STORAGE_REJECTED, Reason.CONFLICTING_DUPLICATE}
+    # of a stored event id with other content, an event of a day already sealed) need the stored state
+    writers_own = {Reason.STORAGE_REJECTED, Reason.CONFLICTING_DUPLICATE, Reason.DAY_SEALED}
     assert set(expected_reasons) - {None} == set(Reason) - writers_own
 
 
@@ -106,6 +106,31 @@ def test_rooms_are_created_with_settings_owner_and_moderators_then_see_real_traf
     durations = {doc["data"].get("duration_seconds", 0) for doc in docs if doc["type"] == "moderation.ban"}
     assert None in durations and len(durations) > 2  # permanent and timed bans
     assert all(doc["data"]["reason"] for doc in docs if doc["type"] in MODERATION_TYPES)
+
+
+def test_with_owner_transfers_off_every_room_keeps_the_owner_it_was_created_with() -> None:
+    """What `roomlogs up` runs (`simulate --keep-owners`): the owner its sign-in link names stays the owner,
+    while moderators still come and go."""
+    config = SimulationConfig(rooms=12, events=60_000, bad_event_ratio=0.0, seed=7, owner_transfers=False)
+    transfers: Counter[str] = Counter()
+    changes: Counter[str] = Counter()
+    for _, value, _ in iter_events(config, NOW):
+        doc = orjson.loads(value)
+        if doc["type"] == "room.permissions_changed":
+            changes[doc["data"]["change"]] += 1
+            if doc["data"]["change"] == "owner_transferred":
+                transfers[doc["room_id"]] += 1
+    assert transfers and set(transfers.values()) == {1}  # the creation's, and never another
+    assert changes["moderator_added"] and changes["moderator_removed"]
+    # on by default, and the same seed with transfers on does hand rooms over
+    with_transfers = SimulationConfig(rooms=12, events=60_000, bad_event_ratio=0.0, seed=7)
+    assert with_transfers.owner_transfers
+    handed_over = Counter(
+        doc["room_id"]
+        for doc in (orjson.loads(v) for _, v, _ in iter_events(with_transfers, NOW))
+        if doc["type"] == "room.permissions_changed" and doc["data"]["change"] == "owner_transferred"
+    )
+    assert max(handed_over.values()) > 1
 
 
 async def test_simulate_counts_what_it_hands_over_and_is_deterministic() -> None:
