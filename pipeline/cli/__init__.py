@@ -203,6 +203,11 @@ def _sim_args(p: argparse.ArgumentParser, events: int = 100_000) -> None:
         "--rate", type=float, default=None, help="events per second (default: as fast as possible)"
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--keep-owners",
+        action="store_true",
+        help="owners never hand their rooms over (what `up` runs, so that its sign-in link keeps working)",
+    )
 
 
 # --- commands -------------------------------------------------------------------------------------------
@@ -294,6 +299,7 @@ async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type
         bad_event_ratio=args.bad_ratio,
         seed=args.seed,
         rate_per_second=args.rate,
+        owner_transfers=not args.keep_owners,
     )
     async with RoomEventPublisher.from_settings(settings) as publisher:
         return await simulate(publisher, config, progress=not args.no_progress)
@@ -309,6 +315,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stopping.set())
     info_path = args.work_dir / "stack.json"
+    _refuse_a_second_stack(info_path)
     try:
         stack.start()
         stack.start_worker()
@@ -332,6 +339,20 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         stack.stop()
 
 
+def _refuse_a_second_stack(info_path: Path) -> None:
+    """One line, before anything starts, when the work directory's stack already runs: its PostgreSQL's data
+    directory is in use, and a second stack would only fail half-way."""
+    from pipeline.cli.stackfile import running
+
+    found = running(info_path)
+    if found is not None:
+        raise RoomlogsError(
+            f"`roomlogs {found['command']}` (pid {found['pid']}) already runs on {info_path.parent}; "
+            "use that one (commands run here find it), stop it first (Ctrl-C), or give --work-dir another "
+            "directory"
+        )
+
+
 def _print_exports(settings: Settings, work_dir: Path) -> None:
     """The `export` lines that point another shell at the stack of `up` or `demo` (`settings`, `work_dir`),
     and where they are not needed."""
@@ -353,6 +374,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     info_path = args.work_dir / "stack.json"
+    _refuse_a_second_stack(info_path)
     try:
         settings = stack.start()
         stack.start_worker()

@@ -32,14 +32,15 @@ __all__ = [
     "discovered_env",
     "export_lines",
     "remove",
+    "running",
     "stack_env",
     "write",
 ]
 
 #: Where `roomlogs up` / `demo` with the default work directory write it, relative to where they run.
 STACK_FILE = Path(".roomlogs") / "stack.json"
-#: Settings that locate a stack or say how clients must talk to its broker. `stack_env()` gives the ones
-#: of these that differ from the defaults, and always the first two.
+#: Settings that locate a stack, say how clients must talk to its broker, or name its signing key.
+#: `stack_env()` gives the ones of these that differ from the defaults, and always the first two.
 STACK_SETTINGS = (
     "kafka_bootstrap",
     "postgres_dsn",
@@ -52,6 +53,7 @@ STACK_SETTINGS = (
     "kafka_replication_factor",
     "kafka_static_membership",
     "kafka_session_timeout_seconds",
+    "seal_key_file",  # the stack's own signing key: `roomlogs seals run` from another shell uses it too
 )
 _ALWAYS = ("kafka_bootstrap", "postgres_dsn")
 #: Either of these set in the environment means "my own stack": no discovery.
@@ -107,19 +109,30 @@ def discovered_env(environ: Mapping[str, str], path: Path = STACK_FILE) -> Disco
     it describes is gone."""
     if any(environ.get(name) for name in _EXPLICIT):
         return None
+    document = running(path)
+    if document is None:
+        return None
+    env = {k: v for k, v in document["env"].items() if k.startswith(ENV_PREFIX) and isinstance(v, str)}
+    return Discovered(env, f"using the embedded stack of `roomlogs {document['command']}` ({path})")
+
+
+def running(path: Path) -> dict[str, Any] | None:
+    """What `path` says of its stack (with `command` and `pid` set), if that stack still runs: its writer's
+    pid is alive and its broker answers. `up` and `demo` call it before they start anything, to refuse to
+    start a second stack on the same work directory."""
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     if not isinstance(document, dict):
         return None
-    env, pid, command = document.get("env"), document.get("pid"), document.get("command", "up")
+    env, pid = document.get("env"), document.get("pid")
     if not isinstance(env, dict) or not isinstance(pid, int) or not _alive(pid):
         return None
-    env = {k: v for k, v in env.items() if k.startswith(ENV_PREFIX) and isinstance(v, str)}
-    if not _answers(env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP", "")):
+    bootstrap = env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP")
+    if not isinstance(bootstrap, str) or not _answers(bootstrap):
         return None
-    return Discovered(env, f"using the embedded stack of `roomlogs {command}` ({path})")
+    return {**document, "command": str(document.get("command", "up"))}
 
 
 def _alive(pid: int) -> bool:

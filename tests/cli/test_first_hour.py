@@ -258,6 +258,29 @@ def test_a_stack_that_is_gone_is_ignored(tmp_path: Path) -> None:
     assert stackfile.discovered_env({}, path) is None
 
 
+def test_the_stack_names_its_signing_key_for_other_shells(tmp_path: Path) -> None:
+    """`roomlogs seals run` from another shell signs with the key the stack's worker seals with."""
+    key = str(tmp_path / ".roomlogs" / "seal-key.pem")
+    settings = Settings().replace(kafka_bootstrap="127.0.0.1:1", seal_key_file=key)
+    assert stackfile.stack_env(settings)["ROOMLOGS_SEAL_KEY_FILE"] == key
+    assert f"export ROOMLOGS_SEAL_KEY_FILE={key}" in stackfile.export_lines(stackfile.stack_env(settings))
+    assert "ROOMLOGS_SEAL_KEY_FILE" not in stackfile.stack_env(Settings())
+
+
+@pytest.mark.parametrize("command", ["up", "demo"])
+def test_a_second_stack_on_a_running_one_is_one_line_and_starts_nothing(tmp_path: Path, command: str) -> None:
+    work = tmp_path / ".roomlogs"
+    with listening() as port:  # the running stack's broker
+        _write(work / "stack.json", {"ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}, os.getpid())
+        done = roomlogs(command, cwd=tmp_path, timeout=60)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.splitlines() == [
+        f"roomlogs {command}: `roomlogs up` (pid {os.getpid()}) already runs on .roomlogs; use that one "
+        "(commands run here find it), stop it first (Ctrl-C), or give --work-dir another directory"
+    ]
+    assert sorted(p.name for p in work.iterdir()) == ["stack.json"]  # no broker, PostgreSQL or key started
+
+
 async def test_status_uses_the_stack_of_this_directory(
     ingest_settings: Settings, postgres_dsn: str, tmp_path: Path
 ) -> None:
@@ -270,6 +293,7 @@ async def test_status_uses_the_stack_of_this_directory(
         assert NOTICE in done.stderr.splitlines(), done.stderr
     assert f"events topic {ingest_settings.events_topic}" in done.stdout, done.stdout
     assert "total lag: 20 records" in done.stdout, done.stdout  # what simulate published, not yet ingested
+    assert done.stderr.splitlines() == [NOTICE], done.stderr  # no log lines of its Kafka clients
     # a setting given explicitly wins over the file's
     typo = ingest_settings.postgres_schema + "_typo"
     done = roomlogs("status", cwd=tmp_path, env={"ROOMLOGS_POSTGRES_SCHEMA": typo})
