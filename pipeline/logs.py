@@ -229,7 +229,8 @@ def logging_config(level: str, json: bool, *, process: str = "roomlogs") -> dict
 
     Existing loggers stay enabled (module-level loggers are created at import, before this runs). uvicorn's
     loggers write through the same handler (uvicorn takes this dict as its `log_config`), its access log
-    without query strings; asyncpg's pool reconnect tracebacks only at debug.
+    without query strings; asyncpg's pool reconnect tracebacks only at debug; aiokafka's notes of a
+    consumer's subscription not at all.
     """
     formatter = JsonFormatter if json else TextFormatter
     return {
@@ -253,6 +254,9 @@ def logging_config(level: str, json: bool, *, process: str = "roomlogs") -> dict
             "uvicorn.error": {"handlers": [], "propagate": True},
             "uvicorn.access": {"handlers": [], "propagate": True, "filters": ["without_query_string"]},
             "asyncpg.pool": {"filters": ["quiet_pool_retries"]},
+            # "Updating subscribed topics to: ..." at info, once per consumer: `roomlogs status` opens one
+            # per partition, and its output drowned in them
+            "aiokafka.consumer.subscription_state": {"level": "WARNING"},
         },
         "root": {"level": _level(level), "handlers": ["stderr"]},
     }
