@@ -20,6 +20,10 @@ after its producer exists and before its consumer subscribes, and its `close()` 
   and the commit sends a request again, under the same key (compaction keeps one). An outage keeps the rows
   queued and is retried with capped back-off, logged once when it starts and once when it ends.
 
+A topic that lost its records (a broker started empty under a kept database, the topic recreated, another
+cluster): the requests the database has and the topic lacks are queued again at start (`requeue_missing`,
+migration 0021), so the next restore still finds them.
+
 What this does not cover: a request recorded in the last moments before the database was lost, before the
 relay sent it (a poll interval, plus any broker outage then); and a database created anew instead of
 restored, whose key is new: records sealed by the old key are refused (`other_key`).
@@ -31,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -82,6 +87,10 @@ class Reapplied:
     #: by Outcome value (bad_seal, other_key): "partition/offset" of each record refused
     refused: dict[str, list[str]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
+    #: the request ids the topic holds (its records' keys)
+    on_topic: set[uuid.UUID] = field(default_factory=set)
+    #: this database's requests the topic lacked, queued again for it (`DeletionLog.start`)
+    requeued: int = 0
 
 
 async def reapply(
@@ -175,6 +184,8 @@ async def _apply(conn: asyncpg.Connection, record: ConsumerRecord, found: Reappl
     if record.value is None:
         return  # a tombstone: roomlogs writes none, compaction would remove the request's record
     found.read += 1
+    with contextlib.suppress(ValueError, TypeError):
+        found.on_topic.add(uuid.UUID(bytes(record.key or b"").decode("ascii", "replace")))
     seal = next((bytes(v).decode("ascii", "replace") for k, v in record.headers if k == SEAL_HEADER), "")
     try:
         message = record.value.decode("utf-8")
@@ -280,9 +291,18 @@ class DeletionLog:
     async def start(self, producer: AIOKafkaProducer) -> Reapplied:
         s = self._settings
         found = await reapply(s, self._pool, self._metrics)
-        if found.reapplied:
-            async with db.acquire(self._pool) as conn:
+        async with db.acquire(self._pool) as conn:
+            if found.reapplied:
                 await self._deletions.load(conn)
+            found.requeued = await deletion_outbox.requeue_missing(conn, found.on_topic)
+        if found.requeued:
+            log.warning(
+                "deletions topic %s lacks %d of this database's deletion requests (a broker started empty, "
+                "the topic deleted and recreated, another cluster): queued again for it, so that a restore "
+                "from a backup still re-applies them",
+                s.deletions_topic,
+                found.requeued,
+            )
         self.relay = DeletionRelay(
             self._pool,
             producer,

@@ -4,13 +4,14 @@ Every row of `deletion_requests` (an owner deleting a room's logs, staff erasing
 here by a trigger, in the deletion's own transaction, as canonical JSON with a seal (HMAC-SHA256 with a key
 only the schema's owner reads). pipeline/ingest/deletion_log.py relays the queue to the deletions topic and
 reads the topic back at start; `reapply` hands each record to `reapply_deletion_request()`, which verifies
-the seal, so the worker's role re-applies genuine requests and can forge none.
+the seal, so the worker's role re-applies genuine requests and can forge none. `requeue_missing` queues
+again what a topic that lost its records (a broker started empty, the topic recreated) does not hold.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -68,6 +69,12 @@ async def done(conn: asyncpg.Connection, outbox_ids: Sequence[int]) -> None:
 
 async def pending(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT count(*) FROM deletion_outbox"))
+
+
+async def requeue_missing(conn: asyncpg.Connection, on_topic: Iterable[uuid.UUID]) -> int:
+    """Queue again, for the relay, every deletion request the topic does not hold (`on_topic`: the request
+    ids read from it) and that is not queued already (migration 0021); how many were queued."""
+    return int(await conn.fetchval("SELECT requeue_deletion_requests($1::uuid[])", list(on_topic)))
 
 
 async def reapply(conn: asyncpg.Connection, message: str, seal: str) -> tuple[Outcome, int]:

@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from db_roles import login_as
-from topic_support import events, publish, sql
+from topic_support import create_topic, delete_topic, events, publish, sql
 
 from pipeline.api.settings import ApiSettings
 from pipeline.api.trust import install, token_trust
@@ -252,6 +252,40 @@ async def test_deletions_made_after_a_backup_stay_deleted_when_it_is_restored_an
     async with ingest_worker(replay) as w:  # and the next start finds nothing to do
         assert metric(w, "roomlogs_deletions_reapplied_total") == 0
     assert len(await sql(admin, "SELECT * FROM deletion_requests")) == 2
+
+
+@pytest.mark.broker_semantics
+async def test_a_deletions_topic_that_lost_its_records_gets_them_again_and_a_restore_still_reapplies_them(
+    deletion_settings: Settings, as_worker: Settings, ingest_worker: Any, tmp_path: Path, consume: Any
+) -> None:
+    """The deletions topic is deleted and recreated empty (as a broker started empty under a kept database,
+    `roomlogs demo` then `roomlogs up`): the next worker queues the database's requests again, sealed, and a
+    database later restored from a backup taken before them still re-applies both (migration 0021)."""
+    s, admin = as_worker, deletion_settings
+    await publish(s.kafka_bootstrap, s.events_topic, events(300))
+    dump = tmp_path / "before-deletions.dump"
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        dump_schema(admin, dump)
+        originals = {await delete_room(admin, DELETED_ROOM), await erase_user(admin, ERASED_USER)}
+        assert await outbox_emptied(admin)
+    await delete_topic(s.kafka_bootstrap, s.deletions_topic)
+    await create_topic(s.kafka_bootstrap, s.deletions_topic, 1, s.kafka_replication_factor)
+    async with ingest_worker(s) as w:
+        assert await outbox_emptied(admin)
+        assert metric(w, "roomlogs_deletions_relayed_total") == 2
+    assert {uuid.UUID(r.key.decode()) for r in await consume(s.deletions_topic, 2)} == originals
+    async with ingest_worker(s):  # the topic holds them: nothing queued again
+        assert await sql(admin, "SELECT 1 FROM deletion_outbox") == []
+
+    covered = f"room_id = '{DELETED_ROOM}' OR (actor_id = '{ERASED_USER}' AND event_type = 'chat.message')"
+    restore_schema(admin, dump)
+    assert await count(admin, covered) > 0, "the backup holds the deleted logs"
+    async with ingest_worker(s) as w:
+        assert metric(w, "roomlogs_deletions_reapplied_total") == 2
+    assert await count(admin, covered) == 0, "deleted logs came back"
+    back = await sql(admin, "SELECT request_id FROM deletion_requests")
+    assert {r["request_id"] for r in back} == originals
 
 
 # --- (c) forged records --------------------------------------------------------------------------------
