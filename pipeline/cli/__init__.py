@@ -322,6 +322,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         stack.write_info(info_path, command="up")  # from here on, other commands here find this stack
         console = ConsoleServer(stack.settings, stack.work_dir)
         links = console.start()  # the API and the room console, live traffic, a sign-in link
+        stack.write_info(info_path, command="up", api_env=console.api_env)  # for `api sign-in-link`
         for key, value in {**stack.info, **links}.items():
             print(f"{key:<18} {value}")
         _print_exports(stack.settings, stack.work_dir)

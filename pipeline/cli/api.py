@@ -83,8 +83,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
 def _api(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.api.settings import ApiSettings
 
-    api_settings = ApiSettings.from_env(os.environ)  # read once, here
     command = getattr(args, "api_command", None)
+    environ: dict[str, str] = dict(os.environ)
+    if command in ("sign-in-link", "token"):  # for the console of a running `roomlogs up` of this directory
+        from pipeline.cli.stackfile import discovered_api_env
+
+        environ = {**discovered_api_env(os.environ), **environ}
+    api_settings = ApiSettings.from_env(environ)  # read once, here
     if command == "serve":
         return _serve(settings, api_settings, args)
     if command == "openapi":

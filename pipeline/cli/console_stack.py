@@ -50,6 +50,9 @@ class ConsoleServer:
     settings: Settings
     work_dir: Path
     children: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: Once started: the ROOMLOGS_API_* settings that sign in to this API (its key, host and port), which
+    #: `roomlogs up` keeps in stack.json for `roomlogs api sign-in-link` in another shell.
+    api_env: dict[str, str] = field(default_factory=dict)
 
     def start(self, *, wait_seconds: float = 120.0) -> dict[str, str]:
         s = self.settings
@@ -71,6 +74,15 @@ class ConsoleServer:
                 "ROOMLOGS_API_PORT": str(port),
             }
         )
+        self.api_env = {
+            name: env[name]
+            for name in (
+                "ROOMLOGS_API_JWT_KEY",
+                "ROOMLOGS_API_JWT_ALGORITHM",
+                "ROOMLOGS_API_HOST",
+                "ROOMLOGS_API_PORT",
+            )
+        }
         api_log = self.work_dir / "api.log"
         self.children.append(_spawn(API_COMMAND, env, api_log))
         if not _wait(lambda: _healthy(base), wait_seconds, self.children[-1]):
@@ -93,7 +105,8 @@ class ConsoleServer:
             "api_log": str(api_log),
             "traffic_log": str(traffic_log),
             "sign_in_link": sign_in_link(base, token, next_page=f"/console/rooms/{quote(room, safe='')}/"),
-            "sign_in_as": f"{owner}, owner of {room} (the link works for an hour)",
+            "sign_in_as": f"{owner}, owner of {room} (the link opens one session, within an hour)",
+            "another_link": f"roomlogs api sign-in-link --sub {owner} --room {room}  (from this directory)",
         }
 
     def stop(self) -> None:

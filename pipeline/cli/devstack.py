@@ -107,9 +107,10 @@ class DevStack:
         self.info["worker_pid"] = self.worker.pid
         self.info["worker_log"] = str(self.work_dir / "worker.log")
 
-    def write_info(self, path: Path, *, command: str) -> None:
-        """Write `info` to `path` (stack.json): other commands find this stack there (cli/stackfile.py)."""
-        stackfile.write(path, self.info, self.settings, command=command)
+    def write_info(self, path: Path, *, command: str, api_env: dict[str, str] | None = None) -> None:
+        """Write `info` to `path` (stack.json): other commands find this stack there (cli/stackfile.py);
+        `api_env`: the settings of its console's API, once it runs."""
+        stackfile.write(path, self.info, self.settings, command=command, api_env=api_env)
 
     def remove_info(self, path: Path) -> None:
         """Remove what `write_info` wrote, once the stack stops."""

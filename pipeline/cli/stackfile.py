@@ -9,7 +9,10 @@ that stack (`stack_env()`), the same ones `up` and `demo` print as `export` line
 environment: when neither ROOMLOGS_KAFKA_BOOTSTRAP nor ROOMLOGS_POSTGRES_DSN is set and `.roomlogs/stack.json`
 of the current directory belongs to a stack that still runs (its writer's pid is alive and its broker
 answers), it returns that `env`, to lay under the process's own variables: settings set explicitly always
-win. A file left behind by a stack that is gone (a `kill -9`, a reboot) is ignored. Nothing else reads it.
+win. A file left behind by a stack that is gone (a `kill -9`, a reboot) is ignored. `up` also keeps
+`api_env` there, the settings of its console's API, which `discovered_api_env()` gives `roomlogs api
+sign-in-link` and `api token` (a link opens one session: another shell makes the next). Nothing else
+reads it.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from pipeline.settings import ENV_PREFIX, Settings
 __all__ = [
     "STACK_FILE",
     "Discovered",
+    "discovered_api_env",
     "discovered_env",
     "export_lines",
     "remove",
@@ -58,6 +62,8 @@ STACK_SETTINGS = (
 _ALWAYS = ("kafka_bootstrap", "postgres_dsn")
 #: Either of these set in the environment means "my own stack": no discovery.
 _EXPLICIT = (ENV_PREFIX + "KAFKA_BOOTSTRAP", ENV_PREFIX + "POSTGRES_DSN")
+#: Either of these set means "my own API's key": `api sign-in-link` and `api token` do not use the stack's.
+_EXPLICIT_API = (ENV_PREFIX + "API_JWT_KEY", ENV_PREFIX + "API_JWT_KEY_FILE")
 _PROBE_SECONDS = 0.5
 
 
@@ -74,12 +80,23 @@ def export_lines(env: Mapping[str, str]) -> list[str]:
     return [f"export {name}={shlex.quote(value)}" for name, value in env.items()]
 
 
-def write(path: Path, info: Mapping[str, Any], settings: Settings, *, command: str) -> None:
-    """Write `info`, who wrote it (this process, `command`) and `stack_env(settings)` to `path`.
+def write(
+    path: Path,
+    info: Mapping[str, Any],
+    settings: Settings,
+    *,
+    command: str,
+    api_env: Mapping[str, str] | None = None,
+) -> None:
+    """Write `info`, who wrote it (this process, `command`) and `stack_env(settings)` to `path`; with
+    `api_env`, the ROOMLOGS_API_* settings `roomlogs api sign-in-link` and `api token` need to sign in to
+    the stack's console (its development key, its host and port: see `discovered_api_env`).
 
-    Readable by its owner only: the DSN may carry a password.
+    Readable by its owner only: the DSN may carry a password, and `api_env` holds a signing key.
     """
     document = {**info, "command": command, "pid": os.getpid(), "env": stack_env(settings)}
+    if api_env:
+        document["api_env"] = dict(api_env)
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -114,6 +131,20 @@ def discovered_env(environ: Mapping[str, str], path: Path = STACK_FILE) -> Disco
         return None
     env = {k: v for k, v in document["env"].items() if k.startswith(ENV_PREFIX) and isinstance(v, str)}
     return Discovered(env, f"using the embedded stack of `roomlogs {document['command']}` ({path})")
+
+
+def discovered_api_env(environ: Mapping[str, str], path: Path = STACK_FILE) -> dict[str, str]:
+    """The ROOMLOGS_API_* settings of the console of the running `roomlogs up` that `path` describes
+    (its development HMAC key, host and port), for `roomlogs api sign-in-link` and `api token` run from
+    another shell; empty when ROOMLOGS_API_JWT_KEY or ROOMLOGS_API_JWT_KEY_FILE is set (your own API), when
+    ROOMLOGS_KAFKA_BOOTSTRAP or ROOMLOGS_POSTGRES_DSN is set, or when no stack with a console runs."""
+    if any(environ.get(name) for name in (*_EXPLICIT, *_EXPLICIT_API)):
+        return {}
+    document = running(path)
+    api_env = document.get("api_env") if document is not None else None
+    if not isinstance(api_env, dict):
+        return {}
+    return {k: v for k, v in api_env.items() if k.startswith(ENV_PREFIX + "API_") and isinstance(v, str)}
 
 
 def running(path: Path) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
+import jwt
 import psutil
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -265,6 +266,41 @@ def test_the_stack_names_its_signing_key_for_other_shells(tmp_path: Path) -> Non
     assert stackfile.stack_env(settings)["ROOMLOGS_SEAL_KEY_FILE"] == key
     assert f"export ROOMLOGS_SEAL_KEY_FILE={key}" in stackfile.export_lines(stackfile.stack_env(settings))
     assert "ROOMLOGS_SEAL_KEY_FILE" not in stackfile.stack_env(Settings())
+
+
+def test_another_sign_in_link_for_the_console_of_up_from_another_shell(tmp_path: Path) -> None:
+    """The link `up` prints opens one session; `roomlogs api sign-in-link` run here makes the next one,
+    signed with the stack's key for the port its API serves on (kept in stack.json as `api_env`)."""
+    key = "k" * 64
+    api_env = {
+        "ROOMLOGS_API_JWT_KEY": key,
+        "ROOMLOGS_API_JWT_ALGORITHM": "HS256",
+        "ROOMLOGS_API_HOST": "127.0.0.1",
+        "ROOMLOGS_API_PORT": "45678",
+    }
+    path = tmp_path / ".roomlogs" / "stack.json"
+    with listening() as port:
+        settings = Settings().replace(kafka_bootstrap=f"127.0.0.1:{port}")
+        stackfile.write(path, {}, settings, command="up", api_env=api_env)
+        done = roomlogs("api", "sign-in-link", "--sub", "user-7", "--room", "room-1", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert NOTICE in done.stderr.splitlines()
+        link = done.stdout.strip()
+        assert link.startswith("http://127.0.0.1:45678/console/sign-in?next=/console/rooms/room-1/#token=")
+        claims = jwt.decode(link.split("#token=")[1], key, algorithms=["HS256"])
+        assert claims["sub"] == "user-7"
+        # your own API's key wins: the stack's is not used
+        done = roomlogs(
+            "api",
+            "sign-in-link",
+            "--sub",
+            "user-7",
+            cwd=tmp_path,
+            env={"ROOMLOGS_API_JWT_KEY": "m" * 64, "ROOMLOGS_API_JWT_ALGORITHM": "HS256"},
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        jwt.decode(done.stdout.strip().split("#token=")[1], "m" * 64, algorithms=["HS256"])
+        assert ":45678/" not in done.stdout
 
 
 @pytest.mark.parametrize("command", ["up", "demo"])
