@@ -54,14 +54,14 @@ async def migrate(
     """Apply pending migrations to `schema`; return the ones applied now (empty when up to date).
 
     `progress` is handed what a long migration says as it goes (its NOTICEs: 0016 after each day it rolls
-    up), for `roomlogs migrate` to print."""
+    up), for `roomlogs migrate` to print; only while a migration runs, not the "already exists, skipping"
+    of the bookkeeping every run does."""
     applied_now: list[Migration] = []
 
     def notice(_conn: object, message: Any) -> None:
         if progress is not None:
             progress(str(message.message))
 
-    conn.add_log_listener(notice)
     # hashtext() gives a stable int per schema so different schemas migrate independently.
     await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     try:
@@ -86,17 +86,20 @@ async def migrate(
                         f"{schema!r}; add a new migration instead of editing an applied one"
                     )
                 continue
-            async with conn.transaction():
-                await conn.execute(mig.sql)
-                await conn.execute(
-                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
-                    mig.version,
-                    mig.name,
-                    mig.checksum,
-                )
+            conn.add_log_listener(notice)
+            try:
+                async with conn.transaction():
+                    await conn.execute(mig.sql)
+                    await conn.execute(
+                        "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                        mig.version,
+                        mig.name,
+                        mig.checksum,
+                    )
+            finally:
+                conn.remove_log_listener(notice)
             applied_now.append(mig)
     finally:
-        conn.remove_log_listener(notice)
         await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     return applied_now
 
