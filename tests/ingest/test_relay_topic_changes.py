@@ -1,0 +1,94 @@
+"""The outbox relays when the topic under them changed: the alerts topic deleted under a running relay, then
+recreated empty. The relay does not stall for good: what is queued while the topic is gone stays queued
+(nothing dropped) and arrives once the topic is back; what was sent to the old topic is not sent again (the
+`alerts` table is the record, the topic a feed: README, Detectors).
+
+Tansu (the embedded broker) acknowledges records sent to a topic deleted under the producer (it answers
+offsets 0, 1, 2 ... while the topic stays absent), and the topic recreated under the same name then shows
+some of those records in place of records acknowledged later. So on the Tansu lane only "does not stall" is
+asserted; Apache Kafka refuses the records (UNKNOWN_TOPIC_OR_PARTITION) and the relay keeps them queued.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaProducer
+from prometheus_client import CollectorRegistry
+from topic_support import create_topic, delete_topic
+
+from pipeline.ingest.alert_relay import AlertRelay
+from pipeline.metrics import IngestMetrics
+from pipeline.storage import alert_outbox, db
+from pipeline.storage.migrate import migrate
+
+
+@pytest.fixture
+async def pool(postgres_dsn: str, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
+    conn = await db.connect(postgres_dsn, pg_schema)
+    await migrate(conn, pg_schema)
+    await conn.close()
+    p = await db.create_pool(postgres_dsn, pg_schema, 2)
+    yield p
+    await p.close()
+
+
+async def queue(pool: asyncpg.Pool, n: int) -> set[bytes]:
+    values = {f'{{"alert_id": "{uuid.uuid4()}"}}'.encode() for _ in range(n)}
+    async with pool.acquire() as conn:
+        for v in values:
+            await conn.execute(
+                "INSERT INTO alert_outbox (alert_id, message_key, value) VALUES ($1, 'room-1', $2)",
+                uuid.uuid4(),
+                v,
+            )
+    return values
+
+
+async def drained(pool: asyncpg.Pool, within_seconds: float) -> bool:
+    deadline = asyncio.get_running_loop().time() + within_seconds
+    while asyncio.get_running_loop().time() < deadline:
+        async with pool.acquire() as conn:
+            if not await alert_outbox.pending(conn):
+                return True
+        await asyncio.sleep(0.2)
+    return False
+
+
+@pytest.mark.broker_semantics
+async def test_the_alerts_relay_outlives_its_topic_deleted_and_recreated(
+    pool: asyncpg.Pool, kafka_bootstrap: str, kafka_broker: Any, broker_lane: str, consume: Any
+) -> None:
+    topic = f"alerts-{uuid.uuid4().hex[:12]}"
+    await create_topic(kafka_bootstrap, topic, 1, kafka_broker.replication_factor)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", request_timeout_ms=5_000)
+    await producer.start()
+    metrics = IngestMetrics(CollectorRegistry())
+    relay = AlertRelay(pool, producer, topic, metrics, retry_initial_seconds=0.2, retry_max_seconds=1.0)
+    task = asyncio.create_task(relay.run())
+    try:
+        before = await queue(pool, 5)
+        relay.wake()
+        assert await drained(pool, 30)
+        await delete_topic(kafka_bootstrap, topic)
+        during = await queue(pool, 3)  # the topic is gone (or auto-created again by the producer's metadata)
+        relay.wake()
+        await asyncio.sleep(3.0)
+        await create_topic(kafka_bootstrap, topic, 1, kafka_broker.replication_factor)
+        after = await queue(pool, 2)
+        relay.wake()
+        assert await drained(pool, 90), "the relay stalled on a recreated topic"
+        if broker_lane == "apache":  # Tansu: see the module's docstring
+            got = {m.value for m in await consume(topic, len(during) + len(after), timeout_seconds=30)}
+            assert during | after <= got, "queued while the topic was away and lost"
+            assert not (got & before), "sent again to the new topic"
+    finally:
+        relay.stop()
+        await task
+        await producer.stop()
+        await delete_topic(kafka_bootstrap, topic)
