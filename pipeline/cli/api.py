@@ -78,6 +78,11 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
         "(run as the schema's owner: ROOMLOGS_POSTGRES_DSN; reads ROOMLOGS_API_JWT_*, "
         "ROOMLOGS_API_STAFF_ROLE, ROOMLOGS_API_SESSION_TTL_SECONDS)",
     )
+    sub.add_parser(
+        "end-sessions",
+        help="sign every console session out (after restoring the database from a backup, or when the token "
+        "key leaked; run as the schema's owner)",
+    )
 
 
 def _api(settings: Settings, args: argparse.Namespace) -> int:
@@ -106,8 +111,12 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     if command == "trust-key":
         print(asyncio.run(_trust_key(settings, api_settings)))
         return 0
+    if command == "end-sessions":
+        print(f"{asyncio.run(_end_sessions(settings))} console sessions signed out")
+        return 0
     print(
-        "usage: roomlogs api {serve,openapi,token,sign-in-link,trust-key} (see roomlogs api --help)",
+        "usage: roomlogs api {serve,openapi,token,sign-in-link,trust-key,end-sessions} "
+        "(see roomlogs api --help)",
         file=sys.stderr,
     )
     return 2
@@ -173,7 +182,8 @@ async def _trust_key(settings: Settings, api_settings: ApiSettings) -> str:
         said = (
             f"the database now verifies {trust.algorithm} tokens (key {trust.fingerprint}) before a deletion "
             f"or a console sign-in; staff role {trust.staff_role!r}, sessions of at most "
-            f"{trust.session_max_seconds} s"
+            f"{trust.session_max_seconds} s. Console sessions already open stay open until they expire: "
+            "`roomlogs api end-sessions` signs them out (a key replaced because it leaked)"
         )
         if api_settings.oidc_issuer:
             said += "\n" + await _trust_oidc(conn, api_settings)
@@ -188,6 +198,23 @@ async def _trust_key(settings: Settings, api_settings: ApiSettings) -> str:
     finally:
         await conn.close()
     return said
+
+
+async def _end_sessions(settings: Settings) -> int:
+    import asyncpg
+
+    from pipeline.api.queries.sessions import end_all_sessions
+    from pipeline.storage import db
+
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        return await end_all_sessions(conn)
+    except asyncpg.InsufficientPrivilegeError:
+        raise ConfigurationError(
+            "only the schema's owner may sign every session out: set ROOMLOGS_POSTGRES_DSN to its DSN"
+        ) from None
+    finally:
+        await conn.close()
 
 
 async def _trust_oidc(conn: Any, api_settings: ApiSettings) -> str:

@@ -13,10 +13,12 @@ from urllib.parse import urlsplit
 
 import jwt
 import pytest
-from api_world import JWT_KEY, World, token
+from api_world import JWT_KEY, World, api_settings, token
 
+from pipeline.api.queries.sessions import end_all_sessions
+from pipeline.api.trust import install, token_trust
 from pipeline.cli.api import COMMANDS, add_commands
-from pipeline.settings import Settings
+from pipeline.settings import Secret, Settings
 
 
 async def test_a_token_opens_one_session_even_after_signing_out(app_factory: Any, small_world: World) -> None:
@@ -82,3 +84,44 @@ def test_sign_in_link_uses_the_port_the_api_serves_on(
     assert urlsplit(link).netloc == netloc
     claims = jwt.decode(link.partition("#token=")[2], JWT_KEY, algorithms=["HS256"])
     assert len(claims["jti"]) >= 16  # its one session is recorded by this id
+
+
+async def test_after_a_restore_or_a_new_token_key_end_sessions_signs_everyone_out(
+    app_factory: Any, small_world: World
+) -> None:
+    """A database restored from a backup forgets what happened since: sessions signed out are live again and
+    tokens used are unused again (until they expire). A token key replaced with `trust-key` leaves the
+    sessions it opened open. `roomlogs api end-sessions` (the owner) signs every session out (README)."""
+    client, _ = await app_factory(small_world, session_cookie_secure=False)
+    once = token("u-owner")
+    opened = await client.post("/v1/session", headers={"Authorization": f"Bearer {once}"})
+    assert opened.status_code == 201
+    cookies = dict(client.cookies)
+    signed_out = await client.delete("/v1/session", headers={"X-CSRF-Token": opened.json()["csrf_token"]})
+    assert signed_out.status_code == 204
+
+    async def session_of(jar: dict[str, str]) -> int:
+        client.cookies.clear()
+        client.cookies.update(jar)
+        return (await client.get("/v1/session")).status_code
+
+    assert await session_of(cookies) == 401
+    # what a restore from a backup taken before the sign-out and the sign-in gives back
+    await small_world.fetch("UPDATE console_sessions SET ended_at = NULL")
+    await small_world.fetch("DELETE FROM used_sign_ins")
+    assert await session_of(cookies) == 200, "signed out, live again"
+    client.cookies.clear()
+    second = await client.post("/v1/session", headers={"Authorization": f"Bearer {once}"})
+    assert second.status_code == 201, "the token opens a second session within its lifetime"
+
+    # a new token key: sessions opened with the old one stay open (a rotation signs nobody out) ...
+    conn = await small_world.admin()
+    try:
+        await install(conn, token_trust(api_settings(jwt_key=Secret("another-key-" + "n" * 52))))
+        assert await session_of(cookies) == 200
+        # ... until the owner signs everyone out
+        assert await end_all_sessions(conn) == 2
+        assert await end_all_sessions(conn) == 0
+    finally:
+        await conn.close()
+    assert await session_of(cookies) == 401

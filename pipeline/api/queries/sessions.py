@@ -62,6 +62,17 @@ async def end_session(conn: asyncpg.Connection, session_hash: bytes) -> None:
     )
 
 
+async def end_all_sessions(conn: asyncpg.Connection) -> int:
+    """Sign every live console session out (`roomlogs api end-sessions`, as the schema's owner): after a
+    restore from a backup (sessions signed out since are live again there) or a token key that leaked.
+    How many were ended."""
+    done: str = await conn.execute(
+        "UPDATE console_sessions SET ended_at = clock_timestamp() "
+        "WHERE ended_at IS NULL AND expires_at > clock_timestamp()"
+    )
+    return int(done.split()[-1])
+
+
 async def set_session_reason(conn: asyncpg.Connection, cookie: str, reason: str | None) -> None:
     """The case a staff member's session reads for (InvalidAuthorizationSpecificationError: the session
     has ended)."""
