@@ -150,30 +150,53 @@ def _version() -> str:
         return __version__
 
 
+#: What `roomlogs --help` says first: what the program is, and where a newcomer starts.
+_DESCRIPTION = """roomlogs: chat rooms' activity logs from Kafka into PostgreSQL, exactly once, with
+retention, sealed days, a query API and a room console.
+
+Start with `roomlogs demo` (an embedded broker and PostgreSQL, simulated traffic, a summary of what was
+stored) or `roomlogs up` (the same stack, the room console and a sign-in link, until Ctrl-C); while `up`
+runs, the other commands run from the same directory find its stack. Settings are ROOMLOGS_* environment
+variables (README.md, Configuration); `roomlogs COMMAND --help` ends with the ones that command reads."""
+
+
 def _parser(modules: list[ModuleType]) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="roomlogs", description=__doc__)
+    p = argparse.ArgumentParser(
+        prog="roomlogs", description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--version", action="version", version=f"roomlogs {_version()}")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("migrate", help="apply pending SQL migrations (safe to run twice)")
-    sub.add_parser("worker", help="run the ingest worker (faust app) against the configured services")
-    sim = sub.add_parser("simulate", help="publish realistic room traffic to the configured broker")
+
+    def command(name: str, what: str) -> argparse.ArgumentParser:
+        """A command whose --help starts with what it does."""
+        return sub.add_parser(name, help=what, description=what[0].upper() + what[1:] + ".")
+
+    command("migrate", "apply pending SQL migrations (safe to run twice)")
+    command("worker", "run the ingest worker (faust app) against the configured services")
+    sim = command("simulate", "publish realistic room traffic to the configured broker")
     _sim_args(sim)
     sim.add_argument(
         "--scenario",
         choices=("flood", "spam", "raid", "modabuse", "churn", "giftburst"),
         help="instead: one fresh room's traffic built to trigger that detector (README, Detectors)",
     )
-    up = sub.add_parser(
+    up = command(
         "up",
-        help="start broker, PostgreSQL (unless a DSN is set), migrations, a worker, the API with the room "
-        "console and live traffic; print a sign-in link",
+        "start broker, PostgreSQL (unless a DSN is set), migrations, a worker, the API with the room "
+        "console and live traffic; print a sign-in link; run until Ctrl-C, which stops them all",
     )
     up.add_argument(
         "--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)"
     )
     _kafka_args(up)
-    demo = sub.add_parser("demo", help="`up`, a short simulation, a summary of what was stored, then stop")
-    demo.add_argument("--work-dir", type=Path, default=Path(".roomlogs"))
+    demo = command(
+        "demo",
+        "start broker, PostgreSQL and a worker as `up` does, publish simulated traffic, print a summary "
+        "of what was stored, then stop (PostgreSQL's data stays in the work directory)",
+    )
+    demo.add_argument(
+        "--work-dir", type=Path, default=Path(".roomlogs"), help="state and logs (default .roomlogs)"
+    )
     _kafka_args(demo)
     _sim_args(demo, events=50_000)
     for module in modules:

@@ -66,7 +66,13 @@ Command = Callable[[Settings, argparse.Namespace], int]
 
 def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add `partitions` and `retention` to the `roomlogs` sub-command parsers."""
-    parts = subparsers.add_parser("partitions", help="create partitions ahead and report what is stored")
+    parts = subparsers.add_parser(
+        "partitions",
+        help="create partitions ahead and report what is stored",
+        description="Create the day partitions ahead of today (ROOMLOGS_PARTITIONS_AHEAD_DAYS) that are "
+        "missing, then report each partitioned table: its retention, its day partitions (oldest, newest, "
+        "today's, how many ahead) and how many have expired.",
+    )
     parts.add_argument("--report-only", action="store_true", help="create nothing, only report")
 
     ret = subparsers.add_parser(

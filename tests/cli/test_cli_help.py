@@ -36,13 +36,17 @@ def test_version(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout.strip()) == (0, f"roomlogs {metadata.version('roomlogs')}")
 
 
-def test_every_command_says_which_settings_it_reads(tmp_path: Path) -> None:
+def test_every_command_says_what_it_does_and_which_settings_it_reads(tmp_path: Path) -> None:
+    top = roomlogs("--help", cwd=tmp_path).stdout
+    assert "roomlogs demo" in top and "roomlogs up" in top, top  # where a newcomer starts
     listed = commands(tmp_path)
     assert {"migrate", "worker", "simulate", "up", "demo", "retention", "partitions", "api"} <= set(listed)
     for command in listed:
         done = roomlogs(command, "--help", cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         text = " ".join(done.stdout.split())  # unwrapped
+        said = done.stdout.split("\n\n")[1]  # after the usage: what the command does, before its options
+        assert not said.startswith(("options:", "positional arguments:")), f"{command} --help: {said}"
         assert "settings it reads (environment variables" in text, command
         named = set(re.findall(r"\bROOMLOGS_[A-Z_]+[A-Z]\b", text.split("settings it reads", 1)[1]))
         assert named, command
