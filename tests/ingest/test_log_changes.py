@@ -20,10 +20,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.admin.records_to_delete import RecordsToDelete
+from rollup_support import assert_rollups_match_rows
 from topic_support import changes, create_topic, delete_topic, events, publish, sql, stored_ids, wait_for_rows
 
 from pipeline.settings import Settings
 from pipeline.stack import EmbeddedKafka
+from pipeline.storage import db
 
 
 def exactly_once(ids: list[str], expected: list[dict[str, Any]]) -> None:
@@ -318,3 +320,9 @@ async def test_a_database_restored_from_a_dump_taken_minutes_earlier_ingests_wha
     assert totals["stored"] == len(after) and totals["duplicates"] == 0
     behind = [c for c in await changes(s) if c["kind"] == "database_behind"]
     assert behind and sum(c["reread_records"] for c in behind) == len(after)
+    # the rollups came back with the dump and the triggers added exactly what was stored again
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        await assert_rollups_match_rows(conn)
+    finally:
+        await conn.close()
