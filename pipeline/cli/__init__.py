@@ -398,6 +398,7 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
 
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     info_path = args.work_dir / "stack.json"
+    embedded_postgres = not settings.postgres_dsn  # (no DSN of yours: the stack starts its own)
     _refuse_a_second_stack(info_path)
     try:
         settings = stack.start()
@@ -420,10 +421,37 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
         if not caught_up:
             print("the worker did not catch up within 10 minutes", file=sys.stderr)
             return 1
-        return 0
     finally:
         stack.remove_info(info_path)
         stack.stop()
+    print(_after_demo(stack.work_dir, embedded_postgres=embedded_postgres, kafka_kind=args.kafka))
+    return 0
+
+
+def _after_demo(work_dir: Path, *, embedded_postgres: bool, kafka_kind: str) -> str:
+    """What `demo` says once it has stopped: what is kept, and where to look next."""
+    where = _shown(work_dir)
+    kept = (
+        f"PostgreSQL's data stays in {where}/postgres (the next `demo` or `up` finds it; delete that "
+        "directory to start over)"
+        if embedded_postgres
+        else "the rows stay in your PostgreSQL (ROOMLOGS_POSTGRES_DSN)"
+    )
+    if kafka_kind == "apache":
+        kept += f", the Kafka cluster's in {where}/kafka-cluster"
+    return (
+        f"stopped the broker, PostgreSQL and the worker; {kept}; the worker's log is {where}/worker.log\n"
+        "next: `roomlogs up` (`make up`) runs the same stack until Ctrl-C, with the room console, live "
+        "traffic and a sign-in link"
+    )
+
+
+def _shown(path: Path) -> str:
+    """`path` as a user would type it: relative to here when it is under here."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 _COMMANDS: dict[str, Command] = {
