@@ -439,8 +439,9 @@ def _after_demo(work_dir: Path, *, embedded_postgres: bool, kafka_kind: str) -> 
     )
     if kafka_kind == "apache":
         kept += f", the Kafka cluster's in {where}/kafka-cluster"
+    started = "the broker, PostgreSQL and the worker" if embedded_postgres else "the broker and the worker"
     return (
-        f"stopped the broker, PostgreSQL and the worker; {kept}; the worker's log is {where}/worker.log\n"
+        f"stopped {started}; {kept}; the worker's log is {where}/worker.log\n"
         "next: `roomlogs up` (`make up`) runs the same stack until Ctrl-C, with the room console, live "
         "traffic and a sign-in link"
     )

@@ -56,7 +56,7 @@ def test_demo_publishes_stores_reports_and_cleans_up(tmp_path: Path, postgres_ds
     assert not (tmp_path / "work" / "stack.json").exists()
     # once stopped, it says so, what is kept and where to look next
     assert out.splitlines()[-2:] == [
-        "stopped the broker, PostgreSQL and the worker; the rows stay in your PostgreSQL "
+        "stopped the broker and the worker; the rows stay in your PostgreSQL "
         f"(ROOMLOGS_POSTGRES_DSN); the worker's log is {tmp_path / 'work'}/worker.log",
         "next: `roomlogs up` (`make up`) runs the same stack until Ctrl-C, with the room console, live "
         "traffic and a sign-in link",
