@@ -98,6 +98,17 @@ async def seal_closed_days(
     """Seal every closed day that has partitions and no head yet, oldest first; publish the heads."""
     started = time.perf_counter()
     report = SealReport()
+    known = await seals.public_keys(conn)
+    if known and key.key_id not in known:
+        last = await seals.last_head(conn)
+        log.warning(
+            "sealing with key %s, new to this schema (seals so far signed with %s%s): a rotation (README, "
+            "Evidence: Keys and rotation). If ROOMLOGS_SEAL_KEY_FILE is not the key meant (another "
+            "deployment's, a test key), stop this process: every seal it makes from now on is signed with it",
+            key.key_id,
+            ", ".join(sorted(known)),
+            f"; the last daily head, of {last.day}, with {last.key_id}" if last else "",
+        )
     # registered before any fence below: a writer that starts after a fence sees that sealing is on
     await seals.add_key(conn, key.key_id, key.public_raw)
     # the database's clock, as the writer's refusal of closed days reads it (pipeline/storage/writer.py)
