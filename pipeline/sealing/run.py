@@ -39,6 +39,7 @@ from pipeline.evidence import merkle
 from pipeline.evidence.keys import SealKey
 from pipeline.evidence.leaves import leaf_of
 from pipeline.evidence.statements import DayLeaves, Leaf, daily_head, room_day_seal, statement_hash
+from pipeline.kafka_client import KafkaAccessError, KafkaUnavailableError
 from pipeline.retention_rules import closed_before
 from pipeline.sealing import witness
 from pipeline.settings import Settings
@@ -265,7 +266,7 @@ async def seal_in_maintenance(
     except db.OUTAGES as e:
         log.warning("sealing skipped this run, PostgreSQL unreachable: %r", e)
         return None
-    except KafkaError as e:
+    except (KafkaError, KafkaUnavailableError, KafkaAccessError) as e:  # the broker away or refusing us
         log.warning("sealing done, daily heads not yet published to the witness topic: %r", e)
     search = await index_sealed_days(pool, budget_seconds=SEARCH_INDEX_BUDGET_SECONDS)
     if report is not None:

@@ -23,11 +23,11 @@ from topic_support import create_topic, delete_topic
 from pipeline.cli.status import collect
 from pipeline.evidence.keys import SealKey
 from pipeline.sealing import witness
-from pipeline.sealing.run import seal_closed_days
+from pipeline.sealing.run import seal_closed_days, seal_in_maintenance
 from pipeline.sealing.state import sealing_state
 from pipeline.sealing.verify import verify_db
 from pipeline.settings import Secret, Settings
-from pipeline.stack import EmbeddedKafka
+from pipeline.stack import EmbeddedKafka, free_port
 from pipeline.storage import db, seals
 from pipeline.storage.migrate import migrate
 
@@ -181,3 +181,22 @@ def test_a_broker_without_topic_ids_is_judged_by_the_length_of_its_log() -> None
     )
     new_id, holding = witness.incarnation(latest, witness.WitnessLog("h", None, 1, True), "changed")
     assert new_id != seals.UNKNOWN_TOPIC_ID and holding == {new_id}
+
+
+async def test_maintenance_seals_and_goes_on_when_the_witness_broker_is_away(
+    conn: asyncpg.Connection, postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """No broker at the bootstrap address: the days are sealed, the heads stay pending, nothing raises (a
+    worker's maintenance timer must not die of it)."""
+    s = _settings(postgres_dsn, pg_schema, f"127.0.0.1:{free_port()}", tmp_path)
+    await world(conn)
+    assert s.seal_key_file
+    pool = await db.create_pool(postgres_dsn, pg_schema, 1)
+    try:
+        async with witness.publisher(s) as publish:
+            await seal_in_maintenance(pool, s, SealKey.load(s.seal_key_file), publish)
+    finally:
+        await pool.close()
+    assert len(await seals.heads(conn)) == 2
+    state = await sealing_state(conn, now=NOW, late_window_seconds=3600, heads_topic=s.seal_heads_topic)
+    assert state.unpublished_heads == 2
