@@ -46,23 +46,33 @@ java-tools:
 	  { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
 	      openjdk-17-jre-headless maven; }
 
-# The Apache Kafka broker and its runtime dependencies from Maven Central, into $(KAFKA_HOME)/libs.
-kafka-broker: $(KAFKA_HOME)/.fetched
+# Fetched jars are marked by their pom's content, not its time: a fresh clone (every file new) finds the jars a
+# run from another clone fetched, instead of deleting them under a test run that is using them. A new pom is
+# fetched beside the old jars, which are replaced only when they differ.
+KAFKA_POM_SUM := $(shell sha256sum deploy/kafka/pom.xml | cut -c1-16)
+OIDC_POM_SUM  := $(shell sha256sum deploy/oidc/pom.xml | cut -c1-16)
 
-$(KAFKA_HOME)/.fetched: deploy/kafka/pom.xml | java-tools
-	rm -rf $(KAFKA_HOME)/libs
+# The Apache Kafka broker and its runtime dependencies from Maven Central, into $(KAFKA_HOME)/libs.
+kafka-broker: $(KAFKA_HOME)/.fetched-$(KAFKA_POM_SUM)
+
+$(KAFKA_HOME)/.fetched-$(KAFKA_POM_SUM): | java-tools
+	rm -rf $(KAFKA_HOME)/libs.new
 	mvn -q -B -Dstyle.color=never -f deploy/kafka/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
-	  -DoutputDirectory=$(KAFKA_HOME)/libs
+	  -DoutputDirectory=$(KAFKA_HOME)/libs.new
+	diff -rq $(KAFKA_HOME)/libs.new $(KAFKA_HOME)/libs >/dev/null 2>&1 && rm -rf $(KAFKA_HOME)/libs.new || \
+	  { rm -rf $(KAFKA_HOME)/libs && mv $(KAFKA_HOME)/libs.new $(KAFKA_HOME)/libs; }
 	touch $@
 
 # no.nav.security:mock-oauth2-server and its runtime dependencies from Maven Central, into $(OIDC_HOME)/libs:
 # a real OpenID Connect provider the single sign-on tests run (tests/api/test_oidc_sign_in.py).
-oidc-provider: $(OIDC_HOME)/.fetched
+oidc-provider: $(OIDC_HOME)/.fetched-$(OIDC_POM_SUM)
 
-$(OIDC_HOME)/.fetched: deploy/oidc/pom.xml | java-tools
-	rm -rf $(OIDC_HOME)/libs
+$(OIDC_HOME)/.fetched-$(OIDC_POM_SUM): | java-tools
+	rm -rf $(OIDC_HOME)/libs.new
 	mvn -q -B -Dstyle.color=never -f deploy/oidc/pom.xml dependency:copy-dependencies -DincludeScope=runtime \
-	  -DoutputDirectory=$(OIDC_HOME)/libs
+	  -DoutputDirectory=$(OIDC_HOME)/libs.new
+	diff -rq $(OIDC_HOME)/libs.new $(OIDC_HOME)/libs >/dev/null 2>&1 && rm -rf $(OIDC_HOME)/libs.new || \
+	  { rm -rf $(OIDC_HOME)/libs && mv $(OIDC_HOME)/libs.new $(OIDC_HOME)/libs; }
 	touch $@
 
 # Debian's caddy for the test of the deployment's TLS proxy (deploy/caddy/Caddyfile), only when missing.
