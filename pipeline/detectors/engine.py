@@ -117,6 +117,8 @@ class Detectors:
         if not rows:
             return []
         await self.refresh(conn)
+        # the reads are many small index scans: parallel workers would cost more to start than they save
+        await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         found = await evaluate(conn, rows, self.effective, [d for d in P.DETECTORS if d in self._only])
         return await alerts.insert(conn, found) if found else []
 

@@ -42,6 +42,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import OffsetOutOfRangeError
 from aiokafka.structs import ConsumerRecord
 
+from pipeline.detectors import Detectors
 from pipeline.events.deadletter import fingerprint
 from pipeline.events.normalize import Normalizer
 from pipeline.ingest.prepare import build_batch, normalize_records
@@ -183,6 +184,8 @@ async def _one(
         deletions=deletions,
         classify=rooms.classify,
         late_window_seconds=settings.seal_late_window_seconds,
+        # a replayed event may complete a window: its alerts are raised in its transaction, as ingest's
+        detectors=Detectors(settings_ttl_seconds=0.0) if settings.detectors_enabled else None,
     )
     try:
         async with conn.transaction():  # a savepoint, undone unless the event is in the logs

@@ -3,6 +3,7 @@ small scenarios fire, and the oracle: the alert keys of computing over all the s
 
 from __future__ import annotations
 
+import random
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -15,8 +16,10 @@ from aiokafka import AIOKafkaProducer
 
 from pipeline.detectors import params as P
 from pipeline.detectors.rules import Stored, alerts_of, text_key
+from pipeline.publisher import scenarios
+from pipeline.publisher.simulator import SimulationConfig, iter_events
 from pipeline.settings import Settings
-from pipeline.storage import db, detector_settings
+from pipeline.storage import db, detector_settings, migrate
 from pipeline.storage.batch import WriteBatch
 
 #: yesterday noon (UTC): an open day with room for a minute either side
@@ -181,3 +184,60 @@ async def room_alerts(settings: Settings, room: str | None = None) -> list[async
         )
     finally:
         await conn.close()
+
+
+SEED = 18
+
+
+def mixed_records() -> list[tuple[bytes, bytes]]:
+    """Normal traffic of 40 rooms with the six scenarios' rooms interleaved, all in the last few minutes."""
+    now = datetime.now(UTC)
+    normal = [
+        (k, v) for k, v, _ in iter_events(SimulationConfig(40, 6_000, 0.0, SEED, history_seconds=240), now)
+    ]
+    bursts = [scenarios.build(name, now - timedelta(seconds=90)).records() for name in scenarios.SCENARIOS]
+    out, rng = list(normal), random.Random(SEED)
+    for burst in bursts:  # each scenario's records keep their order, spread among the others
+        slots = sorted(rng.randrange(len(out) + 1) for _ in burst)
+        for offset, (slot, record) in enumerate(zip(slots, burst, strict=True)):
+            out.insert(slot + offset, record)
+    return out
+
+
+async def alert_ids(settings: Settings) -> dict[tuple[str, str, str, datetime], uuid.UUID]:
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        rows = await conn.fetch("SELECT room_id, detector, subject, window_key, alert_id FROM alerts")
+        return {(r[0], r[1], r[2], r[3]): r[4] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def clean_run_alerts(
+    settings: Settings, ingest_worker: Any, topic_factory: Any
+) -> dict[tuple[str, str, str, datetime], uuid.UUID]:
+    """The alerts of an uninterrupted in-process worker over everything in `settings`' events topic, in a
+    schema, consumer group and alerts topic of its own (dropped afterwards with its roles)."""
+    clean_schema = f"{settings.postgres_schema}_c"
+    dsn = settings.postgres_dsn.get()
+    conn = await db.connect(dsn, clean_schema)
+    await migrate.migrate(conn, clean_schema)
+    await conn.close()
+    clean = settings.replace(
+        postgres_schema=clean_schema,
+        consumer_group=f"{settings.consumer_group}-clean",
+        alerts_topic=await topic_factory(partitions=1, prefix="alerts-clean-"),
+    )
+    try:
+        async with ingest_worker(clean) as w:
+            assert await w.caught_up(180)
+        return await alert_ids(clean)
+    finally:
+        admin = await asyncpg.connect(dsn)
+        try:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{clean_schema}" CASCADE')
+            for role in (f"{clean_schema}_api", f"{clean_schema}_worker"):
+                await admin.execute(f'DROP OWNED BY "{role}"')
+                await admin.execute(f'DROP ROLE "{role}"')
+        finally:
+            await admin.close()

@@ -9,51 +9,22 @@ import asyncio
 import random
 import signal
 import subprocess
-import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import httpx
 import orjson
 from conftest import Consume, TopicFactory
-from detector_support import produce_raw
+from detector_support import alert_ids, clean_run_alerts, mixed_records, produce_raw
 
 from pipeline.cli.devstack import spawn_worker
 from pipeline.cli.progress import wait_caught_up
-from pipeline.publisher import scenarios
-from pipeline.publisher.simulator import SimulationConfig, iter_events
 from pipeline.settings import Settings
 from pipeline.stack import free_port
-from pipeline.storage import db, migrate
+from pipeline.storage import db
 
 SEED = 18
-
-
-def _records() -> list[tuple[bytes, bytes]]:
-    """Normal traffic of 40 rooms with the six scenarios' rooms interleaved, all in the last few minutes."""
-    now = datetime.now(UTC)
-    normal = [
-        (k, v) for k, v, _ in iter_events(SimulationConfig(40, 6_000, 0.0, SEED, history_seconds=240), now)
-    ]
-    bursts = [scenarios.build(name, now - timedelta(seconds=90)).records() for name in scenarios.SCENARIOS]
-    out, rng = list(normal), random.Random(SEED)
-    for burst in bursts:  # each scenario's records keep their order, spread among the others
-        slots = sorted(rng.randrange(len(out) + 1) for _ in burst)
-        for offset, (slot, record) in enumerate(zip(slots, burst, strict=True)):
-            out.insert(slot + offset, record)
-    return out
-
-
-async def _alerts(settings: Settings) -> dict[tuple[str, str, str, datetime], uuid.UUID]:
-    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
-    try:
-        rows = await conn.fetch("SELECT room_id, detector, subject, window_key, alert_id FROM alerts")
-        return {(r[0], r[1], r[2], r[3]): r[4] for r in rows}
-    finally:
-        await conn.close()
 
 
 async def _stored(settings: Settings) -> int:
@@ -99,7 +70,7 @@ async def test_kill_minus_9_mid_scenario_gives_the_alerts_of_a_clean_run(
     tmp_path: Path,
     figures: Callable[[str], None],
 ) -> None:
-    records = _records()
+    records = mixed_records()
     size = len(records) // 4 + 1
     parts = [records[i : i + size] for i in range(0, len(records), size)]
     # the run under fire: many small transactions, killed three times at random points, each time with a
@@ -136,32 +107,9 @@ async def test_kill_minus_9_mid_scenario_gives_the_alerts_of_a_clean_run(
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 60) == 0, (tmp_path / "worker-9.log").read_text()[-3000:]
-    got = await _alerts(ingest_settings)
+    got = await alert_ids(ingest_settings)
 
-    # the clean run: its own schema, group and alerts topic, the same records, never interrupted
-    clean_schema = f"{ingest_settings.postgres_schema}_c"
-    dsn = ingest_settings.postgres_dsn.get()
-    conn = await db.connect(dsn, clean_schema)
-    await migrate.migrate(conn, clean_schema)
-    await conn.close()
-    clean = ingest_settings.replace(
-        postgres_schema=clean_schema,
-        consumer_group=f"{ingest_settings.consumer_group}-clean",
-        alerts_topic=await topic_factory(partitions=1, prefix="alerts-clean-"),
-    )
-    try:
-        async with ingest_worker(clean) as w:
-            assert await w.caught_up(180)
-        expected = await _alerts(clean)
-    finally:
-        admin = await asyncpg.connect(dsn)
-        try:
-            await admin.execute(f'DROP SCHEMA IF EXISTS "{clean_schema}" CASCADE')
-            for role in (f"{clean_schema}_api", f"{clean_schema}_worker"):
-                await admin.execute(f'DROP OWNED BY "{role}"')
-                await admin.execute(f'DROP ROLE "{role}"')
-        finally:
-            await admin.close()
+    expected = await clean_run_alerts(ingest_settings, ingest_worker, topic_factory)
     assert {k[1] for k in expected} == {
         "chat_flood", "spam_wave", "raid", "moderator_abuse", "permission_churn", "gift_burst"
     }  # fmt: skip
