@@ -341,10 +341,13 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     _refuse_a_second_stack(info_path)
     try:
         stack.start()
+        if stopping.is_set():  # Ctrl-C while the broker and PostgreSQL started: stop them, nothing more
+            print("stopping ...", flush=True)
+            return 0
         stack.start_worker()
         stack.write_info(info_path, command="up")  # from here on, other commands here find this stack
         console = ConsoleServer(stack.settings, stack.work_dir)
-        links = console.start()  # the API and the room console, live traffic, a sign-in link
+        links = console.start(stop=stopping)  # the API and the room console, live traffic, a sign-in link
         stack.write_info(info_path, command="up", api_env=console.api_env)  # for `api sign-in-link`
         for key, value in {**stack.info, **links}.items():
             print(f"{key:<18} {value}")
@@ -355,12 +358,16 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"worker exited; see {stack.info['worker_log']}", file=sys.stderr)
                 return 1
         print("stopping ...", flush=True)
-        return 0
+    except RoomlogsError:
+        if not stopping.is_set():
+            raise
+        print("stopping ...", flush=True)  # Ctrl-C while starting, not a failure of what was starting
     finally:
         if console is not None:
             console.stop()
         stack.remove_info(info_path)
         stack.stop()
+    return 0
 
 
 def _refuse_a_second_stack(info_path: Path) -> None:

@@ -17,6 +17,7 @@ import asyncio
 import secrets
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -54,7 +55,9 @@ class ConsoleServer:
     #: `roomlogs up` keeps in stack.json for `roomlogs api sign-in-link` in another shell.
     api_env: dict[str, str] = field(default_factory=dict)
 
-    def start(self, *, wait_seconds: float = 120.0) -> dict[str, str]:
+    def start(self, *, wait_seconds: float = 120.0, stop: threading.Event | None = None) -> dict[str, str]:
+        """Start the API and the traffic; wait for a room to link to. `stop` set (Ctrl-C) ends the waits
+        at once, with the RoomlogsError of what was waited for."""
         s = self.settings
         key = secrets.token_urlsafe(48)
         host, port = "127.0.0.1", free_port("127.0.0.1")
@@ -85,13 +88,13 @@ class ConsoleServer:
         }
         api_log = self.work_dir / "api.log"
         self.children.append(_spawn(API_COMMAND, env, api_log))
-        if not _wait(lambda: _healthy(base), wait_seconds, self.children[-1]):
+        if not _wait(lambda: _healthy(base), wait_seconds, self.children[-1], stop):
             raise RoomlogsError(f"the API did not start; see {api_log}")
         traffic_log = self.work_dir / "traffic.log"
         traffic_began = datetime.now(UTC)
         self.children.append(_spawn(TRAFFIC_COMMAND, worker_env(s), traffic_log))
         found: list[tuple[str, str]] = []
-        if not _wait(lambda: _owner(s, traffic_began, found), wait_seconds, self.children[-1]):
+        if not _wait(lambda: _owner(s, traffic_began, found), wait_seconds, self.children[-1], stop):
             raise RoomlogsError(
                 f"no room of this run's traffic got an owner and events stored within {wait_seconds:g} s; "
                 f"see {traffic_log} and {self.work_dir / 'worker.log'}"
@@ -126,12 +129,14 @@ def _spawn(command: tuple[str, ...], env: dict[str, str], log_path: Path) -> sub
         return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
-def _wait(ready: object, seconds: float, child: subprocess.Popen[bytes]) -> bool:
+def _wait(
+    ready: object, seconds: float, child: subprocess.Popen[bytes], stop: threading.Event | None = None
+) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         if ready():  # type: ignore[operator]
             return True
-        if child.poll() is not None:
+        if child.poll() is not None or (stop is not None and stop.is_set()):
             return False
         time.sleep(0.5)
     return False

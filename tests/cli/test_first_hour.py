@@ -150,6 +150,38 @@ def running_up(cwd: Path) -> Iterator[dict[str, str]]:
     assert up.returncode == 0, out_path.read_text()[-3000:]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_ctrl_c_while_up_starts_stops_everything_and_says_only_that(tmp_path: Path) -> None:
+    """Ctrl-C before the sign-in link is printed: `up` stops what it started at once (not after its wait
+    for a room to link to), exits 0, and does not report the interrupted wait as a failure."""
+    with nothing_left_behind(tmp_path):
+        out_path = tmp_path / "up.out"
+        clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
+        with open(out_path, "wb") as out:
+            up = subprocess.Popen(  # its own process group, as a terminal's foreground job
+                [sys.executable, "-m", "pipeline.cli", "up"], env=clean, cwd=tmp_path, stdout=out, stderr=out,
+                process_group=0,
+            )  # fmt: skip
+        try:
+            deadline = time.monotonic() + UP_READY_SECONDS
+            while "created topics" not in out_path.read_text():  # the worker and the console are next
+                assert up.poll() is None and time.monotonic() < deadline, out_path.read_text()[-3000:]
+                time.sleep(0.2)
+            time.sleep(3)
+            os.killpg(up.pid, signal.SIGINT)  # Ctrl-C: the whole foreground job gets it
+            up.wait(90)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+        output = out_path.read_text()
+        assert up.returncode == 0, output[-3000:]
+        assert output.splitlines()[-1] == "stopping ...", output[-3000:]
+        assert "Traceback" not in output and "no room of this run" not in output, output[-3000:]
+        assert not (tmp_path / ".roomlogs" / "stack.json").exists()
+
+
 async def _check_live(printed: dict[str, str], began: datetime, run: str) -> None:
     """This run's traffic is stored from the first record of every partition it writes to, rows keep
     arriving, and the sign-in link's room receives some of them."""
