@@ -87,6 +87,13 @@ def seals_command(settings: Settings, args: argparse.Namespace) -> int:
     return asyncio.run(_seals(settings, args))
 
 
+#: Why an empty list may be empty, on stderr, so that stdout stays one line per seal (or head).
+_NOT_SEALED_YET = (
+    "a UTC day is sealed once it has closed (ROOMLOGS_SEAL_LATE_WINDOW_SECONDS after it ends), by the "
+    "maintenance of a worker that has ROOMLOGS_SEAL_KEY_FILE, or by `roomlogs seals run`"
+)
+
+
 async def _seals(settings: Settings, args: argparse.Namespace) -> int:
     if args.seals_command == "heads" and args.from_kafka:
         seen = await witness.read_heads(settings)
@@ -122,14 +129,23 @@ async def _seals(settings: Settings, args: argparse.Namespace) -> int:
                 + ("; another session is building them" if built.busy else "")
             )
         elif args.seals_command == "list":
-            for s in await seals.seals(conn, room=args.room, day=args.day):
+            found = await seals.seals(conn, room=args.room, day=args.day)
+            for s in found:
                 print(
                     f"{s.room_id}  {s.day}  #{s.seq}  {s.tree_size:>7,} events  root {s.root.hex()[:16]}...  "
                     f"key {s.key_id}  sealed {s.sealed_at:%Y-%m-%d %H:%M:%S}"
                 )
+            if not found:
+                of = " ".join(
+                    x for x in (args.room and f"room {args.room}", args.day and f"day {args.day}") if x
+                )
+                print(f"# no seals{' of ' + of if of else ''}: {_NOT_SEALED_YET}", file=sys.stderr)
         elif args.seals_command == "heads":
-            for h in await seals.heads(conn):
+            daily = await seals.heads(conn)
+            for h in daily:
                 print(f"{h.day}  {h.statement_hash.hex()}  #{h.seq}  {h.tree_size:,} rooms  key {h.key_id}")
+            if not daily:
+                print(f"# no daily heads: {_NOT_SEALED_YET}", file=sys.stderr)
         elif args.seals_command == "keys":
             for key_id, raw in sorted((await seals.public_keys(conn)).items()):
                 print(f"# key id {key_id}\n{public_key_pem(raw)}")

@@ -370,3 +370,15 @@ async def test_status_uses_the_stack_of_this_directory(
     # with a DSN of its own, the command does not look for a stack
     done = roomlogs("status", cwd=tmp_path, env={"ROOMLOGS_POSTGRES_DSN": postgres_dsn})
     assert NOTICE not in done.stderr
+
+
+async def test_seals_of_a_stack_with_nothing_sealed_yet_say_why(ingest_settings: Settings) -> None:
+    """On the first day of `up` nothing is sealed: `seals list` and `seals heads` say why on stderr, and
+    print nothing on stdout (one line per seal or head)."""
+    env = ingest_settings.to_env()
+    for command in (["seals", "list"], ["seals", "list", "--room", "room-42"], ["seals", "heads"]):
+        done = await asyncio.to_thread(roomlogs, *command, cwd=Path.cwd(), env=env)
+        assert done.returncode == 0 and done.stdout == "", done.stderr[-3000:]
+        [said] = done.stderr.splitlines()
+        assert said.startswith("# no ") and "sealed once it has closed" in said, said
+        assert ("room-42" in said) == ("room-42" in command), said
