@@ -17,6 +17,12 @@ Each check is one Metadata request (and, while the worker holds nothing, one rea
   meanwhile mean it is left out: one warning line naming the likely cause and the setting, not ready with
   that reason, and a rejoin is requested. When other workers keep writing every partition, it is idle by
   design (more workers than partitions): ready.
+
+Every `feeds_interval_seconds` it also looks at the topics the relays write (alerts, dead letters,
+deletions): a topic id other than the one noted in `feed_topics` (migration 0022) is a topic deleted and
+recreated, or a broker started empty under a kept database. One warning line says what was relayed before
+is not on it: alerts and dead letters are not sent again (their tables are the record); the deletion
+requests are queued again for the relay (a restore from a backup re-applies them from that topic).
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from aiokafka.errors import KafkaError
 from pipeline.kafka_logs import LogProbe
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
-from pipeline.storage import db, offsets
+from pipeline.storage import db, deletion_outbox, feed_topics, offsets
 from pipeline.storage.db import CONNECTION_ERRORS
 
 __all__ = ["TopicWatch"]
@@ -63,6 +69,7 @@ class TopicWatch:
         judged_topic_id: Callable[[], uuid.UUID | None],
         on_new_log: Callable[[], Awaitable[None]],
         interval_seconds: float = 5.0,
+        feeds_interval_seconds: float = 30.0,
     ) -> None:
         self._s = settings
         self._consumer = consumer
@@ -72,6 +79,8 @@ class TopicWatch:
         self._judged_topic_id = judged_topic_id
         self._on_new_log = on_new_log
         self.interval_seconds = interval_seconds
+        self.feeds_interval_seconds = feeds_interval_seconds
+        self._feeds_at: float | None = None
         #: a worker with no partition for this long is checked for being left out
         self.idle_grace_seconds = max(15.0, 3 * settings.kafka_session_timeout_seconds)
         self.state = WatchState()
@@ -84,8 +93,41 @@ class TopicWatch:
             await asyncio.sleep(self.interval_seconds)
             try:
                 self.state = await self.check()
+                now = time.monotonic()
+                if self._feeds_at is None or now - self._feeds_at >= self.feeds_interval_seconds:
+                    self._feeds_at = now
+                    await self.check_feeds()
             except (KafkaError, OSError, TimeoutError, *CONNECTION_ERRORS) as e:
                 log.debug("topic watch skipped a round: %r", e)
+
+    async def check_feeds(self) -> None:
+        """Note the relayed topics' ids; say which one is another incarnation than noted before."""
+        s = self._s
+        for topic, what in (
+            (s.alerts_topic, "alerts"),
+            (s.dead_letter_topic, "dead letters"),
+            (s.deletions_topic, "deletion requests"),
+        ):
+            topic_id, partitions = await self._probe.partitions(topic)
+            if topic_id is None or not partitions:
+                continue  # a broker that gives no topic ids; a topic not there (its relay waits for it)
+            async with db.acquire(self._pool) as conn:
+                before = await feed_topics.note(conn, topic, topic_id)
+                if before is None:
+                    continue
+                requeued = (
+                    await deletion_outbox.requeue_missing(conn, ()) if topic == s.deletions_topic else 0
+                )
+            after = (
+                f"the {requeued} deletion requests of the database are queued for it again"
+                if topic == s.deletions_topic
+                else f"they are not sent again: the {what} table is the record"
+            )
+            log.warning(
+                "the %s topic %s is a new one (topic id %s; relayed to %s before: a topic deleted and "
+                "recreated, a broker started empty): the %s relayed before are not on it; %s",
+                what, topic, topic_id, before, what, after,
+            )  # fmt: skip
 
     async def check(self) -> WatchState:
         topic = self._s.events_topic

@@ -12,6 +12,7 @@ asserted; Apache Kafka refuses the records (UNKNOWN_TOPIC_OR_PARTITION) and the 
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,10 +21,11 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
-from topic_support import create_topic, delete_topic
+from topic_support import create_topic, delete_topic, sql
 
 from pipeline.ingest.alert_relay import AlertRelay
 from pipeline.metrics import IngestMetrics
+from pipeline.settings import Settings
 from pipeline.storage import alert_outbox, db
 from pipeline.storage.migrate import migrate
 
@@ -92,3 +94,29 @@ async def test_the_alerts_relay_outlives_its_topic_deleted_and_recreated(
         await task
         await producer.stop()
         await delete_topic(kafka_bootstrap, topic)
+
+
+@pytest.mark.broker_semantics
+async def test_a_relayed_topic_recreated_under_a_running_worker_is_said(
+    ingest_settings: Settings, ingest_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The worker's topic watch notes each relayed topic's id (migration 0022); the alerts topic deleted and
+    recreated shows as a new one, once, in one warning line; the deletions topic's the same way, with the
+    database's deletion requests queued for it again."""
+    s = ingest_settings
+    async with ingest_worker(s) as w:
+        watch = w.service._watch
+        assert watch is not None
+        await watch.check_feeds()
+        noted = {r["topic"] for r in await sql(s, "SELECT topic FROM feed_topics")}
+        assert {s.alerts_topic, s.dead_letter_topic, s.deletions_topic} <= noted
+        for topic in (s.alerts_topic, s.deletions_topic):
+            await delete_topic(s.kafka_bootstrap, topic)
+            await create_topic(s.kafka_bootstrap, topic, 1, s.kafka_replication_factor)
+        with caplog.at_level(logging.WARNING, logger="roomlogs.ingest.watch"):
+            await watch.check_feeds()
+            await watch.check_feeds()
+    said = [r.getMessage() for r in caplog.records if "is a new one" in r.getMessage()]
+    assert len(said) == 2, said
+    assert any(f"alerts topic {s.alerts_topic}" in m and "alerts table is the record" in m for m in said)
+    assert any(f"deletion requests topic {s.deletions_topic}" in m and "queued" in m for m in said)
