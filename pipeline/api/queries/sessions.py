@@ -63,13 +63,19 @@ async def end_session(conn: asyncpg.Connection, session_hash: bytes) -> None:
 
 
 async def end_all_sessions(conn: asyncpg.Connection) -> int:
-    """Sign every live console session out (`roomlogs api end-sessions`, as the schema's owner): after a
-    restore from a backup (sessions signed out since are live again there) or a token key that leaked.
-    How many were ended."""
-    done: str = await conn.execute(
-        "UPDATE console_sessions SET ended_at = clock_timestamp() "
-        "WHERE ended_at IS NULL AND expires_at > clock_timestamp()"
-    )
+    """Sign every live console session out and refuse sign-ins with tokens issued before now (migration
+    0023; `roomlogs api end-sessions`, as the schema's owner): after a restore from a backup (sessions
+    signed out since are live again there, tokens used since unused again) or a token key that leaked.
+    How many sessions were ended."""
+    async with conn.transaction():
+        done: str = await conn.execute(
+            "UPDATE console_sessions SET ended_at = clock_timestamp() "
+            "WHERE ended_at IS NULL AND expires_at > clock_timestamp()"
+        )
+        await conn.execute(
+            """INSERT INTO sign_in_floor (not_before) VALUES (clock_timestamp())
+               ON CONFLICT (singleton) DO UPDATE SET not_before = EXCLUDED.not_before"""
+        )
     return int(done.split()[-1])
 
 

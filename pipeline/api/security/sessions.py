@@ -147,7 +147,10 @@ def signed_in_once() -> Iterator[None]:
     try:
         yield
     except asyncpg.UniqueViolationError:
-        raise InvalidToken("this sign-in has already opened a session; sign in again") from None
+        raise InvalidToken(
+            "this sign-in has already opened a session (or was issued before every session was signed "
+            "out); sign in again"
+        ) from None
 
 
 def check_csrf(scope: Scope) -> None:
