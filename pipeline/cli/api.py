@@ -80,8 +80,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:  # type: ignor
     )
     sub.add_parser(
         "end-sessions",
-        help="sign every console session out (after restoring the database from a backup, or when the token "
-        "key leaked; run as the schema's owner)",
+        help="sign every console session out and refuse sign-ins with tokens issued before now (after "
+        "restoring the database from a backup, or when the token key leaked; run as the schema's owner)",
     )
 
 
