@@ -7,6 +7,7 @@ verifies the ID token itself with the keys `roomlogs api trust-key` installed (`
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +21,7 @@ from oidc_provider import OidcProvider, rsa_jwk
 
 from pipeline.api.context import ApiState
 from pipeline.api.errors import InvalidToken
+from pipeline.api.queries.sessions import end_all_sessions
 from pipeline.api.trust import install_oidc, oidc_keys
 
 CLIENT_ID = "roomlogs-console"
@@ -200,3 +202,24 @@ async def test_a_user_whose_staff_role_was_removed_signs_in_as_a_user(
     csrf = {"X-CSRF-Token": me["csrf_token"]}
     stated = await client.put("/v1/session/reason", json={"reason": "SUP-1"}, headers=csrf)
     assert stated.status_code == 403
+
+
+async def test_after_end_sessions_an_id_token_issued_before_opens_no_session(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    """`roomlogs api end-sessions` (after a restore from a backup, which forgets the sign-ins used since):
+    single sign-on refuses an ID token issued before it, as the bearer path does (migration 0023)."""
+    client, _ = await _app(app_factory, small_world, provider)
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+    conn = await small_world.admin()
+    try:
+        assert await end_all_sessions(conn) == 1
+    finally:
+        await conn.close()
+    assert (await client.get("/v1/session")).status_code == 401
+    client.cookies.clear()
+    early = await _sign_in(client, provider, "u-owner", {"iat": int(time.time()) - 5})
+    assert early.status_code == 401 and "signed out" in early.json()["error"]["message"], early.text
+    client.cookies.clear()
+    await asyncio.sleep(1.1)  # iat has whole seconds
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
