@@ -401,7 +401,7 @@ def _print_exports(settings: Settings, work_dir: Path) -> None:
 
 def _demo(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.cli.devstack import DevStack
-    from pipeline.cli.progress import stored_report, wait_caught_up
+    from pipeline.cli.progress import database_now, stored_report, wait_caught_up
 
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     info_path = args.work_dir / "stack.json"
@@ -417,13 +417,14 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             flush=True,
         )
         _print_exports(settings, stack.work_dir)
+        began = asyncio.run(database_now(settings))  # what is stored from here on is this run's
         summary = asyncio.run(_run_simulation(settings, args))
         print(summary.render(), flush=True)
         caught_up = asyncio.run(wait_caught_up(settings, 600, progress=not args.no_progress))
         if not stack.worker_alive():
             print(f"worker exited early; see {stack.info['worker_log']}", file=sys.stderr)
             return 1
-        report = asyncio.run(stored_report(settings))
+        report = asyncio.run(stored_report(settings, began))
         print(report.render())
         if not caught_up:
             print("the worker did not catch up within 10 minutes", file=sys.stderr)

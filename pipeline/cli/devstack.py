@@ -55,7 +55,8 @@ class DevStack:
     def _start(self, log: Any) -> Settings:
         s = self.settings
         if self.kafka_kind == "apache":
-            log(f"starting Apache Kafka {KAFKA_VERSION} ({self.kafka_nodes} KRaft nodes) ...")
+            nodes = f"{self.kafka_nodes} KRaft node{'s' if self.kafka_nodes != 1 else ''}"
+            log(f"starting Apache Kafka {KAFKA_VERSION} ({nodes}) ...")
             cluster = KafkaCluster(self.work_dir / "kafka-cluster", nodes=self.kafka_nodes)
             self.kafka = cluster
             cluster.start()

@@ -19,26 +19,7 @@ def test_demo_publishes_stores_reports_and_cleans_up(tmp_path: Path, postgres_ds
     # An explicit DSN wins over starting an embedded server (the session's server stands in for "yours").
     env["ROOMLOGS_POSTGRES_DSN"] = postgres_dsn
     env["ROOMLOGS_POSTGRES_SCHEMA"] = "demo_" + tmp_path.name[-8:].lower().replace("-", "_")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pipeline.cli",
-            "demo",
-            "--events",
-            "4000",
-            "--rooms",
-            "40",
-            "--no-progress",
-            "--work-dir",
-            str(tmp_path / "work"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _demo(env, tmp_path / "work")
     assert done.returncode == 0, done.stderr[-3000:]
     out = done.stdout
     published = int(re.search(r"published[^\d]*([\d,]+)", out, re.IGNORECASE).group(1).replace(",", ""))  # type: ignore[union-attr]
@@ -65,3 +46,21 @@ def test_demo_publishes_stores_reports_and_cleans_up(tmp_path: Path, postgres_ds
         p for p in psutil.process_iter(["cmdline"]) if f":{port}" in " ".join(p.info["cmdline"] or [])
     ]
     assert not leftovers, "demo must stop the broker it started"
+    # a second run on the same database reports its own rows, and what the database holds in all
+    again = _demo(env, tmp_path / "work")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"stored events: {stored:,} in " in again.stdout, again.stdout[-3000:]  # the same traffic again
+    assert f"(the database holds {2 * stored:,}, earlier runs' too)" in again.stdout, again.stdout[-3000:]
+    assert f"dead-lettered: {dead:,}" in again.stdout, again.stdout[-3000:]
+
+
+def _demo(env: dict[str, str], work_dir: Path) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "pipeline.cli", "demo", "--events", "4000", "--rooms", "40"]
+    return subprocess.run(
+        [*command, "--no-progress", "--work-dir", str(work_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
