@@ -15,6 +15,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -24,8 +25,10 @@ from prometheus_client import CollectorRegistry
 from topic_support import create_topic, delete_topic, sql
 
 from pipeline.ingest.alert_relay import AlertRelay
+from pipeline.kafka_topics import ensure_topics
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
+from pipeline.stack import EmbeddedKafka
 from pipeline.storage import alert_outbox, db
 from pipeline.storage.migrate import migrate
 
@@ -120,3 +123,28 @@ async def test_a_relayed_topic_recreated_under_a_running_worker_is_said(
     assert len(said) == 2, said
     assert any(f"alerts topic {s.alerts_topic}" in m and "alerts table is the record" in m for m in said)
     assert any(f"deletion requests topic {s.deletions_topic}" in m and "queued" in m for m in said)
+
+
+async def test_relayed_topics_of_a_broker_started_empty_under_a_kept_database_are_said(
+    ingest_settings: Settings, ingest_worker: Any, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`roomlogs demo` then `roomlogs up`: Tansu comes back empty, PostgreSQL keeps `feed_topics`; the next
+    worker says each relayed topic is a new one."""
+    with EmbeddedKafka(tmp_path / "own-kafka") as kafka:
+        s = ingest_settings.replace(kafka_bootstrap=kafka.bootstrap)
+        await ensure_topics(s)  # as `roomlogs worker` does
+        async with ingest_worker(s) as w:
+            assert w.service._watch is not None
+            await w.service._watch.check_feeds()
+        assert len(await sql(s, "SELECT topic FROM feed_topics")) == 3
+        kafka.stop()
+        kafka.start()  # same address, nothing kept
+        await ensure_topics(s)
+        with caplog.at_level(logging.WARNING, logger="roomlogs.ingest.watch"):
+            async with ingest_worker(s) as w:
+                assert w.service._watch is not None
+                await w.service._watch.check_feeds()
+    said = [r.getMessage() for r in caplog.records if "is a new one" in r.getMessage()]
+    assert sorted(m.split(" topic ")[0] for m in said) == [
+        "the alerts", "the dead letters", "the deletion requests"
+    ], said  # fmt: skip
