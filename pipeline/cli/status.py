@@ -7,7 +7,8 @@ Per partition of the events topic: where its log starts and ends (Kafka), the of
 such), when the partition was last written, how the offsets of record fit the log the broker has now (the
 judgement a worker makes on assignment, pipeline/ingest/positions.py: ok, a new log to be read from its
 start, records deleted unread, the database behind Kafka), the records ever deleted unread, and, with
-`--worker` (a running worker's metrics address, e.g. http://127.0.0.1:9308; repeat it for each worker),
+`--worker` (a running worker's metrics address, e.g. http://127.0.0.1:9308; repeat it for each worker;
+without it, the worker of the `roomlogs up` running in this directory, when it is that stack's status),
 which worker holds it and whether that worker has paused ingest (its `/readyz`, with what it names). Then
 the days each partitioned table has ahead of today and when the next retention run is due (the newest
 `maintenance_runs` row + ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS).
@@ -64,7 +65,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
         action="append",
         default=[],
         metavar="URL",
-        help="a running worker's metrics address (http://host:9308); repeat for each worker",
+        help="a running worker's metrics address (http://host:9308); repeat for each worker (default: the "
+        "worker of the `roomlogs up` of this directory, if that is the stack these settings name)",
     )
     p.add_argument("--json", action="store_true", help="one JSON object instead of the table")
 
@@ -348,12 +350,31 @@ async def _worker(url: str) -> WorkerState:
 
 
 def status(settings: Settings, args: argparse.Namespace) -> int:
-    result = asyncio.run(collect(settings, args.worker, now=datetime.now(UTC)))
+    workers = args.worker or _worker_of_the_stack(settings)
+    result = asyncio.run(collect(settings, workers, now=datetime.now(UTC)))
     if args.json:
         print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         print(result.render())
     return 1 if result.problems or (result.sealing and result.sealing.witness_problem) else 0
+
+
+def _worker_of_the_stack(settings: Settings) -> list[str]:
+    """Without --worker: the worker of the running `roomlogs up` (or `demo`) of this directory, when these
+    settings are that stack's (.roomlogs/stack.json, pipeline/cli/stackfile.py), so that its paused and
+    worker columns say something; else none."""
+    from pipeline.cli import stackfile
+
+    found = stackfile.running(stackfile.STACK_FILE)
+    if found is None:
+        return []
+    env, url = found["env"], found.get("metrics_url")
+    same = (
+        env.get("ROOMLOGS_KAFKA_BOOTSTRAP") == settings.kafka_bootstrap
+        and env.get("ROOMLOGS_POSTGRES_DSN") == settings.postgres_dsn.get()
+        and env.get("ROOMLOGS_CONSUMER_GROUP", settings.consumer_group) == settings.consumer_group
+    )
+    return [url.removesuffix("/metrics")] if same and isinstance(url, str) else []
 
 
 #: How the status table names each finding (pipeline.ingest.positions.Finding).

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -19,6 +20,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -248,6 +250,31 @@ async def _end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
 
 # --- finding the stack ----------------------------------------------------------------------------------
 @contextlib.contextmanager
+def _ready_worker(partitions: list[int]) -> Iterator[str]:
+    """An HTTP server answering /readyz as a ready worker holding `partitions`; its base URL."""
+    body = json.dumps({"status": "ok", "paused": False, "partitions": partitions}).encode()
+
+    class Readyz(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200 if self.path == "/readyz" else 404)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Readyz)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@contextlib.contextmanager
 def listening() -> Iterator[int]:
     with socket.create_server(("127.0.0.1", 0)) as server:
         yield server.getsockname()[1]
@@ -362,6 +389,18 @@ async def test_status_uses_the_stack_of_this_directory(
     assert f"events topic {ingest_settings.events_topic}" in done.stdout, done.stdout
     assert "total lag: 20 records" in done.stdout, done.stdout  # what simulate published, not yet ingested
     assert done.stderr.splitlines() == [NOTICE], done.stderr  # no log lines of its Kafka clients
+    # without --worker, the stack's own worker fills the paused and worker columns
+    with _ready_worker(partitions=[0, 1]) as url:
+        stackfile.write(
+            tmp_path / ".roomlogs" / "stack.json",
+            {"metrics_url": f"{url}/metrics"},
+            ingest_settings,
+            command="up",
+        )
+        done = roomlogs("status", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if line[:1].isdigit()]
+    assert rows and all(row[-2:] == ["no", url] for row in rows if row[0] in ("0", "1")), done.stdout
     # a setting given explicitly wins over the file's
     typo = ingest_settings.postgres_schema + "_typo"
     done = roomlogs("status", cwd=tmp_path, env={"ROOMLOGS_POSTGRES_SCHEMA": typo})
