@@ -93,12 +93,17 @@ class TopicWatch:
             await asyncio.sleep(self.interval_seconds)
             try:
                 self.state = await self.check()
-                now = time.monotonic()
-                if self._feeds_at is None or now - self._feeds_at >= self.feeds_interval_seconds:
-                    self._feeds_at = now
-                    await self.check_feeds()
             except (KafkaError, OSError, TimeoutError, *CONNECTION_ERRORS) as e:
                 log.debug("topic watch skipped a round: %r", e)
+            now = time.monotonic()
+            if self._feeds_at is None or now - self._feeds_at >= self.feeds_interval_seconds:
+                self._feeds_at = now
+                try:
+                    await self.check_feeds()
+                except (KafkaError, OSError, TimeoutError, *CONNECTION_ERRORS) as e:
+                    log.debug("relayed topics not checked this round: %r", e)
+                except asyncpg.PostgresError as e:  # never the end of the events topic's watch
+                    log.warning("relayed topics not checked: %r", e)
 
     async def check_feeds(self) -> None:
         """Note the relayed topics' ids; say which one is another incarnation than noted before."""
