@@ -81,6 +81,7 @@ async def test_a_worker_whose_read_acl_is_revoked_exits_and_a_restart_loses_noth
             plain.events_topic,
             plain.dead_letter_topic,
             plain.deletions_topic,
+            plain.alerts_topic,
             f"{plain.consumer_group}-app",
         ],
         groups=[plain.consumer_group],
