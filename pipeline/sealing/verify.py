@@ -339,12 +339,18 @@ async def _witness(
             continue
         mine = ours.get(d)
         if mine is None or mine.statement_hash != digest:
+            why = (
+                "the database has no head for that day: a head removed, or the database restored from a "
+                "backup taken before the day was sealed (the next sealing run seals it again)"
+                if mine is None
+                else "the day's sealed history is not the one witnessed: rewritten, or sealed again after "
+                "the database was restored from a backup taken before it was sealed (README, Evidence)"
+            )
             out.append(
                 Finding(
                     "witness_mismatch",
                     f"the witness topic holds another head for {d} ({digest.hex()[:16]}...) than the "
-                    f"database ({mine.statement_hash.hex()[:16] + '...' if mine else 'none'}): history was "
-                    "rewritten",
+                    f"database ({mine.statement_hash.hex()[:16] + '...' if mine else 'none'}): {why}",
                     day=d,
                 )
             )

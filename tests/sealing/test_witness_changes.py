@@ -17,7 +17,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from test_seals import DAY, NOW, OTHER_DAY, store, world
+from test_seals import DAY, NOW, OTHER_DAY, store, superuser, world
 from topic_support import create_topic, delete_topic
 
 from pipeline.cli.status import collect
@@ -200,3 +200,33 @@ async def test_maintenance_seals_and_goes_on_when_the_witness_broker_is_away(
     assert len(await seals.heads(conn)) == 2
     state = await sealing_state(conn, now=NOW, late_window_seconds=3600, heads_topic=s.seal_heads_topic)
     assert state.unpublished_heads == 2
+
+
+async def test_a_day_sealed_again_after_a_restore_differs_from_the_witness_and_says_why(
+    conn: asyncpg.Connection, postgres_dsn: str, pg_schema: str, kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The database restored from a backup taken before a day was sealed: the day is sealed again (another
+    time, so another head) and the witness keeps the first. That is a fork of the sealed history, so it stays
+    a witness_mismatch, but one that names the restore as a cause instead of only a rewrite."""
+    s = _settings(postgres_dsn, pg_schema, kafka_bootstrap, tmp_path)
+    await world(conn)
+    async with witness.publisher(s) as publish:
+        assert await _seal(conn, s, publish) == 2
+    head = await conn.fetchval("SELECT head_id FROM seal_heads WHERE day = $1", DAY)
+    for sql_text in (  # what the backup lacks
+        "DELETE FROM seal_head_publications WHERE head_id = $1",
+        "DELETE FROM seal_heads WHERE head_id = $1",
+    ):
+        await superuser(conn, sql_text, head)
+    for sql_text in (
+        "DELETE FROM seal_leaves WHERE seal_id IN (SELECT seal_id FROM seals WHERE day = $1)",
+        "DELETE FROM seals WHERE day = $1",
+    ):
+        await superuser(conn, sql_text, DAY)
+    found = await _verify(conn, s)
+    assert "restored from a backup taken before the day was sealed" in found["witness_mismatch"], found
+    async with witness.publisher(s) as publish:
+        assert await _seal(conn, s, publish) == 1
+    found = await _verify(conn, s)
+    assert set(found) == {"witness_mismatch"}, found
+    assert "sealed again after the database was restored" in found["witness_mismatch"]
