@@ -42,6 +42,7 @@ from pipeline.metrics import IngestMetrics
 from pipeline.settings import Secret, Settings
 from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres
 from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
+from pipeline.stack.process import free_port
 from pipeline.storage import db
 from pipeline.storage.migrate import migrate
 
@@ -254,6 +255,9 @@ async def ingest_settings(
         batch_max_wait_seconds=0.05,
         db_retry_initial_seconds=0.1,
         db_retry_max_seconds=1.0,
+        # a worker process started from these settings must not need the default port (9308), which a
+        # `roomlogs up` on the same machine holds
+        metrics_port=free_port(),
     )
     if kafka_broker.name == "tansu":
         settings = settings.replace(**TANSU_CLIENT_SETTINGS)

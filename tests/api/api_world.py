@@ -9,9 +9,11 @@ schema per test).
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 import uuid
+from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -76,25 +78,66 @@ def api_settings(**overrides: Any) -> ApiSettings:
     return ApiSettings(**base)
 
 
-def token(sub: str, *, key: str = JWT_KEY, algorithm: str = "HS256", ttl: float = 300, **claims: Any) -> str:
+#: what test tokens live for (`bearer` mints a new one after half of it)
+TOKEN_TTL_SECONDS = 300
+
+
+def token(
+    sub: str, *, key: str = JWT_KEY, algorithm: str = "HS256", ttl: float = TOKEN_TTL_SECONDS, **claims: Any
+) -> str:
     now = int(time.time())
     # jti: each token opens one console session at most (migration 0019), as providers' tokens carry one
     body = {"sub": sub, "iat": now, "exp": now + int(ttl), "jti": uuid.uuid4().hex, **claims}
     return jwt.encode(body, key, algorithm=algorithm)
 
 
-def bearer(sub: str, **claims: Any) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token(sub, **claims)}"}
+class Bearer(MutableMapping[str, str]):
+    """Request headers with `Authorization: Bearer <token>`, the token minted when the headers are sent, and
+    again once half its lifetime has passed: headers made at import or collection (module constants,
+    parametrize lists) still work in a suite that runs longer than a token lives."""
+
+    def __init__(self, sub: str, claims: dict[str, Any]) -> None:
+        self._sub, self._claims = sub, claims
+        self._token, self._minted = "", -math.inf
+        self._other: dict[str, str] = {}
+
+    def _authorization(self) -> str:
+        if time.monotonic() - self._minted > TOKEN_TTL_SECONDS / 2:
+            self._token = token(self._sub, ttl=TOKEN_TTL_SECONDS, **self._claims)
+            self._minted = time.monotonic()
+        return f"Bearer {self._token}"
+
+    def __getitem__(self, name: str) -> str:
+        return self._authorization() if name == "Authorization" else self._other[name]
+
+    def __setitem__(self, name: str, value: str) -> None:
+        if name == "Authorization":
+            raise KeyError("Authorization is minted from the subject and claims")
+        self._other[name] = value
+
+    def __delitem__(self, name: str) -> None:
+        del self._other[name]
+
+    def __iter__(self) -> Iterator[str]:
+        yield "Authorization"
+        yield from self._other
+
+    def __len__(self) -> int:
+        return 1 + len(self._other)
 
 
-def staff(sub: str = "s-staff", reason: str | None = STAFF_TICKET) -> dict[str, str]:
+def bearer(sub: str, **claims: Any) -> Bearer:
+    return Bearer(sub, claims)
+
+
+def staff(sub: str = "s-staff", reason: str | None = STAFF_TICKET) -> Bearer:
     headers = bearer(sub, roles=["support_staff"])
     if reason is not None:
         headers["X-Access-Reason"] = reason
     return headers
 
 
-def service(sub: str, *scopes: str) -> dict[str, str]:
+def service(sub: str, *scopes: str) -> Bearer:
     return bearer(sub, kind="service", scope=" ".join(scopes))
 
 

@@ -34,11 +34,13 @@ API_KEYS = {
 def roomlogs(
     *args: str, env: dict[str, str], cwd: Path, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    """`roomlogs ARGS` with exactly the ROOMLOGS_* variables in `env` (none from this process)."""
+    """`roomlogs ARGS` with exactly the ROOMLOGS_* variables in `env` (none from this process); a free
+    metrics port unless `env` names one (the worker checks its port first, and a `roomlogs up` running on
+    this machine holds the default)."""
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *args],
-        env={**clean, **env},
+        env={**clean, "ROOMLOGS_METRICS_PORT": str(free_port()), **env},
         cwd=cwd,
         capture_output=True,
         text=True,

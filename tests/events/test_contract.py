@@ -46,6 +46,7 @@ REASONS_BEYOND_SCHEMA = {
     Reason.TIMESTAMP_IN_FUTURE,
     Reason.STORAGE_REJECTED,
     Reason.CONFLICTING_DUPLICATE,  # a valid event; only the stored copy can tell
+    Reason.DAY_SEALED,  # a valid event of a day already sealed; only the seals can tell
 }
 
 
