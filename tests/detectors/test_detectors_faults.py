@@ -9,13 +9,13 @@ import asyncio
 import random
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
-from conftest import Consume, TopicFactory
+from aiokafka.structs import ConsumerRecord
 from detector_support import alert_ids, clean_run_alerts, mixed_records, produce_raw
 
 from pipeline.cli.devstack import spawn_worker
@@ -23,6 +23,11 @@ from pipeline.cli.progress import wait_caught_up
 from pipeline.settings import Settings
 from pipeline.stack import free_port
 from pipeline.storage import db
+
+#: fixture types of tests/conftest.py (`from conftest import` finds another conftest in a whole run)
+Consume = Callable[..., Awaitable[list[ConsumerRecord]]]
+TopicFactory = Callable[..., Awaitable[str]]
+
 
 SEED = 18
 

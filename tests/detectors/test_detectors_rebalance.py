@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conftest import TopicFactory
 from detector_support import alert_ids, clean_run_alerts, mixed_records, produce_raw
 
 from pipeline.settings import Settings
 from pipeline.storage import db
+
+#: fixture types of tests/conftest.py (`from conftest import` finds another conftest in a whole run)
+TopicFactory = Callable[..., Awaitable[str]]
 
 
 async def _stored(settings: Settings) -> int:

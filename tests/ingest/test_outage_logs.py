@@ -24,12 +24,12 @@ from aiokafka import AIOKafkaProducer
 from prometheus_client import CollectorRegistry
 
 from pipeline.cli.devstack import spawn_worker
-from pipeline.cli.progress import stored_offsets, wait_caught_up
+from pipeline.cli.progress import wait_caught_up
 from pipeline.ingest.service import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
 from pipeline.stack import free_port
-from pipeline.storage import db
+from pipeline.storage import db, offsets
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.writer import BatchWriter
 
@@ -62,7 +62,13 @@ async def produce(settings: Settings, first: int, n: int) -> None:
 
 
 async def stored(settings: Settings) -> int:
-    return sum((await stored_offsets(settings)).values())
+    """Records written so far: the sum of the next offsets of record."""
+    conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
+    try:
+        kept = await offsets.stored_offsets(conn, settings.consumer_group, settings.events_topic)
+    finally:
+        await conn.close()
+    return sum(o.next_offset for o in kept.values())
 
 
 async def until_outage_logged(
