@@ -92,12 +92,20 @@ class ConsoleServer:
             raise RoomlogsError(f"the API did not start; see {api_log}")
         traffic_log = self.work_dir / "traffic.log"
         traffic_began = datetime.now(UTC)
-        self.children.append(_spawn(TRAFFIC_COMMAND, worker_env(s), traffic_log))
+        traffic = _spawn(TRAFFIC_COMMAND, worker_env(s), traffic_log)
+        self.children.append(traffic)
         found: list[tuple[str, str]] = []
-        if not _wait(lambda: _owner(s, traffic_began, found), wait_seconds, self.children[-1], stop):
+        if not _wait(lambda: _owner(s, traffic_began, found), wait_seconds, traffic, stop):
+            if traffic.poll() is not None:
+                raise RoomlogsError(
+                    f"the live traffic (`roomlogs simulate`) exited with code {traffic.returncode}; "
+                    f"see {traffic_log}"
+                )
+            stored = asyncio.run(_stored_since(s, traffic_began))
             raise RoomlogsError(
-                f"no room of this run's traffic got an owner and events stored within {wait_seconds:g} s; "
-                f"see {traffic_log} and {self.work_dir / 'worker.log'}"
+                f"no room of this run's traffic got an owner and 20 events stored within {wait_seconds:g} s "
+                f"({stored:,} of its events stored so far); see {traffic_log} and "
+                f"{self.work_dir / 'worker.log'}"
             )
         room, owner = found[0]
         now = int(time.time())
@@ -175,6 +183,18 @@ async def _owned_room(s: Settings, since: datetime) -> tuple[str, str] | None:
     finally:
         await conn.close()
     return None if row is None else (row["room_id"], row["owner_id"])
+
+
+async def _stored_since(s: Settings, since: datetime) -> int:
+    """How many events that happened `since` were stored (what a failed wait for a room says)."""
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        stored: int = await conn.fetchval(
+            "SELECT count(*) FROM events WHERE occurred_at >= $1 AND ingested_at >= $1", since
+        )
+        return stored
+    finally:
+        await conn.close()
 
 
 async def _set_password(s: Settings, password: str, jwt_key: str) -> None:
