@@ -49,11 +49,12 @@ from tqdm import tqdm
 from workdir import add_work_dir_argument, run_dir
 
 from pipeline.cli.devstack import spawn_worker
+from pipeline.evidence.keys import SealKey
 from pipeline.publisher.simulator import SimulationConfig, iter_events
 from pipeline.settings import Secret, Settings
 from pipeline.stack import TANSU_CLIENT_SETTINGS, EmbeddedKafka, EmbeddedPostgres, free_port
 from pipeline.stack.cluster import KAFKA_VERSION, KafkaCluster
-from pipeline.storage import db
+from pipeline.storage import db, seals
 from pipeline.storage.batch import EVENT_COLUMNS
 from pipeline.storage.migrate import migrate
 from pipeline.storage.partitions import PartitionManager
@@ -379,12 +380,17 @@ async def worker_group(
     return GroupRun(events / seconds, events, seconds, used, startup_included, group, samples)
 
 
-async def prepare_schema(settings: Settings, today: datetime, *, rollups: bool = True) -> None:
+async def prepare_schema(
+    settings: Settings, today: datetime, *, rollups: bool = True, seal_key: SealKey | None = None
+) -> None:
     conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema)
     try:
         await migrate(conn, settings.postgres_schema)
         if not rollups:  # the ceiling stores rows and nothing else: no rollups (migration 0016)
             await conn.execute("ALTER TABLE events DISABLE TRIGGER events_rollups_insert")
+        if seal_key is not None:
+            # sealing on, as the sealing run's first step makes it: the writer refuses closed days' events
+            await seals.add_key(conn, seal_key.key_id, seal_key.public_raw)
         pm = PartitionManager()
         await pm.load(conn)
         classes = [r["name"] for r in await conn.fetch("SELECT name FROM retention_classes")]
@@ -427,7 +433,8 @@ async def main_async(
         conn = await db.connect(dsn, "public")
         await conn.execute(f"DROP SCHEMA IF EXISTS {s.postgres_schema} CASCADE")
         await conn.close()
-        await prepare_schema(s, today, rollups=s is worker)
+        key = SealKey.generate(work_dir / "seal-key.pem") if args.seal and s is worker else None
+        await prepare_schema(s, today, rollups=s is worker, seal_key=key)
 
     meters = Meters(
         broker=Meter("broker", broker_pids) if broker_pids else None,
@@ -457,6 +464,8 @@ async def main_async(
     run = await worker_group(worker, n, args.workers, args.partitions, work_dir, meters)
     processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
     what = "normalize, classify, dead-letter, offsets of record, rollups"
+    what += ", detectors" if worker.detectors_enabled else ""
+    what += ", sealing on" if args.seal else ""
     print(f"real worker, {processes} ({what}): {run.rate:,.0f} events/s")
     how = (
         "from the first worker's start (too few events to time past start-up and the group's joins)"
@@ -496,6 +505,11 @@ def main() -> None:
     parser.add_argument("--kafka-nodes", type=int, default=3, help="nodes of the Apache Kafka cluster (3)")
     parser.add_argument(
         "--no-detectors", action="store_true", help="the worker without its detectors (to measure their cost)"
+    )
+    parser.add_argument(
+        "--seal",
+        action="store_true",
+        help="sealing on in the worker's schema (a seal key registered: each batch checks for closed days)",
     )
     add_work_dir_argument(parser)
     args = parser.parse_args()
