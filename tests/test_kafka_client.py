@@ -242,8 +242,9 @@ async def test_a_user_without_acls_is_told_which_topic_and_exits(
 ) -> None:
     nobody = ingest_settings.replace(**secure_settings(secured_cluster, NOBODY))
     line = _one_line(await asyncio.to_thread(_cli, "worker", nobody))
-    ours = (ingest_settings.events_topic, ingest_settings.dead_letter_topic, ingest_settings.deletions_topic)
-    assert any(topic in line for topic in ours) and "ACL" in line and "'nobody'" in line
+    s = ingest_settings
+    ours = (s.events_topic, s.dead_letter_topic, s.deletions_topic, s.alerts_topic, s.seal_heads_topic)
+    assert any(topic in line for topic in ours) and "ACL" in line and "'nobody'" in line, line
 
 
 @pytest.mark.apache_lane
