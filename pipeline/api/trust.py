@@ -7,9 +7,11 @@ and delete a room's logs in anyone's name.
 
 Who calls it: `roomlogs api trust-key`, run as the schema's owner (ROOMLOGS_POSTGRES_DSN) with the API's
 token settings (ROOMLOGS_API_JWT_*, ROOMLOGS_API_STAFF_ROLE, ROOMLOGS_API_SESSION_TTL_SECONDS): after
-`roomlogs migrate` and whenever the key changes. The database verifies HS256/384/512 (the shared secret)
-and RS256/384/512 (the provider's public key); it has no arithmetic for PS*, ES* or EdDSA, so with those
-keys deletions and console sign-in are refused (ConfigurationError says so here).
+`roomlogs migrate` and whenever the key changes. For bearer tokens (`token_trust`) the database verifies
+HS256/384/512 (the shared secret) and RS256/384/512 (the provider's public key); it has no arithmetic for
+PS*, ES* or EdDSA there, so with those keys deletions and token sign-in are refused (ConfigurationError says
+so here). Single sign-on ID tokens (`token_trust_oidc_keys`) may be RS256/384/512 or ES256 (P-256,
+migration 0025).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jwt
 from pipeline.api.settings import HMAC_ALGORITHMS, ApiSettings
 from pipeline.errors import ConfigurationError
 
-__all__ = ["OidcKey", "TokenTrust", "install", "install_oidc", "oidc_keys", "token_trust"]
+__all__ = ["OIDC_ALGORITHMS", "OidcKey", "TokenTrust", "install", "install_oidc", "oidc_keys", "token_trust"]
 
 #: What the database can verify (RSASSA-PKCS1-v1_5 and HMAC, in SQL).
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
@@ -117,41 +119,60 @@ async def install(conn: asyncpg.Connection, trust: TokenTrust) -> None:
     )
 
 
-# --- single sign-on (migration 0019) ----------------------------------------------------------------------
+# --- single sign-on (migrations 0019, 0025) --------------------------------------------------------------
+#: What the database verifies ID tokens with: RSA, and ECDSA on P-256 (migration 0025).
+OIDC_ALGORITHMS = RSA_ALGORITHMS | {"ES256"}
+
+
 @dataclass(frozen=True, slots=True)
 class OidcKey:
-    """One `token_trust_oidc_keys` row: a signing key the provider publishes."""
+    """One `token_trust_oidc_keys` row: a signing key the provider publishes (RSA: n, e; ES256: the point)."""
 
     kid: str
     algorithm: str
-    rsa_n: int
-    rsa_e: int
+    rsa_n: int | None = None
+    rsa_e: int | None = None
+    ec_x: int | None = None
+    ec_y: int | None = None
 
     @property
-    def rsa_bytes(self) -> int:
-        return (self.rsa_n.bit_length() + 7) // 8
+    def rsa_bytes(self) -> int | None:
+        return None if self.rsa_n is None else (self.rsa_n.bit_length() + 7) // 8
 
 
 def oidc_keys(jwks: dict[str, Any]) -> list[OidcKey]:
-    """The provider's RSA signing keys the database can verify with (its JWKS); ConfigurationError when it
-    publishes none (an ES256-only provider: the database has no arithmetic for it)."""
+    """The provider's signing keys the database can verify with (its JWKS): RSA (RS256/384/512) and P-256
+    (ES256) keys with a key id; ConfigurationError when it publishes none of them."""
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 
     keys = []
     for entry in jwks.get("keys", []) if isinstance(jwks.get("keys"), list) else []:
-        if not isinstance(entry, dict) or entry.get("kty") != "RSA" or entry.get("use", "sig") != "sig":
+        if (
+            not isinstance(entry, dict)
+            or entry.get("use", "sig") != "sig"
+            or not isinstance(entry.get("kid"), str)
+        ):
             continue
-        algorithm = str(entry.get("alg") or "RS256")
-        if algorithm not in RSA_ALGORITHMS or not isinstance(entry.get("kid"), str):
+        kty = entry.get("kty")
+        algorithm = str(entry.get("alg") or {"RSA": "RS256", "EC": "ES256"}.get(str(kty), ""))
+        if algorithm not in OIDC_ALGORITHMS or kty != ("EC" if algorithm == "ES256" else "RSA"):
             continue
-        public = jwt.PyJWK(entry, algorithm=algorithm).key
+        try:
+            public = jwt.PyJWK(entry, algorithm=algorithm).key  # an EC point off its curve is refused here
+        except jwt.PyJWTError:
+            continue
         if isinstance(public, RSAPublicKey):
             numbers = public.public_numbers()
-            keys.append(OidcKey(entry["kid"], algorithm, numbers.n, numbers.e))
+            keys.append(OidcKey(entry["kid"], algorithm, rsa_n=numbers.n, rsa_e=numbers.e))
+        elif isinstance(public, EllipticCurvePublicKey) and isinstance(public.curve, SECP256R1):
+            point = public.public_numbers()
+            keys.append(OidcKey(entry["kid"], algorithm, ec_x=point.x, ec_y=point.y))
     if not keys:
         raise ConfigurationError(
-            "the identity provider publishes no RSA signing key (RS256) with a key id: the database verifies "
-            "single sign-on ID tokens with RSA only; have the provider sign ID tokens with RS256"
+            "the identity provider publishes no signing key the database can verify ID tokens with (RSA "
+            "for RS256/384/512 or P-256 for ES256, with a key id); have the provider sign ID tokens with "
+            "RS256 or ES256"
         )
     return keys
 
@@ -179,7 +200,22 @@ async def install_oidc(
         )
         await conn.execute("DELETE FROM token_trust_oidc_keys")
         await conn.executemany(
-            "INSERT INTO token_trust_oidc_keys (kid, algorithm, rsa_n, rsa_e, rsa_bytes) "
-            "VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5)",
-            [(k.kid, k.algorithm, str(k.rsa_n), str(k.rsa_e), k.rsa_bytes) for k in keys],
+            "INSERT INTO token_trust_oidc_keys (kid, algorithm, rsa_n, rsa_e, rsa_bytes, ec_x, ec_y) "
+            "VALUES ($1, $2, $3::text::numeric, $4::text::numeric, $5, $6::text::numeric, $7::text::numeric)",
+            [
+                (
+                    k.kid,
+                    k.algorithm,
+                    _text(k.rsa_n),
+                    _text(k.rsa_e),
+                    k.rsa_bytes,
+                    _text(k.ec_x),
+                    _text(k.ec_y),
+                )
+                for k in keys
+            ],
         )
+
+
+def _text(n: int | None) -> str | None:
+    return None if n is None else str(n)

@@ -229,9 +229,10 @@ async def _trust_oidc(conn: Any, api_settings: ApiSettings) -> str:
     finally:
         await client.aclose()
     await install_oidc(conn, api_settings, meta.issuer, keys)
+    named = ", ".join(f"{k.kid} ({k.algorithm})" for k in keys)
     return (
         f"single sign-on: ID tokens of {meta.issuer} for client {api_settings.oidc_client_id!r}, keys "
-        f"{', '.join(k.kid for k in keys)}; staff when {api_settings.oidc_staff_claim!r} holds "
+        f"{named}; staff when {api_settings.oidc_staff_claim!r} holds "
         f"{api_settings.oidc_staff_value!r} (run this again when the provider rotates its keys)"
     )
 

@@ -8,16 +8,23 @@ verifies the ID token itself with the keys `roomlogs api trust-key` installed (`
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import secrets
 import time
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
+import asyncpg
 import httpx
 import jwt
 import pytest
 from api_world import World
-from oidc_provider import OidcProvider, rsa_jwk
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+from oidc_provider import OidcProvider, ec_jwk, rsa_jwk
 
 from pipeline.api.context import ApiState
 from pipeline.api.errors import InvalidToken
@@ -39,6 +46,17 @@ def provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]
         running.stop()
 
 
+@pytest.fixture(scope="module")
+def es256_provider(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OidcProvider]:
+    """A provider whose only key is a P-256 key: it signs ID tokens with ES256."""
+    running = OidcProvider(tmp_path_factory.mktemp("oidc-es256"), algorithm="ES256")
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
+
+
 async def _trust(world: World, provider: OidcProvider, state: ApiState) -> None:
     """`roomlogs api trust-key`'s single sign-on half, as the schema's owner."""
     async with httpx.AsyncClient(timeout=10) as http:
@@ -50,9 +68,9 @@ async def _trust(world: World, provider: OidcProvider, state: ApiState) -> None:
         await conn.close()
 
 
-async def _app(app_factory: Any, world: World, provider: OidcProvider, **overrides: Any) -> tuple[
-    httpx.AsyncClient, ApiState
-]:
+async def _app(
+    app_factory: Any, world: World, provider: OidcProvider, **overrides: Any
+) -> tuple[httpx.AsyncClient, ApiState]:
     settings = {
         "oidc_issuer": provider.issuer,
         "oidc_client_id": CLIENT_ID,
@@ -223,3 +241,140 @@ async def test_after_end_sessions_an_id_token_issued_before_opens_no_session(
     client.cookies.clear()
     await asyncio.sleep(1.1)  # iat has whole seconds
     assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+
+
+# --- ES256: a provider that signs with a P-256 key only -----------------------------------------------
+#: P-256's group order
+P256_N = 0xFFFFFFFF00000000FFFFFFFFFFFFFFFFBCE6FAADA7179E84F3B9CAC2FC632551
+
+
+def _raw_signature(key: ec.EllipticCurvePrivateKey, message: bytes) -> bytes:
+    """The JWS form of an ES256 signature: r || s, 32 bytes each."""
+    r, s = decode_dss_signature(key.sign(message, ec.ECDSA(hashes.SHA256())))
+    return r.to_bytes(32, "big") + s.to_bytes(32, "big")
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _resigned(id_token: str, key: ec.EllipticCurvePrivateKey, **claims: object) -> str:
+    """The ID token with `claims` changed, signed by `key` (the provider's key id kept)."""
+    header, payload, _ = id_token.split(".")
+    body = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    payload = _b64(json.dumps({**body, **claims}).encode())
+    return f"{header}.{payload}." + _b64(_raw_signature(key, f"{header}.{payload}".encode()))
+
+
+def _provider_id_token(provider: OidcProvider, user: str, nonce: str) -> str:
+    """An ID token exactly as the provider issues it: its login form, then its token endpoint."""
+    authorize = provider.issuer + "/authorize?" + urlencode(
+        {"client_id": CLIENT_ID, "redirect_uri": CALLBACK, "response_type": "code", "scope": "openid",
+         "state": "s", "nonce": nonce}
+    )  # fmt: skip
+    code = parse_qs(urlsplit(provider.log_in(authorize, user, {})).query)["code"][0]
+    answer = httpx.post(
+        provider.issuer + "/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": CALLBACK,
+            "client_id": CLIENT_ID,
+        },
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    return str(answer.json()["id_token"])
+
+
+async def test_the_database_verifies_p256_signatures(small_world: World) -> None:
+    """The database's ES256 arithmetic (migration 0025) against signatures made by `cryptography`."""
+    conn = await small_world.admin()
+    try:
+
+        async def verifies(x: int, y: int, signature: bytes, message: bytes) -> bool:
+            return bool(
+                await conn.fetchval(
+                    "SELECT roomlogs_p256_verify($1::text::numeric, $2::text::numeric, $3, $4)",
+                    str(x),
+                    str(y),
+                    signature,
+                    message,
+                )
+            )
+
+        other = ec.generate_private_key(ec.SECP256R1()).public_key().public_numbers()
+        for _ in range(4):
+            key = ec.generate_private_key(ec.SECP256R1())
+            point = key.public_key().public_numbers()
+            message = secrets.token_bytes(secrets.randbelow(300) + 1)
+            signature = _raw_signature(key, message)
+            r, s = int.from_bytes(signature[:32], "big"), int.from_bytes(signature[32:], "big")
+            started = time.perf_counter()
+            assert await verifies(point.x, point.y, signature, message)
+            print(f"ES256 verified in SQL in {(time.perf_counter() - started) * 1000:.0f} ms")
+            assert not await verifies(point.x, point.y, signature, message + b"!")
+            assert not await verifies(other.x, other.y, signature, message)
+            flipped = bytes([signature[0] ^ 1]) + signature[1:]
+            assert not await verifies(point.x, point.y, flipped, message)
+            tail_flipped = signature[:-1] + bytes([signature[-1] ^ 1])
+            assert not await verifies(point.x, point.y, tail_flipped, message)
+            assert not await verifies(point.x, point.y, signature[:63], message)
+            for bad_r, bad_s in ((0, s), (r, 0), (r + P256_N, s), (r, s + P256_N)):
+                if bad_r < 2**256 and bad_s < 2**256:
+                    forged = bad_r.to_bytes(32, "big") + bad_s.to_bytes(32, "big")
+                    assert not await verifies(point.x, point.y, forged, message)
+            assert not await verifies(point.x, point.y + 1, signature, message)  # a point off the curve
+    finally:
+        await conn.close()
+
+
+async def test_an_es256_provider_signs_in_end_to_end(
+    app_factory: Any, small_world: World, es256_provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, es256_provider)
+    [key] = await small_world.fetch("SELECT kid, algorithm, ec_x, rsa_n FROM token_trust_oidc_keys")
+    assert (key["algorithm"], key["rsa_n"]) == ("ES256", None) and key["ec_x"] is not None
+    back = await _sign_in(client, es256_provider, "u-owner")
+    assert back.status_code == 303 and back.headers["location"] == "/console/", back.text
+    me = (await client.get("/v1/session")).json()
+    assert (me["subject"], me["kind"], me["session"]) == ("u-owner", "user", True)
+    rooms = await client.get("/v1/me/rooms")
+    assert rooms.status_code == 200 and "room-a" in rooms.text
+    client.cookies.clear()
+    staff = await _sign_in(client, es256_provider, "s-staff", STAFF)
+    assert staff.status_code == 303 and (await client.get("/v1/session")).json()["kind"] == "staff"
+
+
+async def test_the_database_opens_sessions_only_for_es256_id_tokens_the_provider_signed(
+    app_factory: Any, small_world: World, es256_provider: OidcProvider
+) -> None:
+    """The API's own role, holding an ID token the provider really issued, cannot change who it names or
+    sign one of its own: the database verifies ES256 itself."""
+    _, state = await _app(app_factory, small_world, es256_provider)
+    genuine = _provider_id_token(es256_provider, "u-guest", secrets.token_urlsafe(16))
+    assert jwt.get_unverified_header(genuine)["alg"] == "ES256"
+    impostor, _ = ec_jwk()
+    header, payload, signature = genuine.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=="))
+    as_owner = f"{header}.{_b64(json.dumps({**claims, 'sub': 'u-owner'}).encode())}.{signature}"
+    forged = [
+        as_owner,  # the provider's signature over other claims
+        _resigned(genuine, impostor, sub="u-owner", nonce=secrets.token_urlsafe(16)),  # another key
+        _resigned(genuine, impostor, nonce=secrets.token_urlsafe(16)),
+    ]
+    async with small_world.api_pool.acquire() as conn:
+        for token in forged:
+            with pytest.raises(
+                asyncpg.InvalidAuthorizationSpecificationError, match="signature does not verify"
+            ):
+                await conn.fetchval(
+                    "SELECT api_open_oidc_session($1, $2, 60)", token, secrets.token_bytes(32)
+                )
+        opened = await conn.fetchval(
+            "SELECT api_open_oidc_session($1, $2, 60)", genuine, secrets.token_bytes(32)
+        )
+    assert opened is not None
+    [row] = await small_world.fetch("SELECT subject FROM console_sessions")
+    assert row["subject"] == "u-guest"
+    assert state.oidc is not None

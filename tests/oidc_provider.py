@@ -2,8 +2,9 @@
 
 `make oidc-provider` copies it and its runtime dependencies from Maven Central (deploy/oidc/pom.xml) into
 ~/.cache/roomlogs/mock-oauth2-server-VERSION/libs; `OidcProvider` runs its standalone server on a free
-port with an RSA signing key of the test's choosing (restart with another key: a key rotation) and
-interactive login on, so a test signs in as anyone, with any claims, by posting the provider's login form.
+port with a signing key of the test's choosing, RSA (RS256) or P-256 (ES256) (restart with another key: a
+key rotation), and interactive login on, so a test signs in as anyone, with any claims, by posting the
+provider's login form.
 Without Java or the jars the tests are skipped, except under CI=true: there a provider that cannot start
 is a failure.
 """
@@ -21,10 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 VERSION = re.search(
     r"<mock-oauth2-server.version>(.+)</mock-oauth2-server.version>",
     (REPO / "deploy" / "oidc" / "pom.xml").read_text(encoding="utf-8"),
@@ -40,9 +41,18 @@ def rsa_jwk() -> tuple[rsa.RSAPrivateKey, dict[str, str]]:
     return key, {**jwk, "alg": "RS256", "use": "sig", "kid": ISSUER_ID}
 
 
+def ec_jwk() -> tuple[ec.EllipticCurvePrivateKey, dict[str, str]]:
+    """A P-256 key (ES256) and its private JWK, under the key id the provider signs with."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    jwk = json.loads(ECAlgorithm.to_jwk(key))
+    return key, {**jwk, "alg": "ES256", "use": "sig", "kid": ISSUER_ID}
+
+
 class OidcProvider:
-    def __init__(self, work_dir: Path) -> None:
+    def __init__(self, work_dir: Path, algorithm: str = "RS256") -> None:
+        """`algorithm`: what the provider signs ID tokens with, RS256 or ES256 (its only key, either way)."""
         self.work_dir = work_dir
+        self.algorithm = algorithm
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -60,11 +70,11 @@ class OidcProvider:
             if os.environ.get("CI") == "true":
                 pytest.fail(message)
             pytest.skip(message)
-        _, jwk = rsa_jwk()
+        _, jwk = ec_jwk() if self.algorithm == "ES256" else rsa_jwk()
         config = {
             "interactiveLogin": True,
             "httpServer": "NettyWrapper",
-            "tokenProvider": {"keyProvider": {"initialKeys": json.dumps(jwk), "algorithm": "RS256"}},
+            "tokenProvider": {"keyProvider": {"initialKeys": json.dumps(jwk), "algorithm": self.algorithm}},
         }
         env = {**os.environ, "SERVER_PORT": str(self.port), "JSON_CONFIG": json.dumps(config)}
         with (self.work_dir / "oidc-provider.log").open("ab") as log:
