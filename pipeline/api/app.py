@@ -120,7 +120,10 @@ def create_app(
 
     gated = [
         gate.GatedRoute(
-            Route(spec.path, _endpoint(state, spec), methods=[spec.method]), spec.action, spec.public
+            Route(spec.path, _endpoint(state, spec), methods=[spec.method]),
+            spec.action,
+            spec.public,
+            spec.browser,
         )
         for spec in ROUTES
     ]

@@ -46,6 +46,9 @@ class RouteSpec:
     #: Answered without a token (rate-limited by client address; refusals are audited as anonymous).
     #: Only for what is no log: the public keys seals are signed with.
     public: bool = False
+    #: A person's browser is sent here (single sign-on): its refusals are a page when it prefers HTML
+    #: (`pipeline.api.security.error_pages`), JSON otherwise.
+    browser: bool = False
 
 
 ROUTES: tuple[RouteSpec, ...] = (
@@ -74,6 +77,8 @@ ROUTES: tuple[RouteSpec, ...] = (
     RouteSpec("/v1/session/reason", "PUT", sessions.set_reason, "session.reason"),
     # single sign-on: public (no log), browser-driven; the callback opens a session like POST /v1/session
     RouteSpec("/v1/session/oidc", "GET", oidc.provider, "session.oidc", public=True),
-    RouteSpec("/v1/session/oidc/start", "GET", oidc.start, "session.oidc_start", public=True),
-    RouteSpec("/v1/session/oidc/callback", "GET", oidc.callback, "session.oidc_callback", public=True),
+    RouteSpec("/v1/session/oidc/start", "GET", oidc.start, "session.oidc_start", public=True, browser=True),
+    RouteSpec(
+        "/v1/session/oidc/callback", "GET", oidc.callback, "session.oidc_callback", public=True, browser=True
+    ),
 )

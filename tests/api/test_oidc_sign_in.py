@@ -13,6 +13,7 @@ import json
 import secrets
 import time
 from collections.abc import Iterator
+from html.parser import HTMLParser
 from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit, urlunsplit
 
@@ -29,7 +30,9 @@ from oidc_provider import OidcProvider, ec_jwk, rsa_jwk
 from pipeline.api.context import ApiState
 from pipeline.api.errors import InvalidToken
 from pipeline.api.queries.sessions import end_all_sessions
+from pipeline.api.security.headers import PAGE_SECURITY_HEADERS
 from pipeline.api.trust import install_oidc, oidc_keys
+from pipeline.console.pages import CONTENT_SECURITY_POLICY, SECURITY_HEADERS
 
 CLIENT_ID = "roomlogs-console"
 CALLBACK = "http://api/v1/session/oidc/callback"
@@ -378,3 +381,116 @@ async def test_the_database_opens_sessions_only_for_es256_id_tokens_the_provider
     [row] = await small_world.fetch("SELECT subject FROM console_sessions")
     assert row["subject"] == "u-guest"
     assert state.oidc is not None
+
+
+# --- refusals a person's browser meets: a page, not JSON ------------------------------------------------
+BROWSER = {"Accept": "text/html,application/xhtml+xml,application/xml;q=0.9,image/avif,*/*;q=0.8"}
+
+
+class _Page(HTMLParser):
+    """What a person sees on a page: its text by element id, its links, and every tag used."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.links: list[str] = []
+        self.text: dict[str, str] = {}
+        self._open: list[str | None] = []
+        self.feed(html)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append(tag)
+        named = dict(attrs)
+        if tag == "a" and named.get("href"):
+            self.links.append(str(named["href"]))
+        if tag not in ("meta", "link", "br"):
+            self._open.append(named.get("id"))
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._open and tag not in ("meta", "link", "br"):
+            self._open.pop()
+
+    def handle_data(self, data: str) -> None:
+        for element in self._open:
+            if element:
+                self.text[element] = self.text.get(element, "") + data
+
+
+def _shown(answer: httpx.Response) -> _Page:
+    assert answer.headers["content-type"].startswith("text/html"), answer.text
+    assert PAGE_SECURITY_HEADERS == SECURITY_HEADERS  # the console's page headers, its strict CSP
+    assert answer.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert answer.headers["x-frame-options"] == "DENY"
+    assert answer.headers["cache-control"] == "no-store"
+    page = _Page(answer.text)
+    assert "script" not in page.tags and "/console/sign-in" in page.links
+    assert answer.headers["x-request-id"] in answer.text  # a reference to quote
+    return page
+
+
+async def test_a_browser_is_told_in_plain_words_why_sign_in_failed(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    # the provider refused (the person cancelled), with markup in what it sent back: shown as text
+    client.cookies.clear()
+    await _start(client)
+    denied = await client.get(
+        "/v1/session/oidc/callback", params={"error": "access_denied<b>x</b>", "state": "s"}, headers=BROWSER
+    )
+    assert denied.status_code == 401
+    page = _shown(denied)
+    assert "b" not in page.tags
+    said = "(the identity provider said: access_denied<b>x</b>)."
+    assert page.text["what-happened"] == f"{urlsplit(provider.issuer).netloc} did not sign you in {said}"
+    denied = await client.get(
+        "/v1/session/oidc/callback", params={"error": "access_denied", "state": "s"}, headers=BROWSER
+    )
+    assert "cancelled, or refused" in _shown(denied).text["what-happened"]
+    # another browser's state
+    back = provider.log_in(await _start(client), "u-owner", {})
+    wrong = await client.get(_with_query(back, state="someone-elses-state"), headers=BROWSER)
+    assert wrong.status_code == 401
+    assert _shown(wrong).text["what-happened"] == (
+        "The sign-in's state does not match this browser's; sign in again."
+    )
+    # an ID token that expired before it reached the console
+    hour_ago = int(time.time()) - 3600
+    back = provider.log_in(await _start(client), "u-owner", {"exp": hour_ago, "iat": hour_ago - 60})
+    expired = await client.get(back, headers=BROWSER)
+    assert expired.status_code == 401
+    assert _shown(expired).text["what-happened"] == "The ID token has expired."
+    # the code used once already: the redirect back again (the browser's Back button, a copied address)
+    back = provider.log_in(await _start(client), "u-owner", {})
+    assert (await client.get(back, headers=BROWSER)).status_code == 303
+    replayed = await client.get(back, headers=BROWSER)
+    assert replayed.status_code == 401
+    assert "sign in again" in _shown(replayed).text["what-happened"]
+    # each refusal is audited as the JSON answer was
+    rows = await small_world.fetch(
+        "SELECT http_status, outcome FROM access_audit WHERE action = 'session.oidc_callback' "
+        "AND http_status = 401"
+    )
+    assert len(rows) == 5 and {r["outcome"] for r in rows} == {"denied"}
+
+
+async def test_a_client_asking_for_json_gets_the_json_error(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    await _start(client)
+    for accept in (
+        "application/json",
+        "application/json, text/html",
+        "*/*",
+        "text/html;q=0.5, application/json",
+    ):
+        answer = await client.get(
+            "/v1/session/oidc/callback",
+            params={"error": "access_denied", "state": "s"},
+            headers={"Accept": accept},
+        )
+        assert answer.status_code == 401 and answer.headers["content-type"] == "application/json", accept
+        assert "cancelled, or refused" in answer.json()["error"]["message"]
+    # a browser's navigation elsewhere in the API still gets JSON: only sign-in's pages are for people
+    assert (await client.get("/v1/me/rooms", headers=BROWSER)).headers["content-type"] == "application/json"

@@ -9,8 +9,9 @@
   verifies the ID token itself and opens the console session (once per sign-in, migration 0019); the
   browser goes on to the page it came from with the session cookie.
 
-Refusals are the gate's JSON errors, audited like any other (`session.start` with who the ID token named
-when it was verified).
+Refusals are the gate's errors, audited like any other (`session.start` with who the ID token named when it
+was verified): JSON, or, for a browser that prefers HTML, a small page saying what happened in plain words
+with a link back to sign-in (`pipeline.api.security.error_pages`).
 """
 
 from __future__ import annotations
@@ -75,7 +76,7 @@ async def callback(call: Call) -> Response:
     oidc = _client(call)
     query = call.request.query_params
     if "error" in query:
-        raise Unauthenticated(f"the identity provider did not sign you in: {query['error'][:64]}")
+        raise Unauthenticated(_provider_refusal(oidc.provider_name, query["error"]))
     cookie = call.request.cookies.get(_login_cookie(call), "")
     signed_in = await oidc.finish(query.get("code", ""), query.get("state", ""), cookie)
     call.exchange.identity = signed_in.identity  # who the audit row names
@@ -101,6 +102,24 @@ async def callback(call: Call) -> Response:
         samesite="lax",
     )  # fmt: skip
     return response
+
+
+#: What the provider's `error` (RFC 6749 4.1.2.1, OpenID Connect Core 3.1.2.6) means for the person.
+_PROVIDER_ERRORS = {
+    "access_denied": "signing in was cancelled, or refused, at {provider}",
+    "login_required": "{provider} needs you to sign in there first",
+    "interaction_required": "{provider} needs you to sign in there first",
+    "consent_required": "{provider} needs your consent before it signs you in here",
+    "account_selection_required": "{provider} needs you to choose an account",
+    "temporarily_unavailable": "{provider} cannot sign anyone in right now",
+    "server_error": "{provider} failed while signing you in",
+}
+
+
+def _provider_refusal(provider_name: str, error: str) -> str:
+    """The provider's refusal in plain words, its own code kept (at most 64 characters of it)."""
+    said = _PROVIDER_ERRORS.get(error, "{provider} did not sign you in").format(provider=provider_name)
+    return f"{said} (the identity provider said: {error[:64]})"
 
 
 def _client(call: Call) -> OidcClient:

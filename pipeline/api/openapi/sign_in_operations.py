@@ -28,7 +28,7 @@ def sign_in_operations(client_id: dict[str, Any]) -> dict[str, Any]:
             "startSingleSignOn",
             "Start signing in with the identity provider (OpenID Connect, authorization code with PKCE)",
             [client_id, param("next", "query", {"type": "string", "pattern": "^/console/"}, "Page after")],
-            {"302": redirect, **errors()},
+            {"302": redirect, **_browser_errors()},
         ),
         "session.oidc_callback": operation(
             "finishSingleSignOn",
@@ -38,6 +38,17 @@ def sign_in_operations(client_id: dict[str, Any]) -> dict[str, Any]:
                 param("code", "query", text, "Authorization code"),
                 param("state", "query", text, "The state of the sign-in this browser started"),
             ],
-            {"303": redirect, **errors()},
+            {"303": redirect, **_browser_errors()},
         ),
+    }
+
+
+def _browser_errors() -> dict[str, Any]:
+    """The errors, as JSON or, to a browser that prefers HTML (Accept), as a page for a person."""
+    page = {
+        "schema": {"type": "string", "description": "What happened in plain words, and a link to sign in"}
+    }
+    return {
+        status: {**answer, "content": {**answer["content"], "text/html": page}}
+        for status, answer in errors().items()
     }

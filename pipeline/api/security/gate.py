@@ -15,7 +15,9 @@ answers, and the audit of every refusal and error.
    and raises on a refusal;
 4. turns any error into the API's JSON error answer and audits it before answering: every 4xx and 5xx,
    with who asked (`anonymous` when no token was verified), the action, room or user, outcome, status
-   and error code. 429s go through `FloodTally` (bounded rows under a flood).
+   and error code. 429s go through `FloodTally` (bounded rows under a flood). On a route a person's
+   browser is sent to (`GatedRoute.browser`: single sign-on), a request that prefers HTML gets the same
+   error as a small page instead (`error_pages`).
 
 When an audit row cannot be written (PostgreSQL down), the refusal is still answered, and the entry is
 logged and counted (`ApiState.record_apart`). An error after a streamed answer has started cannot change
@@ -52,6 +54,7 @@ from pipeline.api.errors import (
     Unavailable,
 )
 from pipeline.api.security import audit, sessions
+from pipeline.api.security.error_pages import error_page, wants_html
 from pipeline.events.identifiers import is_identifier
 from pipeline.storage import db
 
@@ -73,6 +76,8 @@ class GatedRoute:
     action: str
     #: answered without a token (`RouteSpec.public`)
     public: bool = False
+    #: refusals a page for a browser that prefers HTML (`RouteSpec.browser`)
+    browser: bool = False
 
 
 def client_request_id(raw: str | None) -> str | None:
@@ -138,7 +143,10 @@ class Gate:
                 raise  # a streamed answer has started: it is cut off, and its end row says how it ended
             error = _as_api_error(exc, exchange)
             await self._audit(exchange, error)
-            await error_response(error, exchange.request_id)(scope, receive, answer)
+            if matched is not None and matched.browser and wants_html(Headers(scope=scope).get("accept")):
+                await error_page(error, str(exchange.request_id))(scope, receive, answer)
+            else:
+                await error_response(error, exchange.request_id)(scope, receive, answer)
             return
         if status is not None and status >= 400:  # an error answered without an exception
             await self.state.record_apart(
