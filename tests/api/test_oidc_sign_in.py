@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import jwt
 import pytest
-from api_world import World
+from api_world import World, bearer
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
@@ -494,3 +494,52 @@ async def test_a_client_asking_for_json_gets_the_json_error(
         assert "cancelled, or refused" in answer.json()["error"]["message"]
     # a browser's navigation elsewhere in the API still gets JSON: only sign-in's pages are for people
     assert (await client.get("/v1/me/rooms", headers=BROWSER)).headers["content-type"] == "application/json"
+
+
+# --- signing out ends the provider's session too ------------------------------------------------------
+async def test_signing_out_sends_the_browser_to_end_the_provider_session_with_its_id_token(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+    csrf = {"X-CSRF-Token": (await client.get("/v1/session")).json()["csrf_token"]}
+    signed_out = await client.delete("/v1/session", headers=csrf)
+    assert signed_out.status_code == 200, signed_out.text
+    end_session = signed_out.json()["end_session_url"]
+    assert end_session.startswith(provider.issuer + "/endsession?")
+    query = parse_qs(urlsplit(end_session).query)
+    assert query["post_logout_redirect_uri"] == ["http://api/console/sign-in?signed_out=provider"]
+    # the hint is the ID token the provider issued for this sign-in: its signature, this client, this user
+    async with httpx.AsyncClient(timeout=10) as http:
+        keys = jwt.PyJWKSet.from_dict((await http.get(provider.issuer + "/jwks")).json())
+        hint = query["id_token_hint"][0]
+        claims = jwt.decode(
+            hint, keys[jwt.get_unverified_header(hint)["kid"]].key, algorithms=["RS256"], audience=CLIENT_ID
+        )
+        assert claims["sub"] == "u-owner" and claims["iss"] == provider.issuer
+        # the provider takes it and sends the browser back to the console's signed-out page
+        ended = await http.get(end_session)
+    assert ended.status_code == 302
+    assert ended.headers["location"] == "http://api/console/sign-in?signed_out=provider"
+    # signed out here, and the hint is gone from the browser
+    assert (await client.get("/v1/session")).status_code == 401
+    assert not [name for name in client.cookies if "oidc_hint" in name]
+    # the hint opens no session: the database let its sign-in open one only
+    async with small_world.api_pool.acquire() as conn:
+        with pytest.raises(asyncpg.UniqueViolationError, match="already opened a session"):
+            await conn.fetchval("SELECT api_open_oidc_session($1, $2, 60)", hint, secrets.token_bytes(32))
+
+
+async def test_signing_out_of_a_token_session_ends_no_provider_session(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    """A session opened with a token (development) has no ID token to end the provider's session with:
+    204, as before; a single sign-on's hint left in the browser is dropped when a token signs in."""
+    client, _ = await _app(app_factory, small_world, provider)
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+    assert [name for name in client.cookies if "oidc_hint" in name]
+    opened = await client.post("/v1/session", headers=bearer("u-owner"))
+    assert opened.status_code == 201, opened.text
+    assert not [name for name in client.cookies if "oidc_hint" in name]
+    signed_out = await client.delete("/v1/session", headers={"X-CSRF-Token": opened.json()["csrf_token"]})
+    assert signed_out.status_code == 204

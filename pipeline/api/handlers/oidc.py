@@ -7,7 +7,9 @@
 - ``GET /v1/session/oidc/callback?code=...&state=...``: the provider's redirect back: the login cookie's
   state, the code exchanged, the ID token verified (`pipeline.api.security.oidc`), then the database
   verifies the ID token itself and opens the console session (once per sign-in, migration 0019); the
-  browser goes on to the page it came from with the session cookie.
+  browser goes on to the page it came from with the session cookie, and keeps the ID token in a cookie
+  for /v1/session only (`HINT_COOKIE`): signing out (``DELETE /v1/session``) passes it to the provider's
+  end_session_endpoint as ``id_token_hint`` (`end_provider_session`), so the provider's session ends too.
 
 Refusals are the gate's errors, audited like any other (`session.start` with who the ID token named when it
 was verified): JSON, or, for a browser that prefers HTML, a small page saying what happened in plain words
@@ -16,6 +18,7 @@ with a link back to sign-in (`pipeline.api.security.error_pages`).
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 from urllib.parse import urlsplit
 
@@ -34,10 +37,20 @@ from pipeline.api.security.sessions import (
     signed_in_once,
 )
 
-__all__ = ["LOGIN_COOKIE", "callback", "provider", "start"]
+__all__ = [
+    "HINT_COOKIE", "HINT_PATH", "LOGIN_COOKIE", "callback", "end_provider_session", "hint_cookie", "provider",
+    "start",
+]  # fmt: skip
 
 #: The started sign-in's cookie (Lax: it must come back on the provider's top-level redirect).
 LOGIN_COOKIE = "roomlogs_oidc_login"
+#: The ID token of this browser's single sign-on session, for signing out of the provider too
+#: (`id_token_hint`): HttpOnly, Strict, sent only to /v1/session. It opens nothing: the database let its
+#: nonce open one session only (migration 0019).
+HINT_COOKIE = "roomlogs_oidc_hint"
+HINT_PATH = "/v1/session"
+MAX_HINT_CHARS = 3500
+_JWT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 _LOGIN_PATH = "/v1/session/oidc/callback"
 _DEFAULT_NEXT = "/console/"
 _SIGNED_OUT_PAGE = "/console/sign-in?signed_out=provider"
@@ -101,7 +114,26 @@ async def callback(call: Call) -> Response:
         _login_cookie(call), path=_LOGIN_PATH, secure=call.settings.session_cookie_secure, httponly=True,
         samesite="lax",
     )  # fmt: skip
+    if len(signed_in.id_token) <= MAX_HINT_CHARS:  # a longer one is no cookie: signing out asks the person
+        response.set_cookie(
+            hint_cookie(call), signed_in.id_token, max_age=int(ttl.total_seconds()), path=HINT_PATH,
+            secure=call.settings.session_cookie_secure, httponly=True, samesite="strict",
+        )  # fmt: skip
     return response
+
+
+async def end_provider_session(call: Call) -> str | None:
+    """Where signing out sends the browser to end the provider's session too, with the ID token this
+    browser's session was opened with as `id_token_hint` (None: no single sign-on session here, or the
+    provider has no end_session_endpoint)."""
+    hint = call.request.cookies.get(hint_cookie(call), "")
+    if call.state.oidc is None or not _JWT.fullmatch(hint) or len(hint) > MAX_HINT_CHARS:
+        return None
+    return await call.state.oidc.end_session_url(_origin(call) + _SIGNED_OUT_PAGE, id_token_hint=hint)
+
+
+def hint_cookie(call: Call) -> str:
+    return "__Secure-" + HINT_COOKIE if call.settings.session_cookie_secure else HINT_COOKIE
 
 
 #: What the provider's `error` (RFC 6749 4.1.2.1, OpenID Connect Core 3.1.2.6) means for the person.

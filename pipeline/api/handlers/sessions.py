@@ -4,7 +4,9 @@
   SameSite=Strict); the database verifies the token itself, lets each token open one session only (401
   `invalid_token` for a second one) and keeps only the session id's hash;
 - ``GET /v1/session``: who is signed in, until when, the CSRF token and a staff member's stated case;
-- ``DELETE /v1/session``: sign out (the cookie stops working at once);
+- ``DELETE /v1/session``: sign out (the cookie stops working at once); a single sign-on session answers
+  200 with the provider's ``end_session_url`` (with ``id_token_hint``) for the browser to go to, so the
+  provider's session ends too; otherwise 204;
 - ``PUT /v1/session/reason``: support staff state the ticket or case id their reads are for.
 
 How a request is authenticated by its session is `pipeline.api.security.sessions`.
@@ -20,6 +22,7 @@ from starlette.responses import Response
 
 from pipeline.api.context import Call, JSONResponse
 from pipeline.api.errors import Forbidden, InvalidBody, SessionExpired, Unauthenticated
+from pipeline.api.handlers import oidc
 from pipeline.api.queries import sessions as session_rows
 from pipeline.api.security.auth import Identity, IdentityKind
 from pipeline.api.security.sessions import (
@@ -76,6 +79,7 @@ async def sign_in(call: Call) -> Response:
         httponly=True,
         samesite="strict",
     )
+    _forget_hint(call, response)  # a token's session: signing out of it ends no provider session
     return response
 
 
@@ -97,12 +101,28 @@ async def sign_out(call: Call) -> Response:
     async with call.connection() as conn:
         await session_rows.end_session(conn, session.session_hash)
         await call.audit(conn, call.entry())
-    response = Response(status_code=204, headers=_NO_STORE)
+    # a single sign-on session: where the browser ends the provider's session too (with id_token_hint)
+    end_session_url = await oidc.end_provider_session(call)
+    response: Response = (
+        JSONResponse({"end_session_url": end_session_url}, headers=_NO_STORE)
+        if end_session_url
+        else Response(status_code=204, headers=_NO_STORE)
+    )
     response.delete_cookie(
         cookie_name(call.state), path="/", secure=call.settings.session_cookie_secure, httponly=True,
         samesite="strict",
     )  # fmt: skip
+    _forget_hint(call, response)
     return response
+
+
+def _forget_hint(call: Call, response: Response) -> None:
+    """The single sign-on session's ID token is no hint any more (signed out, or another sign-in)."""
+    if oidc.hint_cookie(call) in call.request.cookies:
+        response.delete_cookie(
+            oidc.hint_cookie(call), path=oidc.HINT_PATH, secure=call.settings.session_cookie_secure,
+            httponly=True, samesite="strict",
+        )  # fmt: skip
 
 
 async def set_reason(call: Call) -> Response:

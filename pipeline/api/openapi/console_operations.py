@@ -124,7 +124,11 @@ def console_operations(s: ApiSettings, reason: dict[str, Any], client_id: dict[s
             "getSession", "Who is signed in, the CSRF token, a staff member's case", [client_id]
         ),
         "session.end": operation(
-            "signOut", "End the console session", [client_id], {"204": no_content, **errors()}
+            "signOut",
+            "End the console session; a single sign-on session also gets where the provider's session ends "
+            "(end_session_url, with id_token_hint)",
+            [client_id],
+            {"200": ok_json(_OBJECT), "204": no_content, **errors()},
         ),
         "session.reason": operation(
             "setSessionReason",

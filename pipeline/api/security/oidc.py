@@ -167,14 +167,17 @@ class OidcClient:
         identity = await self.verify_id_token(id_token, login.nonce)
         return SignedIn(identity, id_token, login.next_page)
 
-    async def end_session_url(self, after_sign_out: str) -> str | None:
+    async def end_session_url(self, after_sign_out: str, id_token_hint: str | None = None) -> str | None:
         """Where to send the browser to end the provider's session too (None: the provider has no
-        end_session_endpoint)."""
+        end_session_endpoint). With `id_token_hint`, the ID token the session was opened with (OpenID
+        Connect RP-Initiated Logout 1.0), the provider knows whose session to end and may skip asking,
+        and sends the browser back to `after_sign_out`."""
         meta = await self.metadata()
         if meta.end_session_endpoint is None:
             return None
+        hint = {"id_token_hint": id_token_hint} if id_token_hint else {}
         query = urlencode(
-            {"client_id": self.settings.oidc_client_id, "post_logout_redirect_uri": after_sign_out}
+            {**hint, "client_id": self.settings.oidc_client_id, "post_logout_redirect_uri": after_sign_out}
         )
         separator = "&" if "?" in meta.end_session_endpoint else "?"
         return meta.end_session_endpoint + separator + query

@@ -42,10 +42,14 @@ function account(session) {
   const nav = document.getElementById("account");
   const signOut = h("button", { type: "button", class: "link" }, "Sign out");
   signOut.addEventListener("click", async () => {
+    let next = "/console/sign-in?signed_out=1";
     try {
-      await api("/v1/session", { method: "DELETE" });
+      const answer = await api("/v1/session", { method: "DELETE" });
+      // a single sign-on session: the provider ends its session too, then sends the browser back here
+      const end = answer && answer.end_session_url;
+      if (typeof end === "string" && /^https?:\/\//.test(end)) next = end;
     } finally {
-      location.assign("/console/sign-in?signed_out=1");
+      location.assign(next);
     }
   });
   replace(nav, h("span", { class: "who" }, "Signed in as ", h("strong", null, ident(session.subject)),
