@@ -61,6 +61,10 @@ from pipeline.storage.partitions import PartitionManager
 from pipeline.worker.collector import tune_for_batches
 
 _ASSIGNED = re.compile(rb"^roomlogs_partitions_assigned(?:\{[^}]*\})? (\S+)$", re.MULTILINE)
+#: the worker's own histograms of where a batch's time went (pipeline/metrics.py)
+_SPENT = re.compile(
+    rb"^roomlogs_(batch_write_seconds|detect_seconds|batch_events)_(sum|count) (\S+)$", re.MULTILINE
+)
 
 
 def tree_cpu_seconds(proc: psutil.Process) -> float:
@@ -289,6 +293,16 @@ def assigned_partitions(port: int) -> int:
     return int(float(found.group(1))) if found else 0
 
 
+def time_spent(port: int) -> dict[str, float]:
+    """{"batch_write_seconds_sum": ..., "detect_seconds_sum": ..., "batch_events_count": ...} of a worker."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as answer:
+            text = answer.read()
+    except OSError:
+        return {}
+    return {f"{m[1].decode()}_{m[2].decode()}": float(m[3]) for m in _SPENT.finditer(text)}
+
+
 @dataclass
 class Worker:
     number: int
@@ -311,6 +325,8 @@ class GroupRun:
     workers: list[Worker]
     #: (percent of the backlog, RSS of the largest worker) at each quarter
     samples: list[tuple[int, int]]
+    #: the workers' own figures, summed: batches, seconds writing, of which in the detectors
+    spent: dict[str, float] = field(default_factory=dict)
 
 
 async def worker_group(
@@ -361,6 +377,12 @@ async def worker_group(
                     next_quarter += 1
                 if done >= n:
                     ended_cpu = cpu()
+                    spent: dict[str, float] = {}
+                    for figures in await asyncio.gather(
+                        *(asyncio.to_thread(time_spent, w.metrics_port) for w in group)
+                    ):
+                        for key, value in figures.items():
+                            spent[key] = spent.get(key, 0.0) + value
                     break
                 await asyncio.sleep(0.1)
     finally:
@@ -377,7 +399,7 @@ async def worker_group(
     seconds = now - started_at
     events = n - first_n
     used = {name: ended_cpu[name] - started_cpu[name] for name in ended_cpu}
-    return GroupRun(events / seconds, events, seconds, used, startup_included, group, samples)
+    return GroupRun(events / seconds, events, seconds, used, startup_included, group, samples, spent)
 
 
 async def prepare_schema(
@@ -474,6 +496,13 @@ async def main_async(
     )
     print(f"  timed {run.seconds:,.1f} s {how}")
     print(f"  {per_core('worker', run.events, run.cpu['worker'], run.seconds)}")
+    if run.spent.get("batch_write_seconds_count"):
+        batches = run.spent["batch_write_seconds_count"]
+        print(
+            f"  {batches:,.0f} batches (mean {run.spent.get('batch_events_sum', 0) / batches:,.0f} records), "
+            f"{run.spent['batch_write_seconds_sum']:,.1f} s writing (start-up included), of which "
+            f"{run.spent.get('detect_seconds_sum', 0.0):,.1f} s in the detectors"
+        )
     print(f"  {per_core('PostgreSQL', run.events, run.cpu.get('postgres'), run.seconds)}")
     if "broker" in run.cpu:
         print(f"  {per_core('broker', run.events, run.cpu['broker'], run.seconds)}")

@@ -31,6 +31,7 @@ without a restart.
 from __future__ import annotations
 
 import time
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
@@ -39,7 +40,7 @@ from typing import Any
 import asyncpg
 
 from pipeline.detectors import params as P
-from pipeline.detectors.chat import chat_alerts
+from pipeline.detectors.chat import CHAT_DETECTORS, chat_alerts
 from pipeline.detectors.reads import hour_counts, merge_ranges, read_candidates
 from pipeline.detectors.rules import RULES, Stored, alerts_of, raid_threshold
 from pipeline.storage import alerts, detector_settings
@@ -119,8 +120,30 @@ class Detectors:
         await self.refresh(conn)
         # the reads are many small index scans: parallel workers would cost more to start than they save
         await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
+        await lock_rooms(conn, {r[ROW_ROOM_ID] for r in rows})
         found = await evaluate(conn, rows, self.effective, [d for d in P.DETECTORS if d in self._only])
         return await alerts.insert(conn, found) if found else []
+
+
+#: Rooms are locked for detection in this many buckets (at most this many locks per transaction).
+ROOM_LOCK_BUCKETS = 64
+_LOCK_SQL = """
+SELECT count(pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.detect:' || b, 0)))
+  FROM unnest($1::int[]) AS b"""
+
+
+async def lock_rooms(conn: asyncpg.Connection, rooms: Iterable[str]) -> None:
+    """Hold, to the commit, the detection lock of `rooms` (by bucket, taken in bucket order: no deadlock).
+
+    Why: two transactions storing rows of one room at once (two workers, when a producer spreads a room
+    over partitions) would each read the stored rows without the other's, and a window holding rows of
+    both would be evaluated by neither. Taken after the batch's rows are stored and before they are read:
+    of two such transactions, the second to get the lock reads after the first committed (READ COMMITTED
+    takes a snapshot per statement), so it sees both batches' rows and evaluates those windows. The
+    rollups' row locks serialize most such pairs already, but not rows of one room in two UTC hours."""
+    buckets = sorted({zlib.crc32(room.encode()) % ROOM_LOCK_BUCKETS for room in rooms})
+    if buckets:
+        await conn.fetchval(_LOCK_SQL, buckets)
 
 
 async def evaluate(
@@ -136,13 +159,15 @@ async def evaluate(
         by_type[r[ROW_EVENT_TYPE]].append(r)
     new_ids: set[str] | None = None
     found: list[Alert] = []
+    chat = [d for d in detectors if d in CHAT_DETECTORS]
+    if chat and by_type.get(RULES[P.CHAT_FLOOD].types[0]):
+        found += await chat_alerts(conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat)
     for name in detectors:
+        if name in CHAT_DETECTORS:
+            continue
         rule = RULES[name]
         mine = [r for t in rule.types for r in by_type.get(t, ())]
         if not mine:
-            continue
-        if name in (P.CHAT_FLOOD, P.SPAM_WAVE):
-            found += await chat_alerts(conn, name, mine, effective)
             continue
         per_room: dict[str, tuple[str, list[datetime]]] = {}
         for r in mine:

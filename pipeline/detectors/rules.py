@@ -29,7 +29,7 @@ from pipeline.detectors.windows import Row, firing_windows
 from pipeline.events.contract import EventType
 from pipeline.storage.alerts import Alert
 
-__all__ = ["RULES", "Rule", "Stored", "alerts_of", "normalized_text_sql", "text_key"]
+__all__ = ["RULES", "Rule", "Stored", "alerts_of", "normalized_text_sql", "text_key", "text_key_length"]
 
 #: A chat text as the spam detector compares it: ASCII letters case folded and ASCII whitespace removed
 #: (so spacing tricks do not split a wave), by one translate() in SQL and the same table in Python
@@ -47,6 +47,19 @@ def text_key(body: str) -> tuple[str, str]:
     """(the spam wave's subject of a chat text, the normalized text), as the SQL above computes them."""
     norm = body.translate(_FOLD)
     return hashlib.md5(norm.encode(), usedforsecurity=False).hexdigest(), norm
+
+
+_SPACE_BYTES = _SPACES.encode()
+
+
+def text_key_length(body: str) -> tuple[str, int]:
+    """(`text_key(body)[0]`, the length in characters of the normalized text), computed on the UTF-8 bytes:
+    bytes.lower() folds A-Z only and the whitespace deleted is ASCII, bytes that never occur inside a
+    multi-byte UTF-8 sequence, so the bytes are exactly the normalized text's; each byte deleted is one
+    character. Several times faster than str.translate (it runs on every chat text of every batch)."""
+    raw = body.encode()
+    folded = raw.lower().translate(None, _SPACE_BYTES)
+    return hashlib.md5(folded, usedforsecurity=False).hexdigest(), len(body) - (len(raw) - len(folded))
 
 
 class Stored(Row):

@@ -1,0 +1,214 @@
+"""The chat detectors' one read (pipeline/detectors/chat.py), against real PostgreSQL:
+- the spam wave's text key is computed in Python for the batch and in SQL for the rows stored before it:
+  the two agree on any text (case, whitespace, any script);
+- flood and spam wave with different windows and thresholds per room (a room's override, one detector off
+  in one room) still give, whatever the batching, exactly the alerts of evaluating every window over all
+  the rows at once."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import pytest
+from detector_support import Event, write_batch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from pipeline.detectors import Detectors
+from pipeline.detectors import params as P
+from pipeline.detectors.rules import Stored, alerts_of, normalized_text_sql, text_key, text_key_length
+from pipeline.storage import alerts, db, detector_settings, migrate, offsets
+from pipeline.storage.partitions import PartitionManager
+from pipeline.storage.writer import BatchWriter
+
+PROPERTY = settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+#: chat text as people type it: letters of several scripts, ASCII and other whitespace, emoji
+#: a dotless i, a title-case letter and a ligature, among others: letters Unicode case-folds, ASCII does not
+_OTHERS = ["\u0131", "\u01c5", "\ufb03", "\u0130", "\u1e9e"]
+TEXTS = st.text(
+    alphabet=st.sampled_from([*"aAzZ \t\n\x0b\x0c\r\x1c\xa0\u2003éÉßЖж😀.!", *_OTHERS]), max_size=40
+)
+#: per room: the class's thresholds (room-a) and a room override (room-b: longer windows, no flood)
+CLASS_PARAMS = {
+    P.CHAT_FLOOD: {"window_seconds": 4, "max_messages": 2},
+    P.SPAM_WAVE: {"window_seconds": 12, "min_users": 2, "min_text_chars": 3},
+}
+ROOM_B_SPAM = {"window_seconds": 20, "min_users": 3, "min_text_chars": 0}
+
+
+@given(text=st.text(max_size=200))
+def test_the_fast_key_is_the_key(text: str) -> None:
+    key, norm = text_key(text)
+    assert text_key_length(text) == (key, len(norm))
+
+
+@pytest.fixture
+async def conn(postgres_dsn: str, pg_schema: str) -> AsyncIterator[asyncpg.Connection]:
+    c = await db.connect(postgres_dsn, pg_schema)
+    yield c
+    await c.close()
+
+
+@PROPERTY
+@given(text=TEXTS | st.text(max_size=60).filter(lambda t: "\x00" not in t))
+async def test_sql_and_python_key_texts_alike(conn: asyncpg.Connection, text: str) -> None:
+    sql = normalized_text_sql.replace("e.body", "$1::text")
+    got = await conn.fetchrow(f"SELECT md5({sql}) AS k, length({sql}) AS n", text)
+    assert (got["k"], got["n"]) == text_key_length(text)
+
+
+@pytest.fixture
+async def pool(postgres_dsn: str, pg_schema: str) -> AsyncIterator[asyncpg.Pool]:
+    c = await db.connect(postgres_dsn, pg_schema)
+    await migrate.migrate(c, pg_schema)
+    for name, params in CLASS_PARAMS.items():
+        await detector_settings.set_override(
+            c, "class", "public", name, enabled=True, params=params, changed_by="test", reason="small"
+        )
+    await c.close()
+    p = await db.create_pool(postgres_dsn, pg_schema, 2)
+    yield p
+    await p.close()
+
+
+def _params(name: str, room: str) -> P.Effective:
+    params = {**P.builtin(name, "public"), **CLASS_PARAMS[name]}
+    if room.endswith("-b") and name == P.SPAM_WAVE:
+        params.update(ROOM_B_SPAM)
+    return P.Effective(not (room.endswith("-b") and name == P.CHAT_FLOOD), params)
+
+
+def _oracle(events: list[Event]) -> set[tuple[str, str, str, datetime]]:
+    """The alert keys of every window over all of `events` (one copy each) at once, per room's params."""
+    keys: set[tuple[str, str, str, datetime]] = set()
+    for name in (P.CHAT_FLOOD, P.SPAM_WAVE):
+        groups: dict[tuple[str, str], list[Stored]] = defaultdict(list)
+        for e in {e.event_id: e for e in events}.values():
+            if name == P.CHAT_FLOOD:
+                subject, extra = e.actor or "", None
+            else:
+                subject, length = text_key_length(e.text or "")
+                extra = str(length)
+            groups[(e.room, subject)].append(
+                Stored(e.room, e.cls, subject, e.at, uuid.UUID(e.event_id), e.actor, None, extra, None)
+            )
+        for (room, subject), rows in groups.items():
+            eff = _params(name, room)
+            if not eff.enabled:
+                continue
+            rows.sort(key=lambda s: (s.occurred_at, s.event_id))
+            ids = {str(s.event_id) for s in rows}
+            keys |= {a.key for a in alerts_of(name, room, subject, rows, eff, ids, {})}
+    return keys
+
+
+@st.composite
+def chat(draw: st.DrawFn, rooms: tuple[str, str]) -> Event:
+    room = draw(st.sampled_from(rooms))
+    seconds = draw(st.integers(0, 40)) + draw(st.sampled_from([0.0, 0.25]))
+    actor = draw(st.sampled_from(["u-1", "u-2", "u-3", "u-4"]))
+    text = draw(
+        st.sampled_from(["Buy now", "buy  NOW", "hi", "HI", "Grüße an alle", "grüße an  alle", "ok ok"])
+    )
+    return Event(str(uuid.uuid4()), room, "chat.message", actor, seconds, text=text)
+
+
+@st.composite
+def batched(draw: st.DrawFn) -> tuple[list[Event], list[list[Event]]]:
+    tag = uuid.uuid4().hex[:8]
+    rooms = (f"r-{tag}-a", f"r-{tag}-b")
+    originals = draw(st.lists(chat(rooms), min_size=8, max_size=40))
+    copies = originals + draw(st.lists(st.sampled_from(originals), max_size=6))
+    order = draw(st.permutations(copies))
+    cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=6)))
+    return originals, [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True) if a < b]
+
+
+@PROPERTY
+@given(scenario=batched())
+async def test_per_room_windows_give_the_alerts_of_all_rows_at_once(
+    pool: asyncpg.Pool, scenario: tuple[list[Event], list[list[Event]]]
+) -> None:
+    originals, batches = scenario
+    room_b = next(e.room for e in originals).rsplit("-", 1)[0] + "-b"
+    async with pool.acquire() as c:
+        await detector_settings.set_override(
+            c, "room", room_b, P.SPAM_WAVE, enabled=True, params=ROOM_B_SPAM, changed_by="t", reason="t"
+        )
+        await detector_settings.set_override(
+            c, "room", room_b, P.CHAT_FLOOD, enabled=False, params={}, changed_by="t", reason="t"
+        )
+        partitions = PartitionManager()
+        await partitions.load(c)
+    writer = BatchWriter(pool, partitions, detectors=Detectors(only=(P.CHAT_FLOOD, P.SPAM_WAVE)))
+    topic, offset = f"t-{uuid.uuid4().hex[:8]}", 0
+    for batch_events in batches:
+        await writer.write(write_batch(batch_events, topic, offset), originals[0].at)
+        offset += len(batch_events)
+    async with pool.acquire() as c:
+        stored = set()
+        for room in {e.room for e in originals}:
+            stored |= await alerts.alert_keys(c, room)
+    assert stored == _oracle(originals)
+
+
+_WAITING_FOR_DETECTION = """
+SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND wait_event = 'advisory'"""
+
+
+async def test_two_writers_of_one_room_at_once_miss_no_window(
+    pool: asyncpg.Pool, postgres_dsn: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two transactions store rows of one spam wave at the same time (two workers; a producer that spreads
+    a room over partitions), in two UTC hours, so no rollup row makes one wait for the other: the second
+    to detect waits for the first's commit and raises the wave."""
+    room = f"r-{uuid.uuid4().hex[:8]}-a"
+    # 12:59:58 and 13:00:01 UTC, one wave (two users, the same text, 3 s apart)
+    first = Event(str(uuid.uuid4()), room, "chat.message", "u-1", 3598.0, text="Buy now")
+    second = Event(str(uuid.uuid4()), room, "chat.message", "u-2", 3601.0, text="buy  NOW")
+    partitions = PartitionManager()
+    async with pool.acquire() as c:
+        await partitions.load(c)
+    writers = [BatchWriter(pool, partitions, detectors=Detectors()) for _ in range(2)]
+    in_commit, release = asyncio.Event(), asyncio.Event()
+    real_advance = offsets.advance
+
+    async def advance(conn: asyncpg.Connection, group: str, topic: str, *args: Any, **kwargs: Any) -> None:
+        await real_advance(conn, group, topic, *args, **kwargs)
+        if topic.endswith("-held"):  # the first writer: detected, not yet committed
+            in_commit.set()
+            await release.wait()
+
+    monkeypatch.setattr(offsets, "advance", advance)
+    tag = uuid.uuid4().hex[:8]
+    held = asyncio.create_task(writers[0].write(write_batch([first], f"t-{tag}-held", 0), first.at))
+    await asyncio.wait_for(in_commit.wait(), 30)
+    other = asyncio.create_task(
+        writers[1].write(write_batch([second], f"t-{tag}", 0, partition=1), second.at)
+    )
+    # the second writer stores its row, then waits for the first's commit before it reads (or, were it
+    # not to wait, finishes without the first's row); the pool's two connections are the writers'
+    watch = await db.connect(postgres_dsn, pg_schema)
+    try:
+        for _ in range(600):  # 30 s at most
+            if await watch.fetchval(_WAITING_FOR_DETECTION) or other.done():
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        await watch.close()
+    release.set()
+    await asyncio.gather(held, other)
+    async with pool.acquire() as c:
+        stored = await alerts.alert_keys(c, room)
+    assert stored == _oracle([first, second])
+    assert {k[1] for k in stored} == {P.SPAM_WAVE}
