@@ -298,8 +298,12 @@ def free_port() -> int:
 
 
 @asynccontextmanager
-async def console_server(world: ConsoleWorld, **overrides: Any) -> AsyncIterator[str]:
-    """The API with the console mounted, served on 127.0.0.1 in this event loop; yields its base URL."""
+async def console_server(
+    world: ConsoleWorld, port: int | None = None, **overrides: Any
+) -> AsyncIterator[str]:
+    """The API with the console mounted, served on 127.0.0.1 in this event loop (on `port`, else a free
+    one: a port chosen first lets settings name it, as single sign-on's redirect URL does); yields its base
+    URL."""
     states: list[ApiState] = []
     app = mount(
         create_app(
@@ -307,7 +311,7 @@ async def console_server(world: ConsoleWorld, **overrides: Any) -> AsyncIterator
             state_hook=states.append,
         )
     )  # fmt: skip
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, lifespan="on", log_level="warning",
                        timeout_graceful_shutdown=5)
