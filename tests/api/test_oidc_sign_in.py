@@ -543,3 +543,24 @@ async def test_signing_out_of_a_token_session_ends_no_provider_session(
     assert not [name for name in client.cookies if "oidc_hint" in name]
     signed_out = await client.delete("/v1/session", headers={"X-CSRF-Token": opened.json()["csrf_token"]})
     assert signed_out.status_code == 204
+
+
+async def test_signing_out_while_the_provider_is_unreachable_still_signs_out_here(
+    app_factory: Any, small_world: World, provider: OidcProvider
+) -> None:
+    client, _ = await _app(app_factory, small_world, provider)
+    assert (await _sign_in(client, provider, "u-owner")).status_code == 303
+    csrf = {"X-CSRF-Token": (await client.get("/v1/session")).json()["csrf_token"]}
+    # an API process started while the provider is down: it cannot learn where its sign-out is
+    restarted, _ = await app_factory(
+        small_world, oidc_issuer=provider.issuer, oidc_client_id=CLIENT_ID, oidc_redirect_url=CALLBACK,
+        session_cookie_secure=False,
+    )  # fmt: skip
+    restarted.cookies = client.cookies
+    provider.stop()
+    try:
+        signed_out = await restarted.delete("/v1/session", headers=csrf)
+    finally:
+        provider.start()
+    assert signed_out.status_code == 204, signed_out.text
+    assert (await client.get("/v1/session")).status_code == 401

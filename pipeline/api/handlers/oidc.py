@@ -18,6 +18,7 @@ with a link back to sign-in (`pipeline.api.security.error_pages`).
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -25,7 +26,7 @@ from urllib.parse import urlsplit
 from starlette.responses import RedirectResponse, Response
 
 from pipeline.api.context import Call, JSONResponse
-from pipeline.api.errors import InvalidBody, NotFound, Unauthenticated
+from pipeline.api.errors import InvalidBody, NotFound, Unauthenticated, Unavailable
 from pipeline.api.queries import sessions as session_rows
 from pipeline.api.security.oidc import OidcClient
 from pipeline.api.security.sessions import (
@@ -41,6 +42,8 @@ __all__ = [
     "HINT_COOKIE", "HINT_PATH", "LOGIN_COOKIE", "callback", "end_provider_session", "hint_cookie", "provider",
     "start",
 ]  # fmt: skip
+
+log = logging.getLogger("roomlogs.api")
 
 #: The started sign-in's cookie (Lax: it must come back on the provider's top-level redirect).
 LOGIN_COOKIE = "roomlogs_oidc_login"
@@ -129,7 +132,11 @@ async def end_provider_session(call: Call) -> str | None:
     hint = call.request.cookies.get(hint_cookie(call), "")
     if call.state.oidc is None or not _JWT.fullmatch(hint) or len(hint) > MAX_HINT_CHARS:
         return None
-    return await call.state.oidc.end_session_url(_origin(call) + _SIGNED_OUT_PAGE, id_token_hint=hint)
+    try:
+        return await call.state.oidc.end_session_url(_origin(call) + _SIGNED_OUT_PAGE, id_token_hint=hint)
+    except Unavailable as e:  # signed out here all the same; the sign-in page offers the provider's link
+        log.warning("signed out without ending the identity provider's session: %s", e.message)
+        return None
 
 
 def hint_cookie(call: Call) -> str:
