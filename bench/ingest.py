@@ -446,6 +446,8 @@ async def main_async(
         detectors_enabled=not args.no_detectors,
         log_level="warning",
     )
+    if args.batch_events:
+        base = base.replace(batch_max_events=args.batch_events)
     if not apache:
         base = base.replace(**TANSU_CLIENT_SETTINGS)
     today = datetime.now(UTC)
@@ -539,6 +541,13 @@ def main() -> None:
         "--seal",
         action="store_true",
         help="sealing on in the worker's schema (a seal key registered: each batch checks for closed days)",
+    )
+    parser.add_argument(
+        "--batch-events",
+        type=int,
+        default=0,
+        help="the worker's largest batch (ROOMLOGS_BATCH_MAX_EVENTS; default its default): small batches are "
+        "how a live worker writes, a few hundred events every quarter second",
     )
     add_work_dir_argument(parser)
     args = parser.parse_args()

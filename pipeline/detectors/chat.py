@@ -1,21 +1,28 @@
-"""The chat detectors (chat flood, spam wave): the batch's rows from memory, earlier rows read once.
+"""The chat detectors (chat flood, spam wave): the batch's rows from memory, earlier rows read only when
+they may make a window fire.
 
 Chat is most of the traffic, so these two do not read the batch's own rows back (the writer hands them
-over; they are stored in this transaction). Of the rows stored before it (`ingested_at <> now()`: another
-transaction's), one statement reads the chat rows in [t - T, t + T) around the batch's chat rows (T: the
-longer of the two windows of the room) and sends back only what could make a window fire, counted in SQL:
-- chat flood: the earlier messages of a batch chatter whose earlier and new messages in those ranges
-  reach the flood's threshold;
-- spam wave: the earlier messages with the same normalized text (`rules.text_key`: md5 of the text with
-  ASCII letters folded and ASCII whitespace removed, computed by the same table in SQL and Python) as a
-  text of the batch in that room, where the distinct users of the earlier ones plus the new ones reach
-  the wave's threshold.
-Both counts are upper bounds of any window's (a window is shorter than the ranges read, and holds no more
-users than the earlier and the new rows together), so nothing that could fire is left out, and normal
-traffic gets no rows back at all. A subject that may fire is evaluated exactly
-(pipeline.detectors.windows), every window holding a new row, over the batch's and the earlier rows.
-(No hourly rollup prefilter here: a room with chat in the batch has chat in those hours, so it would skip
-nothing.)
+over; they are stored in this transaction). What they need of the rows stored before it:
+1. First, from the worker's memory of recent room-hours (pipeline.detectors.recent), trusted for a room
+   only when `room_hours` (exact in this transaction) says it holds every earlier row of the hours the
+   room's ranges touch: how many earlier rows the batch's chatters and texts have in [t - T, t + T). A
+   room where neither count, with the batch's, can reach a threshold is done: nothing can fire there, and
+   nothing is read. This is most rooms of normal traffic, and every batch of a live worker.
+2. The other rooms (a window may fire, or their hours are not proven complete: another worker wrote
+   there, this one just started) are read in one statement, over the rows of other transactions
+   (`ingested_at <> now()`) in their ranges (T: the longer of the two windows of the room); it sends back
+   only what could make a window fire, counted in SQL:
+   - chat flood: the earlier messages of a batch chatter whose earlier and new messages in those ranges
+     reach the flood's threshold;
+   - spam wave: the earlier messages with the same normalized text (`rules.text_key`: md5 of the text
+     with ASCII letters folded and ASCII whitespace removed, computed by the same table in SQL and
+     Python) as a text of the batch in that room, where the distinct users of the earlier ones plus the
+     new ones reach the wave's threshold.
+   Hours not proven complete are filled from storage for the next batches (bounded per batch).
+Every count is an upper bound of any window's (a window is shorter than the ranges counted, and holds no
+more users than rows), so nothing that could fire is left out. A subject that may fire is evaluated
+exactly (pipeline.detectors.windows), every window holding a new row, over the batch's and the earlier
+rows read from storage: the alerts are a function of the stored rows, the memory only saves reads.
 """
 
 from __future__ import annotations
@@ -23,13 +30,14 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 
 from pipeline.detectors import params as P
-from pipeline.detectors.reads import merge_ranges
+from pipeline.detectors.reads import hour_counts, merge_ranges
+from pipeline.detectors.recent import HourKey, Hours, RecentChat, RecentHour, hour_of
 from pipeline.detectors.rules import RULES, Stored, alerts_of, normalized_text_sql, text_key_length
 from pipeline.storage.alerts import Alert
 from pipeline.storage.batch import (
@@ -44,6 +52,7 @@ from pipeline.storage.batch import (
 __all__ = ["CHAT_DETECTORS", "chat_alerts"]
 
 _CHAT = "chat.message"
+_HOUR = timedelta(hours=1)
 #: The detectors this module evaluates, together, over one read.
 CHAT_DETECTORS = (P.CHAT_FLOOD, P.SPAM_WAVE)
 
@@ -103,9 +112,11 @@ async def chat_alerts(
     chat_rows: Sequence[tuple[Any, ...]],
     effective: Effective,
     detectors: Sequence[str] = CHAT_DETECTORS,
+    recent: RecentChat | None = None,
 ) -> list[Alert]:
     """The alerts of `detectors` (chat_flood, spam_wave or both) of every window holding one of the batch's
-    stored `chat_rows`."""
+    stored `chat_rows`. With `recent` (the worker's memory of recent room-hours, pipeline.detectors.recent),
+    rooms whose hours it proves complete are bounded from memory and read only when a window may fire."""
     flood_on, spam_on = P.CHAT_FLOOD in detectors, P.SPAM_WAVE in detectors
     flood_of: dict[str, P.Effective] = {}
     spam_of: dict[str, P.Effective] = {}
@@ -115,8 +126,20 @@ async def chat_alerts(
     floods: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
     waves: dict[tuple[str, str], list[tuple[tuple[Any, ...], int]]] = defaultdict(list)
     keys: dict[str, tuple[str, int]] = {}  # body -> (key, normalized length): repeated texts keyed once
+    batch_hours: dict[HourKey, int] = defaultdict(int)  # every chat row of the batch, per (room, hour)
+    hours = Hours()
+    stage = recent.stage_row if recent is not None else None
     for r in chat_rows:
-        room, actor = r[ROW_ROOM_ID], r[ROW_ACTOR_ID]
+        room, actor, body, at = r[ROW_ROOM_ID], r[ROW_ACTOR_ID], r[ROW_BODY], r[ROW_OCCURRED_AT]
+        got = None
+        if body is not None and actor is not None:
+            got = keys.get(body)
+            if got is None:
+                got = keys[body] = text_key_length(body)
+        if stage is not None:
+            hour = hours(at)
+            batch_hours[(room, hour)] += 1
+            stage(room, hour, at, actor, got[0] if got is not None else None)
         if actor is None:
             continue
         flood = flood_of.get(room)
@@ -129,37 +152,160 @@ async def chat_alerts(
         if flood is not None and flood.enabled:
             floods[(room, actor)].append(r)
             used = True
-        body = r[ROW_BODY]
-        if spam is not None and spam.enabled and body is not None:
-            got = keys.get(body)
-            if got is None:
-                got = keys[body] = text_key_length(body)
-            if got[1] >= spam.params["min_text_chars"]:
-                waves[(room, got[0])].append((r, got[1]))
-                used = True
+        if spam is not None and spam.enabled and got is not None and got[1] >= spam.params["min_text_chars"]:
+            waves[(room, got[0])].append((r, got[1]))
+            used = True
         if used:
-            times[room].append(r[ROW_OCCURRED_AT])
+            times[room].append(at)
     if not times:
         return []
     flood_rule, spam_rule = RULES[P.CHAT_FLOOD], RULES[P.SPAM_WAVE]
-    ranges = []
+    need_flood = {room: flood_rule.least_rows(e.params) for room, e in flood_of.items()}
+    need_spam = {room: spam_rule.least_rows(e.params) for room, e in spam_of.items()}
+    ranges: dict[str, list[tuple[datetime, datetime]]] = {}
     for room, ts in times.items():
         span = max(
             e.window_seconds for e in (flood_of.get(room), spam_of.get(room)) if e is not None and e.enabled
         )
-        ranges += [(room, lo, hi) for lo, hi in merge_ranges(ts, span)]
-    floods_on = [e for e in flood_of.values() if e.enabled]
-    waves_on = [e for e in spam_of.values() if e.enabled]
+        ranges[room] = merge_ranges(ts, span)
+    to_read = set(ranges)
+    if recent is not None:
+        to_read = await _not_bounded(conn, recent, ranges, batch_hours, floods, waves, need_flood, need_spam)
+    earlier = await _read_earlier(conn, to_read, ranges, floods, waves, flood_of, spam_of) if to_read else {}
+    found: list[Alert] = []
+    for (room, actor), rows in floods.items():
+        old = earlier.get((True, room, actor), [])
+        if len(rows) + len(old) >= need_flood[room]:  # else no window of this chatter can fire
+            new = [_stored(r, actor, None) for r in rows]
+            found += _evaluate(P.CHAT_FLOOD, room, actor, new, old, flood_of[room])
+    for (room, key), pairs in waves.items():
+        old = earlier.get((False, room, key), [])
+        if len(pairs) + len(old) >= need_spam[room]:  # else no window of this text can fire
+            new = [_stored(r, key, str(length)) for r, length in pairs]
+            found += _evaluate(P.SPAM_WAVE, room, key, new, old, spam_of[room])
+    return found
+
+
+async def _not_bounded(
+    conn: asyncpg.Connection,
+    recent: RecentChat,
+    ranges: dict[str, list[tuple[datetime, datetime]]],
+    batch_hours: dict[HourKey, int],
+    floods: dict[tuple[str, str], list[tuple[Any, ...]]],
+    waves: dict[tuple[str, str], list[tuple[tuple[Any, ...], int]]],
+    need_flood: dict[str, int],
+    need_spam: dict[str, int],
+) -> set[str]:
+    """The rooms to read from storage: those whose hours `recent` cannot prove complete (filled from
+    storage for next time, within bounds), and those where its rows and the batch's may make a window
+    fire. The others cannot fire: nothing to read."""
+    span: dict[str, tuple[datetime, datetime]] = {room: (rs[0][0], rs[-1][1]) for room, rs in ranges.items()}
+    wanted = [(room, h) for room, (lo, hi) in span.items() for h in _hours(lo, hi)]
+    counts = await hour_counts(conn, [(room, h, h + _HOUR) for room, h in wanted], [_CHAT])
+    entries: dict[str, list[RecentHour]] = defaultdict(list)
+    unknown: set[str] = set()
+    refill: list[tuple[HourKey, int]] = []
+    for room, h in wanted:
+        stored = counts.get((room, h, h + _HOUR), 0)
+        entry = recent.check((room, h), stored, batch_hours.get((room, h), 0))
+        if entry is None:
+            unknown.add(room)
+            if recent.wants_fill((room, h)):
+                refill.append(((room, h), stored))
+        else:
+            entries[room].append(entry)
+    if refill:
+        await _fill(conn, recent, refill)
+    hot = set(unknown)
+    for (room, actor), rows in floods.items():
+        if room in hot:
+            continue
+        lo, hi = span[room]
+        if len(rows) + sum(e.actor_rows(actor, lo, hi) for e in entries[room]) >= need_flood[room]:
+            hot.add(room)
+    for (room, key), pairs in waves.items():
+        if room in hot:
+            continue
+        lo, hi = span[room]
+        users = len({r[ROW_ACTOR_ID] for r, _ in pairs})
+        if users + sum(e.key_rows(key, lo, hi) for e in entries[room]) >= need_spam[room]:
+            hot.add(room)
+    return hot
+
+
+#: the most stored rows one batch reads to fill room-hours (a worker started mid-hour fills them over
+#: several batches instead of stalling one)
+FILL_MAX_ROWS = 50_000
+
+_FILL_SQL = f"""
+SELECT u.room_id, u.hour, e.occurred_at, e.actor_id,
+       CASE WHEN e.actor_id IS NOT NULL THEN md5({normalized_text_sql}) END AS k
+  FROM unnest($1::text[], $2::timestamptz[]) AS u(room_id, hour)
+ CROSS JOIN LATERAL (
+       SELECT e.occurred_at, e.actor_id, e.body FROM events e
+        WHERE e.room_id = u.room_id AND e.occurred_at >= u.hour AND e.occurred_at < u.hour + interval '1 hour'
+          AND e.event_type = '{_CHAT}'
+        OFFSET 0) AS e
+"""
+
+
+async def _fill(conn: asyncpg.Connection, recent: RecentChat, refill: list[tuple[HourKey, int]]) -> None:
+    """Read every stored chat row of the room-hours `refill` (key, rows stored), smallest first, up to
+    FILL_MAX_ROWS rows, into `recent` (installed if the batch commits)."""
+    chosen: list[HourKey] = []
+    total = 0
+    for key, stored in sorted(refill, key=lambda kv: kv[1]):
+        if total + stored > FILL_MAX_ROWS:
+            break
+        chosen.append(key)
+        total += stored
+    if not chosen:
+        return
+    rows: dict[HourKey, list[tuple[datetime, str | None, str | None]]] = {key: [] for key in chosen}
+    for rec in await conn.fetch(_FILL_SQL, [k[0] for k in chosen], [k[1] for k in chosen]):
+        rows[(rec["room_id"], rec["hour"])].append((rec["occurred_at"], rec["actor_id"], rec["k"]))
+    for key, got in rows.items():
+        recent.stage_fill(key, got)
+
+
+def _hours(lo: datetime, hi: datetime) -> list[datetime]:
+    """The UTC hours [lo, hi) overlaps."""
+    out, h = [], hour_of(lo)
+    while h < hi:
+        out.append(h)
+        h += _HOUR
+    return out
+
+
+async def _read_earlier(
+    conn: asyncpg.Connection,
+    rooms: set[str],
+    ranges: dict[str, list[tuple[datetime, datetime]]],
+    floods: dict[tuple[str, str], list[tuple[Any, ...]]],
+    waves: dict[tuple[str, str], list[tuple[tuple[Any, ...], int]]],
+    flood_of: dict[str, P.Effective],
+    spam_of: dict[str, P.Effective],
+) -> dict[tuple[bool, str, str], list[Stored]]:
+    """The rows stored before the batch, in `rooms`' ranges, that may complete a window, by (flood?,
+    room, subject)."""
+    flood_rule, spam_rule = RULES[P.CHAT_FLOOD], RULES[P.SPAM_WAVE]
+    read = [(room, lo, hi) for room in sorted(rooms) for lo, hi in ranges[room]]
+    floods_on = [e for room, e in flood_of.items() if e.enabled and room in rooms]
+    waves_on = [e for room, e in spam_of.items() if e.enabled and room in rooms]
     flood_least = min((flood_rule.least_rows(e.params) for e in floods_on), default=0)
     spam_least = min((spam_rule.least_rows(e.params) for e in waves_on), default=0)
     shortest = min((e.params["min_text_chars"] for e in waves_on), default=0)
-    f_args = [(room, actor, len(rows)) for (room, actor), rows in floods.items()]
-    s_args = [(room, key, len({r[ROW_ACTOR_ID] for r, _ in rows})) for (room, key), rows in waves.items()]
+    f_args = [(room, actor, len(rows)) for (room, actor), rows in floods.items() if room in rooms]
+    s_args = [
+        (room, key, len({r[ROW_ACTOR_ID] for r, _ in rows}))
+        for (room, key), rows in waves.items()
+        if room in rooms
+    ]
     records = await conn.fetch(
         _SQL,
-        [r[0] for r in ranges],
-        [r[1] for r in ranges],
-        [r[2] for r in ranges],
+        [r[0] for r in read],
+        [r[1] for r in read],
+        [r[2] for r in read],
         [a[0] for a in f_args],
         [a[1] for a in f_args],
         [a[2] for a in f_args],
@@ -169,9 +315,8 @@ async def chat_alerts(
         [a[2] for a in s_args],
         spam_least,
         shortest,
-        bool(waves),
+        bool(s_args),
     )
-    # the earlier rows that may complete a window, by (flood?, room, subject)
     earlier: dict[tuple[bool, str, str], list[Stored]] = defaultdict(list)
     for rec in records:
         room, actor, is_flood = rec["room_id"], rec["actor_id"], rec["flood"]
@@ -181,20 +326,7 @@ async def chat_alerts(
         earlier[(is_flood, room, subject)].append(
             Stored(room, cls, subject, at, event_id, actor, None, extra, None)
         )
-    found: list[Alert] = []
-    need_flood = {room: flood_rule.least_rows(e.params) for room, e in flood_of.items()}
-    for (room, actor), rows in floods.items():
-        old = earlier.get((True, room, actor), [])
-        if len(rows) + len(old) >= need_flood[room]:  # else no window of this chatter can fire
-            new = [_stored(r, actor, None) for r in rows]
-            found += _evaluate(P.CHAT_FLOOD, room, actor, new, old, flood_of[room])
-    need_spam = {room: spam_rule.least_rows(e.params) for room, e in spam_of.items()}
-    for (room, key), pairs in waves.items():
-        old = earlier.get((False, room, key), [])
-        if len(pairs) + len(old) >= need_spam[room]:  # else no window of this text can fire
-            new = [_stored(r, key, str(length)) for r, length in pairs]
-            found += _evaluate(P.SPAM_WAVE, room, key, new, old, spam_of[room])
-    return found
+    return earlier
 
 
 def _evaluate(

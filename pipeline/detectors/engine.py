@@ -18,7 +18,11 @@ together, and so do the alerts, so
 - the alerts are a function of the stored rows (the key argument in pipeline.detectors.windows), whatever
   the order, batching or duplication of the records.
 The price is reading the rows around each batch's rows; the reads skip quiet rooms with the exact hourly
-rollups and return nothing to Python for normal traffic (see reads.py).
+rollups and return nothing to Python for normal traffic (see reads.py). For chat, most of the traffic,
+the worker also remembers recent room-hours, trusted only where the rollups prove them complete, to skip
+the reads that cannot make a window fire (chat.py, recent.py): a cache of stored rows, never a source of
+alerts, so everything above still holds (`settle` after the transaction keeps only what committed).
+Two transactions storing rows of one room at once are ordered by a lock (`lock_rooms`).
 
 A failure here raises: the batch's transaction rolls back and the batch is written again (as for any
 storage error), so no alert is lost and none is half-stored. (ROOMLOGS_DETECTORS_ENABLED=false takes the
@@ -42,6 +46,7 @@ import asyncpg
 from pipeline.detectors import params as P
 from pipeline.detectors.chat import CHAT_DETECTORS, chat_alerts
 from pipeline.detectors.reads import hour_counts, merge_ranges, read_candidates
+from pipeline.detectors.recent import RecentChat
 from pipeline.detectors.rules import RULES, Stored, alerts_of, raid_threshold
 from pipeline.storage import alerts, detector_settings
 from pipeline.storage.alerts import Alert
@@ -69,6 +74,7 @@ class Detectors:
         settings_ttl_seconds: float = 10.0,
         only: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        remember: bool = True,
     ) -> None:
         self._ttl = settings_ttl_seconds
         self._clock = clock
@@ -77,6 +83,8 @@ class Detectors:
         self._rooms_overridden: set[tuple[str, str]] = set()
         self._per_class: dict[tuple[str, str], P.Effective] = {}
         self._loaded_at: float | None = None
+        #: recent room-hours of chat, to skip reads that cannot make a window fire (None: always read)
+        self.recent: RecentChat | None = RecentChat() if remember else None
 
     async def refresh(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
         now = self._clock()
@@ -113,16 +121,32 @@ class Detectors:
                     enabled = o.enabled and detector in self._only
         return P.Effective(enabled, params)
 
-    async def detect(self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]) -> list[asyncpg.Record]:
-        """Evaluate the windows around the batch's stored `rows`; insert and return the new alerts."""
+    async def detect(
+        self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], deletion_seq: int | None = None
+    ) -> list[asyncpg.Record]:
+        """Evaluate the windows around the batch's stored `rows`; insert and return the new alerts.
+
+        `deletion_seq`: deletion_requests.seq as this transaction sees it (pipeline.storage.deletions),
+        which lets the recent room-hours be trusted; None: read from storage only. Call `settle` once the
+        transaction ended."""
+        recent = None
+        if self.recent is not None and deletion_seq is not None:
+            recent = self.recent
+            recent.begin(deletion_seq)
         if not rows:
             return []
         await self.refresh(conn)
         # the reads are many small index scans: parallel workers would cost more to start than they save
         await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         await lock_rooms(conn, {r[ROW_ROOM_ID] for r in rows})
-        found = await evaluate(conn, rows, self.effective, [d for d in P.DETECTORS if d in self._only])
+        detectors = [d for d in P.DETECTORS if d in self._only]
+        found = await evaluate(conn, rows, self.effective, detectors, recent)
         return await alerts.insert(conn, found) if found else []
+
+    def settle(self, committed: bool) -> None:
+        """The batch's transaction ended (committed or not): what `detect` learnt is kept only if it did."""
+        if self.recent is not None:
+            self.recent.settle(committed)
 
 
 #: Rooms are locked for detection in this many buckets (at most this many locks per transaction).
@@ -151,6 +175,7 @@ async def evaluate(
     rows: Sequence[tuple[Any, ...]],
     effective: Callable[[str, str, str], P.Effective],
     detectors: Sequence[str],
+    recent: RecentChat | None = None,
 ) -> list[Alert]:
     """The alerts of every window, of each of `detectors`, that contains one of `rows` (stored), over the
     stored rows: each alert as found now (the caller stores them ON CONFLICT DO NOTHING)."""
@@ -161,7 +186,7 @@ async def evaluate(
     found: list[Alert] = []
     chat = [d for d in detectors if d in CHAT_DETECTORS]
     if chat and by_type.get(RULES[P.CHAT_FLOOD].types[0]):
-        found += await chat_alerts(conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat)
+        found += await chat_alerts(conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat, recent)
     for name in detectors:
         if name in CHAT_DETECTORS:
             continue

@@ -76,8 +76,11 @@ class Detect(Protocol):
     transaction; return the alerts stored now."""
 
     async def detect(
-        self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]]
+        self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], deletion_seq: int | None = None
     ) -> list[asyncpg.Record]: ...
+
+    def settle(self, committed: bool) -> None:
+        """The transaction `detect` ran in ended."""
 
 
 class BatchWriter:
@@ -122,6 +125,19 @@ class BatchWriter:
         outcome.partitions_created = await self._partitions.ensure(
             conn, batch.event_days, batch.dead_letter_days
         )
+        try:
+            await self._write_in_transaction(conn, batch, received_at, outcome)
+        except BaseException:
+            if self._detectors is not None:
+                self._detectors.settle(False)
+            raise
+        if self._detectors is not None:
+            self._detectors.settle(True)
+        return outcome
+
+    async def _write_in_transaction(
+        self, conn: asyncpg.Connection, batch: WriteBatch, received_at: datetime, outcome: WriteOutcome
+    ) -> None:
         async with conn.transaction():
             fenced = await offsets.lock_for_batch(
                 conn, batch.consumer_group, batch.topic, batch.first_offsets, batch.resumes_from
@@ -177,7 +193,6 @@ class BatchWriter:
             await offsets.advance(
                 conn, batch.consumer_group, batch.topic, batch.next_offsets, batch.last_records
             )
-        return outcome
 
     async def _detect(
         self, conn: asyncpg.Connection, rows: list[tuple[Any, ...]], outcome: WriteOutcome
@@ -188,7 +203,7 @@ class BatchWriter:
             refused = set(outcome.rejected_event_ids)
             rows = [r for r in rows if r[ROW_EVENT_ID] not in refused]
         started = time.perf_counter()
-        raised = await self._detectors.detect(conn, rows)
+        raised = await self._detectors.detect(conn, rows, self.deletions.seq)
         outcome.alerts = [r["detector"] for r in raised]
         outcome.detect_seconds = time.perf_counter() - started
 
