@@ -45,7 +45,7 @@ import asyncpg
 
 from pipeline.detectors import params as P
 from pipeline.detectors.chat import CHAT_DETECTORS, chat_alerts
-from pipeline.detectors.reads import hour_counts, merge_ranges, read_candidates
+from pipeline.detectors.reads import Read, hour_counts, merge_ranges, read_many
 from pipeline.detectors.recent import RecentChat
 from pipeline.detectors.rules import RULES, Stored, alerts_of, raid_threshold
 from pipeline.storage import alerts, detector_settings
@@ -136,8 +136,6 @@ class Detectors:
         if not rows:
             return []
         await self.refresh(conn)
-        # the reads are many small index scans: parallel workers would cost more to start than they save
-        await conn.execute("SET LOCAL max_parallel_workers_per_gather = 0")
         await lock_rooms(conn, {r[ROW_ROOM_ID] for r in rows})
         detectors = [d for d in P.DETECTORS if d in self._only]
         found = await evaluate(conn, rows, self.effective, detectors, recent)
@@ -151,13 +149,17 @@ class Detectors:
 
 #: Rooms are locked for detection in this many buckets (at most this many locks per transaction).
 ROOM_LOCK_BUCKETS = 64
+# (and, in the same round trip: the reads are many small index scans, parallel workers would cost more to
+# start than they save)
 _LOCK_SQL = """
-SELECT count(pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.detect:' || b, 0)))
-  FROM unnest($1::int[]) AS b"""
+SELECT set_config('max_parallel_workers_per_gather', '0', true),
+       (SELECT count(pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.detect:' || b, 0)))
+          FROM unnest($1::int[]) AS b)"""
 
 
 async def lock_rooms(conn: asyncpg.Connection, rooms: Iterable[str]) -> None:
-    """Hold, to the commit, the detection lock of `rooms` (by bucket, taken in bucket order: no deadlock).
+    """Hold, to the commit, the detection lock of `rooms` (by bucket, taken in bucket order: no deadlock);
+    parallel query off for the rest of the transaction.
 
     Why: two transactions storing rows of one room at once (two workers, when a producer spreads a room
     over partitions) would each read the stored rows without the other's, and a window holding rows of
@@ -166,8 +168,7 @@ async def lock_rooms(conn: asyncpg.Connection, rooms: Iterable[str]) -> None:
     takes a snapshot per statement), so it sees both batches' rows and evaluates those windows. The
     rollups' row locks serialize most such pairs already, but not rows of one room in two UTC hours."""
     buckets = sorted({zlib.crc32(room.encode()) % ROOM_LOCK_BUCKETS for room in rooms})
-    if buckets:
-        await conn.fetchval(_LOCK_SQL, buckets)
+    await conn.fetchval(_LOCK_SQL, buckets)
 
 
 async def evaluate(
@@ -187,6 +188,8 @@ async def evaluate(
     chat = [d for d in detectors if d in CHAT_DETECTORS]
     if chat and by_type.get(RULES[P.CHAT_FLOOD].types[0]):
         found += await chat_alerts(conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat, recent)
+    reads: list[Read] = []
+    settings_of: dict[str, dict[str, P.Effective]] = {}
     for name in detectors:
         if name in CHAT_DETECTORS:
             continue
@@ -214,11 +217,15 @@ async def evaluate(
             continue
         span = max(s.window_seconds for s in settings.values())
         least = min(rule.least_rows(s.params) for s in settings.values())
-        stored = await read_candidates(conn, rule, ranges, span, least)
+        reads.append(Read(rule, ranges, span, least))
+        settings_of[name] = settings
+    # the rarer detectors' reads in one statement: one round trip per batch, whatever the batch holds
+    for name, stored in (await read_many(conn, reads)).items():
         if not stored:
             continue
         if new_ids is None:
             new_ids = {str(r[ROW_EVENT_ID]) for r in rows}
+        settings = settings_of[name]
         thresholds = await _raid_thresholds(conn, stored, settings) if name == P.RAID else {}
         for room, subject, group in _groups(stored):
             found += alerts_of(name, room, subject, group, settings[room], new_ids, thresholds)
