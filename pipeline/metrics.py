@@ -183,6 +183,19 @@ class IngestMetrics:
             buckets=_SECONDS_BUCKETS,
             registry=registry,
         )
+        self.detector_rooms = Counter(
+            f"{p}_detector_rooms",
+            "Rooms of a batch's chat the detectors bounded from the worker's memory of recent room-hours "
+            "(memory) or read from storage (storage: a window may fire, or the memory could not be proven "
+            "complete there)",
+            ["how"],
+            registry=registry,
+        )
+        self.detector_memory_rows = Gauge(
+            f"{p}_detector_memory_rows",
+            "Chat rows of recent room-hours the worker remembers for the detectors (bounded)",
+            registry=registry,
+        )
         self.alerts_published = Counter(
             f"{p}_alerts_published", "Alerts acknowledged by the alerts topic", registry=registry
         )

@@ -113,10 +113,12 @@ async def chat_alerts(
     effective: Effective,
     detectors: Sequence[str] = CHAT_DETECTORS,
     recent: RecentChat | None = None,
+    rooms: dict[str, int] | None = None,
 ) -> list[Alert]:
     """The alerts of `detectors` (chat_flood, spam_wave or both) of every window holding one of the batch's
     stored `chat_rows`. With `recent` (the worker's memory of recent room-hours, pipeline.detectors.recent),
-    rooms whose hours it proves complete are bounded from memory and read only when a window may fire."""
+    rooms whose hours it proves complete are bounded from memory and read only when a window may fire;
+    `rooms` counts them ("memory") and the rooms read ("storage")."""
     flood_on, spam_on = P.CHAT_FLOOD in detectors, P.SPAM_WAVE in detectors
     flood_of: dict[str, P.Effective] = {}
     spam_of: dict[str, P.Effective] = {}
@@ -171,6 +173,9 @@ async def chat_alerts(
     to_read = set(ranges)
     if recent is not None:
         to_read = await _not_bounded(conn, recent, ranges, batch_hours, floods, waves, need_flood, need_spam)
+    if rooms is not None:
+        rooms["memory"] = rooms.get("memory", 0) + len(ranges) - len(to_read)
+        rooms["storage"] = rooms.get("storage", 0) + len(to_read)
     earlier = await _read_earlier(conn, to_read, ranges, floods, waves, flood_of, spam_of) if to_read else {}
     found: list[Alert] = []
     for (room, actor), rows in floods.items():

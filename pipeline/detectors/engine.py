@@ -85,6 +85,8 @@ class Detectors:
         self._loaded_at: float | None = None
         #: recent room-hours of chat, to skip reads that cannot make a window fire (None: always read)
         self.recent: RecentChat | None = RecentChat() if remember else None
+        #: of the last batch: rooms of its chat bounded from memory ("memory"), read ("storage")
+        self.rooms: dict[str, int] = {}
 
     async def refresh(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
         now = self._clock()
@@ -138,13 +140,20 @@ class Detectors:
         await self.refresh(conn)
         await lock_rooms(conn, {r[ROW_ROOM_ID] for r in rows})
         detectors = [d for d in P.DETECTORS if d in self._only]
-        found = await evaluate(conn, rows, self.effective, detectors, recent)
+        self.rooms = {}
+        found = await evaluate(conn, rows, self.effective, detectors, recent, self.rooms)
         return await alerts.insert(conn, found) if found else []
 
     def settle(self, committed: bool) -> None:
         """The batch's transaction ended (committed or not): what `detect` learnt is kept only if it did."""
         if self.recent is not None:
             self.recent.settle(committed)
+
+    def figures(self) -> tuple[dict[str, int], int | None]:
+        """Rooms of the last batch's chat bounded from memory and read from storage (then reset), and the
+        chat rows remembered (None: no memory)."""
+        rooms, self.rooms = self.rooms, {}
+        return rooms, (self.recent.rows if self.recent is not None else None)
 
 
 #: Rooms are locked for detection in this many buckets (at most this many locks per transaction).
@@ -177,6 +186,7 @@ async def evaluate(
     effective: Callable[[str, str, str], P.Effective],
     detectors: Sequence[str],
     recent: RecentChat | None = None,
+    rooms: dict[str, int] | None = None,
 ) -> list[Alert]:
     """The alerts of every window, of each of `detectors`, that contains one of `rows` (stored), over the
     stored rows: each alert as found now (the caller stores them ON CONFLICT DO NOTHING)."""
@@ -187,7 +197,9 @@ async def evaluate(
     found: list[Alert] = []
     chat = [d for d in detectors if d in CHAT_DETECTORS]
     if chat and by_type.get(RULES[P.CHAT_FLOOD].types[0]):
-        found += await chat_alerts(conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat, recent)
+        found += await chat_alerts(
+            conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat, recent, rooms
+        )
     reads: list[Read] = []
     settings_of: dict[str, dict[str, P.Effective]] = {}
     for name in detectors:

@@ -48,6 +48,10 @@ class Tally:
             m.detect_seconds.observe(outcome.detect_seconds)
         for detector in outcome.alerts:
             m.alerts.labels(detector).inc()
+        for how, rooms in outcome.detect_rooms.items():
+            m.detector_rooms.labels(how).inc(rooms)
+        if outcome.detect_memory_rows is not None:
+            m.detector_memory_rows.set(outcome.detect_memory_rows)
         m.last_write.set(time.time())
         totals["stored"] += outcome.stored
         if outcome.duplicates:

@@ -145,3 +145,7 @@ class WriteOutcome:
     alerts: list[str] = field(default_factory=list)
     #: Seconds spent in the detectors (pipeline.detectors), part of write_seconds.
     detect_seconds: float = 0.0
+    #: Rooms of the batch's chat the detectors bounded from memory ("memory") or read ("storage").
+    detect_rooms: dict[str, int] = field(default_factory=dict)
+    #: Chat rows the detectors remember once this batch's transaction ended (None: they remember none).
+    detect_memory_rows: int | None = None

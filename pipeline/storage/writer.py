@@ -82,6 +82,10 @@ class Detect(Protocol):
     def settle(self, committed: bool) -> None:
         """The transaction `detect` ran in ended."""
 
+    def figures(self) -> tuple[dict[str, int], int | None]:
+        """Of the last `detect`: rooms of its chat bounded from memory / read from storage; and the chat
+        rows remembered (None: no memory)."""
+
 
 class BatchWriter:
     def __init__(
@@ -133,6 +137,7 @@ class BatchWriter:
             raise
         if self._detectors is not None:
             self._detectors.settle(True)
+            outcome.detect_rooms, outcome.detect_memory_rows = self._detectors.figures()
         return outcome
 
     async def _write_in_transaction(

@@ -248,3 +248,40 @@ async def test_workers_taking_turns_and_restarting_give_the_alerts_of_all_rows_a
         for room in {e.room for e in originals}:
             stored |= await alerts.alert_keys(c, room)
     assert stored == _oracle(originals)
+
+
+async def test_what_the_worker_remembers_and_when_it_reads_instead(pool: asyncpg.Pool) -> None:
+    """What roomlogs_detector_rooms_total{how} and roomlogs_detector_memory_rows show an operator: a new
+    hour is bounded from memory; a worker that did not write all of an hour reads it, then remembers it
+    (filled from storage) and reads no more; the first worker, now behind, reads again."""
+    room = f"r-{uuid.uuid4().hex[:8]}-a"
+    users = [f"u-{i}" for i in range(8)]
+
+    def chat(n: int, at: float) -> list[Event]:  # n quiet messages: 8 users, all different texts
+        return [
+            Event(str(uuid.uuid4()), room, "chat.message", users[i % 8], at + i * 0.5, text=f"line {at} {i}")
+            for i in range(n)
+        ]
+
+    partitions = PartitionManager()
+    async with pool.acquire() as c:
+        await partitions.load(c)
+    first, second = (BatchWriter(pool, partitions, detectors=Detectors()) for _ in range(2))
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    steps = [
+        (first, chat(5, 60), 0),
+        (second, chat(4, 70), 5),
+        (second, chat(3, 80), 9),
+        (first, chat(2, 90), 12),
+    ]
+    seen = []
+    for writer, events, offset in steps:
+        outcome = await writer.write(write_batch(events, topic, offset), events[0].at)
+        assert outcome.alerts == []
+        seen.append((outcome.detect_rooms, outcome.detect_memory_rows))
+    assert seen == [
+        ({"memory": 1, "storage": 0}, 5),  # a new hour: nothing earlier, nothing to read
+        ({"memory": 0, "storage": 1}, 9),  # rows this worker never saw: read, then filled (5 + its 4)
+        ({"memory": 1, "storage": 0}, 12),  # proven complete: nothing read
+        ({"memory": 0, "storage": 1}, 14),  # the first worker is behind by 7 rows: read and filled again
+    ]
