@@ -74,7 +74,7 @@ class Detectors:
         settings_ttl_seconds: float = 10.0,
         only: Iterable[str] | None = None,
         clock: Callable[[], float] = time.monotonic,
-        remember: bool = True,
+        memory_rows: int = 300_000,
     ) -> None:
         self._ttl = settings_ttl_seconds
         self._clock = clock
@@ -84,7 +84,7 @@ class Detectors:
         self._per_class: dict[tuple[str, str], P.Effective] = {}
         self._loaded_at: float | None = None
         #: recent room-hours of chat, to skip reads that cannot make a window fire (None: always read)
-        self.recent: RecentChat | None = RecentChat() if remember else None
+        self.recent: RecentChat | None = RecentChat(max_rows=memory_rows) if memory_rows > 0 else None
         #: of the last batch: rooms of its chat bounded from memory ("memory"), read ("storage")
         self.rooms: dict[str, int] = {}
 

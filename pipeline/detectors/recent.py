@@ -17,8 +17,9 @@ holds all of them but the batch's. Anything else (another worker wrote rows of t
 that committed while the client lost the answer, the worker just started) is a mismatch: that room is
 read from storage as before, and the hour is filled again from storage (current and previous hour only).
 
-Memory: at most `max_rows` rows (each a reference to a datetime the batch already holds, in two lists);
-past that the oldest hours go first. Hours more than two before the newest hour seen are dropped.
+Memory: at most `max_rows` rows (ROOMLOGS_DETECTOR_MEMORY_ROWS, default 300,000: about 300 bytes a row
+with its time and text key, so about 90 MB); past that the oldest hours go first, and a room whose hour
+is not kept is read from storage as before. Hours more than two before the newest hour seen are dropped.
 """
 
 from __future__ import annotations
@@ -117,7 +118,7 @@ class RecentChat:
     """The recent room-hours of one worker (see the module's doc): `begin`, `check` / `stage_*` during
     the batch's detection, then `settle(committed)` once its transaction ended."""
 
-    def __init__(self, *, max_rows: int = 2_000_000) -> None:
+    def __init__(self, *, max_rows: int = 300_000) -> None:
         self.max_rows = max_rows
         self.hours: dict[HourKey, RecentHour] = {}
         self.rows = 0

@@ -122,7 +122,10 @@ class IngestService:
                 classify=self.rooms.classify,
                 late_window_seconds=s.seal_late_window_seconds,
                 detectors=(
-                    Detectors(settings_ttl_seconds=s.detector_settings_ttl_seconds)
+                    Detectors(
+                        settings_ttl_seconds=s.detector_settings_ttl_seconds,
+                        memory_rows=s.detector_memory_rows,
+                    )
                     if s.detectors_enabled
                     else None
                 ),

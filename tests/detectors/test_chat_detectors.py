@@ -11,17 +11,18 @@ import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-from detector_support import Event, write_batch
+from detector_support import BASE, Event, write_batch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from pipeline.detectors import Detectors
 from pipeline.detectors import params as P
+from pipeline.detectors.recent import RecentChat
 from pipeline.detectors.rules import Stored, alerts_of, normalized_text_sql, text_key, text_key_length
 from pipeline.storage import alerts, db, detector_settings, migrate, offsets
 from pipeline.storage.partitions import PartitionManager
@@ -285,3 +286,27 @@ async def test_what_the_worker_remembers_and_when_it_reads_instead(pool: asyncpg
         ({"memory": 1, "storage": 0}, 12),  # proven complete: nothing read
         ({"memory": 0, "storage": 1}, 14),  # the first worker is behind by 7 rows: read and filled again
     ]
+
+
+def test_the_memory_stays_within_its_rows() -> None:
+    """ROOMLOGS_DETECTOR_MEMORY_ROWS bounds what a worker remembers: past it, hours are dropped (oldest
+    first) and a dropped hour is never trusted again until filled: its room is read from storage."""
+    recent = RecentChat(max_rows=10)
+    hour = BASE.replace(minute=0, second=0, microsecond=0)
+    recent.begin(0)
+    for room, hours_back in (("old", 1), ("a", 0), ("b", 0)):
+        key = (room, hour - timedelta(hours=hours_back))
+        assert recent.check(key, stored=6, batch=6) is not None  # a new hour: trusted empty
+        for i in range(6):
+            recent.stage_row(room, key[1], key[1] + timedelta(seconds=i), f"u-{i}", f"k-{i}")
+    recent.settle(True)
+    assert recent.rows <= 10
+    assert ("old", hour - timedelta(hours=1)) not in recent.hours  # the oldest hour went first
+    recent.begin(0)
+    kept = [room for room in ("a", "b") if (room, hour) in recent.hours]
+    dropped = [room for room in ("a", "b", "old") if room not in kept]
+    for room in kept:
+        assert recent.check((room, hour), stored=7, batch=1) is not None
+    for room in dropped:
+        h = hour - timedelta(hours=1) if room == "old" else hour
+        assert recent.check((room, h), stored=7, batch=1) is None
