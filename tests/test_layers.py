@@ -23,7 +23,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "pipeline"
 
 UTILITIES = (
     "settings", "errors", "logs", "metrics", "kafka_client", "kafka_logs", "kafka_topics", "listen",
-    "retention_rules",
+    "retention_rules", "page_headers",
 )  # fmt: skip
 STAGES = ("ingest", "retention", "sealing", "publisher", "api", "console", "stack")
 LAYER_OF: dict[str, int] = {

@@ -14,30 +14,11 @@ from starlette.responses import RedirectResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from pipeline.console.assets import Asset, load_assets
+from pipeline.page_headers import CONTENT_SECURITY_POLICY, PAGE_SECURITY_HEADERS
 
 __all__ = ["CONTENT_SECURITY_POLICY", "SECURITY_HEADERS", "console_routes", "mount"]
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    )
-)
-SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
-}
+SECURITY_HEADERS = PAGE_SECURITY_HEADERS
 
 
 def console_routes() -> list[BaseRoute]:

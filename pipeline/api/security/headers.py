@@ -8,10 +8,8 @@ replaced, except ``public, ...``: what a public route (`RouteSpec.public`, no lo
 anyone may cache. Answers outside /v1/ pass untouched (the console's static files set their own,
 cacheable with revalidation; /metrics, /healthz and /openapi.json hold no log data).
 
-`PAGE_SECURITY_HEADERS` is what the API's own pages for a person's browser carry (a refused single
-sign-on, `error_pages`): the console's page headers (`pipeline.console.pages.SECURITY_HEADERS`, a stage
-the API may not import; the tests keep the two equal), with its strict Content-Security-Policy (scripts
-and styles from this origin only, no inline script, no framing).
+`PAGE_SECURITY_HEADERS` (from pipeline.page_headers, shared with the console) is what the API's own pages
+for a person's browser carry (a refused single sign-on, `error_pages`).
 """
 
 from __future__ import annotations
@@ -19,29 +17,9 @@ from __future__ import annotations
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["CONTENT_SECURITY_POLICY", "PAGE_SECURITY_HEADERS", "PRIVATE_ANSWER_HEADERS", "PrivateAnswers"]
+from pipeline.page_headers import CONTENT_SECURITY_POLICY, PAGE_SECURITY_HEADERS
 
-CONTENT_SECURITY_POLICY = "; ".join(
-    (
-        "default-src 'none'",
-        "script-src 'self'",
-        "style-src 'self'",
-        "img-src 'self'",
-        "connect-src 'self'",
-        "form-action 'self'",
-        "base-uri 'none'",
-        "frame-ancestors 'none'",
-    )
-)
-PAGE_SECURITY_HEADERS = {
-    "Content-Security-Policy": CONTENT_SECURITY_POLICY,
-    "X-Content-Type-Options": "nosniff",
-    "X-Frame-Options": "DENY",
-    "Referrer-Policy": "no-referrer",
-    "Cross-Origin-Opener-Policy": "same-origin",
-    "Cross-Origin-Resource-Policy": "same-origin",
-    "Permissions-Policy": "camera=(), microphone=(), geolocation=(), payment=()",
-}
+__all__ = ["CONTENT_SECURITY_POLICY", "PAGE_SECURITY_HEADERS", "PRIVATE_ANSWER_HEADERS", "PrivateAnswers"]
 
 #: What every /v1 answer carries.
 PRIVATE_ANSWER_HEADERS = {"Cache-Control": "no-store", "X-Content-Type-Options": "nosniff"}
