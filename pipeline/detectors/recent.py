@@ -13,9 +13,11 @@ chat rows per UTC hour exactly, in the batch's own transaction. An entry holds o
 are installed the same way), and the whole entry is dropped when a deletion request was made (the only way
 stored rows go away besides retention, which drops whole days far older than these hours). So an entry is
 a subset of the stored rows of its hour, and when its count plus the batch's equals the stored count it
-holds all of them but the batch's. Anything else (another worker wrote rows of the room, a transaction
-that committed while the client lost the answer, the worker just started) is a mismatch: that room is
-read from storage as before, and the hour is filled again from storage (current and previous hour only).
+holds all of them but the batch's. Anything else (another worker wrote rows of the room, the worker just
+started) is a mismatch: that room is read from storage as before, and the hour is filled again from
+storage (current and previous hour only). A write that fails (an outage, a database restored or failed
+over under the worker, a commit whose answer was lost) makes the worker forget everything: the
+database after it may not be the one it remembers.
 
 Memory: at most `max_rows` rows (ROOMLOGS_DETECTOR_MEMORY_ROWS, default 300,000: about 300 bytes a row
 with its time and text key, so about 90 MB); past that the oldest hours go first, and a room whose hour
@@ -171,13 +173,18 @@ class RecentChat:
         self._staged.rows.append((room, hour, at, actor, key))
 
     def settle(self, committed: bool) -> None:
-        """The batch's transaction ended: install what it staged if it committed. (Rows known committed
-        keep every entry a subset of the stored rows; a later `check` proves it complete or not.)"""
+        """The batch's write ended: install what it staged if it committed, else forget everything.
+        (Rows known committed keep every entry a subset of the stored rows; a later `check` proves it
+        complete or not.)"""
         staged, self._staged = self._staged, _Staged()
+        if not committed:
+            # a write that failed may mean another database than the one remembered (a restore, a
+            # failover, a commit whose answer was lost): forget everything, fill again from storage
+            self.hours.clear()
+            self.rows = 0
+            return
         for key in staged.wrong:
             self._drop(key)
-        if not committed:
-            return
         for key, made in staged.made.items():
             self._drop(key)
             self.hours[key] = made

@@ -80,7 +80,7 @@ class Detect(Protocol):
     ) -> list[asyncpg.Record]: ...
 
     def settle(self, committed: bool) -> None:
-        """The transaction `detect` ran in ended."""
+        """The batch's write ended: committed, or failed (then nothing remembered may be trusted)."""
 
     def figures(self) -> tuple[dict[str, int], int | None]:
         """Of the last `detect`: rooms of its chat bounded from memory / read from storage; and the chat
@@ -111,14 +111,21 @@ class BatchWriter:
 
     async def write(self, batch: WriteBatch, received_at: datetime) -> WriteOutcome:
         started = time.perf_counter()
-        async with db.acquire(self._pool) as conn:  # an outage, even mid-release: StorageUnavailableError
-            try:
-                outcome = await self._write(conn, batch, received_at)
-            except asyncpg.CheckViolationError:
-                # `events` has no CHECK constraints: this is "no partition of relation found for row",
-                # a partition another process dropped or we never saw. Re-read the catalog, retry once.
-                await self._partitions.load(conn)
-                outcome = await self._write(conn, batch, received_at)
+        try:
+            async with db.acquire(self._pool) as conn:  # an outage, even mid-release: StorageUnavailableError
+                try:
+                    outcome = await self._write(conn, batch, received_at)
+                except asyncpg.CheckViolationError:
+                    # `events` has no CHECK constraints: this is "no partition of relation found for row",
+                    # a partition another process dropped or we never saw. Re-read the catalog, retry once.
+                    await self._partitions.load(conn)
+                    outcome = await self._write(conn, batch, received_at)
+        except BaseException:
+            # nothing of the batch is known committed, and the database may no longer be the one the
+            # detectors remember (restored, failed over): they forget it
+            if self._detectors is not None:
+                self._detectors.settle(False)
+            raise
         outcome.write_seconds = time.perf_counter() - started
         return outcome
 
@@ -129,13 +136,8 @@ class BatchWriter:
         outcome.partitions_created = await self._partitions.ensure(
             conn, batch.event_days, batch.dead_letter_days
         )
-        try:
-            await self._write_in_transaction(conn, batch, received_at, outcome)
-        except BaseException:
-            if self._detectors is not None:
-                self._detectors.settle(False)
-            raise
-        if self._detectors is not None:
+        await self._write_in_transaction(conn, batch, received_at, outcome)
+        if self._detectors is not None:  # committed
             self._detectors.settle(True)
             outcome.detect_rooms, outcome.detect_memory_rows = self._detectors.figures()
         return outcome

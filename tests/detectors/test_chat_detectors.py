@@ -24,6 +24,7 @@ from pipeline.detectors import Detectors
 from pipeline.detectors import params as P
 from pipeline.detectors.recent import RecentChat
 from pipeline.detectors.rules import Stored, alerts_of, normalized_text_sql, text_key, text_key_length
+from pipeline.errors import StorageUnavailableError
 from pipeline.storage import alerts, db, detector_settings, migrate, offsets
 from pipeline.storage.partitions import PartitionManager
 from pipeline.storage.writer import BatchWriter
@@ -135,6 +136,15 @@ def batched(draw: st.DrawFn) -> tuple[list[Event], list[list[Event]]]:
     return originals, [order[a:b] for a, b in zip([0, *cuts], [*cuts, len(order)], strict=True) if a < b]
 
 
+async def _stored_alerts(pool: asyncpg.Pool, events: list[Event]) -> set[tuple[str, str, str, datetime]]:
+    """The keys of the alerts stored for the rooms of `events`."""
+    async with pool.acquire() as c:
+        stored: set[tuple[str, str, str, datetime]] = set()
+        for room in {e.room for e in events}:
+            stored |= await alerts.alert_keys(c, room)
+    return stored
+
+
 async def _override_room_b(pool: asyncpg.Pool, events: list[Event]) -> None:
     """Room b's own settings (ROOM_B_SPAM, no flood), as `_params` has them."""
     room_b = events[0].room.rsplit("-", 1)[0] + "-b"
@@ -162,11 +172,7 @@ async def test_per_room_windows_give_the_alerts_of_all_rows_at_once(
     for batch_events in batches:
         await writer.write(write_batch(batch_events, topic, offset), originals[0].at)
         offset += len(batch_events)
-    async with pool.acquire() as c:
-        stored = set()
-        for room in {e.room for e in originals}:
-            stored |= await alerts.alert_keys(c, room)
-    assert stored == _oracle(originals)
+    assert await _stored_alerts(pool, originals) == _oracle(originals)
 
 
 _WAITING_FOR_DETECTION = """
@@ -244,17 +250,16 @@ async def test_workers_taking_turns_and_restarting_give_the_alerts_of_all_rows_a
         writer = writers[who[i] % 2]
         await writer.write(write_batch(batch_events, topic, offset), originals[0].at)
         offset += len(batch_events)
-    async with pool.acquire() as c:
-        stored = set()
-        for room in {e.room for e in originals}:
-            stored |= await alerts.alert_keys(c, room)
-    assert stored == _oracle(originals)
+    assert await _stored_alerts(pool, originals) == _oracle(originals)
 
 
-async def test_what_the_worker_remembers_and_when_it_reads_instead(pool: asyncpg.Pool) -> None:
+async def test_what_the_worker_remembers_and_when_it_reads_instead(
+    pool: asyncpg.Pool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """What roomlogs_detector_rooms_total{how} and roomlogs_detector_memory_rows show an operator: a new
     hour is bounded from memory; a worker that did not write all of an hour reads it, then remembers it
-    (filled from storage) and reads no more; the first worker, now behind, reads again."""
+    (filled from storage) and reads no more; the first worker, now behind, reads again; and a write that
+    fails (the database may not be the one remembered: restored, failed over) makes it forget all."""
     room = f"r-{uuid.uuid4().hex[:8]}-a"
     users = [f"u-{i}" for i in range(8)]
 
@@ -286,6 +291,19 @@ async def test_what_the_worker_remembers_and_when_it_reads_instead(pool: asyncpg
         ({"memory": 1, "storage": 0}, 12),  # proven complete: nothing read
         ({"memory": 0, "storage": 1}, 14),  # the first worker is behind by 7 rows: read and filled again
     ]
+    real_advance = offsets.advance
+
+    async def fail(*args: Any, **kwargs: Any) -> None:
+        raise ConnectionResetError("the database went away mid-commit")
+
+    monkeypatch.setattr(offsets, "advance", fail)
+    with pytest.raises(StorageUnavailableError):
+        await first.write(write_batch(chat(1, 100), topic, 14), events[0].at)
+    monkeypatch.setattr(offsets, "advance", real_advance)
+    again = chat(1, 110)
+    outcome = await first.write(write_batch(again, topic, 14), again[0].at)
+    # forgot everything: the hour is read and filled again (14 rows before, this batch's 1)
+    assert (outcome.detect_rooms, outcome.detect_memory_rows) == ({"memory": 0, "storage": 1}, 15)
 
 
 def test_the_memory_stays_within_its_rows() -> None:
