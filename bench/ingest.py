@@ -65,6 +65,10 @@ _ASSIGNED = re.compile(rb"^roomlogs_partitions_assigned(?:\{[^}]*\})? (\S+)$", r
 _SPENT = re.compile(
     rb"^roomlogs_(batch_write_seconds|detect_seconds|batch_events)_(sum|count) (\S+)$", re.MULTILINE
 )
+#: rooms of the batches' chat the detectors bounded from memory or read from storage
+_DETECTOR_ROOMS = re.compile(
+    rb'^roomlogs_detector_rooms_total\{how="(memory|storage)"\} (\S+)$', re.MULTILINE
+)
 
 
 def tree_cpu_seconds(proc: psutil.Process) -> float:
@@ -300,7 +304,9 @@ def time_spent(port: int) -> dict[str, float]:
             text = answer.read()
     except OSError:
         return {}
-    return {f"{m[1].decode()}_{m[2].decode()}": float(m[3]) for m in _SPENT.finditer(text)}
+    spent = {f"{m[1].decode()}_{m[2].decode()}": float(m[3]) for m in _SPENT.finditer(text)}
+    spent |= {f"rooms_{m[1].decode()}": float(m[2]) for m in _DETECTOR_ROOMS.finditer(text)}
+    return spent
 
 
 @dataclass
@@ -504,6 +510,11 @@ async def main_async(
             f"  {batches:,.0f} batches (mean {run.spent.get('batch_events_sum', 0) / batches:,.0f} records), "
             f"{run.spent['batch_write_seconds_sum']:,.1f} s writing (start-up included), of which "
             f"{run.spent.get('detect_seconds_sum', 0.0):,.1f} s in the detectors"
+        )
+    if run.spent.get("rooms_memory") or run.spent.get("rooms_storage"):
+        print(
+            f"  detectors: {run.spent.get('rooms_memory', 0):,.0f} rooms of the batches' chat bounded from "
+            f"memory, {run.spent.get('rooms_storage', 0):,.0f} read from storage"
         )
     print(f"  {per_core('PostgreSQL', run.events, run.cpu.get('postgres'), run.seconds)}")
     if "broker" in run.cpu:

@@ -130,7 +130,10 @@ async def chat_alerts(
     keys: dict[str, tuple[str, int]] = {}  # body -> (key, normalized length): repeated texts keyed once
     batch_hours: dict[HourKey, int] = defaultdict(int)  # every chat row of the batch, per (room, hour)
     hours = Hours()
-    stage = recent.stage_row if recent is not None else None
+    staged = recent.staged_rows() if recent is not None else None
+    # per room: (flood parameters if on, the spam wave's shortest text if on, the room's chat times);
+    # made once per room, so the loop below does one lookup per row for all of them
+    per_room: dict[str, tuple[bool, int | None, list[datetime]]] = {}
     for r in chat_rows:
         room, actor, body, at = r[ROW_ROOM_ID], r[ROW_ACTOR_ID], r[ROW_BODY], r[ROW_OCCURRED_AT]
         got = None
@@ -138,27 +141,35 @@ async def chat_alerts(
             got = keys.get(body)
             if got is None:
                 got = keys[body] = text_key_length(body)
-        if stage is not None:
+        if staged is not None:
             hour = hours(at)
             batch_hours[(room, hour)] += 1
-            stage(room, hour, at, actor, got[0] if got is not None else None)
+            staged.append((room, hour, at, actor, got[0] if got is not None else None))
         if actor is None:
             continue
-        flood = flood_of.get(room)
-        if flood is None and flood_on:
-            flood = flood_of[room] = effective(P.CHAT_FLOOD, r[ROW_CLASS], room)
-        spam = spam_of.get(room)
-        if spam is None and spam_on:
-            spam = spam_of[room] = effective(P.SPAM_WAVE, r[ROW_CLASS], room)
+        on = per_room.get(room)
+        if on is None:
+            flood = spam = None
+            if flood_on:
+                flood = flood_of[room] = effective(P.CHAT_FLOOD, r[ROW_CLASS], room)
+            if spam_on:
+                spam = spam_of[room] = effective(P.SPAM_WAVE, r[ROW_CLASS], room)
+            on = per_room[room] = (
+                flood is not None and flood.enabled,
+                spam.params["min_text_chars"] if spam is not None and spam.enabled else None,
+                times[room],
+            )
         used = False
-        if flood is not None and flood.enabled:
+        if on[0]:
             floods[(room, actor)].append(r)
             used = True
-        if spam is not None and spam.enabled and got is not None and got[1] >= spam.params["min_text_chars"]:
+        if on[1] is not None and got is not None and got[1] >= on[1]:
             waves[(room, got[0])].append((r, got[1]))
             used = True
         if used:
-            times[room].append(at)
+            on[2].append(at)
+    for room in [room for room, ts in times.items() if not ts]:
+        del times[room]  # rooms whose chat no detector counts
     if not times:
         return []
     flood_rule, spam_rule = RULES[P.CHAT_FLOOD], RULES[P.SPAM_WAVE]
@@ -221,56 +232,81 @@ async def _not_bounded(
             entries[room].append(entry)
     if refill:
         await _fill(conn, recent, refill)
-    hot = set(unknown)
+    # a room whose span reaches before what an entry keeps (a late row, a long window) is read
+    hot = unknown | {room for room, es in entries.items() if not all(e.covers(span[room][0]) for e in es)}
+    # each subject: the batch's rows, then the memory's in the room's span, until the threshold is reached
     for (room, actor), rows in floods.items():
         if room in hot:
             continue
-        lo, hi = span[room]
-        if len(rows) + sum(e.actor_rows(actor, lo, hi) for e in entries[room]) >= need_flood[room]:
+        n, need = len(rows), need_flood[room]
+        if n < need:
+            lo, hi = span[room]
+            for e in entries[room]:
+                n += e.actor_rows(actor, lo, hi)
+                if n >= need:
+                    break
+        if n >= need:
             hot.add(room)
     for (room, key), pairs in waves.items():
         if room in hot:
             continue
-        lo, hi = span[room]
-        users = len({r[ROW_ACTOR_ID] for r, _ in pairs})
-        if users + sum(e.key_rows(key, lo, hi) for e in entries[room]) >= need_spam[room]:
+        n, need = (1 if len(pairs) == 1 else len({r[ROW_ACTOR_ID] for r, _ in pairs})), need_spam[room]
+        if n < need:
+            lo, hi = span[room]
+            for e in entries[room]:
+                n += e.key_rows(key, lo, hi)
+                if n >= need:
+                    break
+        if n >= need:
             hot.add(room)
     return hot
 
 
 #: the most stored rows one batch reads to fill room-hours (a worker started mid-hour fills them over
-#: several batches instead of stalling one)
+#: several batches instead of stalling one); an hour's rows before the memory's floor are not read
 FILL_MAX_ROWS = 50_000
 
 _FILL_SQL = f"""
-SELECT u.room_id, u.hour, e.occurred_at, e.actor_id,
-       CASE WHEN e.actor_id IS NOT NULL THEN md5({normalized_text_sql}) END AS k
+SELECT u.room_id, u.hour, e.occurred_at, e.actor_id, md5({normalized_text_sql}) AS k
   FROM unnest($1::text[], $2::timestamptz[]) AS u(room_id, hour)
  CROSS JOIN LATERAL (
        SELECT e.occurred_at, e.actor_id, e.body FROM events e
-        WHERE e.room_id = u.room_id AND e.occurred_at >= u.hour AND e.occurred_at < u.hour + interval '1 hour'
-          AND e.event_type = '{_CHAT}'
+        WHERE e.room_id = u.room_id AND e.occurred_at >= greatest(u.hour, $3::timestamptz)
+          AND e.occurred_at < u.hour + interval '1 hour' AND e.event_type = '{_CHAT}'
+          AND e.actor_id IS NOT NULL
         OFFSET 0) AS e
 """
 
 
 async def _fill(conn: asyncpg.Connection, recent: RecentChat, refill: list[tuple[HourKey, int]]) -> None:
-    """Read every stored chat row of the room-hours `refill` (key, rows stored), smallest first, up to
-    FILL_MAX_ROWS rows, into `recent` (installed if the batch commits)."""
+    """Read the stored chat rows of the room-hours `refill` (key, rows stored) from the memory's floor on,
+    smallest first, up to about FILL_MAX_ROWS rows, into `recent` (installed if the batch commits)."""
+    floor = recent.fill_floor()
     chosen: list[HourKey] = []
     total = 0
     for key, stored in sorted(refill, key=lambda kv: kv[1]):
-        if total + stored > FILL_MAX_ROWS:
+        estimate = _rows_after(stored, key[1], floor, recent.newest_at)
+        if total + estimate > FILL_MAX_ROWS:
             break
         chosen.append(key)
-        total += stored
+        total += estimate
     if not chosen:
         return
     rows: dict[HourKey, list[tuple[datetime, str | None, str | None]]] = {key: [] for key in chosen}
-    for rec in await conn.fetch(_FILL_SQL, [k[0] for k in chosen], [k[1] for k in chosen]):
+    # (greatest() ignores a NULL floor)
+    for rec in await conn.fetch(_FILL_SQL, [k[0] for k in chosen], [k[1] for k in chosen], floor):
         rows[(rec["room_id"], rec["hour"])].append((rec["occurred_at"], rec["actor_id"], rec["k"]))
+    stored_of = dict(refill)
     for key, got in rows.items():
-        recent.stage_fill(key, got)
+        recent.stage_fill(key, got, stored=stored_of[key], floor=floor)
+
+
+def _rows_after(stored: int, hour: datetime, floor: datetime | None, newest: datetime | None) -> int:
+    """About how many of an hour's `stored` rows lie after `floor`, were they spread evenly up to `newest`
+    (a budget, not a bound: the fill reads them all)."""
+    if floor is None or newest is None or floor <= hour or newest <= floor:
+        return stored
+    return min(stored, 1 + int(stored * (newest - floor) / (newest - hour)))
 
 
 def _hours(lo: datetime, hi: datetime) -> list[datetime]:

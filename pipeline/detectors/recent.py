@@ -19,9 +19,14 @@ storage (current and previous hour only). A write that fails (an outage, a datab
 over under the worker, a commit whose answer was lost) makes the worker forget everything: the
 database after it may not be the one it remembers.
 
-Memory: at most `max_rows` rows (ROOMLOGS_DETECTOR_MEMORY_ROWS, default 300,000: about 300 bytes a row
-with its time and text key, so about 90 MB); past that the oldest hours go first, and a room whose hour
-is not kept is read from storage as before. Hours more than two before the newest hour seen are dropped.
+Memory: at most `max_rows` rows' times (ROOMLOGS_DETECTOR_MEMORY_ROWS, default 300,000: about 300 bytes a
+row with its time and text key, so about 90 MB). An hour of a busy server is more than that, and the chat
+windows are seconds long (10 s and 30 s by default), so past the bound the oldest times go, not whole
+room-hours: the memory's `floor` moves forward until a quarter of the bound is free. An entry keeps its
+hour's count (the proof above needs it) and the times of its rows at or after its floor; a range reaching
+before an entry's floor is not bounded from memory, and its room is read from storage as before (a late
+event, a window longer than the memory reaches back). An hour filled from storage is read from the floor
+on only, its count taken from `room_hours`. Hours more than two before the newest hour seen are dropped.
 """
 
 from __future__ import annotations
@@ -35,8 +40,11 @@ __all__ = ["HourKey", "Hours", "RecentChat", "RecentHour", "hour_of"]
 
 HourKey = tuple[str, datetime]
 _HOUR = timedelta(hours=1)
+_MICROSECOND = timedelta(microseconds=1)
 #: hours kept behind the newest hour seen
 KEEP_HOURS = 2
+#: past the bound, the floor moves until the times held are this share of it (so it moves now and then)
+TRIM_TO_SHARE = 0.75
 
 
 def hour_of(at: datetime) -> datetime:
@@ -65,19 +73,37 @@ class Hours:
 
 @dataclass(slots=True)
 class RecentHour:
-    """One room's chat rows of one UTC hour: their count (actor-less rows included) and their times by
-    actor and by text key (the spam wave's), each list sorted."""
+    """One room's chat rows of one UTC hour: their count (actor-less rows included) and, of those at or
+    after `floor` (None: from the hour's start), their times by actor and by text key (the spam wave's),
+    each list sorted; `kept`: the times held (rows with an actor at or after the floor)."""
 
     rows: int = 0
     actors: dict[str, list[datetime]] = field(default_factory=dict)
     keys: dict[str, list[datetime]] = field(default_factory=dict)
+    floor: datetime | None = None
+    kept: int = 0
 
     def add(self, at: datetime, actor: str | None, key: str | None) -> None:
         self.rows += 1
-        if actor is not None:
+        if actor is not None and (self.floor is None or at >= self.floor):
+            self.kept += 1
             _insert(self.actors, actor, at)
             if key is not None:
                 _insert(self.keys, key, at)
+
+    def covers(self, lo: datetime) -> bool:
+        """Whether the times held are every row's of this hour from `lo` on."""
+        return self.floor is None or lo >= self.floor
+
+    def trim(self, floor: datetime) -> int:
+        """Keep only the times at or after `floor` (later than the current one); return how many went."""
+        if self.floor is not None and floor <= self.floor:
+            return 0
+        self.floor = floor
+        before = self.kept
+        self.kept -= _cut(self.actors, floor)
+        _cut(self.keys, floor)
+        return before - self.kept
 
     def actor_rows(self, actor: str, lo: datetime, hi: datetime) -> int:
         return _between(self.actors.get(actor), lo, hi)
@@ -94,6 +120,22 @@ def _insert(index: dict[str, list[datetime]], name: str, at: datetime) -> None:
         times.append(at)
     else:
         insort(times, at)
+
+
+def _cut(index: dict[str, list[datetime]], floor: datetime) -> int:
+    """Drop the times before `floor` (and the names left with none); return how many went."""
+    gone = 0
+    for name in list(index):
+        times = index[name]
+        if times[0] >= floor:
+            continue
+        i = bisect_left(times, floor)
+        gone += i
+        if i == len(times):
+            del index[name]
+        else:
+            del times[:i]
+    return gone
 
 
 def _between(times: list[datetime] | None, lo: datetime, hi: datetime) -> int:
@@ -123,8 +165,13 @@ class RecentChat:
     def __init__(self, *, max_rows: int = 300_000) -> None:
         self.max_rows = max_rows
         self.hours: dict[HourKey, RecentHour] = {}
+        #: the rows whose times are held (what `max_rows` bounds)
         self.rows = 0
+        #: the newest hour, and the newest row's time (not ahead of the clock), of the rows committed
         self.newest: datetime | None = None
+        self.newest_at: datetime | None = None
+        #: times before this are not held (None: none was let go)
+        self.floor: datetime | None = None
         #: deletion_requests.seq the entries were built under (pipeline.storage.deletions)
         self.deletion_seq = -1
         self._staged = _Staged()
@@ -154,15 +201,32 @@ class RecentChat:
         return None
 
     def wants_fill(self, key: HourKey) -> bool:
-        """Whether to fill `key` from storage after a mismatch: only the newest two hours are worth it."""
-        return self.newest is None or key[1] >= self.newest - _HOUR
+        """Whether to fill `key` from storage after a mismatch: only the newest two hours are worth it,
+        and only if some of the hour is after the floor."""
+        floor = self.fill_floor()
+        return (self.newest is None or key[1] >= self.newest - _HOUR) and (
+            floor is None or key[1] + _HOUR > floor
+        )
 
-    def stage_fill(self, key: HourKey, rows: Iterable[tuple[datetime, str | None, str | None]]) -> None:
-        """Every stored chat row (at, actor, key) of `key` as this transaction sees them (its batch's
-        included): the entry to install on commit."""
-        entry = RecentHour()
+    def fill_floor(self) -> datetime | None:
+        """From when an hour filled now is read (None: its start): the memory's floor."""
+        return self.floor
+
+    def stage_fill(
+        self,
+        key: HourKey,
+        rows: Iterable[tuple[datetime, str | None, str | None]],
+        *,
+        stored: int,
+        floor: datetime | None,
+    ) -> None:
+        """The entry to install on commit for `key`: `stored` chat rows in the hour as this transaction
+        sees them (its batch's included; from `room_hours`), and `rows`, every one of them (at, actor, key)
+        at or after `floor` (None: all of them)."""
+        entry = RecentHour(floor=floor if floor is not None and floor > key[1] else None)
         for at, actor, text_key in rows:
             entry.add(at, actor, text_key)
+        entry.rows = stored
         self._staged.made[key] = entry
         self._staged.filled.add(key)
         self._staged.wrong.discard(key)
@@ -171,6 +235,11 @@ class RecentChat:
         """A chat row of the batch (`hour`: `hour_of(at)`): added on commit to its hour's entry (unless
         filled in this transaction: it holds the row already)."""
         self._staged.rows.append((room, hour, at, actor, key))
+
+    def staged_rows(self) -> list[tuple[str, datetime, datetime, str | None, str | None]]:
+        """Where `stage_row` puts the batch's rows, for a caller staging every chat row of a batch: append
+        (room, hour_of(at), at, actor, key) tuples to it (one call per batch, not per row)."""
+        return self._staged.rows
 
     def settle(self, committed: bool) -> None:
         """The batch's write ended: install what it staged if it committed, else forget everything.
@@ -182,21 +251,38 @@ class RecentChat:
             # failover, a commit whose answer was lost): forget everything, fill again from storage
             self.hours.clear()
             self.rows = 0
+            self.newest = self.newest_at = self.floor = None
             return
         for key in staged.wrong:
             self._drop(key)
         for key, made in staged.made.items():
             self._drop(key)
             self.hours[key] = made
-            self.rows += made.rows
+            self.rows += made.kept
             self._saw(key[1])
+        # RecentHour.add spelled out: this runs once per chat row of every batch
+        hours, filled, added = self.hours, staged.filled, 0
+        newest, newest_at = self.newest, self.newest_at
         for room, hour, at, actor, text_key in staged.rows:
+            if newest_at is None or at > newest_at:
+                newest_at = at
             key = (room, hour)
-            entry = self.hours.get(key)
-            if entry is not None and key not in staged.filled:
-                entry.add(at, actor, text_key)
-                self.rows += 1
-                self._saw(hour)
+            entry = hours.get(key)
+            if entry is None or key in filled:
+                continue
+            entry.rows += 1
+            if actor is not None and (entry.floor is None or at >= entry.floor):
+                entry.kept += 1
+                _insert(entry.actors, actor, at)
+                if text_key is not None:
+                    _insert(entry.keys, text_key, at)
+                added += 1
+            if newest is None or hour > newest:
+                newest = hour
+        self.rows += added
+        self.newest = newest
+        if newest_at is not None:
+            self.newest_at = min(newest_at, datetime.now(UTC))  # (a budget's estimate only)
         self._evict()
 
     def _saw(self, hour: datetime) -> None:
@@ -206,7 +292,7 @@ class RecentChat:
     def _drop(self, key: HourKey) -> None:
         entry = self.hours.pop(key, None)
         if entry is not None:
-            self.rows -= entry.rows
+            self.rows -= entry.kept
 
     def _evict(self) -> None:
         if self.newest is not None:
@@ -214,7 +300,20 @@ class RecentChat:
             for key in [k for k in self.hours if k[1] < oldest]:
                 self._drop(key)
         if self.rows > self.max_rows:
-            for key in sorted(self.hours, key=lambda k: k[1]):
+            self._raise_floor(int(self.max_rows * TRIM_TO_SHARE))
+
+    def _raise_floor(self, target: int) -> None:
+        """Move the floor to the time of the `target`-th newest time held: entries of hours wholly before
+        it go, the others keep their times from it on."""
+        times = sorted(t for entry in self.hours.values() for ts in entry.actors.values() for t in ts)
+        if not times:
+            return
+        floor = times[len(times) - target] if 0 < target <= len(times) else times[-1] + _MICROSECOND
+        if self.floor is not None and floor <= self.floor:
+            return
+        self.floor = floor
+        for key, entry in list(self.hours.items()):
+            if key[1] + _HOUR <= floor:
                 self._drop(key)
-                if self.rows <= self.max_rows:
-                    break
+            elif key[1] < floor:
+                self.rows -= entry.trim(floor)

@@ -3,7 +3,8 @@
   the two agree on any text (case, whitespace, any script);
 - flood and spam wave with different windows and thresholds per room (a room's override, one detector off
   in one room) still give, whatever the batching, exactly the alerts of evaluating every window over all
-  the rows at once."""
+  the rows at once; also with bursts minutes apart arriving in any order, late rows reaching before what
+  the workers' memory keeps."""
 
 from __future__ import annotations
 
@@ -114,10 +115,17 @@ def _oracle(events: list[Event]) -> set[tuple[str, str, str, datetime]]:
     return keys
 
 
+#: with `spread`: bursts minutes apart and one across the hour, arriving in any order (with a small memory:
+#: late rows reach before what it keeps)
+SPREAD_BURSTS = [0, 0, 150, 300, 3590]
+
+
 @st.composite
-def chat(draw: st.DrawFn, rooms: tuple[str, str]) -> Event:
+def chat(draw: st.DrawFn, rooms: tuple[str, str], spread: bool = False) -> Event:
     room = draw(st.sampled_from(rooms))
     seconds = draw(st.integers(0, 40)) + draw(st.sampled_from([0.0, 0.25]))
+    if spread:
+        seconds += draw(st.sampled_from(SPREAD_BURSTS))
     actor = draw(st.sampled_from(["u-1", "u-2", "u-3", "u-4"]))
     text = draw(
         st.sampled_from(["Buy now", "buy  NOW", "hi", "HI", "Grüße an alle", "grüße an  alle", "ok ok"])
@@ -126,10 +134,10 @@ def chat(draw: st.DrawFn, rooms: tuple[str, str]) -> Event:
 
 
 @st.composite
-def batched(draw: st.DrawFn) -> tuple[list[Event], list[list[Event]]]:
+def batched(draw: st.DrawFn, spread: bool = False) -> tuple[list[Event], list[list[Event]]]:
     tag = uuid.uuid4().hex[:8]
     rooms = (f"r-{tag}-a", f"r-{tag}-b")
-    originals = draw(st.lists(chat(rooms), min_size=8, max_size=40))
+    originals = draw(st.lists(chat(rooms, spread), min_size=8, max_size=40 if not spread else 60))
     copies = originals + draw(st.lists(st.sampled_from(originals), max_size=6))
     order = draw(st.permutations(copies))
     cuts = sorted(draw(st.sets(st.integers(1, max(1, len(order) - 1)), max_size=6)))
@@ -157,17 +165,22 @@ async def _override_room_b(pool: asyncpg.Pool, events: list[Event]) -> None:
         )
 
 
+#: the workers' memory bound: the default, or so small that its floor moves every batch
+MEMORY_ROWS = st.sampled_from([300_000, 12])
+
+
 @PROPERTY
-@given(scenario=batched())
+@given(scenario=st.booleans().flatmap(batched), memory=MEMORY_ROWS)
 async def test_per_room_windows_give_the_alerts_of_all_rows_at_once(
-    pool: asyncpg.Pool, scenario: tuple[list[Event], list[list[Event]]]
+    pool: asyncpg.Pool, scenario: tuple[list[Event], list[list[Event]]], memory: int
 ) -> None:
     originals, batches = scenario
     await _override_room_b(pool, originals)
     partitions = PartitionManager()
     async with pool.acquire() as c:
         await partitions.load(c)
-    writer = BatchWriter(pool, partitions, detectors=Detectors(only=(P.CHAT_FLOOD, P.SPAM_WAVE)))
+    only = (P.CHAT_FLOOD, P.SPAM_WAVE)
+    writer = BatchWriter(pool, partitions, detectors=Detectors(only=only, memory_rows=memory))
     topic, offset = f"t-{uuid.uuid4().hex[:8]}", 0
     for batch_events in batches:
         await writer.write(write_batch(batch_events, topic, offset), originals[0].at)
@@ -228,9 +241,13 @@ async def test_two_writers_of_one_room_at_once_miss_no_window(
 
 
 @PROPERTY
-@given(scenario=batched(), who=st.lists(st.integers(0, 2), min_size=40, max_size=40))
+@given(
+    scenario=st.booleans().flatmap(batched),
+    who=st.lists(st.integers(0, 2), min_size=40, max_size=40),
+    memory=MEMORY_ROWS,
+)
 async def test_workers_taking_turns_and_restarting_give_the_alerts_of_all_rows_at_once(
-    pool: asyncpg.Pool, scenario: tuple[list[Event], list[list[Event]]], who: list[int]
+    pool: asyncpg.Pool, scenario: tuple[list[Event], list[list[Event]]], who: list[int], memory: int
 ) -> None:
     """Each worker remembers recent room-hours (pipeline/detectors/recent.py) and trusts them only when
     the rollups prove them complete: batches of the same rooms written by two workers in turn, and by a
@@ -242,11 +259,13 @@ async def test_workers_taking_turns_and_restarting_give_the_alerts_of_all_rows_a
     async with pool.acquire() as c:
         await partitions.load(c)
     only = (P.CHAT_FLOOD, P.SPAM_WAVE)
-    writers = [BatchWriter(pool, partitions, detectors=Detectors(only=only)) for _ in range(2)]
+    writers = [
+        BatchWriter(pool, partitions, detectors=Detectors(only=only, memory_rows=memory)) for _ in range(2)
+    ]
     topic, offset = f"t-{uuid.uuid4().hex[:8]}", 0
     for i, batch_events in enumerate(batches):
         if who[i] == 2:  # a restart: the first worker's memory is gone
-            writers[0] = BatchWriter(pool, partitions, detectors=Detectors(only=only))
+            writers[0] = BatchWriter(pool, partitions, detectors=Detectors(only=only, memory_rows=memory))
         writer = writers[who[i] % 2]
         await writer.write(write_batch(batch_events, topic, offset), originals[0].at)
         offset += len(batch_events)
@@ -307,8 +326,9 @@ async def test_what_the_worker_remembers_and_when_it_reads_instead(
 
 
 def test_the_memory_stays_within_its_rows() -> None:
-    """ROOMLOGS_DETECTOR_MEMORY_ROWS bounds what a worker remembers: past it, hours are dropped (oldest
-    first) and a dropped hour is never trusted again until filled: its room is read from storage."""
+    """ROOMLOGS_DETECTOR_MEMORY_ROWS bounds what a worker remembers: past it, the oldest times go (an hour
+    wholly before them with them) and a dropped hour is never trusted again until filled: its room is read
+    from storage."""
     recent = RecentChat(max_rows=10)
     hour = BASE.replace(minute=0, second=0, microsecond=0)
     recent.begin(0)
@@ -328,3 +348,59 @@ def test_the_memory_stays_within_its_rows() -> None:
     for room in dropped:
         h = hour - timedelta(hours=1) if room == "old" else hour
         assert recent.check((room, h), stored=7, batch=1) is None
+
+
+def test_past_its_bound_the_memory_lets_the_oldest_times_go_and_reads_before_them() -> None:
+    """An hour of a busy server is more than a worker can remember: past ROOMLOGS_DETECTOR_MEMORY_ROWS the
+    oldest times go (the floor moves until a quarter of the bound is free), each hour keeping its count,
+    which still proves it complete; a range reaching before the floor is not bounded from memory (its room
+    is read), and an hour wholly before it is forgotten and not filled again."""
+    recent = RecentChat(max_rows=200)
+    hour = BASE.replace(minute=0, second=0, microsecond=0)
+    key, before = ("r", hour), ("r", hour - timedelta(hours=1))
+    recent.begin(0)
+    assert recent.check(before, stored=3, batch=3) is not None
+    for i in range(3):
+        recent.stage_row("r", before[1], before[1] + timedelta(minutes=50, seconds=i), "u-0", "k-0")
+    assert recent.check(key, stored=600, batch=600) is not None
+    for i in range(600):  # a row a second for ten minutes: 12:00:00 .. 12:09:59
+        recent.stage_row("r", hour, hour + timedelta(seconds=i), f"u-{i % 7}", f"k-{i % 5}")
+    recent.settle(True)
+    floor = hour + timedelta(seconds=450)  # the 150th newest time: 200 x TRIM_TO_SHARE
+    entry = recent.hours[key]
+    assert before not in recent.hours  # wholly before the floor
+    assert (recent.floor, entry.rows, entry.floor, entry.kept, recent.rows) == (floor, 600, floor, 150, 150)
+    assert entry.covers(floor) and not entry.covers(floor - timedelta(microseconds=1))
+    end = hour + timedelta(hours=1)
+    assert entry.actor_rows("u-0", floor, end) == sum(1 for i in range(450, 600) if i % 7 == 0)
+    assert entry.key_rows("k-3", floor, end) == sum(1 for i in range(450, 600) if i % 5 == 3)
+    recent.begin(0)  # the next batch: the count still proves the hour complete
+    assert recent.check(key, stored=601, batch=1) is entry
+    assert not recent.wants_fill(before)  # an hour wholly before the floor is not worth filling
+    assert recent.fill_floor() == floor  # an hour filled is read from the floor on
+
+
+async def test_a_late_row_past_what_the_memory_kept_is_read_and_raises_its_alert(pool: asyncpg.Pool) -> None:
+    """A worker whose memory let the oldest times go (past its bound) still raises the alert a late row
+    completes: the room's range reaches before the floor, so it is read from storage, not bounded from
+    what is left (which would count none of the earlier messages)."""
+    room = f"r-{uuid.uuid4().hex[:8]}-a"
+    partitions = PartitionManager()
+    async with pool.acquire() as c:
+        await partitions.load(c)
+    writer = BatchWriter(pool, partitions, detectors=Detectors(only=(P.CHAT_FLOOD,), memory_rows=12))
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+
+    def says(actor: str, seconds: float) -> Event:
+        return Event(str(uuid.uuid4()), room, "chat.message", actor, seconds, text=f"{actor} at {seconds}")
+
+    early = [says("u-1", 0), says("u-1", 1)]  # two messages in 4 s: one short of a flood (CLASS_PARAMS)
+    later = [says(f"u-{i + 2}", 300 + i) for i in range(20)]  # 20 rows: the floor moves past t=1
+    late = [says("u-1", 2)]  # the third message of u-1 within 4 s, arriving last
+    seen = []
+    for events, offset in ((early, 0), (later, 2), (late, 22)):
+        outcome = await writer.write(write_batch(events, topic, offset), events[0].at)
+        seen.append((outcome.detect_rooms, outcome.alerts))
+    assert seen[1] == ({"memory": 1, "storage": 0}, [])  # bounded from memory, nothing read
+    assert seen[2] == ({"memory": 0, "storage": 1}, [P.CHAT_FLOOD])  # before the floor: read, and raised
+    assert await _stored_alerts(pool, early + later + late) == _oracle(early + later + late)
