@@ -285,6 +285,30 @@ async def test_the_worker_role_writes_rollups_only_through_the_triggers(
         await admin.close()
 
 
+async def test_an_actors_last_name_and_event_are_the_last_by_time_within_one_statement(
+    pool: asyncpg.Pool,
+) -> None:
+    """Several events of one actor-day stored by one statement, out of time order, one tie in time: the
+    rollup keeps the name and id of the last by time, then by event id (what the console shows)."""
+    ids = sorted(str(uuid.uuid4()) for _ in range(4))
+    rows = [
+        Event(ids[0], "room-a", "public", "chat.message", "u-1", "Ann", 30, 0, "t"),
+        Event(ids[1], "room-a", "public", "chat.message", "u-1", "Bo", 10, 0, "t"),  # tied with ids[3]
+        Event(ids[2], "room-a", "public", "chat.message", "u-1", "Cy", 20, 0, "t"),
+        Event(ids[3], "room-a", "public", "chat.message", "u-1", "Di", 10, 0, "t"),  # the last: larger id
+    ]
+    async with pool.acquire() as conn:
+        partitions = PartitionManager()
+        await partitions.load(conn)
+    await BatchWriter(pool, partitions).write(write_batch(rows, f"t-{uuid.uuid4().hex[:8]}", 0), BASE)
+    async with pool.acquire() as conn:
+        got = await conn.fetchrow(
+            "SELECT events, last_event_id::text AS id, display_name FROM room_day_actors"
+        )
+        await assert_rollups_match_rows(conn)
+    assert got is not None and (got["events"], got["id"], got["display_name"]) == (4, ids[3], "Di")
+
+
 async def test_a_day_made_without_its_rollup_tables_gets_them_with_its_first_rows(
     postgres_dsn: str, pg_schema: str
 ) -> None:
