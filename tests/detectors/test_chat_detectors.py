@@ -380,6 +380,18 @@ def test_past_its_bound_the_memory_lets_the_oldest_times_go_and_reads_before_the
     assert recent.fill_floor() == floor  # an hour filled is read from the floor on
 
 
+def test_rows_of_one_instant_beyond_the_bound_go_too() -> None:
+    """A producer stamping whole seconds puts many rows at one time: past the bound, they all go."""
+    recent = RecentChat(max_rows=10)
+    hour = BASE.replace(minute=0, second=0, microsecond=0)
+    recent.begin(0)
+    assert recent.check(("r", hour), stored=30, batch=30) is not None
+    for i in range(30):
+        recent.stage_row("r", hour, hour + timedelta(seconds=5), f"u-{i}", f"k-{i}")
+    recent.settle(True)
+    assert recent.rows == 0 and recent.hours[("r", hour)].rows == 30
+
+
 async def test_a_late_row_past_what_the_memory_kept_is_read_and_raises_its_alert(pool: asyncpg.Pool) -> None:
     """A worker whose memory let the oldest times go (past its bound) still raises the alert a late row
     completes: the room's range reaches before the floor, so it is read from storage, not bounded from
