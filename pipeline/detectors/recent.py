@@ -313,9 +313,8 @@ class RecentChat:
         floor = times[len(times) - target] if 0 < target <= len(times) else times[-1] + _MICROSECOND
         if len(times) - bisect_left(times, floor) > self.max_rows:
             floor += _MICROSECOND  # more rows than the bound at that very time: let those go too
-        if self.floor is not None and floor <= self.floor:
-            return
-        self.floor = floor
+        # (an hour made since the last move, trusted empty, may hold times before the floor: cut too)
+        self.floor = floor if self.floor is None else max(self.floor, floor)
         for key, entry in list(self.hours.items()):
             if key[1] + _HOUR <= floor:
                 self._drop(key)

@@ -416,3 +416,17 @@ async def test_a_late_row_past_what_the_memory_kept_is_read_and_raises_its_alert
     assert seen[1] == ({"memory": 1, "storage": 0}, [])  # bounded from memory, nothing read
     assert seen[2] == ({"memory": 0, "storage": 1}, [P.CHAT_FLOOD])  # before the floor: read, and raised
     assert await _stored_alerts(pool, early + later + late) == _oracle(early + later + late)
+
+
+def test_an_old_hour_arriving_late_is_bounded_too() -> None:
+    """After the floor moved, an hour made later from older rows (a backfill: trusted empty, so holding
+    all its times) still counts against the bound: past it, its times go as well."""
+    recent = RecentChat(max_rows=10)
+    hour = BASE.replace(minute=0, second=0, microsecond=0)
+    for start, n in ((hour, 20), (hour - timedelta(hours=1), 20)):
+        recent.begin(0)
+        assert recent.check(("r", start), stored=n, batch=n) is not None
+        for i in range(n):
+            recent.stage_row("r", start, start + timedelta(minutes=30, seconds=i), f"u-{i}", f"k-{i}")
+        recent.settle(True)
+        assert recent.rows <= 10
