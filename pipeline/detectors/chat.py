@@ -27,9 +27,11 @@ rows read from storage: the alerts are a function of the stored rows, the memory
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -49,7 +51,7 @@ from pipeline.storage.batch import (
     ROW_ROOM_ID,
 )
 
-__all__ = ["CHAT_DETECTORS", "chat_alerts"]
+__all__ = ["CHAT_DETECTORS", "ChatBatch", "prepare_chat", "prepared_chat_alerts"]
 
 _CHAT = "chat.message"
 _HOUR = timedelta(hours=1)
@@ -107,69 +109,101 @@ def _stored(r: tuple[Any, ...], subject: str, extra: str | None) -> Stored:
     return Stored(room, cls, subject, at, _uuid(r[ROW_EVENT_ID]), actor, None, extra, None)
 
 
-async def chat_alerts(
-    conn: asyncpg.Connection,
+@dataclass(slots=True)
+class ChatBatch:
+    """The batch's chat rows as the two detectors count them (`prepare_chat`): per room the parameters in
+    effect and the times of the rows they count; the rows by (room, actor) for the flood and by (room,
+    text key) for the spam wave (with the normalized text's length); every chat row per (room, UTC hour)."""
+
+    flood_of: dict[str, P.Effective] = field(default_factory=dict)
+    spam_of: dict[str, P.Effective] = field(default_factory=dict)
+    times: dict[str, list[datetime]] = field(default_factory=lambda: defaultdict(list))
+    floods: dict[tuple[str, str], list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
+    waves: dict[tuple[str, str], list[tuple[tuple[Any, ...], int]]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    batch_hours: dict[HourKey, int] = field(default_factory=lambda: defaultdict(int))
+
+
+#: chat rows prepared between two yields to the event loop (`prepare_chat`): a read sent before it goes on
+#: meanwhile (pipeline.detectors.engine sends the other detectors' read first)
+YIELD_EVERY_ROWS = 2_000
+
+
+async def prepare_chat(
     chat_rows: Sequence[tuple[Any, ...]],
     effective: Effective,
     detectors: Sequence[str] = CHAT_DETECTORS,
     recent: RecentChat | None = None,
-    rooms: dict[str, int] | None = None,
-) -> list[Alert]:
-    """The alerts of `detectors` (chat_flood, spam_wave or both) of every window holding one of the batch's
-    stored `chat_rows`. With `recent` (the worker's memory of recent room-hours, pipeline.detectors.recent),
-    rooms whose hours it proves complete are bounded from memory and read only when a window may fire;
-    `rooms` counts them ("memory") and the rooms read ("storage")."""
+) -> ChatBatch:
+    """Python's part of the chat detectors, no statement: key each text, group the rows, stage them in
+    `recent` (installed if the batch commits). Yields to the event loop now and then, so that a statement
+    sent before runs on in PostgreSQL meanwhile."""
     flood_on, spam_on = P.CHAT_FLOOD in detectors, P.SPAM_WAVE in detectors
-    flood_of: dict[str, P.Effective] = {}
-    spam_of: dict[str, P.Effective] = {}
-    times: dict[str, list[datetime]] = defaultdict(list)
-    # the batch's rows by (room, actor) for the flood; by (room, text key) for the spam wave (with the
-    # normalized text's length)
-    floods: dict[tuple[str, str], list[tuple[Any, ...]]] = defaultdict(list)
-    waves: dict[tuple[str, str], list[tuple[tuple[Any, ...], int]]] = defaultdict(list)
+    out = ChatBatch()
+    flood_of, spam_of, times, floods, waves = out.flood_of, out.spam_of, out.times, out.floods, out.waves
+    batch_hours = out.batch_hours
     keys: dict[str, tuple[str, int]] = {}  # body -> (key, normalized length): repeated texts keyed once
-    batch_hours: dict[HourKey, int] = defaultdict(int)  # every chat row of the batch, per (room, hour)
     hours = Hours()
     staged = recent.staged_rows() if recent is not None else None
-    # per room: (flood parameters if on, the spam wave's shortest text if on, the room's chat times);
-    # made once per room, so the loop below does one lookup per row for all of them
+    # per room: (flood on, the spam wave's shortest text if on, the room's counted times); made once per
+    # room, so the loop below does one lookup per row for all of them
     per_room: dict[str, tuple[bool, int | None, list[datetime]]] = {}
-    for r in chat_rows:
-        room, actor, body, at = r[ROW_ROOM_ID], r[ROW_ACTOR_ID], r[ROW_BODY], r[ROW_OCCURRED_AT]
-        got = None
-        if body is not None and actor is not None:
-            got = keys.get(body)
-            if got is None:
-                got = keys[body] = text_key_length(body)
-        if staged is not None:
-            hour = hours(at)
-            batch_hours[(room, hour)] += 1
-            staged.append((room, hour, at, actor, got[0] if got is not None else None))
-        if actor is None:
-            continue
-        on = per_room.get(room)
-        if on is None:
-            flood = spam = None
-            if flood_on:
-                flood = flood_of[room] = effective(P.CHAT_FLOOD, r[ROW_CLASS], room)
-            if spam_on:
-                spam = spam_of[room] = effective(P.SPAM_WAVE, r[ROW_CLASS], room)
-            on = per_room[room] = (
-                flood is not None and flood.enabled,
-                spam.params["min_text_chars"] if spam is not None and spam.enabled else None,
-                times[room],
-            )
-        used = False
-        if on[0]:
-            floods[(room, actor)].append(r)
-            used = True
-        if on[1] is not None and got is not None and got[1] >= on[1]:
-            waves[(room, got[0])].append((r, got[1]))
-            used = True
-        if used:
-            on[2].append(at)
+    for start in range(0, len(chat_rows), YIELD_EVERY_ROWS):
+        if start:
+            await asyncio.sleep(0)
+        for r in chat_rows[start : start + YIELD_EVERY_ROWS]:
+            room, actor, body, at = r[ROW_ROOM_ID], r[ROW_ACTOR_ID], r[ROW_BODY], r[ROW_OCCURRED_AT]
+            got = None
+            if body is not None and actor is not None:
+                got = keys.get(body)
+                if got is None:
+                    got = keys[body] = text_key_length(body)
+            if staged is not None:
+                hour = hours(at)
+                batch_hours[(room, hour)] += 1
+                staged.append((room, hour, at, actor, got[0] if got is not None else None))
+            if actor is None:
+                continue
+            on = per_room.get(room)
+            if on is None:
+                flood = spam = None
+                if flood_on:
+                    flood = flood_of[room] = effective(P.CHAT_FLOOD, r[ROW_CLASS], room)
+                if spam_on:
+                    spam = spam_of[room] = effective(P.SPAM_WAVE, r[ROW_CLASS], room)
+                on = per_room[room] = (
+                    flood is not None and flood.enabled,
+                    spam.params["min_text_chars"] if spam is not None and spam.enabled else None,
+                    times[room],
+                )
+            used = False
+            if on[0]:
+                floods[(room, actor)].append(r)
+                used = True
+            if on[1] is not None and got is not None and got[1] >= on[1]:
+                waves[(room, got[0])].append((r, got[1]))
+                used = True
+            if used:
+                on[2].append(at)
     for room in [room for room, ts in times.items() if not ts]:
         del times[room]  # rooms whose chat no detector counts
+    return out
+
+
+async def prepared_chat_alerts(
+    conn: asyncpg.Connection,
+    prepared: ChatBatch,
+    recent: RecentChat | None = None,
+    rooms: dict[str, int] | None = None,
+) -> list[Alert]:
+    """The alerts of the chat detectors prepared in `prepared` (by `prepare_chat`, with the same `recent`)
+    of every window holding one of the batch's stored chat rows. With `recent` (the worker's memory of
+    recent room-hours, pipeline.detectors.recent), rooms whose hours it proves complete are bounded from
+    memory and read only when a window may fire; `rooms` counts them ("memory") and the rooms read
+    ("storage")."""
+    flood_of, spam_of, times = prepared.flood_of, prepared.spam_of, prepared.times
+    floods, waves, batch_hours = prepared.floods, prepared.waves, prepared.batch_hours
     if not times:
         return []
     flood_rule, spam_rule = RULES[P.CHAT_FLOOD], RULES[P.SPAM_WAVE]

@@ -34,6 +34,8 @@ without a restart.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 import zlib
 from collections import defaultdict
@@ -44,7 +46,7 @@ from typing import Any
 import asyncpg
 
 from pipeline.detectors import params as P
-from pipeline.detectors.chat import CHAT_DETECTORS, chat_alerts
+from pipeline.detectors.chat import CHAT_DETECTORS, prepare_chat, prepared_chat_alerts
 from pipeline.detectors.reads import Read, hour_counts, merge_ranges, read_many
 from pipeline.detectors.recent import RecentChat
 from pipeline.detectors.rules import RULES, Stored, alerts_of, raid_threshold
@@ -193,13 +195,45 @@ async def evaluate(
     by_type: dict[str, list[tuple[Any, ...]]] = defaultdict(list)
     for r in rows:
         by_type[r[ROW_EVENT_TYPE]].append(r)
-    new_ids: set[str] | None = None
-    found: list[Alert] = []
     chat = [d for d in detectors if d in CHAT_DETECTORS]
-    if chat and by_type.get(RULES[P.CHAT_FLOOD].types[0]):
-        found += await chat_alerts(
-            conn, by_type[RULES[P.CHAT_FLOOD].types[0]], effective, chat, recent, rooms
-        )
+    chat_rows = by_type.get(RULES[P.CHAT_FLOOD].types[0]) if chat else None
+    reads, settings_of = _reads(by_type, effective, detectors)
+    # The other detectors' read (one statement) is sent first: PostgreSQL runs it while Python prepares
+    # the batch's chat (keys, groups: most of the detectors' Python work). The connection runs one
+    # statement at a time, so the chat's own statements wait for it.
+    read = asyncio.ensure_future(read_many(conn, reads)) if reads else None
+    try:
+        prepared = await prepare_chat(chat_rows, effective, chat, recent) if chat_rows else None
+        read_rows = await read if read is not None else {}
+    except BaseException:
+        if read is not None and not read.done():
+            read.cancel()
+            with contextlib.suppress(BaseException):
+                await read
+        raise
+    found: list[Alert] = []
+    if prepared is not None:
+        found += await prepared_chat_alerts(conn, prepared, recent, rooms)
+    new_ids: set[str] | None = None
+    for name, stored in read_rows.items():
+        if not stored:
+            continue
+        if new_ids is None:
+            new_ids = {str(r[ROW_EVENT_ID]) for r in rows}
+        settings = settings_of[name]
+        thresholds = await _raid_thresholds(conn, stored, settings) if name == P.RAID else {}
+        for room, subject, group in _groups(stored):
+            found += alerts_of(name, room, subject, group, settings[room], new_ids, thresholds)
+    return found
+
+
+def _reads(
+    by_type: dict[str, list[tuple[Any, ...]]],
+    effective: Callable[[str, str, str], P.Effective],
+    detectors: Sequence[str],
+) -> tuple[list[Read], dict[str, dict[str, P.Effective]]]:
+    """What each detector but the chat ones reads (`Read`: the ranges around the batch's rows of its types,
+    in the rooms where it is on), and the parameters of those rooms, by detector."""
     reads: list[Read] = []
     settings_of: dict[str, dict[str, P.Effective]] = {}
     for name in detectors:
@@ -231,17 +265,7 @@ async def evaluate(
         least = min(rule.least_rows(s.params) for s in settings.values())
         reads.append(Read(rule, ranges, span, least))
         settings_of[name] = settings
-    # the rarer detectors' reads in one statement: one round trip per batch, whatever the batch holds
-    for name, stored in (await read_many(conn, reads)).items():
-        if not stored:
-            continue
-        if new_ids is None:
-            new_ids = {str(r[ROW_EVENT_ID]) for r in rows}
-        settings = settings_of[name]
-        thresholds = await _raid_thresholds(conn, stored, settings) if name == P.RAID else {}
-        for room, subject, group in _groups(stored):
-            found += alerts_of(name, room, subject, group, settings[room], new_ids, thresholds)
-    return found
+    return reads, settings_of
 
 
 def _groups(stored: list[Stored]) -> Iterable[tuple[str, str, list[Stored]]]:
