@@ -279,8 +279,9 @@ class Settings:
     #: How long a worker uses the operators' detector settings (`roomlogs detectors set`) before reading
     #: them again: a change takes effect within this, without a restart.
     detector_settings_ttl_seconds: float = setting(10.0, gt=0, le=3600)
-    #: The most chat rows of recent room-hours a worker remembers to skip detector reads that cannot make a
-    #: window fire (about 300 bytes each; oldest hours go first); 0: read from storage every batch.
+    #: The most chat rows of recent room-hours whose times a worker remembers to skip detector reads that
+    #: cannot make a window fire (about 300 bytes each; past it the oldest times go, each hour keeping its
+    #: count); 0: read from storage every batch.
     detector_memory_rows: int = setting(300_000, ge=0, le=100_000_000)
     # --- Serving ---------------------------------------------------------------------------------------
     metrics_host: str = setting("127.0.0.1", pattern=r"\S+", shape="an address to listen on")
