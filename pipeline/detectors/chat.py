@@ -270,30 +270,38 @@ async def _not_bounded(
     hot = unknown | {room for room, es in entries.items() if not all(e.covers(span[room][0]) for e in es)}
     # each subject: the batch's rows, then the memory's in the room's span, until the threshold is reached
     for (room, actor), rows in floods.items():
-        if room in hot:
-            continue
-        n, need = len(rows), need_flood[room]
-        if n < need:
-            lo, hi = span[room]
-            for e in entries[room]:
-                n += e.actor_rows(actor, lo, hi)
-                if n >= need:
-                    break
-        if n >= need:
+        if room not in hot and _reaches(
+            len(rows), need_flood[room], entries[room], RecentHour.actor_rows, actor, span[room]
+        ):
             hot.add(room)
     for (room, key), pairs in waves.items():
-        if room in hot:
-            continue
-        n, need = (1 if len(pairs) == 1 else len({r[ROW_ACTOR_ID] for r, _ in pairs})), need_spam[room]
-        if n < need:
-            lo, hi = span[room]
-            for e in entries[room]:
-                n += e.key_rows(key, lo, hi)
-                if n >= need:
-                    break
-        if n >= need:
+        if room not in hot and _reaches(
+            1 if len(pairs) == 1 else len({r[ROW_ACTOR_ID] for r, _ in pairs}),
+            need_spam[room],
+            entries[room],
+            RecentHour.key_rows,
+            key,
+            span[room],
+        ):
             hot.add(room)
     return hot
+
+
+def _reaches(
+    n: int,
+    need: int,
+    entries: list[RecentHour],
+    count: Callable[[RecentHour, str, datetime, datetime], int],
+    subject: str,
+    span: tuple[datetime, datetime],
+) -> bool:
+    """Whether a subject's `n` rows of the batch, with its rows `count` finds in the memory's `entries`
+    within `span`, reach `need` (the entries are counted only until they do)."""
+    for e in entries:
+        if n >= need:
+            break
+        n += count(e, subject, *span)
+    return n >= need
 
 
 #: the most stored rows one batch reads to fill room-hours (a worker started mid-hour fills them over

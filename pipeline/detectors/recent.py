@@ -85,13 +85,16 @@ class RecentHour:
     floor: datetime | None = None
     kept: int = 0
 
-    def add(self, at: datetime, actor: str | None, key: str | None) -> None:
+    def add(self, at: datetime, actor: str | None, key: str | None) -> bool:
+        """Count a row; hold its time if it has an actor and is not before the floor (then True)."""
         self.rows += 1
-        if actor is not None and (self.floor is None or at >= self.floor):
-            self.kept += 1
-            _insert(self.actors, actor, at)
-            if key is not None:
-                _insert(self.keys, key, at)
+        if actor is None or (self.floor is not None and at < self.floor):
+            return False
+        self.kept += 1
+        _insert(self.actors, actor, at)
+        if key is not None:
+            _insert(self.keys, key, at)
+        return True
 
     def covers(self, lo: datetime) -> bool:
         """Whether the times held are every row's of this hour from `lo` on."""
@@ -262,7 +265,6 @@ class RecentChat:
             self.hours[key] = made
             self.rows += made.kept
             self._saw(key[1])
-        # RecentHour.add spelled out: this runs once per chat row of every batch
         hours, filled, added = self.hours, staged.filled, 0
         newest, newest_at = self.newest, self.newest_at
         for room, hour, at, actor, text_key in staged.rows:
@@ -272,13 +274,7 @@ class RecentChat:
             entry = hours.get(key)
             if entry is None or key in filled:
                 continue
-            entry.rows += 1
-            if actor is not None and (entry.floor is None or at >= entry.floor):
-                entry.kept += 1
-                _insert(entry.actors, actor, at)
-                if text_key is not None:
-                    _insert(entry.keys, text_key, at)
-                added += 1
+            added += entry.add(at, actor, text_key)
             if newest is None or hour > newest:
                 newest = hour
         self.rows += added
