@@ -39,7 +39,7 @@ import contextlib
 import time
 import zlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -89,6 +89,10 @@ class Detectors:
         self.recent: RecentChat | None = RecentChat(max_rows=memory_rows) if memory_rows > 0 else None
         #: of the last batch: rooms of its chat bounded from memory ("memory"), read ("storage")
         self.rooms: dict[str, int] = {}
+        #: the chat rows remembered when the last batch was evaluated
+        self.memory_rows = 0
+        #: adding the last committed batch's rows to `recent` (None: done)
+        self._install: asyncio.Future[None] | None = None
 
     async def refresh(self, conn: asyncpg.Connection, *, force: bool = False) -> None:
         now = self._clock()
@@ -133,9 +137,11 @@ class Detectors:
         `deletion_seq`: deletion_requests.seq as this transaction sees it (pipeline.storage.deletions),
         which lets the recent room-hours be trusted; None: read from storage only. Call `settle` once the
         transaction ended."""
+        await self.caught_up()
         recent = None
         if self.recent is not None and deletion_seq is not None:
             recent = self.recent
+            self.memory_rows = recent.rows
             recent.begin(deletion_seq)
         if not rows:
             return []
@@ -147,15 +153,45 @@ class Detectors:
         return await alerts.insert(conn, found) if found else []
 
     def settle(self, committed: bool) -> None:
-        """The batch's transaction ended (committed or not): what `detect` learnt is kept only if it did."""
-        if self.recent is not None:
-            self.recent.settle(committed)
+        """The batch's transaction ended (committed or not): what `detect` learnt is kept only if it did.
+
+        A commit's rows are added to the memory by a task that pauses now and then (they are thousands a
+        batch, and moving the memory's floor sorts every time held): it runs while the next batch's
+        statements run in PostgreSQL, not between the commit and the next batch. The next `detect` waits
+        for it (`caught_up`); a write that failed stops it and forgets everything."""
+        recent = self.recent
+        if recent is None:
+            return
+        if not committed:
+            if self._install is not None:
+                self._install.cancel()  # it never runs again: it pauses only at its awaits
+                self._install = None
+            recent.forget()
+            return
+        staged = recent.take_staged()
+        self._install = asyncio.ensure_future(_install(self._install, recent.installing(staged)))
+
+    async def caught_up(self) -> None:
+        """Wait until what the committed batches taught the memory is in it."""
+        task = self._install
+        if task is not None:
+            await asyncio.shield(task)  # a caller cancelled meanwhile leaves it running
+            if self._install is task:
+                self._install = None
 
     def figures(self) -> tuple[dict[str, int], int | None]:
         """Rooms of the last batch's chat bounded from memory and read from storage (then reset), and the
-        chat rows remembered (None: no memory)."""
+        chat rows remembered when it was evaluated (None: no memory)."""
         rooms, self.rooms = self.rooms, {}
-        return rooms, (self.recent.rows if self.recent is not None else None)
+        return rooms, (self.memory_rows if self.recent is not None else None)
+
+
+async def _install(before: asyncio.Future[None] | None, steps: Iterator[None]) -> None:
+    """Run `steps` (RecentChat.installing) after `before`, yielding to the event loop between steps."""
+    if before is not None:
+        await before
+    for _ in steps:
+        await asyncio.sleep(0)
 
 
 #: Rooms are locked for detection in this many buckets (at most this many locks per transaction).

@@ -32,7 +32,7 @@ on only, its count taken from `room_hours`. Hours more than two before the newes
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
@@ -47,6 +47,8 @@ KEEP_HOURS = 2
 #: each move sorts the times held and cuts every list; at 0.5 the memory reaches back less, and twice as
 #: many rooms were read from storage at the default benchmark's size)
 TRIM_TO_SHARE = 0.75
+#: rows `RecentChat.installing` adds between two pauses (a few milliseconds of work)
+INSTALL_STEP_ROWS = 2_000
 
 
 def hour_of(at: datetime) -> datetime:
@@ -250,14 +252,30 @@ class RecentChat:
         """The batch's write ended: install what it staged if it committed, else forget everything.
         (Rows known committed keep every entry a subset of the stored rows; a later `check` proves it
         complete or not.)"""
-        staged, self._staged = self._staged, _Staged()
         if not committed:
-            # a write that failed may mean another database than the one remembered (a restore, a
-            # failover, a commit whose answer was lost): forget everything, fill again from storage
-            self.hours.clear()
-            self.rows = 0
-            self.newest = self.newest_at = self.floor = None
+            self.forget()
             return
+        for _ in self.installing(self.take_staged()):
+            pass
+
+    def forget(self) -> None:
+        """Forget everything (what is staged too): a write that failed may mean another database than the
+        one remembered (a restore, a failover, a commit whose answer was lost); fill again from storage."""
+        self._staged = _Staged()
+        self.hours.clear()
+        self.rows = 0
+        self.newest = self.newest_at = self.floor = None
+
+    def take_staged(self) -> _Staged:
+        """What the batch whose transaction just committed staged, for `installing` (now or a little later,
+        but before the next batch's `begin`)."""
+        staged, self._staged = self._staged, _Staged()
+        return staged
+
+    def installing(self, staged: _Staged) -> Iterator[None]:
+        """Install `staged` (of a committed batch), pausing (a `yield`) every INSTALL_STEP_ROWS rows, so
+        that a caller can install it between other work. Until it is exhausted the memory is only partly
+        updated: nothing may `begin` meanwhile; `forget` may (then stop iterating)."""
         for key in staged.wrong:
             self._drop(key)
         for key, made in staged.made.items():
@@ -265,22 +283,27 @@ class RecentChat:
             self.hours[key] = made
             self.rows += made.kept
             self._saw(key[1])
-        hours, filled, added = self.hours, staged.filled, 0
-        newest, newest_at = self.newest, self.newest_at
-        for room, hour, at, actor, text_key in staged.rows:
-            if newest_at is None or at > newest_at:
-                newest_at = at
-            key = (room, hour)
-            entry = hours.get(key)
-            if entry is None or key in filled:
-                continue
-            added += entry.add(at, actor, text_key)
-            if newest is None or hour > newest:
-                newest = hour
-        self.rows += added
-        self.newest = newest
-        if newest_at is not None:
-            self.newest_at = min(newest_at, datetime.now(UTC))  # (a budget's estimate only)
+        hours, filled = self.hours, staged.filled
+        rows = staged.rows
+        for start in range(0, len(rows), INSTALL_STEP_ROWS):
+            if start:
+                yield
+            added = 0
+            newest, newest_at = self.newest, self.newest_at
+            for room, hour, at, actor, text_key in rows[start : start + INSTALL_STEP_ROWS]:
+                if newest_at is None or at > newest_at:
+                    newest_at = at
+                key = (room, hour)
+                entry = hours.get(key)
+                if entry is None or key in filled:
+                    continue
+                added += entry.add(at, actor, text_key)
+                if newest is None or hour > newest:
+                    newest = hour
+            self.rows += added
+            self.newest = newest
+            if newest_at is not None:
+                self.newest_at = min(newest_at, datetime.now(UTC))  # (a budget's estimate only)
         self._evict()
 
     def _saw(self, hour: datetime) -> None:

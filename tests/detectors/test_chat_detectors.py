@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from pipeline.detectors import Detectors
 from pipeline.detectors import params as P
-from pipeline.detectors.recent import RecentChat
+from pipeline.detectors.recent import INSTALL_STEP_ROWS, RecentChat
 from pipeline.detectors.rules import Stored, alerts_of, normalized_text_sql, text_key, text_key_length
 from pipeline.errors import StorageUnavailableError
 from pipeline.storage import alerts, db, detector_settings, migrate, offsets
@@ -291,19 +291,26 @@ async def test_what_the_worker_remembers_and_when_it_reads_instead(
     partitions = PartitionManager()
     async with pool.acquire() as c:
         await partitions.load(c)
-    first, second = (BatchWriter(pool, partitions, detectors=Detectors()) for _ in range(2))
+    memory = {"first": Detectors(), "second": Detectors()}
+    first, second = (BatchWriter(pool, partitions, detectors=memory[name]) for name in ("first", "second"))
     topic = f"t-{uuid.uuid4().hex[:8]}"
     steps = [
-        (first, chat(5, 60), 0),
-        (second, chat(4, 70), 5),
-        (second, chat(3, 80), 9),
-        (first, chat(2, 90), 12),
+        (first, "first", chat(5, 60), 0),
+        (second, "second", chat(4, 70), 5),
+        (second, "second", chat(3, 80), 9),
+        (first, "first", chat(2, 90), 12),
     ]
     seen = []
-    for writer, events, offset in steps:
+    held = {"first": 0, "second": 0}
+    for writer, name, events, offset in steps:
         outcome = await writer.write(write_batch(events, topic, offset), events[0].at)
         assert outcome.alerts == []
-        seen.append((outcome.detect_rooms, outcome.detect_memory_rows))
+        # the gauge shows what the memory held when the batch was evaluated; its own rows are added
+        # after the commit, while the next batch is written (awaited here to see them)
+        assert outcome.detect_memory_rows == held[name]
+        await memory[name].caught_up()
+        held[name] = memory[name].recent.rows  # type: ignore[union-attr]
+        seen.append((outcome.detect_rooms, held[name]))
     assert seen == [
         ({"memory": 1, "storage": 0}, 5),  # a new hour: nothing earlier, nothing to read
         ({"memory": 0, "storage": 1}, 9),  # rows this worker never saw: read, then filled (5 + its 4)
@@ -319,10 +326,13 @@ async def test_what_the_worker_remembers_and_when_it_reads_instead(
     with pytest.raises(StorageUnavailableError):
         await first.write(write_batch(chat(1, 100), topic, 14), events[0].at)
     monkeypatch.setattr(offsets, "advance", real_advance)
+    assert memory["first"].recent.rows == 0  # type: ignore[union-attr]
     again = chat(1, 110)
     outcome = await first.write(write_batch(again, topic, 14), again[0].at)
+    await memory["first"].caught_up()
     # forgot everything: the hour is read and filled again (14 rows before, this batch's 1)
-    assert (outcome.detect_rooms, outcome.detect_memory_rows) == ({"memory": 0, "storage": 1}, 15)
+    assert (outcome.detect_rooms, outcome.detect_memory_rows) == ({"memory": 0, "storage": 1}, 0)
+    assert memory["first"].recent.rows == 15  # type: ignore[union-attr]
 
 
 def test_the_memory_stays_within_its_rows() -> None:
@@ -430,3 +440,38 @@ def test_an_old_hour_arriving_late_is_bounded_too() -> None:
             recent.stage_row("r", start, start + timedelta(minutes=30, seconds=i), f"u-{i}", f"k-{i}")
         recent.settle(True)
         assert recent.rows <= 10
+
+
+async def test_a_commit_is_remembered_after_the_commit_and_a_failure_stops_it() -> None:
+    """A committed batch's rows are added to the memory by a task that pauses every few thousand rows (so
+    the next batch's statements run meanwhile); `caught_up` waits for all of them. A write that fails
+    while they are being added stops the task and forgets everything: no row of it is added afterwards."""
+    rows = 3 * INSTALL_STEP_ROWS + 1
+    hour = BASE.replace(minute=0, second=0, microsecond=0)
+
+    def staged(detectors: Detectors) -> RecentChat:
+        recent = detectors.recent
+        assert recent is not None
+        recent.begin(0)
+        assert recent.check(("r", hour), stored=rows, batch=rows) is not None
+        for i in range(rows):
+            recent.stage_row("r", hour, hour + timedelta(microseconds=i), f"u-{i % 50}", f"k-{i % 9}")
+        return recent
+
+    done = Detectors(memory_rows=10 * rows)
+    recent = staged(done)
+    done.settle(True)
+    await done.caught_up()
+    assert recent.rows == rows and recent.hours[("r", hour)].kept == rows
+
+    failed = Detectors(memory_rows=10 * rows)
+    recent = staged(failed)
+    failed.settle(True)
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)  # the task has added some of the rows and paused
+    assert 0 < recent.rows < rows
+    failed.settle(False)
+    for _ in range(10):
+        await asyncio.sleep(0)
+    await failed.caught_up()
+    assert (recent.rows, recent.hours, recent.newest_at) == (0, {}, None)
