@@ -475,3 +475,33 @@ async def test_a_commit_is_remembered_after_the_commit_and_a_failure_stops_it() 
         await asyncio.sleep(0)
     await failed.caught_up()
     assert (recent.rows, recent.hours, recent.newest_at) == (0, {}, None)
+
+
+async def test_a_batch_is_evaluated_under_the_parameters_in_force_when_it_is_stored(
+    pool: asyncpg.Pool,
+) -> None:
+    """The detectors' Python part of a batch starts before its statements run, with the parameters cached
+    then; when the refresh inside the transaction finds them changed (an operator just enabled a detector
+    for a room), the batch is evaluated under the new ones, not the cached."""
+    room = f"r-{uuid.uuid4().hex[:8]}-a"
+    async with pool.acquire() as c:
+        await detector_settings.set_override(
+            c, "room", room, P.CHAT_FLOOD, enabled=False, params={}, changed_by="t", reason="off"
+        )
+    partitions = PartitionManager()
+    async with pool.acquire() as c:
+        await partitions.load(c)
+    detectors = Detectors(only=(P.CHAT_FLOOD,), settings_ttl_seconds=0)
+    writer = BatchWriter(pool, partitions, detectors=detectors)
+    topic = f"t-{uuid.uuid4().hex[:8]}"
+    quiet = [Event(str(uuid.uuid4()), room, "chat.message", "u-0", 0, text="hello")]
+    await writer.write(write_batch(quiet, topic, 0), quiet[0].at)  # the room's flood detector: off
+    async with pool.acquire() as c:
+        await detector_settings.set_override(
+            c, "room", room, P.CHAT_FLOOD, enabled=True, params={}, changed_by="t", reason="on again"
+        )
+    burst = [
+        Event(str(uuid.uuid4()), room, "chat.message", "u-1", 60 + i * 0.2, text=f"x{i}") for i in range(3)
+    ]
+    outcome = await writer.write(write_batch(burst, topic, 1), burst[0].at)
+    assert outcome.alerts == [P.CHAT_FLOOD]
