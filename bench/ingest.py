@@ -17,7 +17,9 @@ Prints events/s for both, their ratio, the workers' RSS (peak, and at each quart
 in CPU seconds over the timed stretch, as events/s per core: the worker processes, PostgreSQL (the server
 and every backend, when it was started here) and the broker (when started here; the JVMs for Apache Kafka).
 CPU seconds do not depend on what else the machine runs, unlike events/s: they are the figures to size
-with (deploy/README.md, "Scaling").
+with (deploy/README.md, "Scaling"). From them it also prints what caps the worker (`print_bounds`): its
+PostgreSQL work, which runs one transaction after another on each worker's connection, and all the CPU both
+sides spent, over the machine's cores.
 
 Without --dsn / --bootstrap it starts an embedded PostgreSQL and a broker and stops them at the end: Tansu,
 or with --kafka apache a local Apache Kafka KRaft cluster (3 nodes, replication 3, min.insync.replicas=2,
@@ -524,10 +526,33 @@ async def main_async(
     print(f"  other processes on the machine meanwhile: {max(others, 0.0) / run.seconds:.2f} cores busy")
     meters.broker_phase("real worker (start-up included)", cpu, time.perf_counter() - started)
     print(f"ratio worker / ceiling: {run.rate / ceiling:.2f}")
+    print_bounds(run.events, run.cpu["worker"], run.cpu.get("postgres"), args.workers, ceiling)
     print(
         f"worker peak RSS: {max(w.peak_rss for w in run.workers) / 2**20:,.0f} MiB; at "
         + ", ".join(f"{pct}%: {rss / 2**20:,.0f} MiB" for pct, rss in run.samples)
         + (" (the largest worker)" if args.workers > 1 else "")
+    )
+
+
+def print_bounds(
+    events: int, worker_cpu: float, postgres_cpu: float | None, workers: int, ceiling: float
+) -> None:
+    """What caps the worker's events/s, from the CPU seconds each side spent (not from the clock), about:
+    - a worker writes its batches one transaction after another on one connection, so its PostgreSQL work
+      runs on one core at a time: `workers` connections at most (and no more than the cores);
+    - all the CPU both spent, spread over every core with none idle.
+    (PostgreSQL's CPU includes its background processes, which run beside the connections.)"""
+    if not postgres_cpu or not events:
+        return
+    cores = os.cpu_count() or 1
+    serial = events / postgres_cpu * min(workers, cores)
+    spread = events / ((worker_cpu + postgres_cpu) / cores)
+    print(
+        f"bounds: PostgreSQL's CPU, {postgres_cpu / events * 1e6:,.1f} µs an event (its background processes "
+        f"included), on {min(workers, cores)} connection(s) each running one transaction after another, "
+        f"allows about {serial:,.0f} events/s ({serial / ceiling:.2f} of the ceiling) however little the "
+        f"worker's Python costs; all the CPU spent ({(worker_cpu + postgres_cpu) / events * 1e6:,.1f} µs an "
+        f"event) over {cores} cores, about {spread:,.0f} events/s ({spread / ceiling:.2f})"
     )
 
 
