@@ -193,8 +193,8 @@ class IngestMetrics:
         )
         self.detector_memory_rows = Gauge(
             f"{p}_detector_memory_rows",
-            "Chat rows of recent room-hours whose times the worker holds for the detectors (bounded by "
-            "ROOMLOGS_DETECTOR_MEMORY_ROWS)",
+            "Chat rows of recent room-hours whose times the worker held for the detectors when it evaluated "
+            "its last batch (bounded by ROOMLOGS_DETECTOR_MEMORY_ROWS)",
             registry=registry,
         )
         self.alerts_published = Counter(
