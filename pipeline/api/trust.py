@@ -8,10 +8,10 @@ and delete a room's logs in anyone's name.
 Who calls it: `roomlogs api trust-key`, run as the schema's owner (ROOMLOGS_POSTGRES_DSN) with the API's
 token settings (ROOMLOGS_API_JWT_*, ROOMLOGS_API_STAFF_ROLE, ROOMLOGS_API_SESSION_TTL_SECONDS): after
 `roomlogs migrate` and whenever the key changes. For bearer tokens (`token_trust`) the database verifies
-HS256/384/512 (the shared secret) and RS256/384/512 (the provider's public key); it has no arithmetic for
-PS*, ES* or EdDSA there, so with those keys deletions and token sign-in are refused (ConfigurationError says
-so here). Single sign-on ID tokens (`token_trust_oidc_keys`) may be RS256/384/512 or ES256 (P-256,
-migration 0025).
+HS256/384/512 (the shared secret), RS256/384/512 (the provider's RSA public key) and ES256 (its P-256
+public key, migration 0027); it has no arithmetic for PS*, ES384/512 or EdDSA, so with those keys deletions
+and token sign-in are refused (ConfigurationError says so here). Single sign-on ID tokens
+(`token_trust_oidc_keys`) may be RS256/384/512 or ES256 (P-256, migration 0025).
 """
 
 from __future__ import annotations
@@ -29,8 +29,9 @@ from pipeline.errors import ConfigurationError
 
 __all__ = ["OIDC_ALGORITHMS", "OidcKey", "TokenTrust", "install", "install_oidc", "oidc_keys", "token_trust"]
 
-#: What the database can verify (RSASSA-PKCS1-v1_5 and HMAC, in SQL).
+#: What the database can verify in SQL besides HMAC: RSASSA-PKCS1-v1_5, and ECDSA on P-256 (0025, 0027).
 RSA_ALGORITHMS = frozenset({"RS256", "RS384", "RS512"})
+EC_ALGORITHMS = frozenset({"ES256"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,6 +43,9 @@ class TokenTrust:
     rsa_n: int | None
     rsa_e: int | None
     rsa_bytes: int | None
+    #: ES256: the public key's point on P-256
+    ec_x: int | None
+    ec_y: int | None
     issuer: str
     audience: str
     leeway_seconds: float
@@ -50,8 +54,13 @@ class TokenTrust:
 
     @property
     def fingerprint(self) -> str:
-        """Names the key without revealing it (SHA-256 of the secret, or of the modulus), for messages."""
-        material = self.hmac_key if self.hmac_key is not None else str(self.rsa_n).encode()
+        """Names the key without revealing it (SHA-256 of the secret, modulus or point), for messages."""
+        if self.hmac_key is not None:
+            material = self.hmac_key
+        elif self.ec_x is not None:
+            material = f"{self.ec_x},{self.ec_y}".encode()
+        else:
+            material = str(self.rsa_n).encode()
         return hashlib.sha256(material).hexdigest()[:16]
 
 
@@ -65,6 +74,8 @@ def token_trust(settings: ApiSettings) -> TokenTrust:
         rsa_n=None,
         rsa_e=None,
         rsa_bytes=None,
+        ec_x=None,
+        ec_y=None,
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         leeway_seconds=float(settings.jwt_leeway_seconds),
@@ -73,12 +84,13 @@ def token_trust(settings: ApiSettings) -> TokenTrust:
     )
     if algorithm in HMAC_ALGORITHMS:
         return dataclasses.replace(base, hmac_key=key.encode("utf-8"))
-    if algorithm not in RSA_ALGORITHMS:
+    if algorithm not in RSA_ALGORITHMS | EC_ALGORITHMS:
         raise ConfigurationError(
-            f"ROOMLOGS_API_JWT_ALGORITHM={algorithm}: the database verifies HS256/384/512 and RS256/384/512 "
-            "tokens only, so deletions and console sign-in would be refused; have the identity provider sign "
-            "with an RSA key (RS256)"
+            f"ROOMLOGS_API_JWT_ALGORITHM={algorithm}: the database verifies HS256/384/512, RS256/384/512 "
+            "and ES256 tokens only, so deletions and console sign-in would be refused; have the identity "
+            "provider sign with an RSA key (RS256) or a P-256 key (ES256)"
         )
+    from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
     from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
     from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
@@ -86,6 +98,11 @@ def token_trust(settings: ApiSettings) -> TokenTrust:
         public = load_pem_public_key(key.encode("utf-8"))
     except ValueError as e:
         raise ConfigurationError(f"ROOMLOGS_API_JWT_KEY is not a PEM public key: {e}") from e
+    if algorithm in EC_ALGORITHMS:
+        if not isinstance(public, EllipticCurvePublicKey) or not isinstance(public.curve, SECP256R1):
+            raise ConfigurationError(f"ROOMLOGS_API_JWT_ALGORITHM={algorithm} needs a P-256 (EC) public key")
+        point = public.public_numbers()
+        return dataclasses.replace(base, ec_x=point.x, ec_y=point.y)
     if not isinstance(public, RSAPublicKey):
         raise ConfigurationError(f"ROOMLOGS_API_JWT_ALGORITHM={algorithm} needs an RSA public key")
     numbers = public.public_numbers()
@@ -98,11 +115,13 @@ async def install(conn: asyncpg.Connection, trust: TokenTrust) -> None:
     """Write the row (replacing the one before); needs the schema's owner."""
     await conn.execute(
         """INSERT INTO token_trust (singleton, algorithm, hmac_key, rsa_n, rsa_e, rsa_bytes, issuer, audience,
-                                    leeway_seconds, staff_role, session_max_seconds)
-           VALUES (true, $1, $2, $3::text::numeric, $4::text::numeric, $5, $6, $7, $8, $9, $10)
+                                    leeway_seconds, staff_role, session_max_seconds, ec_x, ec_y)
+           VALUES (true, $1, $2, $3::text::numeric, $4::text::numeric, $5, $6, $7, $8, $9, $10,
+                   $11::text::numeric, $12::text::numeric)
            ON CONFLICT (singleton) DO UPDATE
               SET algorithm = EXCLUDED.algorithm, hmac_key = EXCLUDED.hmac_key, rsa_n = EXCLUDED.rsa_n,
-                  rsa_e = EXCLUDED.rsa_e, rsa_bytes = EXCLUDED.rsa_bytes, issuer = EXCLUDED.issuer,
+                  rsa_e = EXCLUDED.rsa_e, rsa_bytes = EXCLUDED.rsa_bytes, ec_x = EXCLUDED.ec_x,
+                  ec_y = EXCLUDED.ec_y, issuer = EXCLUDED.issuer,
                   audience = EXCLUDED.audience, leeway_seconds = EXCLUDED.leeway_seconds,
                   staff_role = EXCLUDED.staff_role, session_max_seconds = EXCLUDED.session_max_seconds,
                   installed_at = clock_timestamp(), installed_by = current_user""",
@@ -116,6 +135,8 @@ async def install(conn: asyncpg.Connection, trust: TokenTrust) -> None:
         trust.leeway_seconds,
         trust.staff_role,
         trust.session_max_seconds,
+        _text(trust.ec_x),
+        _text(trust.ec_y),
     )
 
 

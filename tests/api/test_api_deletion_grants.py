@@ -101,11 +101,18 @@ async def test_the_api_role_alone_cannot_delete_in_anyones_name(small_world: Wor
     assert [tuple(r.values()) for r in ledger] == [("u-owner", "user", "owner")]
 
 
-@pytest.mark.parametrize("algorithm", ["RS256", "RS512"])
-async def test_rsa_tokens_are_verified_by_the_database(
+def _signing_key(algorithm: str) -> Any:
+    """A fresh private key of the kind `algorithm` signs with: RSA 2048, or P-256 for ES256."""
+    if algorithm == "ES256":
+        return ec_key.generate_private_key(ec_key.SECP256R1())
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.mark.parametrize("algorithm", ["RS256", "RS512", "ES256"])
+async def test_public_key_tokens_are_verified_by_the_database(
     app_factory: Any, small_world: World, algorithm: str
 ) -> None:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    key = _signing_key(algorithm)
     public = key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
@@ -119,13 +126,22 @@ async def test_rsa_tokens_are_verified_by_the_database(
     owner = jwt.encode(_claims("u-owner"), key, algorithm=algorithm)
     r = await client.post("/v1/rooms/room-a/deletions", headers={"Authorization": f"Bearer {owner}"})
     assert (r.status_code, r.json().get("rows_deleted")) == (201, 30), r.text
-    # signed by another key: the API refuses it, and so does the database on its own
-    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    forged = jwt.encode(_claims("u-owner-b"), other, algorithm=algorithm)
+    # signed by another key, or its signature altered: the API refuses it, and so does the database on its own
+    forged = jwt.encode(_claims("u-owner-b"), _signing_key(algorithm), algorithm=algorithm)
+    head, claims, sig = jwt.encode(_claims("u-owner-b"), key, algorithm=algorithm).split(".")
+    flipped = f"{head}.{claims}.{sig[:10]}{'A' if sig[10] != 'A' else 'B'}{sig[11:]}"
     async with small_world.api_pool.acquire() as api_conn:
-        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="signature"):
+        for bad in (forged, flipped, f"{head}.{claims}.{sig[:40]}"):
+            with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="signature"):
+                await api_conn.fetchval(
+                    "SELECT api_delete_room_logs($1, 'room-b', 'bearer', $2, 'owner', 'x')", uuid.uuid4(), bad
+                )
+        # a token of another algorithm (an HS256 one under the shared secret of the tests' world) is refused
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match=f"signed with {algorithm}"):
             await api_conn.fetchval(
-                "SELECT api_delete_room_logs($1, 'room-b', 'bearer', $2, 'owner', 'x')", uuid.uuid4(), forged
+                "SELECT api_delete_room_logs($1, 'room-b', 'bearer', $2, 'owner', 'x')",
+                uuid.uuid4(),
+                token("u-owner-b"),
             )
     assert await _count(small_world) == 30
 
@@ -218,10 +234,30 @@ async def test_trust_key_installs_the_apis_key_as_the_owner_only(
     as_api = owner.replace(postgres_dsn=Secret(small_world.api_dsn))
     with pytest.raises(ConfigurationError, match="only the schema's owner"):
         await asyncio.to_thread(_trust_key, as_api)
-    # keys the database cannot verify are refused with the reason
-    monkeypatch.setenv("ROOMLOGS_API_JWT_ALGORITHM", "ES256")
-    ec = ec_key.generate_private_key(ec_key.SECP256R1()).public_key()
+    # keys the database cannot verify are refused with the reason: ES384 (P-384), and ES256 with a P-384 key
+    ec = ec_key.generate_private_key(ec_key.SECP384R1()).public_key()
     pem = ec.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     monkeypatch.setenv("ROOMLOGS_API_JWT_KEY", pem.decode())
-    with pytest.raises(ConfigurationError, match="HS256/384/512 and RS256/384/512 tokens only"):
+    monkeypatch.setenv("ROOMLOGS_API_JWT_ALGORITHM", "ES384")
+    with pytest.raises(ConfigurationError, match="RS256/384/512 and ES256 tokens only"):
         await asyncio.to_thread(_trust_key, owner)
+    monkeypatch.setenv("ROOMLOGS_API_JWT_ALGORITHM", "ES256")
+    with pytest.raises(ConfigurationError, match="needs a P-256"):
+        await asyncio.to_thread(_trust_key, owner)
+    # a P-256 key is installed as its point: an owner's ES256 token deletes (room-b: room-a's logs are gone)
+    p256 = ec_key.generate_private_key(ec_key.SECP256R1())
+    pem = p256.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    monkeypatch.setenv("ROOMLOGS_API_JWT_KEY", pem.decode())
+    assert await asyncio.to_thread(_trust_key, owner) == 0
+    assert "the database now verifies ES256 tokens" in capsys.readouterr().out
+    rows = await small_world.fetch("SELECT algorithm, ec_x, ec_y, rsa_n FROM token_trust")
+    point = p256.public_key().public_numbers()
+    assert [tuple(r.values()) for r in rows] == [("ES256", point.x, point.y, None)]
+    async with small_world.api_pool.acquire() as conn:
+        with pytest.raises(asyncpg.InvalidAuthorizationSpecificationError, match="signed with ES256"):
+            await conn.fetchval(DELETE, uuid.uuid4(), "bearer", owner_token, "owner", "x")
+        es_token = jwt.encode(_claims("u-owner-b"), p256, algorithm="ES256")
+        room_b = "SELECT api_delete_room_logs($1, 'room-b', 'bearer', $2, 'owner', 'x')"
+        assert await conn.fetchval(room_b, uuid.uuid4(), es_token) == 30
