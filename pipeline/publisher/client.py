@@ -56,12 +56,13 @@ from pipeline.settings import Settings
 log = logging.getLogger(__name__)
 
 COMPRESSIONS = ("none", "gzip", "snappy", "lz4", "zstd")
-#: compression -> (aiokafka's check that its library is importable, the package that provides it)
+#: compression -> (aiokafka's check that its library is importable, the package that provides it: aiokafka
+#: uses cramjam for all three, which `roomlogs[compression]` and `roomlogs[worker]` install)
 _COMPRESSION_LIBRARIES = {
     "gzip": (codec.has_gzip, "gzip"),
-    "snappy": (codec.has_snappy, "python-snappy"),
-    "lz4": (codec.has_lz4, "lz4"),
-    "zstd": (codec.has_zstd, "zstandard"),
+    "snappy": (codec.has_snappy, "cramjam"),
+    "lz4": (codec.has_lz4, "cramjam"),
+    "zstd": (codec.has_zstd, "cramjam"),
 }
 _DEFAULT_MAX_REQUEST_BYTES = 1024 * 1024
 #: send() yields to the event loop after this many sends (fairness between sending tasks).
@@ -185,8 +186,8 @@ class RoomEventPublisher:
             available, package = _COMPRESSION_LIBRARIES[compression]
             if not available():
                 raise MissingDependencyError(
-                    f"compression {compression!r} needs the {package} package: pip install {package}, "
-                    "or set ROOMLOGS_KAFKA_COMPRESSION=gzip"
+                    f"compression {compression!r} needs the {package} package: pip install "
+                    f"'roomlogs[compression]' (or {package}), or set ROOMLOGS_KAFKA_COMPRESSION=gzip"
                 )
         if max_buffered_events <= 0 or max_batch_bytes <= 0 or max_event_bytes <= 0:
             raise ValueError("max_buffered_events, max_batch_bytes and max_event_bytes must be positive")

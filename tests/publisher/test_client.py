@@ -26,6 +26,7 @@ from pipeline.errors import ContractError, MissingDependencyError, PublisherClos
 from pipeline.events.contract import EventType
 from pipeline.events.reasons import Reason
 from pipeline.publisher import BrokerUnavailableError, DeliveryError, RoomEventPublisher
+from pipeline.publisher import client as client_module
 from pipeline.publisher import events as ev
 from pipeline.settings import Settings
 from pipeline.stack import EmbeddedKafka, free_port
@@ -316,12 +317,17 @@ async def test_start_without_a_broker_raises_broker_unavailable() -> None:
     assert caught.value.retriable
 
 
-def test_a_compression_without_its_library_fails_with_the_fix() -> None:
-    missing = [name for name, has in (("lz4", codec.has_lz4), ("zstd", codec.has_zstd)) if not has()]
-    if not missing:
-        pytest.skip("lz4 and zstd are both installed")
-    with pytest.raises(MissingDependencyError, match="pip install"):
-        RoomEventPublisher(bootstrap="127.0.0.1:9092", topic="t", idempotent=False, compression=missing[0])
+@pytest.mark.parametrize("compression", ["snappy", "lz4", "zstd"])
+def test_a_compression_without_its_library_fails_with_the_fix(
+    compression: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # installed with the worker (cramjam): every codec a producer may use can be sent and read
+    assert codec.has_snappy() and codec.has_lz4() and codec.has_zstd()
+    RoomEventPublisher(bootstrap="127.0.0.1:9092", topic="t", idempotent=False, compression=compression)
+    # a room server that installed the SDK alone is told what to install
+    monkeypatch.setitem(client_module._COMPRESSION_LIBRARIES, compression, (lambda: False, "cramjam"))
+    with pytest.raises(MissingDependencyError, match=r"pip install 'roomlogs\[compression\]' \(or cramjam\)"):
+        RoomEventPublisher(bootstrap="127.0.0.1:9092", topic="t", idempotent=False, compression=compression)
 
 
 async def test_a_room_server_scrapes_what_its_publisher_sent_acked_and_lost(
