@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,6 +32,7 @@ from aiokafka.errors import KafkaError
 from pipeline.ingest.backoff import Backoff
 from pipeline.ingest.fetcher import Fetcher
 from pipeline.ingest.positions import Finding, MissingPartitionsError, Verdict, resume_positions
+from pipeline.ingest.prepare import KafkaRecord
 from pipeline.ingest.sink import postgres_outage
 from pipeline.kafka_logs import LogProbe
 from pipeline.metrics import IngestMetrics
@@ -165,7 +166,28 @@ class Checkpoint:
         self._notices[(v.partition, v.finding.value)] = Notice(v, now, until)
 
     # --- batches ---------------------------------------------------------------------------------------
-    def continue_from(self, batch: WriteBatch) -> None:
+    def skipped(
+        self, records: Mapping[int, Sequence[KafkaRecord]], positions: Mapping[int, int]
+    ) -> dict[int, tuple[int, int]]:
+        """{partition: (from, to)} where the consumer's position after a poll (`positions`) is past its
+        last record handed out (or, with none, past where the batches launched left off): offsets it read
+        past that hold no record to write (transaction markers, aborted transactions, records compacted
+        away; never a loss: the fetcher resets no position). The batch moves the offsets of record over
+        them too (`continue_from`), else a partition ending in a transaction marker never looks caught up."""
+        out: dict[int, tuple[int, int]] = {}
+        for p, at in positions.items():
+            msgs = records.get(p)
+            known = msgs[-1].offset + 1 if msgs else self._positions.get(p)
+            if known is not None and at > known:
+                out[p] = (known, at)
+        return out
+
+    def continue_from(self, batch: WriteBatch, skipped: Mapping[int, tuple[int, int]] | None = None) -> None:
+        """The batch is launched: it continues from where the previous one left off, and moves the offsets
+        of record over its records and the offsets `skipped` after them."""
+        for p, (start, end) in (skipped or {}).items():
+            batch.first_offsets.setdefault(p, start)
+            batch.next_offsets[p] = max(end, batch.next_offsets.get(p, end))
         positions = self._positions
         batch.resumes_from = {p: positions[p] for p in batch.next_offsets if p in positions}
         positions.update(batch.next_offsets)

@@ -11,6 +11,12 @@ What it guarantees to the loop:
   poll a rebalance straddled (`poll` answers None): the new assignment seeks, and they come again.
 - It never resets a position itself (`auto_offset_reset="none"`): an offset out of range, or a partition
   without a position, raises `PositionLost` naming the partitions, for the checkpoint to judge.
+- It reads committed records only (`isolation_level="read_committed"`): a room server whose Kafka client
+  publishes in transactions (exactly-once producers, Kafka Streams or Connect in front of us) has its aborted
+  transactions' records skipped, never stored. Each poll also says where the consumer reads each held
+  partition next (`Polled.positions`): past the last record handed out where it skipped records no one
+  writes (transaction markers, aborted transactions, records compacted away), so that the offsets of record
+  can move past them too (else a partition ending in a transaction marker would never be caught up).
 - A poll takes aiokafka's buffer `FETCH_CHUNK_RECORDS` at a time with a yield between chunks: unpacking a
   20,000-record fetch in one call held the event loop for 100-200 ms, during which the write in flight
   could not send its next statement and PostgreSQL idled.
@@ -25,7 +31,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -63,10 +69,13 @@ class PositionLost(Exception):
 
 @dataclass(slots=True)
 class Polled:
-    """Records of one poll, by partition, and the generation they were fetched under."""
+    """Records of one poll, by partition, and the generation they were fetched under; `positions`: where
+    the consumer reads each held partition next, as the poll left it (past the last record handed out
+    where records no one writes followed it: transaction markers, aborted transactions, compacted gaps)."""
 
     records: dict[int, list[Any]]
     generation: int
+    positions: dict[int, int] = field(default_factory=dict)
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -106,6 +115,7 @@ class Fetcher:
             group_id=s.consumer_group,
             enable_auto_commit=False,
             auto_offset_reset="none",  # never reset a position silently: see the module docstring
+            isolation_level="read_committed",  # never an aborted transaction's records
             max_partition_fetch_bytes=8 * 1024 * 1024,
             fetch_max_bytes=64 * 1024 * 1024,
             max_poll_interval_ms=300_000,
@@ -172,7 +182,22 @@ class Fetcher:
             for tp, msgs in more.items():
                 fetched.setdefault(tp, []).extend(msgs)
                 total += len(msgs)
-        return Polled({tp.partition: msgs for tp, msgs in fetched.items()}, generation)
+        # (no await since the last getmany: the positions are those of the records handed out)
+        return Polled({tp.partition: msgs for tp, msgs in fetched.items()}, generation, self._positions())
+
+    def _positions(self) -> dict[int, int]:
+        """The consumer's position of each held partition that has one. (aiokafka's `position()` is a
+        coroutine that waits for a position to be known; its state is read here, at once, as it does.)"""
+        subscription = self.consumer._subscription.subscription
+        assignment = None if subscription is None else subscription.assignment
+        if assignment is None:
+            return {}
+        out: dict[int, int] = {}
+        for tp in self.consumer.assignment():
+            state = assignment.state_value(tp)
+            if state is not None and state.has_valid_position:
+                out[tp.partition] = state.position
+        return out
 
     async def _getmany(self, timeout_ms: int, max_records: int) -> dict[TopicPartition, list[Any]]:
         try:

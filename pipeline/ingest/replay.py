@@ -278,6 +278,8 @@ async def fetch_originals(
         enable_auto_commit=False,
         group_id=None,
         auto_offset_reset="none",
+        # as the worker reads (pipeline.ingest.fetcher): an aborted transaction's record is never replayed
+        isolation_level="read_committed",
     )
     try:
         async with kafka_errors(settings):

@@ -256,7 +256,10 @@ class IngestService:
                 if polled is None:
                     continue  # not ours to write (a rebalance came in between): they come again
                 self.checkpoint.update_lag()
-                if not polled.records:
+                # offsets the consumer read past without a record to hand out (transaction markers, aborted
+                # transactions, compacted gaps): the batch carries the offsets of record over them too
+                skipped = self.checkpoint.skipped(polled.records, polled.positions)
+                if not polled.records and not skipped:
                     await self._finish()
                     continue
                 now = self._clock()
@@ -279,7 +282,7 @@ class IngestService:
                     now=now,
                     deletions=self.deletions,
                 )
-                self.checkpoint.continue_from(batch)
+                self.checkpoint.continue_from(batch, skipped)
                 self.tally.consumed(pass1.consumed)
                 self.sink.launch(batch, stats, now, polled.generation)
             await asyncio.wait_for(self._finish(), s.shutdown_drain_seconds)
