@@ -24,7 +24,7 @@ from aiokafka.errors import (
 
 from pipeline.errors import ConfigurationError
 from pipeline.kafka_client import KafkaConnection, kafka_errors
-from pipeline.kafka_topics import ensure_topics
+from pipeline.kafka_topics import check_topic_policies, ensure_topics
 from pipeline.listen import check_can_listen
 from pipeline.settings import Settings
 from pipeline.storage import db
@@ -42,9 +42,11 @@ async def preflight(settings: Settings) -> None:
 
     Checks, in order: PostgreSQL accepts the DSN (database, role, password, TLS), the schema is migrated
     and ROOMLOGS_DEFAULT_RETENTION_CLASS is one of its retention classes; the brokers accept our TLS and
-    SASL settings; the events and dead-letter topics exist or can be created; we may read the events
-    topic and use the consumer group. Before all that, that its metrics port is free (faust's own error
-    for a taken port is a traceback). PostgreSQL goes before Kafka: it is quick to ask and creates nothing.
+    SASL settings; the events and dead-letter topics exist or can be created, and neither the events topic
+    (compacted) nor the deletions topic (deleting by age or size) would have Kafka delete what roomlogs must
+    read; we may read the events topic and use the consumer group. Before all that, that its metrics port
+    is free (faust's own error for a taken port is a traceback). PostgreSQL goes before Kafka: it is quick
+    to ask and creates nothing.
     """
     check_can_listen(
         settings.metrics_host,
@@ -54,6 +56,7 @@ async def preflight(settings: Settings) -> None:
     )
     await _check_postgres(settings)
     await ensure_topics(settings)
+    await check_topic_policies(settings)
     await _check_topic_access(settings)
 
 

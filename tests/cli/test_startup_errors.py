@@ -7,13 +7,14 @@ of exactly one line that names the setting (or command) to fix, and no Python tr
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -22,6 +23,9 @@ import pytest
 
 from pipeline.settings import Settings
 from pipeline.stack import free_port
+from pipeline.worker.preflight import preflight
+
+TopicFactory = Callable[..., Awaitable[str]]
 
 JWT_KEY = "k" * 48
 API_KEYS = {
@@ -236,6 +240,35 @@ def test_kafka_refusing(ingest_settings: Settings, tmp_path: Path) -> None:
     for command in (["worker"], ["simulate", "--events", "10", "--no-progress"]):
         line = refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_SASL_MECHANISM")
         assert "secret" not in line
+
+
+@pytest.mark.broker_semantics
+async def test_topics_whose_policy_would_have_kafka_delete_what_roomlogs_reads(
+    ingest_settings: Settings, topic_factory: TopicFactory, tmp_path: Path
+) -> None:
+    # an events topic created compacted: Kafka would keep only the newest event of each room
+    compacted = await topic_factory(partitions=3, prefix="ev-compact-", config={"cleanup.policy": "compact"})
+    env = {**ingest_settings.to_env(), "ROOMLOGS_EVENTS_TOPIC": compacted}
+    line = refused(await _worker(env, tmp_path), "ROOMLOGS_EVENTS_TOPIC", compacted, "cleanup.policy=delete")
+    assert "newest record of each key" in line
+    # a deletions topic deleting by age (as Kafka's default would, 7 days) or by size
+    for config, said in (
+        ({"retention.ms": str(7 * 86_400_000)}, "retention.ms=604800000"),
+        ({"retention.ms": "-1", "retention.bytes": "1048576"}, "retention.bytes=1048576"),
+        ({"cleanup.policy": "compact,delete", "retention.ms": "86400000"}, "retention.ms=86400000"),
+    ):
+        topic = await topic_factory(partitions=1, prefix="del-bounded-", config=config)
+        env = {**ingest_settings.to_env(), "ROOMLOGS_DELETIONS_TOPIC": topic}
+        refused(await _worker(env, tmp_path), "ROOMLOGS_DELETIONS_TOPIC", topic, said, "retention.ms=-1")
+    # kept for ever, compacted or not: the worker starts (its preflight passes)
+    for config in ({"cleanup.policy": "compact"}, {"retention.ms": "-1"}):
+        topic = await topic_factory(partitions=1, prefix="del-kept-", config=config)
+        s = ingest_settings.replace(deletions_topic=topic)
+        await preflight(s)
+
+
+async def _worker(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(roomlogs, "worker", env=env, cwd=cwd)
 
 
 # --- the API --------------------------------------------------------------------------------------------
