@@ -27,6 +27,7 @@ from aiokafka import AIOKafkaProducer
 from deploy_checks import DASHBOARDS_DIR, PROMETHEUS_DIR, dashboard_queries, metric_names, require_tool
 
 from pipeline.cli.devstack import WORKER_COMMAND, worker_env
+from pipeline.kafka_topics import DELETIONS_TOPIC_CONFIGS
 from pipeline.settings import Secret, Settings
 from pipeline.stack.process import free_port
 from pipeline.storage import db
@@ -78,6 +79,10 @@ async def worker_settings(
         events_topic=await topic_factory(partitions=3, prefix="ev-"),
         events_topic_partitions=3,
         dead_letter_topic=await topic_factory(partitions=1, prefix="dlq-"),
+        # its own, as every topic here: the session's broker may hold a `roomlogs.deletions` another test made
+        # with other configs, which the worker would rightly refuse (pipeline.kafka_topics)
+        deletions_topic=await topic_factory(partitions=1, prefix="del-", config=DELETIONS_TOPIC_CONFIGS),
+        alerts_topic=await topic_factory(partitions=1, prefix="alerts-"),
         consumer_group=group_id,
         postgres_dsn=Secret(postgres_dsn),
         postgres_schema=pg_schema,
