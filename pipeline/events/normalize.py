@@ -148,6 +148,8 @@ class Normalizer:
             raise Invalid(Reason.NOT_AN_OBJECT, "record has no value (tombstone)")
         if len(raw) > self.max_event_bytes:
             raise Invalid(Reason.OVERSIZE, f"{len(raw)} bytes, limit {self.max_event_bytes}")
+        if raw and raw[0] == 0:  # no JSON text starts with a NUL byte
+            raw = _registry_payload(raw)
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -673,6 +675,26 @@ def _ipv6_or_keep(m: re.Match[str]) -> str:
 def _ip_or_keep(m: re.Match[str]) -> str:
     parts = m.group(0).split(".")
     return IP_MASK if all(int(p) <= 255 for p in parts) else m.group(0)
+
+
+#: Confluent's schema-registry wire format: magic byte 0, a 4-byte schema id, then the serialized payload.
+_REGISTRY_HEADER_BYTES = 5
+
+
+def _registry_payload(raw: bytes) -> bytes:
+    """The JSON inside a record in Confluent's schema-registry wire format, as a room server's JVM client
+    with a schema-registry JSON serializer sends it (the schema id is not needed: the contract is checked
+    here, as for any record); Invalid when what follows the header is not a JSON object (Avro, Protobuf)."""
+    payload = raw[_REGISTRY_HEADER_BYTES:].lstrip()
+    if len(raw) <= _REGISTRY_HEADER_BYTES or payload[:1] != b"{":
+        schema = int.from_bytes(raw[1:_REGISTRY_HEADER_BYTES], "big") if len(raw) >= 5 else None
+        raise Invalid(
+            Reason.INVALID_JSON,
+            "starts with a NUL byte: a schema-registry record (schema id "
+            f"{schema if schema is not None else '?'}) whose payload is not a JSON object (Avro or Protobuf "
+            "are not read: send JSON, schemas/)",
+        )
+    return payload
 
 
 def _lenient_parse(raw: bytes) -> Any:

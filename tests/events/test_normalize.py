@@ -311,6 +311,19 @@ def test_what_is_not_a_json_object_is_refused(raw: bytes | None, reason: Reason)
     assert refused(raw).reason == reason
 
 
+def test_a_schema_registry_record_is_read_as_its_json() -> None:
+    # Confluent's wire format (a JVM room server's schema-registry JSON serializer): 0, schema id, JSON
+    raw = json.dumps(chat("hello")).encode()
+    framed = b"\x00" + (42).to_bytes(4, "big") + raw
+    assert stored(framed) == stored(raw)
+    # Avro or Protobuf after the header, or a header alone: refused, saying what it is
+    for payload in (b"\x02\x0ahello", b"", b"[1, 2]"):
+        caught = refused(b"\x00" + (42).to_bytes(4, "big") + payload)
+        assert caught.reason == Reason.INVALID_JSON
+        assert "schema-registry record (schema id 42)" in caught.detail
+    assert refused(b"\x00").reason == Reason.INVALID_JSON
+
+
 # --- odd inputs: a reason, never a crash (the worker only catches Invalid) ----------------------------------
 @pytest.mark.parametrize(
     ("text", "reason"),
