@@ -24,7 +24,7 @@ import ipaddress
 import json
 import re
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Set
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
@@ -120,6 +120,9 @@ class Normalizer:
         self.dropped_fields: Counter[str] = Counter()
         #: Personal data masked inside chat text, by kind ("email", "card", "ip").
         self.masked: Counter[str] = Counter()
+        #: Of the record being normalized, the strings its lenient parse changed (lone surrogates replaced):
+        #: text keeps them with U+FFFD, an identifier is refused (two ids would become one)
+        self._scrubbed: Set[str] = frozenset()
         hand_written: dict[str, Rule] = {
             EventType.CHAT_MESSAGE: self._chat,
             EventType.USER_ENTERED: self._entered,
@@ -153,7 +156,13 @@ class Normalizer:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            doc = _lenient_parse(raw)
+            doc, scrubbed = _lenient_parse(raw)
+            if scrubbed and type(doc) is dict:
+                self._scrubbed = scrubbed
+                try:
+                    return self.normalize_obj(doc, now)
+                finally:
+                    self._scrubbed = frozenset()
         if type(doc) is not dict:
             raise Invalid(Reason.NOT_AN_OBJECT, f"top level is {_json_type(doc)}, expected an object")
         return self.normalize_obj(doc, now)
@@ -174,7 +183,8 @@ class Normalizer:
         if version != c.SCHEMA_VERSION or type(version) not in (int, float):
             if version is None:
                 raise Invalid(Reason.MISSING_FIELD, "schema_version: required")
-            raise Invalid(Reason.UNSUPPORTED_VERSION, f"schema_version: {str(version)[:20]} (supported: 1)")
+            shown = str(version)[:20] if type(version) in (int, float, str, bool) else _json_type(version)
+            raise Invalid(Reason.UNSUPPORTED_VERSION, f"schema_version: {shown} (supported: 1)")
         rule = self._type_rules.get(etype)
         if rule is None:
             raise Invalid(Reason.UNKNOWN_TYPE, f"type: {etype[:64]!r} is not a known event type")
@@ -183,7 +193,7 @@ class Normalizer:
         if type(event_id) is not str or not _UUID.fullmatch(event_id):
             _require(event_id, "event_id")
             raise Invalid(Reason.INVALID_VALUE, "event_id: expected a UUID")
-        room_id = _ident(doc.get("room_id"), "room_id")
+        room_id = self._id(doc.get("room_id"), "room_id")
         occurred_at = self._timestamp(doc.get("occurred_at"), now)
 
         if len(doc) > 7 or not c.ENVELOPE_FIELDS.issuperset(doc):
@@ -356,7 +366,7 @@ class Normalizer:
         if type(item) is not dict:
             _require(item, "data.item")
             raise Invalid(Reason.WRONG_TYPE, "data.item: expected an object")
-        item_out = {"item_id": _ident(item.get("item_id"), "data.item.item_id")}
+        item_out = {"item_id": self._id(item.get("item_id"), "data.item.item_id")}
         name = item.get("name")
         if name is not None:
             if type(name) is not str:
@@ -373,10 +383,20 @@ class Normalizer:
         return target_id, None, None
 
     # --- field helpers -----------------------------------------------------------------------------------
+    def _id(self, value: Any, path: str, suffix: str = "") -> str:
+        ident = _ident(value, path, suffix)
+        if self._scrubbed and ident in self._scrubbed:
+            raise Invalid(
+                Reason.INVALID_VALUE,
+                f"{path}{suffix}: has a lone surrogate (no UTF-8 text can hold one); an identifier is kept "
+                "exactly or refused",
+            )
+        return ident
+
     def _user(self, value: Any, path: str, etype: str) -> tuple[str, dict[str, Any]]:
         if type(value) is not dict:
             raise Invalid(Reason.WRONG_TYPE, f"{path}: expected an object")
-        user_id = _ident(value.get("user_id"), path, ".user_id")
+        user_id = self._id(value.get("user_id"), path, ".user_id")
         out: dict[str, Any] = {"user_id": user_id}
         name = value.get("display_name")
         if name is not None:
@@ -392,7 +412,7 @@ class Normalizer:
             kept = {}
             avatar_id = avatar.get("avatar_id")
             if avatar_id is not None:
-                kept["avatar_id"] = _ident(avatar_id, path, ".avatar.avatar_id")
+                kept["avatar_id"] = self._id(avatar_id, path, ".avatar.avatar_id")
             url = avatar.get("url")
             if url is not None:
                 if type(url) is not str or not url.startswith("https://") or len(url) > c.URL_MAX_CHARS:
@@ -527,7 +547,7 @@ class _SpecRule:
             self._n._count_extra(value, self._names[id(kind)], self._type)
             return kept
         if isinstance(kind, Identifier):
-            return _ident(value, path)
+            return self._n._id(value, path)
         if isinstance(kind, Text):
             return self._text(kind, value, path, payload)
         if isinstance(kind, Uuid):
@@ -631,9 +651,8 @@ def _require(value: Any, path: str) -> None:
 
 
 def _json_type(value: Any) -> str:
-    return {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}.get(
-        type(value), "null"
-    )
+    kinds = {dict: "an object", list: "an array", str: "a string", int: "a number", float: "a number"}
+    return kinds.get(type(value), "a boolean" if type(value) is bool else "null")
 
 
 def _luhn_ok(digits: str) -> bool:
@@ -686,7 +705,8 @@ def _registry_payload(raw: bytes) -> bytes:
     with a schema-registry JSON serializer sends it (the schema id is not needed: the contract is checked
     here, as for any record); Invalid when what follows the header is not a JSON object (Avro, Protobuf)."""
     payload = raw[_REGISTRY_HEADER_BYTES:].lstrip()
-    if len(raw) <= _REGISTRY_HEADER_BYTES or payload[:1] != b"{":
+    # (a byte order mark is let through, for the JSON parser to name)
+    if len(raw) <= _REGISTRY_HEADER_BYTES or payload.removeprefix(b"\xef\xbb\xbf")[:1] != b"{":
         schema = int.from_bytes(raw[1:_REGISTRY_HEADER_BYTES], "big") if len(raw) >= 5 else None
         raise Invalid(
             Reason.INVALID_JSON,
@@ -697,28 +717,59 @@ def _registry_payload(raw: bytes) -> bytes:
     return payload
 
 
-def _lenient_parse(raw: bytes) -> Any:
-    """Second chance for what orjson refuses: lone surrogates (replaced), NaN (left for the field checks)."""
+def _lenient_parse(raw: bytes) -> tuple[Any, set[str]]:
+    """Second chance for what orjson refuses: lone surrogates (replaced), NaN (left for the field checks).
+    Returns the document and the strings whose lone surrogates were replaced (as they now are).
+
+    Anything else Python's parser refuses is `invalid_json` too: besides malformed text, an integer of more
+    digits than Python converts (4,300, a ValueError) and nesting deeper than its stack (RecursionError)."""
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as e:
         raise Invalid(Reason.INVALID_JSON, f"not UTF-8 at byte {e.start}") from None
     try:
         doc = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as e:
+    except RecursionError:
+        raise Invalid(Reason.INVALID_JSON, "not JSON: nested too deeply") from None
+    except ValueError as e:  # json.JSONDecodeError, and integers beyond sys.get_int_max_str_digits()
         raise Invalid(Reason.INVALID_JSON, f"not JSON: {str(e)[:120]}") from None
-    return _scrub(doc)
+    scrubbed: set[str] = set()
+    return _scrub(doc, scrubbed), scrubbed
 
 
-def _scrub(value: Any) -> Any:
+def _scrub_text(value: str, scrubbed: set[str]) -> str:
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+        scrubbed.add(value)
+    return value
+
+
+def _scrub(value: Any, scrubbed: set[str]) -> Any:
+    """`value` (a fresh parse) with every lone surrogate in its strings and keys replaced by U+FFFD, in place;
+    each string changed is added to `scrubbed`.
+
+    Iterative: a record may nest as deep as the parser allows, and that is deeper than a recursion here
+    could go with the normalizer's own frames on the stack."""
     if type(value) is str:
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
-        return value
-    if type(value) is dict:
-        return {_scrub(k): _scrub(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_scrub(v) for v in value]
+        return _scrub_text(value, scrubbed)
+    pending = [value]
+    while pending:
+        node = pending.pop()
+        if type(node) is list:
+            for i, item in enumerate(node):
+                if type(item) is str:
+                    node[i] = _scrub_text(item, scrubbed)
+                elif type(item) is list or type(item) is dict:
+                    pending.append(item)
+        elif type(node) is dict:
+            items = list(node.items())
+            node.clear()
+            for key, item in items:  # in order: of keys equal once scrubbed, the last wins, as in a parse
+                if type(item) is str:
+                    item = _scrub_text(item, scrubbed)
+                elif type(item) is list or type(item) is dict:
+                    pending.append(item)
+                node[_scrub_text(key, scrubbed)] = item
     return value

@@ -30,6 +30,10 @@ class Reason(StrEnum):
     #: A valid event of a UTC day already sealed (closed ROOMLOGS_SEAL_LATE_WINDOW_SECONDS after it ended):
     #: the seal says the day's events are exactly those it covers. Kept, normalized, for review.
     DAY_SEALED = "day_sealed"
+    #: The normalizer itself failed on the record (an exception other than a refusal: a roomlogs bug, to
+    #: report). Set aside so the partition goes on; only its fingerprint is kept (whether its content may
+    #: be kept could not be judged), and `dead-letters replay` reads it again from Kafka once fixed.
+    NORMALIZER_FAILED = "normalizer_failed"
 
 
 #: Reasons whose raw bytes must not be kept in the dead-letter record

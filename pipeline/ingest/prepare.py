@@ -10,6 +10,7 @@ or an expired count.
 from __future__ import annotations
 
 import asyncio
+import logging
 import zlib
 from bisect import bisect_left
 from collections import Counter
@@ -20,7 +21,7 @@ from functools import partial
 from typing import Any, Protocol
 
 from pipeline.events.contract import SCHEMA_VERSION
-from pipeline.events.deadletter import keep, safe_detail
+from pipeline.events.deadletter import fingerprint, keep, safe_detail
 from pipeline.events.normalize import (
     ACTOR_ID,
     BODY,
@@ -33,7 +34,7 @@ from pipeline.events.normalize import (
     Normalized,
     Normalizer,
 )
-from pipeline.events.reasons import Invalid
+from pipeline.events.reasons import Invalid, Reason
 from pipeline.ingest.rooms import RoomDirectory
 from pipeline.kafka_logs import RecordMark
 from pipeline.storage.batch import ROW_EVENT_TYPE, DeadLetter, RoomChange, WriteBatch
@@ -131,9 +132,51 @@ async def normalize_records(
                             kept.raw_bytes,
                         )
                     )
+                except Exception as e:  # noqa: BLE001 - a bug of ours: the record is set aside, not the partition
+                    dls.append(_normalizer_failed(e, m.value, now, topic, partition, m.offset))
             await asyncio.sleep(0)
     out.rooms = {ev[ROOM_ID] for _, _, ev in events}
     return out
+
+
+log = logging.getLogger("roomlogs.ingest")
+#: kinds of normalizer failure logged with a traceback (once each per process)
+_FAILURES_LOGGED: set[str] = set()
+
+
+def _normalizer_failed(
+    error: Exception, raw: bytes | None, now: datetime, topic: str, partition: int, offset: int
+) -> DeadLetter:
+    """The dead letter of a record the normalizer failed on (not refused: failed): a bug of ours. Its content
+    is not kept, its fingerprint is, for the replay once fixed. The first failure of each kind is logged with
+    its traceback (more would let a producer flood the log; the metric counts them all)."""
+    kind = type(error).__name__
+    if kind not in _FAILURES_LOGGED:
+        _FAILURES_LOGGED.add(kind)
+        log.error(
+            "the normalizer failed on the record at %s[%d]@%d (%s); it is set aside as a dead letter "
+            "normalizer_failed, the partition goes on. Later failures of this kind are counted, not logged.",
+            topic,
+            partition,
+            offset,
+            kind,
+            exc_info=error,
+        )
+    try:
+        what = str(error)[:200]
+    except Exception:  # noqa: BLE001 - an exception whose message cannot be made
+        what = "?"
+    detail = f"the normalizer failed ({kind}: {what}): a roomlogs bug, to report"
+    return DeadLetter(
+        now,
+        Reason.NORMALIZER_FAILED.value,
+        safe_detail(detail),
+        topic,
+        partition,
+        offset,
+        None,
+        *fingerprint(raw),
+    )
 
 
 def build_batch(

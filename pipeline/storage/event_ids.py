@@ -111,9 +111,13 @@ async def stored_times(conn: asyncpg.Connection, event_ids: Sequence[str]) -> di
     return {r["id"]: r["occurred_at"] for r in rows}
 
 
+#: A conflicting copy: its `events` row, the registered copy's event time, and what differs (`_CONTENT` names)
+Conflict = tuple[tuple[Any, ...], datetime | None, tuple[str, ...]]
+
+
 async def settle(
     conn: asyncpg.Connection, copies: Sequence[tuple[tuple[Any, ...], datetime | None]]
-) -> tuple[list[tuple[Any, ...]], list[tuple[tuple[Any, ...], datetime | None]]]:
+) -> tuple[list[tuple[Any, ...]], list[Conflict]]:
     """Sort copies of registered ids (an `events` row each, with the registered copy's event time) into
     (duplicates, conflicts).
 
@@ -149,15 +153,21 @@ async def settle(
         }
         gone = await _registered_without_row(conn, [k for k in lookup if (k[0], k[1]) not in stored])
     duplicates: list[tuple[Any, ...]] = []
-    conflicts: list[tuple[tuple[Any, ...], datetime | None]] = []
+    conflicts: list[Conflict] = []
     for row, at in copies:
         held = stored.get((row[ROW_ROOM_ID], row[ROW_EVENT_ID])) if at is not None else None
+        content = _content(row)
         # no row left in any room: removed by retention or a deletion after it was stored once
-        same = held == _content(row) if held is not None else at is not None and row[ROW_EVENT_ID] in gone
+        same = held == content if held is not None else at is not None and row[ROW_EVENT_ID] in gone
         if same:
             duplicates.append(row)
+        elif held is None:  # the stored copy (at the registered time) is in another room; maybe more differs
+            moved = ("room_id",) if at == row[ROW_OCCURRED_AT] else ("room_id", "occurred_at")
+            conflicts.append((row, at, moved))
         else:
-            conflicts.append((row, at))
+            conflicts.append(
+                (row, at, tuple(n for n, a, b in zip(_CONTENT, held, content, strict=True) if a != b))
+            )
     return duplicates, conflicts
 
 
@@ -176,6 +186,10 @@ async def _registered_without_row(
         [m[2] for m in missing],
     )
     return {r["id"] for r in rows}
+
+
+#: The names of `_content`'s fields, as the contract names them (what a conflict's dead letter says differs)
+_CONTENT = ("occurred_at", "type", "actor", "target", "text", "the rest of the event (data, actor's details)")
 
 
 def _content(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -218,8 +232,10 @@ def conflicting_copy(
     topic: str,
     stored_occurred_at: datetime | None,
     raw: bytes | None,
+    differs: Sequence[str] = (),
 ) -> DeadLetter:
-    """The dead letter of a copy (an `events` row, EVENT_COLUMNS order) of a stored event with other content.
+    """The dead letter of a copy (an `events` row, EVENT_COLUMNS order) of a stored event with other content;
+    `differs` names what differs from the stored copy (the detail says it, for the producer to find).
 
     It keeps the copy's normalized form (allowlisted and masked like a stored event) and the fingerprint of
     `raw`, the record's value as received (None: not at hand), so the copy that lost can be matched to its
@@ -229,8 +245,9 @@ def conflicting_copy(
     if stored_occurred_at is None:  # its first copy in the batch was not stored (expired or deleted)
         detail = f"event {event_id} came twice in one batch with different content; neither was stored"
     else:
+        what = f"other {', '.join(differs)}" if differs else "other content"
         detail = (
-            f"event {event_id} was stored before with other content (stored copy occurred_at "
+            f"event {event_id} was stored before with {what} than this copy (stored copy occurred_at "
             f"{stored_occurred_at.isoformat()}, this copy {occurred_at.isoformat()}); the stored copy stands"
         )
     return set_aside(row, Reason.CONFLICTING_DUPLICATE, detail, received_at, topic, raw)

@@ -284,9 +284,9 @@ class BatchWriter:
         if not conflicts:
             return changes
         dropped = set()
-        for row, stored_at in conflicts:
+        for row, stored_at, differs in conflicts:
             raw = _raw(raw_value, row)
-            outcome.conflicts.append(conflicting_copy(row, received_at, topic, stored_at, raw))
+            outcome.conflicts.append(conflicting_copy(row, received_at, topic, stored_at, raw, differs))
             outcome.conflicting_rooms.add(row[ROW_ROOM_ID])
             dropped.add((row[ROW_PARTITION], row[ROW_OFFSET]))
         return [c for c in changes if (c.src_partition, c.src_offset) not in dropped]

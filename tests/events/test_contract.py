@@ -47,6 +47,7 @@ REASONS_BEYOND_SCHEMA = {
     Reason.STORAGE_REJECTED,
     Reason.CONFLICTING_DUPLICATE,  # a valid event; only the stored copy can tell
     Reason.DAY_SEALED,  # a valid event of a day already sealed; only the seals can tell
+    Reason.NORMALIZER_FAILED,  # a bug of the worker, not a property of the record
 }
 
 

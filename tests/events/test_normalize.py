@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.events.normalize import (
     ACTOR_ID,
@@ -346,3 +348,126 @@ def test_timestamp_at_the_edge_of_the_calendar_is_refused(text: str, reason: Rea
 )
 def test_an_array_or_object_where_a_code_is_expected_is_refused(doc: dict[str, Any]) -> None:
     assert refused(doc).reason == Reason.INVALID_VALUE
+
+
+# Each of these once raised something other than Invalid, which stopped the worker on every restart.
+def test_a_number_of_more_digits_than_python_converts_is_invalid_json() -> None:
+    raw = json.dumps(chat("hi")).replace('"data"', '"n": ' + "7" * 5000 + ', "data"').encode()
+
+    caught = refused(raw)
+
+    assert caught.reason == Reason.INVALID_JSON
+    assert "4300 digits" in caught.detail
+
+
+def test_a_lone_surrogate_beside_deep_nesting_is_replaced_and_stored() -> None:
+    nested = "[" * 600 + "]" * 600
+    raw = json.dumps(chat("deep \ud800")).replace('"data"', f'"extra": {nested}, "data"').encode()
+
+    assert stored(raw)[BODY] == "deep \ufffd"
+
+
+def test_a_deeply_nested_schema_version_is_an_unsupported_version() -> None:
+    raw = json.dumps(chat("hi")).replace(
+        '"schema_version": 1', '"schema_version": ' + "[" * 1010 + "]" * 1010
+    )
+
+    caught = refused(raw.encode())
+
+    assert (caught.reason, caught.detail) == (
+        Reason.UNSUPPORTED_VERSION,
+        "schema_version: an array (supported: 1)",
+    )
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        chat("hi", room_id="room-\ud800"),
+        chat("hi", actor={"user_id": "u-\udbff"}),
+        chat("hi", actor={"user_id": "u-1", "avatar": {"avatar_id": "a-\ud800"}}),
+        event(
+            "gift.sent", {"recipient": {"user_id": "u-2"}, "item": {"item_id": "rose\udc00"}, "credits": 5}
+        ),
+        event("moderation.kick", {"target": {"user_id": "u-\ud800"}}),
+    ],
+    ids=["room_id", "actor", "avatar_id", "item_id", "target"],
+)
+def test_a_lone_surrogate_in_an_identifier_is_refused_not_replaced(doc: dict[str, Any]) -> None:
+    # Replaced, "room-\ud800" and "room-\udbff" would both become "room-\ufffd": two rooms, one owner's logs.
+    caught = refused(doc)
+
+    assert caught.reason == Reason.INVALID_VALUE
+    assert "lone surrogate" in caught.detail
+    # the same document with the surrogate in the chat text instead is stored, cleaned
+    assert stored(chat("hi \ud800"))[BODY] == "hi \ufffd"
+
+
+def test_a_schema_registry_record_with_a_byte_order_mark_is_named_as_such() -> None:
+    raw = b"\x00" + (42).to_bytes(4, "big") + b"\xef\xbb\xbf" + json.dumps(chat("hi")).encode()
+
+    caught = refused(raw)
+
+    assert caught.reason == Reason.INVALID_JSON
+    assert "BOM" in caught.detail
+
+
+_SENTINEL = "@@value@@"
+_PLACES = ("type", "schema_version", "event_id", "room_id", "occurred_at", "actor", "data", "extra")
+_PLACES_IN = {"actor": ("user_id", "display_name", "avatar"), "data": ("text", "reply_to", "target")}
+
+
+def _scalar_texts() -> st.SearchStrategy[str]:
+    return st.one_of(
+        st.sampled_from(
+            ["null", "true", "false", "NaN", "-Infinity", "1e400", "-0.0", '"\\ud800"', '"a\\udfff\\u0000"']
+        ),
+        st.integers().map(str),
+        st.integers(1, 6000).map(lambda n: "9" * n),  # beyond int64, and beyond Python's 4,300 digits
+        st.text(max_size=20).map(json.dumps),
+        st.floats().map(lambda f: json.dumps(f)),
+    )
+
+
+def _json_texts() -> st.SearchStrategy[str]:
+    tree = st.recursive(
+        _scalar_texts(),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=3).map(lambda xs: "[" + ",".join(xs) + "]"),
+            st.lists(
+                st.tuples(st.sampled_from(['"a"', '"\\udc00"', '"text"', '"user_id"']), inner), max_size=3
+            ).map(lambda kvs: "{" + ",".join(f"{k}:{v}" for k, v in kvs) + "}"),
+        ),
+        max_leaves=8,
+    )
+    deep = st.tuples(st.integers(1, 1100), st.sampled_from("[{"), tree).map(
+        lambda t: ("[" * t[0] + t[2] + "]" * t[0]) if t[1] == "[" else ('{"a":' * t[0] + t[2] + "}" * t[0])
+    )
+    return st.one_of(tree, deep)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    place=st.sampled_from(_PLACES),
+    inner=st.sampled_from(("", "user_id", "display_name", "avatar", "text", "reply_to", "target")),
+    value=_json_texts(),
+)
+def test_any_json_anywhere_is_stored_clean_or_refused_with_a_reason(
+    place: str, inner: str, value: str
+) -> None:
+    """Whatever a producer puts in any field: a row PostgreSQL accepts, or `Invalid` (never another error)."""
+    doc = chat("hello")
+    if inner and place in _PLACES_IN and inner in _PLACES_IN[place]:
+        doc[place] = {**doc[place], inner: _SENTINEL}
+    else:
+        doc[place] = _SENTINEL
+    raw = json.dumps(doc).replace(json.dumps(_SENTINEL), value).encode()
+    try:
+        ev = Normalizer().normalize(raw, NOW)
+    except Invalid as e:
+        assert e.reason in set(Reason) and e.detail
+        return
+    for column in ev[:-1]:
+        if isinstance(column, str):
+            assert "\x00" not in column
+            column.encode("utf-8")  # no lone surrogate: PostgreSQL text would refuse it

@@ -254,6 +254,22 @@ BAD_INPUTS: list[tuple[str, bytes | None, str]] = [
     ),
     ("not UTF-8", b'{"text": "\xff\xfe"}', "invalid_json"),
     ("tombstone", None, "not_an_object"),
+    # Each of these three once crashed the worker, on every restart: its partition stopped for good.
+    (
+        "a number of 5,000 digits (more than Python converts)",
+        _good("room-a", "big").replace(b'"data"', b'"n": ' + b"7" * 5000 + b', "data"'),
+        "invalid_json",
+    ),
+    (
+        "schema_version nested 1,010 deep",
+        b'{"type": "chat.message", "schema_version": ' + b"[" * 1010 + b"]" * 1010 + b"}",
+        "unsupported_version",
+    ),
+    (
+        "a lone surrogate in room_id (two rooms would become one)",
+        _good("room-a", "x").replace(b'"room-a"', b'"room-\\ud800"'),
+        "invalid_value",
+    ),
 ]
 
 
@@ -288,7 +304,10 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_neighbours_are_sto
         b' "occurred_at": "%s", "actor": {"user_id": "u-1"}, "data": {"text": "x\\ud800y"}}'
         % (event_id().encode(), stamp(-1).encode())
     )
-    records += [(b"room-a", nul), (b"room-a", surrogate)]
+    # A lone surrogate (read by the lenient parse) with an undeclared field nested 600 deep: stored, cleaned.
+    deep = _good("room-a", "deep").replace(b'"deep"', b'"deep\\ud800"')
+    deep = deep.replace(b'"data"', b'"extra": ' + b"[" * 600 + b"]" * 600 + b', "data"')
+    records += [(b"room-a", nul), (b"room-a", surrogate), (b"room-a", deep)]
     await produce_raw(s, records)
 
     async with ingest_worker(s) as w:
@@ -296,7 +315,7 @@ async def test_bad_input_is_dead_lettered_with_its_reason_and_neighbours_are_sto
         stored_metric = w.metrics.stored.labels("chat.message")._value.get()
 
     bodies = sorted(r["body"] for r in await fetch(s, "SELECT body FROM events"))
-    assert bodies == sorted([*expected_good, "a\ufffdb", "x\ufffdy"])
+    assert bodies == sorted([*expected_good, "a\ufffdb", "x\ufffdy", "deep\ufffd"])
     assert stored_metric == len(bodies)
 
     dead = await fetch(

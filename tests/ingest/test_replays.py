@@ -79,23 +79,35 @@ async def test_a_copy_with_another_time_or_text_is_dead_lettered_and_the_stored_
     original = stamped(ev.chat_message("room-x", GUEST, "the original"), -60)
     later_time = {**original, "occurred_at": at(-30)}  # same id, another timestamp
     other_text = {**original, "data": {"text": "the original, edited"}}  # same id, other text
+    other_room = {**original, "room_id": "room-y"}  # same id, another room
     await produce_raw(s, [record(original)])
     async with ingest_worker(s) as w:
         assert await w.caught_up(60)
-        await produce_raw(s, [record(later_time), record(other_text), record(original)])
+        await produce_raw(s, [record(later_time), record(other_text), record(other_room), record(original)])
         assert await w.caught_up(60)
-        assert w.metrics.dead_lettered.labels("conflicting_duplicate")._value.get() == 2
+        assert w.metrics.dead_lettered.labels("conflicting_duplicate")._value.get() == 3
         assert w.service.totals["duplicates"] == 1  # the identical copy: counted, not dead-lettered
     rows = await fetch(s, "SELECT body, occurred_at FROM events")
     assert [(r["body"], r["occurred_at"].isoformat()) for r in rows] == [
         ("the original", datetime.fromisoformat(original["occurred_at"]).isoformat())
     ]
     dead = await fetch(s, "SELECT reason, detail, content FROM dead_letters ORDER BY src_offset")
-    assert [d["reason"] for d in dead] == ["conflicting_duplicate"] * 2
-    assert [d["content"]["body"] for d in dead] == ["the original", "the original, edited"]
+    assert [d["reason"] for d in dead] == ["conflicting_duplicate"] * 3
     assert all(original["event_id"] in d["detail"] for d in dead)
-    mirrored = await consume(s.dead_letter_topic, 2)
-    assert sorted(dict(m.headers)["roomlogs.reason"] for m in mirrored) == [b"conflicting_duplicate"] * 2
+    # the detail says what differs, for the room server's developer to find the copy's fault
+    differs = {
+        (d["content"]["room_id"], d["content"]["body"]): d["detail"]
+        .split(" was stored before with ")[1]
+        .split(" than this copy")[0]
+        for d in dead
+    }
+    assert differs == {
+        ("room-x", "the original"): "other occurred_at",
+        ("room-x", "the original, edited"): "other text",
+        ("room-y", "the original"): "other room_id",
+    }
+    mirrored = await consume(s.dead_letter_topic, 3)
+    assert sorted(dict(m.headers)["roomlogs.reason"] for m in mirrored) == [b"conflicting_duplicate"] * 3
 
 
 async def test_a_deletion_takes_effect_for_ingest_at_once(
