@@ -328,6 +328,11 @@ async def _run_simulation(settings: Settings, args: argparse.Namespace):  # type
         return await simulate(publisher, config, progress=not args.no_progress)
 
 
+#: What stops `up` and `demo` and the stack they started: Ctrl-C, a service manager's SIGTERM, and the
+#: terminal or ssh session closing (SIGHUP), which would otherwise leave the broker and PostgreSQL running
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 def _up(settings: Settings, args: argparse.Namespace) -> int:
     from pipeline.cli.console_stack import ConsoleServer
     from pipeline.cli.devstack import DevStack
@@ -335,7 +340,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     console: ConsoleServer | None = None
     stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in _STOP_SIGNALS:  # the terminal closing (SIGHUP) too: stop what was started, as on Ctrl-C
         signal.signal(sig, lambda *_: stopping.set())
     info_path = args.work_dir / "stack.json"
     _refuse_a_second_stack(info_path)
@@ -406,6 +411,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
     stack = DevStack(settings, args.work_dir, kafka_kind=args.kafka, kafka_nodes=args.kafka_nodes)
     info_path = args.work_dir / "stack.json"
     embedded_postgres = not settings.postgres_dsn  # (no DSN of yours: the stack starts its own)
+    for sig in _STOP_SIGNALS[1:]:  # as Ctrl-C: KeyboardInterrupt, and the `finally` below stops the stack
+        signal.signal(sig, signal.default_int_handler)
     _refuse_a_second_stack(info_path)
     try:
         settings = stack.start()

@@ -210,6 +210,7 @@ class EmbeddedPostgres(EmbeddedServer):
         """initdb if the data directory is new, start, wait for connections. A no-op when running."""
         if self.running:
             return
+        self._refuse_a_server_left_running()
         bin_dir = self._bin_dir or postgres_bin_dir()
         run_as = _run_as()
         self._prepare_data_dir(bin_dir, run_as)
@@ -352,6 +353,25 @@ class EmbeddedPostgres(EmbeddedServer):
                 )
             time.sleep(pause_seconds)
             pause_seconds = min(pause_seconds * 2, 0.25)
+
+    def _refuse_a_server_left_running(self) -> None:
+        """One line naming the server, when another PostgreSQL already runs on this data directory: most
+        often one left by an earlier `roomlogs up` or `demo` that was killed before it could stop it
+        (PostgreSQL itself would only say its lock file exists)."""
+        try:
+            lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+            pid = int(lines[0])
+            server = psutil.Process(pid)
+            if "postgres" not in server.name():
+                return  # a stale lock file whose pid was reused: PostgreSQL removes it itself
+        except (OSError, ValueError, IndexError, psutil.Error):
+            return
+        port = f" on port {lines[3].strip()}" if len(lines) > 3 else ""
+        raise EmbeddedServiceError(
+            f"a PostgreSQL server already runs on {self.data_dir} (pid {pid}{port}), probably left by an "
+            "earlier `roomlogs up` or `demo` that was killed before it could stop it: stop it with "
+            f"`kill -INT {pid}` (a fast, clean shutdown), or give --work-dir another directory"
+        )
 
     def _pidfile_says_ready(self, pid: int) -> bool:
         try:

@@ -184,6 +184,82 @@ def test_ctrl_c_while_up_starts_stops_everything_and_says_only_that(tmp_path: Pa
         assert not (tmp_path / ".roomlogs" / "stack.json").exists()
 
 
+def _start_up(cwd: Path, out_path: Path) -> subprocess.Popen[bytes]:
+    """`roomlogs up` as a terminal's foreground job (its own process group), once it has printed it all."""
+    clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
+    with open(out_path, "wb") as out:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.cli", "up"], env=clean, cwd=cwd, stdout=out, stderr=out,
+            process_group=0,
+        )  # fmt: skip
+    deadline = time.monotonic() + UP_READY_SECONDS
+    while "(written to" not in out_path.read_text():
+        if up.poll() is not None or time.monotonic() > deadline:
+            up.kill()
+            pytest.fail(f"`roomlogs up` not ready:\n{out_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+    return up
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM], ids=["terminal-closed", "sigterm"])
+def test_closing_the_terminal_of_up_stops_everything_as_ctrl_c_does(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    """The terminal or ssh session that runs `up` closes (SIGHUP to its job), or a service manager stops it:
+    it stopped only itself, leaving the broker, PostgreSQL and the worker running, and the next `up` failed
+    on PostgreSQL's lock file. Now it stops what it started, as on Ctrl-C."""
+    with nothing_left_behind(tmp_path):
+        out_path = tmp_path / "up.out"
+        up = _start_up(tmp_path, out_path)
+        try:
+            os.killpg(up.pid, sig)
+            up.wait(120)
+        finally:
+            if up.poll() is None:
+                up.kill()
+                up.wait()
+        output = out_path.read_text()
+        assert up.returncode == 0, output[-3000:]
+        assert output.splitlines()[-1] == "stopping ...", output[-3000:]
+        assert not (tmp_path / ".roomlogs" / "stack.json").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_a_postgresql_left_running_by_a_killed_up_is_named_with_how_to_stop_it(tmp_path: Path) -> None:
+    """`up` killed outright (kill -9: nothing can stop its children) leaves its PostgreSQL running on the work
+    directory. The next `up` says so in one line, with the pid to stop, instead of PostgreSQL's lock-file
+    error; and once that server is stopped, `up` starts again on the same data."""
+    with nothing_left_behind(tmp_path):
+        up = _start_up(tmp_path, tmp_path / "up.out")
+        up.kill()
+        up.wait()
+        pidfile = tmp_path / ".roomlogs" / "postgres" / "data" / "postmaster.pid"
+        left_pid = int(pidfile.read_text().splitlines()[0])
+        assert psutil.pid_exists(left_pid)
+        try:
+            again = roomlogs("up", cwd=tmp_path, timeout=180)
+
+            assert again.returncode == 2, again.stdout + again.stderr
+            (line,) = [x for x in again.stderr.splitlines() if x.startswith("roomlogs up:")]
+            assert f"a PostgreSQL server already runs on {pidfile.parent} (pid {left_pid}" in line, line
+            assert f"`kill -INT {left_pid}`" in line, line
+            assert "Traceback" not in again.stderr
+        finally:  # what the killed `up` left: the server as its line says, the rest as an operator would
+            os.kill(left_pid, signal.SIGINT)
+            _, alive = psutil.wait_procs([psutil.Process(left_pid)], timeout=60)
+            assert not alive, "the command the line gives stops the server"
+            for process in psutil.process_iter():
+                if process.pid != os.getpid() and _under(process, tmp_path):
+                    with contextlib.suppress(psutil.Error):
+                        process.kill()
+        up = _start_up(tmp_path, tmp_path / "up-again.out")
+        os.killpg(up.pid, signal.SIGINT)
+        assert up.wait(120) == 0, (tmp_path / "up-again.out").read_text()[-3000:]
+
+
 async def _check_live(printed: dict[str, str], began: datetime, run: str) -> None:
     """This run's traffic is stored from the first record of every partition it writes to, rows keep
     arriving, and the sign-in link's room receives some of them."""
