@@ -99,8 +99,23 @@ class Proven:
 
 
 def check(bundle: bytes | Mapping[str, Any], public_keys: Mapping[str, bytes]) -> list[Proven]:
-    """What the bundle proves, per room-day; BundleError saying the first thing that does not hold."""
-    doc = orjson.loads(bundle) if isinstance(bundle, bytes) else bundle
+    """What the bundle proves, per room-day; BundleError saying the first thing that does not hold.
+
+    Never another exception, whatever the bundle holds: a bundle is evidence someone hands over, and a
+    tampered or damaged one must be refused with a reason, not crash the verifier."""
+    try:
+        return _check(bundle, public_keys)
+    except BundleError:
+        raise
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError, OverflowError, RecursionError) as e:
+        raise BundleError(f"malformed: {type(e).__name__}: {str(e)[:200]}") from None
+
+
+def _check(bundle: bytes | Mapping[str, Any], public_keys: Mapping[str, bytes]) -> list[Proven]:
+    try:
+        doc = orjson.loads(bundle) if isinstance(bundle, bytes) else bundle
+    except orjson.JSONDecodeError as e:
+        raise BundleError(f"not a roomlogs evidence bundle: not JSON ({e})") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise BundleError(f"not a roomlogs evidence bundle (format {FORMAT})")
     days = doc.get("days")
@@ -118,7 +133,14 @@ def _check_day(n: int, day: Any, public_keys: Mapping[str, bytes]) -> Proven:
         whole = bool(day["whole_day"])
     except (KeyError, TypeError, ValueError) as e:
         raise BundleError(f"day {n}: malformed ({e!r})") from None
-    st = orjson.loads(statement)
+    try:
+        st = orjson.loads(statement)
+    except orjson.JSONDecodeError:
+        raise BundleError(f"day {n}: the seal's statement is not JSON") from None
+    if not isinstance(st, dict):
+        raise BundleError(f"day {n}: the seal's statement is not a JSON object")
+    if not isinstance(events, list) or not all(isinstance(e, dict) for e in events):
+        raise BundleError(f"day {n}: its events are not a list of JSON objects")
     key_id = st.get("key_id")
     key = public_keys.get(key_id) if isinstance(key_id, str) else None
     if key is None:

@@ -318,3 +318,40 @@ async def test_exports_verify_offline_and_every_tampering_fails_with_a_reason(
     with pytest.raises(BundleError, match="no public key given"):
         check(bundle(exported), {other.key_id: other.public_raw})
     assert made
+
+    # Damaged or tampered anywhere, with anything: refused with a reason, never another exception (which
+    # `roomlogs verify FILE` printed as a traceback). Every node of a bundle of 5 events, each replaced by
+    # each of these values in turn, then the bundle's bytes cut or not JSON at all.
+    odd: list[Any] = [None, "x", "[1]", "zz", -1, 2**70, 1.5, [], [1], {}, {"a": 1}, True]
+    small = bundle(exported[:5])
+    tried = refused = 0
+    for path in _paths(small):
+        for value in odd:
+            damaged = orjson.loads(orjson.dumps(small))
+            _set(damaged, path, value)
+            tried += 1
+            try:
+                check(damaged, keys)
+            except BundleError as e:
+                refused += 1
+                assert str(e), path
+    raw = orjson.dumps(small)
+    for damaged_bytes in (raw[: len(raw) // 2], b"<html>502 Bad Gateway</html>", b"", raw + b"x"):
+        with pytest.raises(BundleError):
+            check(damaged_bytes, keys)
+    assert tried > 500 and refused > tried * 0.9, (tried, refused)  # a few odd values are harmless
+
+
+def _paths(node: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Every node's path in a JSON document (the root's excluded)."""
+    children = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
+    found: list[tuple[Any, ...]] = []
+    for key, child in children:
+        found += [(*path, key), *_paths(child, (*path, key))]
+    return found
+
+
+def _set(doc: Any, path: tuple[Any, ...], value: Any) -> None:
+    for key in path[:-1]:
+        doc = doc[key]
+    doc[path[-1]] = value
