@@ -51,6 +51,7 @@ from pipeline.api.security.ratelimit import RateLimiter, StreamQuota
 from pipeline.api.settings import ApiSettings
 from pipeline.errors import ConfigurationError
 from pipeline.storage import db
+from pipeline.storage.migrate import SchemaNotReadyError, check_schema
 
 log = logging.getLogger("roomlogs.api")
 
@@ -166,6 +167,17 @@ def _endpoint(state: ApiState, spec: RouteSpec) -> Callable[[Request], Awaitable
 
 
 # --- database ------------------------------------------------------------------------------------------
+async def _check_schema(conn: asyncpg.Connection, schema: str) -> None:
+    """SchemaNotReadyError unless `schema` has every migration this code has (pipeline.storage.migrate)."""
+    try:
+        await check_schema(conn, schema)
+    except asyncpg.InsufficientPrivilegeError:  # the grant is migration 0028's: a schema without it is behind
+        raise SchemaNotReadyError(
+            f"PostgreSQL schema {schema!r} is behind this code (without migration 0028 at least): run "
+            "`roomlogs migrate` first (or check ROOMLOGS_POSTGRES_SCHEMA)"
+        ) from None
+
+
 async def open_pool(settings: ApiSettings, schema: str) -> asyncpg.Pool:
     """A pool on the API's role, with the API's statement timeout; refuses a role that could edit logs."""
     dsn = settings.postgres_dsn.get()
@@ -194,6 +206,7 @@ async def open_pool(settings: ApiSettings, schema: str) -> asyncpg.Pool:
     try:
         async with pool.acquire() as conn:
             await check_role(conn, schema, allow_privileged=settings.allow_privileged_db_role)
+            await _check_schema(conn, schema)
     except BaseException:
         await pool.close()
         raise

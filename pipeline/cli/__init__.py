@@ -97,6 +97,8 @@ def main(argv: list[str] | None = None) -> int:
 def _needs_schema(args: argparse.Namespace) -> bool:
     if args.command == "verify" and getattr(args, "file", None) is not None:
         return False  # a bundle FILE is checked offline: no database
+    if args.command == "api":  # these two work in the schema as its owner (`api serve` checks on its own DSN)
+        return getattr(args, "api_command", None) in ("trust-key", "end-sessions")
     return args.command in _NEEDS_SCHEMA
 
 

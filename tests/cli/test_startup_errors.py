@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import socket
 import subprocess
 import sys
@@ -23,6 +24,8 @@ import pytest
 
 from pipeline.settings import Settings
 from pipeline.stack import free_port
+from pipeline.storage import db
+from pipeline.storage.migrate import migrate
 from pipeline.worker.preflight import preflight
 
 TopicFactory = Callable[..., Awaitable[str]]
@@ -301,6 +304,41 @@ async def test_the_api_on_an_unmigrated_schema(postgres_dsn: str, pg_schema: str
         assert "ROOMLOGS_POSTGRES_SCHEMA" in line
     finally:
         await conn.close()
+
+
+async def test_the_api_on_a_schema_behind_this_code(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    """The code upgraded, `roomlogs migrate` not run: `api serve` served, failing request by request on what
+    the schema lacked. Now it refuses in one line, as every other command does; and so it does on a schema
+    from before the API's role could read schema_migrations (migration 0028)."""
+    conn = await db.connect(postgres_dsn, pg_schema)
+    try:
+        await migrate(conn, pg_schema)
+        password = secrets.token_hex(16)
+        await conn.execute(f"ALTER ROLE \"{pg_schema}_api\" PASSWORD '{password}'")
+        api_dsn = with_database(postgres_dsn, user=f"{pg_schema}_api:{password}")
+        env = {**API_KEYS, "ROOMLOGS_POSTGRES_SCHEMA": pg_schema, "ROOMLOGS_API_POSTGRES_DSN": api_dsn}
+        await conn.execute("DELETE FROM schema_migrations WHERE version = 27")
+        line = refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "roomlogs migrate")
+        assert f"schema {pg_schema!r} is at migration 28 without 0027" in line
+        await conn.execute("DELETE FROM schema_migrations WHERE version = 28")
+        await conn.execute(f'REVOKE SELECT ON schema_migrations FROM "{pg_schema}_api"')
+        line = refused(roomlogs("api", "serve", env=env, cwd=tmp_path), "roomlogs migrate")
+        assert f"schema {pg_schema!r} is behind this code" in line
+    finally:
+        await conn.close()
+
+
+def test_the_api_owner_commands_on_an_unmigrated_schema(
+    postgres_dsn: str, pg_schema: str, tmp_path: Path
+) -> None:
+    env = {**API_KEYS, "ROOMLOGS_POSTGRES_DSN": postgres_dsn, "ROOMLOGS_POSTGRES_SCHEMA": pg_schema}
+    for command in (["api", "trust-key"], ["api", "end-sessions"]):  # end-sessions printed a traceback
+        line = refused(
+            roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_POSTGRES_SCHEMA", "roomlogs migrate"
+        )
+        assert "does not exist in this database" in line
 
 
 # --- ports -----------------------------------------------------------------------------------------------
