@@ -41,6 +41,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
 from aiokafka.structs import ConsumerRecord
@@ -184,8 +185,6 @@ async def _apply(conn: asyncpg.Connection, record: ConsumerRecord, found: Reappl
     if record.value is None:
         return  # a tombstone: roomlogs writes none, compaction would remove the request's record
     found.read += 1
-    with contextlib.suppress(ValueError, TypeError):
-        found.on_topic.add(uuid.UUID(bytes(record.key or b"").decode("ascii", "replace")))
     seal = next((bytes(v).decode("ascii", "replace") for k, v in record.headers if k == SEAL_HEADER), "")
     try:
         message = record.value.decode("utf-8")
@@ -193,6 +192,11 @@ async def _apply(conn: asyncpg.Connection, record: ConsumerRecord, found: Reappl
         outcome, rows = Outcome.BAD_SEAL, 0
     else:
         outcome, rows = await deletion_outbox.reapply(conn, message, seal)
+    if outcome in (Outcome.REAPPLIED, Outcome.PRESENT):
+        # On the topic is what verified, by the id its sealed message names (not the record's key, nor a
+        # record that fails the seal: either would hide the loss of the real request's record)
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            found.on_topic.add(uuid.UUID(str(orjson.loads(message).get("request_id"))))
     found.outcomes[outcome.value] += 1
     if outcome is Outcome.REAPPLIED:
         found.reapplied += 1

@@ -24,13 +24,15 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from db_roles import login_as
+from prometheus_client import CollectorRegistry
 from topic_support import create_topic, delete_topic, events, publish, sql
 
 from pipeline.api.settings import ApiSettings
 from pipeline.api.trust import install, token_trust
 from pipeline.errors import ConfigurationError
-from pipeline.ingest.deletion_log import SEAL_HEADER
+from pipeline.ingest.deletion_log import SEAL_HEADER, reapply
 from pipeline.kafka_topics import DELETIONS_TOPIC_CONFIGS, ensure_topics
+from pipeline.metrics import IngestMetrics
 from pipeline.settings import Secret, Settings
 from pipeline.stack.postgres import postgres_bin_dir
 from pipeline.storage import db, migrate
@@ -330,6 +332,39 @@ async def test_forged_records_on_the_deletions_topic_delete_nothing_and_are_coun
     assert len(logged) == 2, logged
     assert any(": 3 record(s) not applied, their seal does not verify" in m for m in logged), logged
     assert any(": 1 record(s) not applied, sealed by another database's key" in m for m in logged), logged
+
+
+@pytest.mark.broker_semantics
+async def test_only_a_record_that_verifies_counts_as_its_request_on_the_topic(
+    deletion_settings: Settings,
+) -> None:
+    """What the worker finds on the deletions topic decides what it queues again (a request the topic lacks
+    is relayed anew, for a restore to re-apply). A record failing its seal, under a real request's id as
+    key, hid that request's loss (an outside tester forged one, then had compaction remove the genuine
+    record); so did a genuine record under another key. The id now comes from a message that verified."""
+    s = deletion_settings
+    await publish(s.kafka_bootstrap, s.events_topic, events(50))
+    genuine_id = await delete_room(s, "room-1")
+    (queued,) = await sql(s, "SELECT message, seal FROM deletion_outbox WHERE request_id = $1", genuine_id)
+    key, value, seal = str(genuine_id).encode(), queued["message"].encode(), queued["seal"]
+    forged_seal = f"{seal.partition(':')[0]}:{'0' * 64}".encode()
+    pool = await db.create_pool(s.postgres_dsn.get(), s.postgres_schema, 1)
+    try:
+        for case, record, expected in (
+            ("a seal that does not verify", (key, value, [(SEAL_HEADER, forged_seal)]), set()),
+            ("no seal", (key, value, []), set()),
+            ("the genuine record under another key", (b"not-its-id", value, [(SEAL_HEADER, seal.encode())]),
+             {genuine_id}),
+            ("the genuine record", (key, value, [(SEAL_HEADER, seal.encode())]), {genuine_id}),
+        ):  # fmt: skip
+            topic = s.replace(deletions_topic=f"{s.deletions_topic}-{uuid.uuid4().hex[:8]}")
+            await create_topic(s.kafka_bootstrap, topic.deletions_topic, 1, s.kafka_replication_factor)
+            await send_records(topic, [record])
+            found = await reapply(topic, pool, IngestMetrics(CollectorRegistry()))
+            assert found.read == 1, case
+            assert found.on_topic == expected, case
+    finally:
+        await pool.close()
 
 
 # --- (d) the worker's role ------------------------------------------------------------------------------
