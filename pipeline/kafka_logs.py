@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import IncompatibleBrokerVersion, OffsetOutOfRangeError
+from aiokafka.errors import IncompatibleBrokerVersion, KafkaError, OffsetOutOfRangeError
 from aiokafka.protocol.abstract import AbstractType
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -149,6 +149,26 @@ class LogProbe:
         client.add_topic(topic)
         await client.force_metadata_update()
         return None, sorted(self._consumer.partitions_for_topic(topic) or ())
+
+    async def committed(self, group: str, topic: str, partitions: Iterable[int]) -> dict[int, int | None]:
+        """`group`'s offsets of `topic` committed to Kafka (informational for roomlogs: PostgreSQL holds the
+        offsets of record; a group offset past them means the database is behind). Asked as the worker asks
+        (OffsetFetch through a consumer of the group that never joins it, so no rebalance: Tansu answers
+        that, not the admin client's request). Empty when the broker would not say: what depends on it is
+        then not judged, never judged wrongly."""
+        consumer = AIOKafkaConsumer(
+            **KafkaConnection.of(self._settings).kwargs(), group_id=group, enable_auto_commit=False
+        )
+        out: dict[int, int | None] = {}
+        try:
+            await consumer.start()
+            for p in partitions:
+                out[p] = await consumer.committed(TopicPartition(topic, p))
+        except KafkaError:
+            return {}
+        finally:
+            await consumer.stop()
+        return out
 
     async def describe(self, topic: str, partitions: Iterable[int] | None = None) -> TopicLog:
         """The topic's id and, per partition (all, or those asked that exist), where its log starts and

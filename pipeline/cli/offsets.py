@@ -91,7 +91,11 @@ async def _look(settings: Settings) -> tuple[dict[int, StoredOffset], TopicLog, 
     stored = await _stored(settings)
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
-        verdicts = await judge_log(probe, topic_log, stored)
+        # the group's offsets on Kafka: past the stored ones means the database is behind (a restore)
+        committed = await probe.committed(
+            settings.consumer_group, settings.events_topic, topic_log.partitions
+        )
+        verdicts = await judge_log(probe, topic_log, stored, committed)
     return stored, topic_log, {v.partition: v for v in verdicts}
 
 

@@ -307,7 +307,11 @@ async def _judge(
     the witness topic as the broker has it."""
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
-        verdicts = await judge_log(probe, topic_log, stored)
+        # the group's offsets on Kafka: past the stored ones means the database is behind (a restore)
+        committed = await probe.committed(
+            settings.consumer_group, settings.events_topic, topic_log.partitions
+        )
+        verdicts = await judge_log(probe, topic_log, stored, committed)
         heads_log = await witness.describe(probe, settings.seal_heads_topic)
     return topic_log, {v.partition: v for v in verdicts}, heads_log
 

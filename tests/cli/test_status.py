@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import signal
+import subprocess
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +22,7 @@ from pipeline.cli.status import COMMANDS, add_commands
 from pipeline.publisher import events as ev
 from pipeline.retention import maintain
 from pipeline.settings import Settings
+from pipeline.stack.postgres import postgres_bin_dir
 from pipeline.stack.process import free_port
 from pipeline.storage import db
 
@@ -127,3 +129,50 @@ async def test_status_without_kafka_still_shows_what_postgres_knows(
     text = await roomlogs_status(s, capsys)
     assert "Kafka did not answer" in text
     assert "events_public" in text and "retention: no run recorded" in text
+
+
+def _pg(tool: str, *args: str) -> None:
+    subprocess.run([str(postgres_bin_dir() / tool), *args], check=True, capture_output=True)
+
+
+async def test_status_says_the_database_is_behind_after_a_restore(
+    ingest_settings: Settings, worker_settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A database restored from a backup holds older offsets of record than the group committed to Kafka:
+    the worker judges that `database behind` (and reads the records between again). `status`, which shows
+    what a worker would find, judged without the group's offsets, so it said every partition was fine
+    (exit 0). It now says ERROR database behind and exits 1, as README's Status section promises."""
+    s = worker_settings.replace(metrics_port=free_port(), worker_data_dir=str(tmp_path / "w"))
+    dsn, dump = ingest_settings.postgres_dsn.get(), tmp_path / "backup.dump"
+    await produce(s, 30)
+    proc = spawn_worker(s, tmp_path / "worker.log")
+    try:
+        assert await wait_caught_up(s, 120, progress=False), (tmp_path / "worker.log").read_text()[-3000:]
+        _pg(
+            "pg_dump",
+            "--format=custom",
+            f"--schema={s.postgres_schema}",
+            "--file",
+            str(dump),
+            "--dbname",
+            dsn,
+        )
+        await produce(s, 12, start=30)
+        assert await wait_caught_up(s, 120, progress=False)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 60) == 0  # it commits its offsets to Kafka as it stops
+    args = _parse(["status", "--json"])
+    assert await asyncio.to_thread(COMMANDS["status"], s, args) == 0  # before the restore: all fine
+    capsys.readouterr()
+
+    _pg("psql", "--quiet", "--dbname", dsn, "-c", f'DROP SCHEMA "{s.postgres_schema}" CASCADE')
+    _pg("pg_restore", "--dbname", dsn, "--no-owner", str(dump))
+
+    assert await asyncio.to_thread(COMMANDS["status"], s, args) == 1
+    status = orjson.loads(capsys.readouterr().out)
+    behind = [p for p in status["partitions"] if p["finding"] == "database_behind"]
+    assert behind, status["partitions"]
+    assert sum(p["end_offset"] - p["stored_offset"] for p in behind) == 12
+    assert await asyncio.to_thread(COMMANDS["status"], s, _parse(["status"])) == 1
+    assert "ERROR database behind" in capsys.readouterr().out
