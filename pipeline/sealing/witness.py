@@ -221,9 +221,9 @@ async def read_heads(settings: Settings) -> Witnessed:
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    async with kafka_errors(settings):
-        await consumer.start()
     try:
+        async with kafka_errors(settings):
+            await consumer.start()  # (one that could not start still holds a client: stopped below)
         async with LogProbe(settings) as probe:  # the true end (Tansu's ListOffsets answers less)
             log = await describe(probe, settings.seal_heads_topic)
         if not log.end:

@@ -177,5 +177,13 @@ class WorkerHost:
             body.update(await self.ingest.readiness())
             body["totals"] = dict(self.ingest.totals)
         ok = running and bool(body.get("ready"))
+        body["ready"] = ok  # the answer's own verdict, never contradicting its status code
+        if not running and not body.get("problem"):
+            body["problem"] = (
+                "ingest has not started yet (it starts once the deletions topic is read and PostgreSQL and "
+                "Kafka answer)"
+                if self.task is None
+                else "ingest has stopped (the worker is stopping or failed: see its log)"
+            )
         body["status"] = "ok" if ok else "failing"
         return ok, body

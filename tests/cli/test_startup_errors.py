@@ -228,7 +228,11 @@ def test_a_default_retention_class_the_database_does_not_have(
 # --- Kafka ----------------------------------------------------------------------------------------------
 def test_kafka_unreachable(ingest_settings: Settings, tmp_path: Path) -> None:
     env = {**ingest_settings.to_env(), "ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{free_port()}"}
-    for command in (["worker"], ["simulate", "--events", "10", "--no-progress"]):
+    for command in (
+        ["worker"],
+        ["simulate", "--events", "10", "--no-progress"],
+        ["seals", "heads", "--from-kafka"],
+    ):
         refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_BOOTSTRAP")
 
 
@@ -240,7 +244,11 @@ def test_kafka_refusing(ingest_settings: Settings, tmp_path: Path) -> None:
         "ROOMLOGS_KAFKA_SASL_USERNAME": "roomlogs",
         "ROOMLOGS_KAFKA_SASL_PASSWORD": "secret",
     }
-    for command in (["worker"], ["simulate", "--events", "10", "--no-progress"]):
+    for command in (
+        ["worker"],
+        ["simulate", "--events", "10", "--no-progress"],
+        ["seals", "heads", "--from-kafka"],
+    ):
         line = refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_SASL_MECHANISM")
         assert "secret" not in line
 
