@@ -22,7 +22,7 @@ retention has already dropped: lengthening a class's retention keeps what is sti
 replay never brings back a day that is gone. Shortening deletes more at the next run.
 
 **When a day closes** (`closed_before`): ROOMLOGS_SEAL_LATE_WINDOW_SECONDS after it ends. A closed day is
-sealed (pipeline/sealing) and, where sealing is on, refuses new events (dead letter `day_sealed`).
+sealed (pipeline/sealing) and, once sealed, refuses new events (dead letter `day_sealed`).
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ class Settings:
     # --- Evidence seals (pipeline/sealing) --------------------------------------------------------------
     #: The Ed25519 private key (PEM) room-days are sealed with; empty: this process does not seal.
     seal_key_file: str = setting("", pattern=r".*", shape="a file")
-    #: A day is closed (sealed, and refusing new events: reason `day_sealed`) this long after it ends.
+    #: A day is closed this long after it ends: sealed by the next run, then refusing new events (day_sealed).
     seal_late_window_seconds: float = setting(3600.0, ge=0, le=7 * 86_400)
     #: Every daily head of the seals is also published here (the witness; kept forever).
     seal_heads_topic: str = setting("roomlogs.seal-heads", pattern=TOPIC_NAME, shape="a Kafka topic name")

@@ -4,11 +4,14 @@ Who calls it: maintenance, wherever it runs as the tables' owner (the worker hos
 `roomlogs retention enforce --apply --loop`), and `roomlogs seals run`; only with ROOMLOGS_SEAL_KEY_FILE.
 Off the ingest path: a run reads a closed day's rows once and writes a few rows per room.
 
-A day is closed `seal_late_window_seconds` (ROOMLOGS_SEAL_LATE_WINDOW_SECONDS) after it ends. From then on
-ingest refuses new events of that day (dead letter `day_sealed`); a copy of an event already stored stays a
-counted duplicate and changes nothing. Before reading a closed day, the run takes the lock every ingest
-transaction holds shared (the one deletions take): a batch that began before the day closed has committed
-by then, and any later one refuses the day. So a seal covers exactly the rows the day will ever have.
+A day is closed `seal_late_window_seconds` (ROOMLOGS_SEAL_LATE_WINDOW_SECONDS) after it ends, and sealed by
+the next run. Once sealed, ingest refuses new events of that day (dead letter `day_sealed`; a copy of an event
+already stored stays a counted duplicate and changes nothing); until then, a closed day still takes its late
+rows (a lagging worker's, or those a database restored from a backup lost and reads again). The run reads
+and seals a day holding the seal lock exclusively (`seals.SEAL_LOCK`), which an ingest transaction holds
+shared from the moment it asks whether a day is sealed to its commit: either the run waits for that batch and
+covers its rows, or the batch sees the day's head and refuses them. So a seal covers exactly the rows the day
+will ever have.
 
 One transaction per day: every room's seal (leaves in (occurred_at, event_id) order, RFC 9162 tree head,
 rows per retention class, chained to the room's previous seal, signed) and the day's head over those seals
@@ -45,7 +48,6 @@ from pipeline.sealing import witness
 from pipeline.settings import Settings
 from pipeline.storage import db, seals, search_index
 from pipeline.storage.classes import retention_days
-from pipeline.storage.deletions import LOCK_EXCLUSIVE
 from pipeline.storage.seals import StoredHead, StoredSeal
 from pipeline.storage.search_index import SearchIndexReport
 
@@ -60,7 +62,6 @@ __all__ = [
 log = logging.getLogger("roomlogs.sealing")
 
 #: One sealer per schema at a time (the day's seal is one transaction; this keeps runs from racing).
-_SEAL_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.seals', 0))"
 
 
 class Publish(Protocol):
@@ -112,13 +113,10 @@ async def seal_closed_days(
         )
     # registered before any fence below: a writer that starts after a fence sees that sealing is on
     await seals.add_key(conn, key.key_id, key.public_raw)
-    # the database's clock, as the writer's refusal of closed days reads it (pipeline/storage/writer.py)
+    # the database's clock too: a day is sealed once closed by both
     db_now: datetime = await conn.fetchval("SELECT clock_timestamp()")
     days = await seals.unsealed_days(conn, closed_before(min(now, db_now), settings.seal_late_window_seconds))
     for day in days[:max_days]:
-        # every ingest transaction that may still write this day has committed once we hold this lock
-        async with conn.transaction():
-            await conn.execute(LOCK_EXCLUSIVE)
         rooms, events = await _seal_day(conn, day, key)
         if rooms >= 0:
             report.days.append(day)
@@ -137,7 +135,7 @@ async def seal_closed_days(
 async def _seal_day(conn: asyncpg.Connection, day: date, key: SealKey) -> tuple[int, int]:
     """Seal one day (rooms, events); (-1, 0) when another run sealed it first."""
     async with conn.transaction():
-        await conn.execute(_SEAL_LOCK)
+        await conn.execute(seals.SEAL_LOCK)  # writers asking about this day wait, or are waited for
         if await seals.heads(conn, day=day):
             return -1, 0
         sealed_at = datetime.now(UTC)

@@ -26,13 +26,10 @@ USER_ERASED = "user_erased"
 _CHAT = EventType.CHAT_MESSAGE.value
 
 #: Same expression as in the deletion functions (0004_replay_safe_state.sql): one lock per schema. Every
-#: ingest transaction holds it shared; a deletion, and the sealing run before it reads a closed day
-#: (pipeline/sealing/run.py), take it exclusive: once they hold it, no batch begun earlier is in flight.
+#: ingest transaction holds it shared; a deletion takes it exclusive: once it holds it, no batch begun
+#: earlier is in flight. (The sealing run has a lock of its own: pipeline.storage.seals.SEAL_LOCK.)
 _LOCK_SHARED = (
     "SELECT pg_advisory_xact_lock_shared(hashtextextended(current_schema() || ':roomlogs.deletions', 0))"
-)
-LOCK_EXCLUSIVE = (
-    "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.deletions', 0))"
 )
 
 

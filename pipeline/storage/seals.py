@@ -49,6 +49,16 @@ __all__ = [
 ]
 
 
+#: The seal lock: the sealing run holds it exclusively while it reads a closed day's rows and seals them
+#: (pipeline/sealing/run.py); an ingest transaction storing rows of a day that may be closed holds it shared
+#: while it asks whether the day is sealed, and until it commits (pipeline/storage/writer.py). So a day's
+#: seal covers every row the writers stored for it, and no row is stored after it.
+SEAL_LOCK = "SELECT pg_advisory_xact_lock(hashtextextended(current_schema() || ':roomlogs.seals', 0))"
+SEAL_LOCK_SHARED = (
+    "SELECT pg_advisory_xact_lock_shared(hashtextextended(current_schema() || ':roomlogs.seals', 0))"
+)
+
+
 @dataclass(frozen=True, slots=True)
 class StoredSeal:
     seal_id: int
@@ -141,6 +151,13 @@ async def unsealed_days(conn: asyncpg.Connection, before: date) -> list[date]:
     }
     headed = {r["day"] for r in await conn.fetch("SELECT day FROM seal_heads")}
     return sorted(days - headed)
+
+
+async def headed_days(conn: asyncpg.Connection, days: Iterable[date]) -> set[date]:
+    """Those of `days` that are sealed (have their daily head). Read under `SEAL_LOCK_SHARED` for an answer
+    that holds until the caller's commit."""
+    rows = await conn.fetch("SELECT day FROM seal_heads WHERE day = ANY($1::date[])", sorted(days))
+    return {r["day"] for r in rows}
 
 
 async def sealed_days(conn: asyncpg.Connection) -> list[date]:

@@ -35,8 +35,8 @@ import asyncpg
 
 from pipeline.events.deadletter import fingerprint
 from pipeline.events.reasons import Reason
-from pipeline.retention_rules import ClassRule, closed_before
-from pipeline.storage import db, event_ids, offsets, outbox
+from pipeline.retention_rules import ClassRule
+from pipeline.storage import db, event_ids, offsets, outbox, seals
 from pipeline.storage.batch import (
     DEAD_LETTER_COLUMNS,
     EVENT_COLUMNS,
@@ -170,7 +170,7 @@ class BatchWriter:
                     copies = [(rows[i], at) for i, at in reg.known.items()]
                     rows = [rows[i] for i in reg.new]
             if rows and self._late_window is not None:
-                rows, changes = await self._not_sealed(conn, rows, changes, batch, received_at, outcome)
+                rows = await self._not_sealed(conn, rows, changes, batch, received_at, outcome)
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome, batch.raw_value)
             if variants:  # after this batch's rows are in: a variant may be a copy of one of them
@@ -222,37 +222,47 @@ class BatchWriter:
         batch: WriteBatch,
         received_at: datetime,
         outcome: WriteOutcome,
-    ) -> tuple[list[tuple[Any, ...]], list[RoomChange]]:
-        """New rows of closed days, where this schema seals, become `day_sealed` dead letters (their ids
-        forgotten, their room changes not applied). Exact against the sealing run: the time is read after
-        this transaction took the lock the sealer takes exclusively before it reads a closed day, so either
-        the sealer waits for this batch, or this batch sees the day closed (pipeline/sealing/run.py)."""
+    ) -> list[tuple[Any, ...]]:
+        """New rows of sealed days, where this schema seals, become `day_sealed` dead letters (their ids
+        forgotten). Their room changes are still applied (`changes` is left alone): the room's state is not
+        the sealed log, and a moderator removed or an owner replaced must lose access whenever the change
+        arrives.
+
+        A day is refused once it is sealed (it has a daily head), not merely closed by the clock: a closed
+        day the sealing run has not reached yet still takes its late rows, and its seal covers them. That is
+        what a database restored from a backup needs, whose closed days lost rows the backup did not have:
+        read again, they are stored, and those days sealed whole (a lagging worker too). Exact against the
+        sealing run: whether a day is sealed is read under the seal lock held shared, which the run holds
+        exclusively while it reads and seals a day (pipeline/sealing/run.py); either it waits for this
+        batch and its seal covers these rows, or this batch sees the day's head and refuses them."""
         assert self._late_window is not None
+        # only days the clock may have closed can be sealed (the sealing run seals closed days only)
         maybe = (received_at - timedelta(seconds=self._late_window) + timedelta(days=1)).date()
-        if not any(day_of(r[ROW_OCCURRED_AT]) < maybe for r in rows):
-            return rows, changes  # the usual batch: every row of an open day
-        now, sealing = await conn.fetchrow("SELECT clock_timestamp(), EXISTS (SELECT 1 FROM seal_keys)")
-        self._sealing_on = self._sealing_on or bool(sealing)
+        candidates = {d for r in rows if (d := day_of(r[ROW_OCCURRED_AT])) < maybe}
+        if not candidates:
+            return rows  # the usual batch: every row of an open day
         if not self._sealing_on:
-            return rows, changes
-        closed = closed_before(now, self._late_window)
+            self._sealing_on = bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM seal_keys)"))
+            if not self._sealing_on:
+                return rows
+        await conn.execute(seals.SEAL_LOCK_SHARED)
+        sealed = await seals.headed_days(conn, candidates)
+        if not sealed:
+            return rows
         kept: list[tuple[Any, ...]] = []
         refused: list[tuple[Any, ...]] = []
         for r in rows:
-            (refused if day_of(r[ROW_OCCURRED_AT]) < closed else kept).append(r)
-        if not refused:
-            return rows, changes
-        dropped = set()
+            (refused if day_of(r[ROW_OCCURRED_AT]) in sealed else kept).append(r)
         for r in refused:
             detail = (
                 f"event {r[ROW_EVENT_ID]} of {day_of(r[ROW_OCCURRED_AT])} came after that day was closed and "
-                "sealed; the seal says the day's events are those it covers"
+                "sealed; the seal says the day's events are those it covers (its room change, if any, is "
+                "applied)"
             )
             raw = _raw(batch.raw_value, r)
             outcome.day_sealed.append(set_aside(r, Reason.DAY_SEALED, detail, received_at, batch.topic, raw))
-            dropped.add((r[ROW_PARTITION], r[ROW_OFFSET]))
         await event_ids.forget(conn, [r[ROW_EVENT_ID] for r in refused])
-        return kept, [c for c in changes if (c.src_partition, c.src_offset) not in dropped]
+        return kept
 
     def _not_deleted(self, rows: list[tuple[Any, ...]], outcome: WriteOutcome) -> list[tuple[Any, ...]]:
         """Drop rows a deletion made after the batch was built covers (counted in `outcome.suppressed`)."""

@@ -17,6 +17,7 @@ import asyncpg
 from topic_support import publish, sql
 
 from pipeline.evidence.keys import SealKey
+from pipeline.publisher import events as ev
 from pipeline.sealing.run import seal_closed_days
 from pipeline.sealing.verify import verify_db
 from pipeline.settings import Settings
@@ -78,6 +79,54 @@ async def test_ingest_refuses_new_events_of_a_sealed_day_and_counts_copies_as_du
     finally:
         await conn.close()
     assert result.problems == []
+
+
+async def test_a_closed_day_takes_late_events_until_sealed_and_a_sealed_days_room_change_still_applies(
+    ingest_settings: Settings, ingest_worker: Any, tmp_path: Path
+) -> None:
+    """A day closed by the clock but not sealed yet took no more events: a database restored from a backup
+    lost, for good, what it lacked of its closed days (read again, refused as `day_sealed`, then sealed
+    partial), and a permission change among them never reached the room's state, so a removed moderator
+    kept reading the room. Now a day refuses events once it is sealed, and its seal covers the late ones;
+    a sealed day's room change is applied all the same (its event kept as a dead letter)."""
+    s = ingest_settings
+    key = SealKey.generate(tmp_path / "k.pem")
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        await seals.add_key(conn, key.key_id, key.public_raw)  # sealing on; DAY closed, not yet sealed
+        early = datetime.combine(DAY, datetime.min.time(), tzinfo=UTC) + timedelta(hours=3)
+
+        def at(minutes: int) -> str:
+            return (early + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+        owner, mod = ev.user("owner-b"), ev.user("mod-b")
+        late = [_event("room-b", early + timedelta(minutes=i), f"late {i}") for i in range(5)]
+        added = ev.permissions_changed("room-b", owner, "moderator_added", mod, event_id=str(uuid.uuid4()),
+                                       occurred_at=at(10))  # fmt: skip
+        await publish(s.kafka_bootstrap, s.events_topic, [*late, added])
+        async with ingest_worker(s) as w:
+            assert await w.caught_up(60)
+            assert await sql(s, "SELECT reason FROM dead_letters") == []
+            moderators = await sql(s, "SELECT user_id FROM room_moderators WHERE room_id = 'room-b'")
+            assert [r["user_id"] for r in moderators] == ["mod-b"]
+            report = await seal_closed_days(conn, s, key, now=NOW)
+            assert DAY in report.days and report.events == 6  # the late events are sealed with their day
+            removed = ev.permissions_changed(
+                "room-b", owner, "moderator_removed", mod, event_id=str(uuid.uuid4()), occurred_at=at(20)
+            )
+            too_late = _event("room-b", early + timedelta(minutes=30), "after the seal")
+            await publish(s.kafka_bootstrap, s.events_topic, [removed, too_late])
+            assert await w.caught_up(60)
+        letters = await sql(s, "SELECT reason, content FROM dead_letters")
+        assert sorted(r["content"]["event_id"] for r in letters) == sorted(
+            [removed["event_id"], too_late["event_id"]]
+        )
+        assert {r["reason"] for r in letters} == {"day_sealed"}
+        assert await sql(s, "SELECT user_id FROM room_moderators WHERE room_id = 'room-b'") == []
+        result = await verify_db(conn, now=datetime.now(UTC), late_window_seconds=s.seal_late_window_seconds)
+        assert result.problems == []
+    finally:
+        await conn.close()
 
 
 async def test_the_retention_service_seals_closed_days_and_the_witness_holds_the_heads(
