@@ -19,6 +19,7 @@ watermark; `describe` takes the larger of the two (equal on Apache Kafka).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 import uuid
 import zlib
@@ -88,6 +89,11 @@ class TopicLog:
         return bool(self.partitions)
 
 
+#: How long `LogProbe.committed` waits for the group's offsets (aiokafka retries a missing coordinator for
+#: ever): a diagnosis command answers without them rather than hang on a degraded cluster.
+COMMITTED_TIMEOUT_SECONDS = 10.0
+
+
 class LogProbe:
     """`async with LogProbe(settings) as probe:` then `describe`, `records_at`, `offsets_for_time`."""
 
@@ -154,20 +160,26 @@ class LogProbe:
         """`group`'s offsets of `topic` committed to Kafka (informational for roomlogs: PostgreSQL holds the
         offsets of record; a group offset past them means the database is behind). Asked as the worker asks
         (OffsetFetch through a consumer of the group that never joins it, so no rebalance: Tansu answers
-        that, not the admin client's request). Empty when the broker would not say: what depends on it is
-        then not judged, never judged wrongly."""
+        that, not the admin client's request). Empty when the broker does not say within
+        `COMMITTED_TIMEOUT_SECONDS` (no coordinator, no right to describe the group): what depends on it is
+        then not judged, never judged wrongly. aiokafka's own retry lines are held back meanwhile."""
         consumer = AIOKafkaConsumer(
             **KafkaConnection.of(self._settings).kwargs(), group_id=group, enable_auto_commit=False
         )
+        aiokafka_log = logging.getLogger("aiokafka")
+        level = aiokafka_log.level
+        aiokafka_log.setLevel(logging.CRITICAL)
         out: dict[int, int | None] = {}
         try:
-            await consumer.start()
-            for p in partitions:
-                out[p] = await consumer.committed(TopicPartition(topic, p))
-        except KafkaError:
+            async with asyncio.timeout(COMMITTED_TIMEOUT_SECONDS):
+                await consumer.start()
+                for p in partitions:
+                    out[p] = await consumer.committed(TopicPartition(topic, p))
+        except (KafkaError, TimeoutError, OSError):
             return {}
         finally:
             await consumer.stop()
+            aiokafka_log.setLevel(level)
         return out
 
     async def describe(self, topic: str, partitions: Iterable[int] | None = None) -> TopicLog:

@@ -439,6 +439,8 @@ def _demo(settings: Settings, args: argparse.Namespace) -> int:
             print("the worker did not catch up within 10 minutes", file=sys.stderr)
             return 1
     finally:
+        for sig in _STOP_SIGNALS[1:]:  # a second signal must not cut the stopping short
+            signal.signal(sig, signal.SIG_IGN)
         stack.remove_info(info_path)
         stack.stop()
     print(_after_demo(stack.work_dir, embedded_postgres=embedded_postgres, kafka_kind=args.kafka))

@@ -88,13 +88,14 @@ def _target(text: str) -> str | datetime:
 
 # --- show ------------------------------------------------------------------------------------------------
 async def _look(settings: Settings) -> tuple[dict[int, StoredOffset], TopicLog, dict[int, Verdict]]:
-    stored = await _stored(settings)
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
-        # the group's offsets on Kafka: past the stored ones means the database is behind (a restore)
+        # the group's offsets on Kafka, past the stored ones: the database is behind (a restore). Read
+        # before the stored ones, as a worker writes PostgreSQL first: a running one never looks behind.
         committed = await probe.committed(
             settings.consumer_group, settings.events_topic, topic_log.partitions
         )
+        stored = await _stored(settings)
         verdicts = await judge_log(probe, topic_log, stored, committed)
     return stored, topic_log, {v.partition: v for v in verdicts}
 

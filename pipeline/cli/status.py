@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -242,7 +242,9 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
         topic_log: TopicLog | None = None
         heads_log: WitnessLog | None = None
         try:
-            topic_log, verdicts, heads_log = await _judge(settings, stored)
+            topic_log, stored, verdicts, heads_log = await _judge(
+                settings, lambda: offsets.stored_offsets(conn, group, topic)
+            )
         except RoomlogsError as e:
             status.kafka_error = str(e)
         except (KafkaError, OSError) as e:
@@ -301,19 +303,22 @@ async def collect(settings: Settings, workers: list[str], *, now: datetime) -> S
 
 
 async def _judge(
-    settings: Settings, stored: dict[int, StoredOffset]
-) -> tuple[TopicLog, dict[int, Verdict], WitnessLog]:
-    """The broker's log of the events topic and, per partition, what a worker would find on assignment;
-    the witness topic as the broker has it."""
+    settings: Settings, read_stored: Callable[[], Awaitable[dict[int, StoredOffset]]]
+) -> tuple[TopicLog, dict[int, StoredOffset], dict[int, Verdict], WitnessLog]:
+    """The broker's log of the events topic, the offsets of record, and per partition what a worker would
+    find on assignment; the witness topic as the broker has it.
+
+    The offsets of record are read after the group's offsets on Kafka: a worker writes PostgreSQL first and
+    commits to Kafka after, so read in this order a running worker never makes them look behind."""
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
-        # the group's offsets on Kafka: past the stored ones means the database is behind (a restore)
         committed = await probe.committed(
             settings.consumer_group, settings.events_topic, topic_log.partitions
         )
+        stored = await read_stored()
         verdicts = await judge_log(probe, topic_log, stored, committed)
         heads_log = await witness.describe(probe, settings.seal_heads_topic)
-    return topic_log, {v.partition: v for v in verdicts}, heads_log
+    return topic_log, stored, {v.partition: v for v in verdicts}, heads_log
 
 
 async def _worker(url: str) -> WorkerState:

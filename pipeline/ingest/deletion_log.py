@@ -88,7 +88,7 @@ class Reapplied:
     #: by Outcome value (bad_seal, other_key): "partition/offset" of each record refused
     refused: dict[str, list[str]] = field(default_factory=dict)
     outcomes: Counter[str] = field(default_factory=Counter)
-    #: the request ids the topic holds (its records' keys)
+    #: the request ids the topic holds: of each record whose seal verified, the id its sealed message names
     on_topic: set[uuid.UUID] = field(default_factory=set)
     #: this database's requests the topic lacked, queued again for it (`DeletionLog.start`)
     requeued: int = 0

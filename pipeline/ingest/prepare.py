@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import traceback
 import zlib
 from bisect import bisect_left
 from collections import Counter
@@ -147,26 +148,26 @@ _FAILURES_LOGGED: set[str] = set()
 def _normalizer_failed(
     error: Exception, raw: bytes | None, now: datetime, topic: str, partition: int, offset: int
 ) -> DeadLetter:
-    """The dead letter of a record the normalizer failed on (not refused: failed): a bug of ours. Its content
-    is not kept, its fingerprint is, for the replay once fixed. The first failure of each kind is logged with
-    its traceback (more would let a producer flood the log; the metric counts them all)."""
+    """The dead letter of a record the normalizer failed on (not refused: failed): a bug of ours.
+
+    Nothing of the record is kept but its fingerprint (for the replay once fixed), and neither the detail nor
+    the log carries the error's message: messages of built-in errors quote the value they failed on, which
+    may be chat text or a private message. They name the error's type and where it was raised. The first
+    failure of each kind is logged with its frames (more would let a producer flood the log; the metric
+    counts them all)."""
     kind = type(error).__name__
+    frames = traceback.extract_tb(error.__traceback__)
+    ours = [f for f in frames if "/pipeline/" in f.filename.replace("\\", "/")] or frames
+    where = f"{ours[-1].filename.rsplit('/', 1)[-1]}:{ours[-1].lineno} in {ours[-1].name}" if ours else "?"
     if kind not in _FAILURES_LOGGED:
         _FAILURES_LOGGED.add(kind)
         log.error(
-            "the normalizer failed on the record at %s[%d]@%d (%s); it is set aside as a dead letter "
-            "normalizer_failed, the partition goes on. Later failures of this kind are counted, not logged.",
-            topic,
-            partition,
-            offset,
-            kind,
-            exc_info=error,
-        )
-    try:
-        what = str(error)[:200]
-    except Exception:  # noqa: BLE001 - an exception whose message cannot be made
-        what = "?"
-    detail = f"the normalizer failed ({kind}: {what}): a roomlogs bug, to report"
+            "the normalizer failed on the record at %s[%d]@%d (%s at %s; its message is not logged, it may "
+            "quote the record); the record is set aside as a dead letter normalizer_failed, the partition "
+            "goes on. Later failures of this kind are counted, not logged. Frames:\n%s",
+            topic, partition, offset, kind, where, "".join(traceback.format_list(frames)),
+        )  # fmt: skip
+    detail = f"the normalizer failed ({kind} at {where}): a roomlogs bug, to report"
     return DeadLetter(
         now,
         Reason.NORMALIZER_FAILED.value,

@@ -362,8 +362,10 @@ class EmbeddedPostgres(EmbeddedServer):
             lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
             pid = int(lines[0])
             server = psutil.Process(pid)
-            if "postgres" not in server.name():
-                return  # a stale lock file whose pid was reused: PostgreSQL removes it itself
+            # a postmaster of this data directory, not another server that got the stale lock file's pid
+            # (PostgreSQL itself sorts out a stale lock file)
+            if "postgres" not in server.name() or Path(server.cwd()).resolve() != self.data_dir.resolve():
+                return  # (a postmaster works in its data directory)
         except (OSError, ValueError, IndexError, psutil.Error):
             return
         port = f" on port {lines[3].strip()}" if len(lines) > 3 else ""

@@ -163,6 +163,7 @@ async def settle(
             duplicates.append(row)
         elif held is None:  # the stored copy (at the registered time) is in another room; maybe more differs
             moved = ("room_id",) if at == row[ROW_OCCURRED_AT] else ("room_id", "occurred_at")
+            moved = (*moved[:-1], f"{moved[-1]} (the rest not compared)")
             conflicts.append((row, at, moved))
         else:
             conflicts.append(

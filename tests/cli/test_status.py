@@ -131,6 +131,12 @@ async def test_status_without_kafka_still_shows_what_postgres_knows(
     assert "events_public" in text and "retention: no run recorded" in text
 
 
+async def _trickle(settings: Settings, *, batches: int, start: int) -> None:
+    for i in range(batches):
+        await produce(settings, 5, start=start + 5 * i)
+        await asyncio.sleep(0.2)
+
+
 def _pg(tool: str, *args: str) -> None:
     subprocess.run([str(postgres_bin_dir() / tool), *args], check=True, capture_output=True)
 
@@ -148,6 +154,15 @@ async def test_status_says_the_database_is_behind_after_a_restore(
     proc = spawn_worker(s, tmp_path / "worker.log")
     try:
         assert await wait_caught_up(s, 120, progress=False), (tmp_path / "worker.log").read_text()[-3000:]
+        # while the worker stores and commits batch after batch, it never looks behind
+        feeding = asyncio.ensure_future(_trickle(s, batches=20, start=1000))
+        while not feeding.done():
+            args = _parse(["status", "--json"])
+            assert await asyncio.to_thread(COMMANDS["status"], s, args) == 0
+            found = {p["finding"] for p in orjson.loads(capsys.readouterr().out)["partitions"]}
+            assert "database_behind" not in found, found
+        await feeding
+        assert await wait_caught_up(s, 120, progress=False)
         _pg(
             "pg_dump",
             "--format=custom",
