@@ -129,6 +129,48 @@ async def test_a_closed_day_takes_late_events_until_sealed_and_a_sealed_days_roo
         await conn.close()
 
 
+async def test_sealing_a_closed_day_while_its_late_events_stream_in_covers_or_refuses_each_one(
+    ingest_settings: Settings, ingest_worker: Any, tmp_path: Path
+) -> None:
+    """The lock that makes a seal exact, under load: a closed, unsealed day's events stream in while the run
+    seals it. Each event ends either stored and covered by the day's seal, or refused as `day_sealed`;
+    none is stored outside the seal (verify --db would call that tampering) and none is lost."""
+    s = ingest_settings
+    key = SealKey.generate(tmp_path / "k.pem")
+    early = datetime.combine(DAY, datetime.min.time(), tzinfo=UTC) + timedelta(hours=5)
+    sent = [_event("room-c", early + timedelta(seconds=i), f"stream {i}") for i in range(600)]
+    conn = await db.connect(s.postgres_dsn.get(), s.postgres_schema)
+    try:
+        await seals.add_key(conn, key.key_id, key.public_raw)
+        async with ingest_worker(s) as w:
+
+            async def stream() -> None:
+                for start in range(0, len(sent), 10):
+                    await publish(s.kafka_bootstrap, s.events_topic, sent[start : start + 10])
+                    await asyncio.sleep(0.1)
+
+            streaming = asyncio.ensure_future(stream())
+            stored_some = "SELECT count(*) >= 100 AS n FROM events WHERE room_id = 'room-c'"
+            deadline = asyncio.get_running_loop().time() + 60
+            while not (await sql(s, stored_some))[0]["n"]:
+                assert asyncio.get_running_loop().time() < deadline, "a closed, unsealed day took no events"
+                await asyncio.sleep(0.05)
+            report = await seal_closed_days(conn, s, key, now=NOW)  # mid-stream
+            await streaming
+            assert await w.caught_up(60)
+        assert DAY in report.days
+        stored = {
+            str(r["event_id"]) for r in await sql(s, "SELECT event_id FROM events WHERE room_id = 'room-c'")
+        }
+        refused = [r["content"]["event_id"] for r in await sql(s, "SELECT content FROM dead_letters")]
+        assert stored.isdisjoint(refused) and stored | set(refused) == {e["event_id"] for e in sent}
+        assert len(stored) >= 100 and refused, (len(stored), len(refused))  # the seal fell mid-stream
+        result = await verify_db(conn, now=datetime.now(UTC), late_window_seconds=s.seal_late_window_seconds)
+        assert result.problems == []  # every stored row of the day is the seal's
+    finally:
+        await conn.close()
+
+
 async def test_the_retention_service_seals_closed_days_and_the_witness_holds_the_heads(
     ingest_settings: Settings, tmp_path: Path, topic_factory: Any
 ) -> None:
