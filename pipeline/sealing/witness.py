@@ -3,12 +3,16 @@
 Who calls it: the sealing run publishes each new head (`publisher`; at least once: a head is recorded as
 published only once the broker acknowledged it); `roomlogs seals heads --from-kafka` prints the topic's
 copies; `roomlogs verify --db --witness` compares them with the database's heads. The topic is kept
-forever (retention.ms=-1) and compacted by day; its records are the signed statements themselves, so a
-copy outside the database shows a history that was rewritten there, even by someone holding the database
-and the signing key (a re-signed forgery differs from what the topic holds).
+forever (retention.ms=-1) and compacted; its records are the signed statements themselves, so a copy
+outside the database shows a history that was rewritten there, even by someone holding the database and
+the signing key (a re-signed forgery differs from what the topic holds).
 
-Record: key the day (ISO), value the signed statement (canonical JSON), headers `roomlogs.signature` and
-`roomlogs.key_id`.
+Record: key the day and the statement's SHA-256 (`2026-12-01/<hex>`), value the signed statement (canonical
+JSON), headers `roomlogs.signature` and `roomlogs.key_id`. Keyed by statement, compaction removes only
+copies of the same head (republished); a day's other head (a rewrite, or the day sealed again after a
+restore) is a record beside the original, which it never removes. (Keyed by day alone, as before, the
+cleaner would in time keep only the rewrite, and the witness would agree with it. Records published so
+far under the day alone are kept: nothing is published under those keys any more.)
 
 A witness that is not the one the heads were published to: each publication records the broker's id of the
 topic (migration 0020). `judge` compares the topic found (its id; for brokers that give none, whether its
@@ -50,6 +54,7 @@ __all__ = [
     "judge",
     "publisher",
     "read_heads",
+    "record_key",
 ]
 
 TOPIC_CONFIGS = {"retention.ms": "-1", "cleanup.policy": "compact"}
@@ -188,7 +193,7 @@ class Publisher:
             self._producer = producer
         await self._producer.send_and_wait(
             s.seal_heads_topic,
-            key=head.day.isoformat().encode(),
+            key=record_key(head),
             value=head.statement,
             headers=[("roomlogs.signature", head.signature), ("roomlogs.key_id", head.key_id.encode())],
         )
@@ -200,6 +205,11 @@ class Publisher:
         if self._producer is not None:
             await self._producer.stop()
             self._producer = None
+
+
+def record_key(head: StoredHead) -> bytes:
+    """A head's key on the witness topic: its day and its statement's hash (see the module docstring)."""
+    return f"{head.day.isoformat()}/{statement_hash(head.statement).hex()}".encode()
 
 
 @asynccontextmanager

@@ -7,6 +7,7 @@ signed heads to it, recorded per incarnation (pipeline/sealing/witness.py)."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from test_seals import DAY, NOW, OTHER_DAY, store, superuser, world
 from topic_support import create_topic, delete_topic
 
@@ -230,3 +232,20 @@ async def test_a_day_sealed_again_after_a_restore_differs_from_the_witness_and_s
     found = await _verify(conn, s)
     assert set(found) == {"witness_mismatch"}, found
     assert "sealed again after the database was restored" in found["witness_mismatch"]
+    # Both heads of the day stay on the witness for good: keyed by their statements, the log cleaner never
+    # takes the first away (keyed by day, it would in time keep the second only, and agree with it).
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        tp = TopicPartition(s.seal_heads_topic, 0)
+        consumer.assign([tp])
+        end = (await consumer.end_offsets([tp]))[tp]
+        records = []
+        while await consumer.position(tp) < end:
+            records += [m for ms in (await consumer.getmany(timeout_ms=5000)).values() for m in ms]
+    finally:
+        await consumer.stop()
+    of_day = [m for m in records if m.key is not None and m.key.startswith(DAY.isoformat().encode())]
+    assert len(of_day) == 2 and of_day[0].key != of_day[1].key, [m.key for m in of_day]
+    for m in of_day:
+        assert m.key == f"{DAY.isoformat()}/{hashlib.sha256(m.value).hexdigest()}".encode()
