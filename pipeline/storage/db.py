@@ -70,6 +70,10 @@ CONNECT_FAILURES: tuple[type[BaseException], ...] = (
 DSN_SETTING = "ROOMLOGS_POSTGRES_DSN"
 
 
+#: How long opening a connection may take (asyncpg's default), named in the error when it passes.
+CONNECT_TIMEOUT_SECONDS = 60.0
+
+
 def connect_failure(exc: BaseException, setting: str = DSN_SETTING) -> RoomlogsError:
     """The error to raise for `exc` (one of CONNECT_FAILURES) from opening a connection with `setting`.
 
@@ -80,6 +84,11 @@ def connect_failure(exc: BaseException, setting: str = DSN_SETTING) -> RoomlogsE
         return ConfigurationError(
             f"PostgreSQL presented a certificate this client does not trust (certificate verify failed: "
             f"{exc.verify_message}): set sslrootcert in {setting} to the CA that signed it"
+        )
+    if isinstance(exc, TimeoutError):
+        return StorageUnavailableError(
+            f"cannot connect to PostgreSQL ({setting}): no answer within {CONNECT_TIMEOUT_SECONDS:g} s "
+            "(the host drops the packets, or what listens at that port is not PostgreSQL)"
         )
     if isinstance(exc, CONNECTION_ERRORS):
         detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
@@ -137,7 +146,9 @@ async def connect(dsn: str, schema: str, *, setting: str = DSN_SETTING) -> async
     if not dsn:
         raise ConfigurationError(f"no PostgreSQL DSN: set {setting} (or use `roomlogs up`)")
     try:
-        conn = await asyncpg.connect(dsn, server_settings=server_settings(schema))
+        conn = await asyncpg.connect(
+            dsn, server_settings=server_settings(schema), timeout=CONNECT_TIMEOUT_SECONDS
+        )
     except CONNECT_FAILURES as e:
         raise connect_failure(e, setting) from e
     await init_connection(conn)

@@ -115,3 +115,17 @@ async def test_a_failed_release_with_the_server_up_is_a_bug(postgres_dsn: str) -
                 assert await conn.fetchval("SELECT 1") == 1
     finally:
         await pool.close()
+
+
+async def test_a_server_that_accepts_but_never_answers_is_named_as_such(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`roomlogs migrate` against a port that accepts connections and says nothing (a wrong service, a proxy
+    with no backend) waited a minute, then said only `TimeoutError`."""
+    monkeypatch.setattr(db, "CONNECT_TIMEOUT_SECONDS", 1.0)
+    with socket.create_server(("127.0.0.1", 0)) as silent:
+        port = silent.getsockname()[1]
+        with pytest.raises(StorageUnavailableError) as caught:
+            await db.connect(f"postgresql://roomlogs@127.0.0.1:{port}/roomlogs", "roomlogs")
+    assert "ROOMLOGS_POSTGRES_DSN" in str(caught.value)
+    assert "no answer within 1 s" in str(caught.value) and "not PostgreSQL" in str(caught.value)
