@@ -93,7 +93,14 @@ def _api(settings: Settings, args: argparse.Namespace) -> int:
     if command in ("sign-in-link", "token"):  # for the console of a running `roomlogs up` of this directory
         from pipeline.cli.stackfile import discovered_api_env
 
-        environ = {**discovered_api_env(os.environ), **environ}
+        discovered = discovered_api_env(os.environ)
+        environ = {**discovered, **environ}
+        if not discovered and not any(environ.get(f"ROOMLOGS_API_JWT_{n}") for n in ("KEY", "KEY_FILE")):
+            raise ConfigurationError(
+                f"no key to sign with: no `roomlogs up` with a console runs in this directory (started here, "
+                "it gives this command its development key), and ROOMLOGS_API_JWT_KEY is not set (your own "
+                f"API's HMAC key; with an identity provider, its tokens sign in instead of `api {command}`)"
+            )
     api_settings = ApiSettings.from_env(environ)  # read once, here
     if command == "serve":
         return _serve(settings, api_settings, args)

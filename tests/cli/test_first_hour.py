@@ -436,6 +436,11 @@ def test_another_sign_in_link_for_the_console_of_up_from_another_shell(tmp_path:
         assert done.returncode == 0, done.stderr[-3000:]
         jwt.decode(done.stdout.strip().split("#token=")[1], "m" * 64, algorithms=["HS256"])
         assert ":45678/" not in done.stdout
+    # the stack gone and no key of yours: one line saying so (it named `api token` and RS256 before)
+    done = roomlogs("api", "sign-in-link", "--sub", "user-7", cwd=tmp_path)
+    assert done.returncode == 2, done.stdout + done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("roomlogs api: no key to sign with: no `roomlogs up` with a console runs"), line
 
 
 @pytest.mark.parametrize("command", ["up", "demo"])
