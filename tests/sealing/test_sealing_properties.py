@@ -75,7 +75,7 @@ class History:
             assert isinstance(name, str) and isinstance(n, int) and isinstance(days_back, int)
             day = self.now.date() - timedelta(days=days_back)
             if day < closed_before(self.now, LATE_WINDOW_SECONDS):
-                return  # a closed day takes no rows (the writer refuses them as `day_sealed`)
+                return  # stored around the writer: only into open days (a sealed day refuses new rows)
             await store(self.conn, rows(ROOMS[name], day, name, n, start=self.offset % 1000))
             self.offset += n
         elif kind == "advance":
