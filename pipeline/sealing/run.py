@@ -61,8 +61,6 @@ __all__ = [
 
 log = logging.getLogger("roomlogs.sealing")
 
-#: One sealer per schema at a time (the day's seal is one transaction; this keeps runs from racing).
-
 
 class Publish(Protocol):
     """Where the daily heads go (pipeline.sealing.witness.Publisher)."""

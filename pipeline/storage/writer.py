@@ -170,7 +170,7 @@ class BatchWriter:
                     copies = [(rows[i], at) for i, at in reg.known.items()]
                     rows = [rows[i] for i in reg.new]
             if rows and self._late_window is not None:
-                rows = await self._not_sealed(conn, rows, changes, batch, received_at, outcome)
+                rows = await self._not_sealed(conn, rows, batch, received_at, outcome)
             if rows:
                 await self._copy_events(conn, rows, batch.topic, received_at, outcome, batch.raw_value)
             if variants:  # after this batch's rows are in: a variant may be a copy of one of them
@@ -218,15 +218,14 @@ class BatchWriter:
         self,
         conn: asyncpg.Connection,
         rows: list[tuple[Any, ...]],
-        changes: list[RoomChange],
         batch: WriteBatch,
         received_at: datetime,
         outcome: WriteOutcome,
     ) -> list[tuple[Any, ...]]:
         """New rows of sealed days, where this schema seals, become `day_sealed` dead letters (their ids
-        forgotten). Their room changes are still applied (`changes` is left alone): the room's state is not
-        the sealed log, and a moderator removed or an owner replaced must lose access whenever the change
-        arrives.
+        forgotten). Their room changes are still applied (the batch's changes are left alone): the room's
+        state is not the sealed log, and a moderator removed or an owner replaced must lose access whenever
+        the change arrives.
 
         A day is refused once it is sealed (it has a daily head), not merely closed by the clock: a closed
         day the sealing run has not reached yet still takes its late rows, and its seal covers them. That is
@@ -241,11 +240,13 @@ class BatchWriter:
         candidates = {d for r in rows if (d := day_of(r[ROW_OCCURRED_AT])) < maybe}
         if not candidates:
             return rows  # the usual batch: every row of an open day
+        # Under the lock before anything is asked, sealing's first run included: a batch that finds no key
+        # yet, and stores these rows, is waited for by the run that registered the key meanwhile.
+        await conn.execute(seals.SEAL_LOCK_SHARED)
         if not self._sealing_on:
             self._sealing_on = bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM seal_keys)"))
             if not self._sealing_on:
                 return rows
-        await conn.execute(seals.SEAL_LOCK_SHARED)
         sealed = await seals.headed_days(conn, candidates)
         if not sealed:
             return rows
