@@ -5,9 +5,10 @@ legal holds are accounted for, not reported; exports verify offline with nothing
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +23,10 @@ from pipeline.sealing.run import seal_closed_days
 from pipeline.sealing.verify import verify_db
 from pipeline.settings import Secret, Settings
 from pipeline.storage import db, seals
-from pipeline.storage.batch import EVENT_COLUMNS
+from pipeline.storage.batch import EVENT_COLUMNS, WriteBatch
 from pipeline.storage.migrate import migrate
 from pipeline.storage.partitions import PartitionManager
+from pipeline.storage.writer import BatchWriter
 
 NOW = datetime.now(UTC)
 TODAY = NOW.date()
@@ -257,6 +259,64 @@ async def test_retention_audited_deletions_and_legal_holds_are_accounted_for(
     found = await verify(conn)
     assert found == Counter({"deleted_by_request": 7, "dropped_by_retention": 45}), found
     assert made
+
+
+class _PausedInTransaction:
+    """Detectors (the writer's hook inside a batch's transaction, after its rows are stored) that hold the
+    transaction open until told to go on."""
+
+    def __init__(self) -> None:
+        self.inside, self.go = asyncio.Event(), asyncio.Event()
+
+    async def detect(
+        self, conn: asyncpg.Connection, rows: Sequence[tuple[Any, ...]], deletion_seq: int | None = None
+    ) -> list[asyncpg.Record]:
+        self.inside.set()
+        await self.go.wait()
+        return []
+
+    def settle(self, committed: bool) -> None:
+        pass
+
+    def figures(self) -> tuple[dict[str, int], int | None]:
+        return {}, None
+
+
+async def test_a_batch_in_flight_when_sealing_first_starts_is_waited_for_and_sealed(
+    conn: asyncpg.Connection, settings: Settings, key: SealKey, postgres_dsn: str, pg_schema: str
+) -> None:
+    """The very first sealing run registers its key as it starts. A batch already storing rows of a closed,
+    unsealed day found no key, so nothing told it sealing was on; the run must still wait for it and seal
+    its rows with the day, or they would be stored outside the seal (verify --db: tampering)."""
+    await store(conn, rows("public", DAY, "r1", 5))  # a closed day, no key yet
+    pool = await db.create_pool(postgres_dsn, pg_schema, 2)
+    try:
+        partitions = PartitionManager()
+        async with pool.acquire() as c:
+            await partitions.load(c)
+        hook = _PausedInTransaction()
+        writer = BatchWriter(pool, partitions, late_window_seconds=3600, detectors=hook)
+        late = rows("public", DAY, "r1", 3, start=100)
+        batch = WriteBatch(
+            topic="t", consumer_group="g", rows=late, first_offsets={0: 100}, next_offsets={0: 103},
+            event_days={("public", DAY)},
+        )  # fmt: skip
+        writing = asyncio.ensure_future(writer.write(batch, NOW))
+        try:
+            await asyncio.wait_for(hook.inside.wait(), 30)  # its rows stored, its transaction open
+            sealing = asyncio.ensure_future(seal_closed_days(conn, settings, key, now=NOW))
+            await asyncio.sleep(1.0)
+            waited = not sealing.done()
+        finally:
+            hook.go.set()  # (on any failure too: an open transaction would hold the pool's close)
+            outcome = await writing
+        report = await sealing
+    finally:
+        await pool.close()
+    assert waited, "the sealing run did not wait for the batch in flight"
+    assert (outcome.stored, outcome.day_sealed) == (3, [])
+    assert DAY in report.days and report.events == 8  # the batch's rows are sealed with their day
+    assert await verify(conn) == Counter()
 
 
 async def test_exports_verify_offline_and_every_tampering_fails_with_a_reason(
