@@ -156,15 +156,17 @@ async def settle(
     conflicts: list[Conflict] = []
     for row, at in copies:
         held = stored.get((row[ROW_ROOM_ID], row[ROW_EVENT_ID])) if at is not None else None
+        if held is None:
+            if at is not None and row[ROW_EVENT_ID] in gone:
+                duplicates.append(row)  # no row left in any room: removed by retention or a deletion since
+            elif at == row[ROW_OCCURRED_AT]:  # the stored copy is in another room; the rest is not compared
+                conflicts.append((row, at, ("room_id (the rest not compared)",)))
+            else:
+                conflicts.append((row, at, ("room_id", "occurred_at (the rest not compared)")))
+            continue
         content = _content(row)
-        # no row left in any room: removed by retention or a deletion after it was stored once
-        same = held == content if held is not None else at is not None and row[ROW_EVENT_ID] in gone
-        if same:
+        if held == content:
             duplicates.append(row)
-        elif held is None:  # the stored copy (at the registered time) is in another room; maybe more differs
-            moved = ("room_id",) if at == row[ROW_OCCURRED_AT] else ("room_id", "occurred_at")
-            moved = (*moved[:-1], f"{moved[-1]} (the rest not compared)")
-            conflicts.append((row, at, moved))
         else:
             conflicts.append(
                 (row, at, tuple(n for n, a, b in zip(_CONTENT, held, content, strict=True) if a != b))

@@ -159,12 +159,7 @@ def test_ctrl_c_while_up_starts_stops_everything_and_says_only_that(tmp_path: Pa
     for a room to link to), exits 0, and does not report the interrupted wait as a failure."""
     with nothing_left_behind(tmp_path):
         out_path = tmp_path / "up.out"
-        clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
-        with open(out_path, "wb") as out:
-            up = subprocess.Popen(  # its own process group, as a terminal's foreground job
-                [sys.executable, "-m", "pipeline.cli", "up"], env=clean, cwd=tmp_path, stdout=out, stderr=out,
-                process_group=0,
-            )  # fmt: skip
+        up = _spawn_up(tmp_path, out_path)
         try:
             deadline = time.monotonic() + UP_READY_SECONDS
             while "created topics" not in out_path.read_text():  # the worker and the console are next
@@ -184,14 +179,19 @@ def test_ctrl_c_while_up_starts_stops_everything_and_says_only_that(tmp_path: Pa
         assert not (tmp_path / ".roomlogs" / "stack.json").exists()
 
 
-def _start_up(cwd: Path, out_path: Path) -> subprocess.Popen[bytes]:
-    """`roomlogs up` as a terminal's foreground job (its own process group), once it has printed it all."""
+def _spawn_up(cwd: Path, out_path: Path) -> subprocess.Popen[bytes]:
+    """`roomlogs up` (no ROOMLOGS_* set) as a terminal's foreground job: its own process group."""
     clean = {k: v for k, v in os.environ.items() if not k.upper().startswith("ROOMLOGS_")}
     with open(out_path, "wb") as out:
-        up = subprocess.Popen(
+        return subprocess.Popen(
             [sys.executable, "-m", "pipeline.cli", "up"], env=clean, cwd=cwd, stdout=out, stderr=out,
             process_group=0,
         )  # fmt: skip
+
+
+def _start_up(cwd: Path, out_path: Path) -> subprocess.Popen[bytes]:
+    """`_spawn_up`, once it has printed it all."""
+    up = _spawn_up(cwd, out_path)
     deadline = time.monotonic() + UP_READY_SECONDS
     while "(written to" not in out_path.read_text():
         if up.poll() is not None or time.monotonic() > deadline:
