@@ -61,6 +61,7 @@ CHAT_DETECTORS = (P.CHAT_FLOOD, P.SPAM_WAVE)
 # $1-$3 the ranges (room, lo, hi); $4-$6 the batch's chatters (room, actor, messages), $7 the fewest
 # messages a flood window holds; $8-$10 the batch's texts (room, key, distinct users), $11 the fewest users
 # of a wave, $12 the shortest normalized text a wave counts, $13 whether any room runs the spam wave.
+# fhot and shot are MATERIALIZED for the reason reads.py gives for its hot{n}: never re-run per row of m.
 _SQL = f"""
 WITH u AS (
     SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS u(room_id, lo, hi)
@@ -79,12 +80,12 @@ m AS MATERIALIZED (
             OFFSET 0) AS e
 ),
 fb AS (SELECT * FROM unnest($4::text[], $5::text[], $6::int[]) AS b(room_id, actor_id, n)),
-fhot AS (
+fhot AS MATERIALIZED (
     SELECT m.room_id, m.actor_id FROM m JOIN fb USING (room_id, actor_id)
      GROUP BY m.room_id, m.actor_id, fb.n HAVING count(*) + fb.n >= $7
 ),
 sb AS (SELECT * FROM unnest($8::text[], $9::text[], $10::int[]) AS b(room_id, k, n)),
-shot AS (
+shot AS MATERIALIZED (
     SELECT m.room_id, m.k FROM m JOIN sb USING (room_id, k)
      WHERE m.klen >= $12
      GROUP BY m.room_id, m.k, sb.n HAVING count(DISTINCT m.actor_id) + sb.n >= $11
