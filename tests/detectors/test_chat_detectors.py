@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -23,7 +24,7 @@ from hypothesis import strategies as st
 
 from pipeline.detectors import Detectors
 from pipeline.detectors import params as P
-from pipeline.detectors.recent import INSTALL_STEP_ROWS, RecentChat
+from pipeline.detectors.recent import INSTALL_STEP_ROWS, SAMPLE_MARGIN, SAMPLE_STEP, RecentChat, select
 from pipeline.detectors.rules import Stored, alerts_of, normalized_text_sql, text_key, text_key_length
 from pipeline.errors import StorageUnavailableError
 from pipeline.storage import alerts, db, detector_settings, migrate, offsets
@@ -388,6 +389,34 @@ def test_past_its_bound_the_memory_lets_the_oldest_times_go_and_reads_before_the
     assert recent.check(key, stored=601, batch=1) is entry
     assert not recent.wants_fill(before)  # an hour wholly before the floor is not worth filling
     assert recent.fill_floor() == floor  # an hour filled is read from the floor on
+
+
+@pytest.mark.parametrize(
+    "shape", ["random", "sorted runs", "descending", "few distinct", "one value", "sample misses the least"]
+)
+def test_the_floor_is_chosen_as_sorting_every_time_held_would_choose_it(shape: str) -> None:
+    """Moving the floor picks the target-th newest time held without sorting them all (`select`): the
+    time, and how many are older, are exactly what a full sort gives, for every position and for the
+    shapes a memory holds (chatters' sorted lists one after another, repeated instants); where its sample
+    brackets the wrong values it falls back to the full sort rather than answer wrong."""
+    rng = random.Random(shape)
+    n = 8 * SAMPLE_STEP * SAMPLE_MARGIN + 5_001  # past the size where the sample is used
+    if shape == "random":
+        seconds = [rng.random() * 3600 for _ in range(n)]
+    elif shape == "sorted runs":
+        seconds = [s for _ in range(n // 7) for s in sorted(rng.random() * 3600 for _ in range(7))]
+    elif shape == "descending":
+        seconds = sorted((rng.random() * 3600 for _ in range(n)), reverse=True)
+    elif shape == "few distinct":
+        seconds = [float(rng.randrange(5)) for _ in range(n)]
+    elif shape == "one value":
+        seconds = [7.0] * n
+    else:  # every sampled position holds the newest time: the bracket lies above the small k's
+        seconds = [3600.0 if i % SAMPLE_STEP == 0 else rng.random() * 3000 for i in range(n)]
+    times = [BASE + timedelta(seconds=s) for s in seconds]
+    ordered = sorted(times)
+    for k in [0, 1, 17, len(times) // 4, len(times) // 2, len(times) - 300, len(times) - 1]:
+        assert select(times, k) == (ordered[k], ordered.index(ordered[k])), k
 
 
 def test_rows_of_one_instant_beyond_the_bound_go_too() -> None:
