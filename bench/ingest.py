@@ -492,6 +492,8 @@ async def main_async(
     print(f"  {per_core('PostgreSQL', n, pg, seconds)}")
     meters.broker_phase("raw ceiling", cpu, seconds)
 
+    if args.pg_statements:
+        await statements_reset(dsn)
     cpu, started = meters.snapshot(), time.perf_counter()
     run = await worker_group(worker, n, args.workers, args.partitions, work_dir, meters)
     processes = f"{args.workers} process{'es' if args.workers > 1 else ''}"
@@ -527,11 +529,57 @@ async def main_async(
     meters.broker_phase("real worker (start-up included)", cpu, time.perf_counter() - started)
     print(f"ratio worker / ceiling: {run.rate / ceiling:.2f}")
     print_bounds(run.events, run.cpu["worker"], run.cpu.get("postgres"), args.workers, ceiling)
+    if args.pg_statements:
+        await print_statements(dsn, args.pg_statements, n)
     print(
         f"worker peak RSS: {max(w.peak_rss for w in run.workers) / 2**20:,.0f} MiB; at "
         + ", ".join(f"{pct}%: {rss / 2**20:,.0f} MiB" for pct, rss in run.samples)
         + (" (the largest worker)" if args.workers > 1 else "")
     )
+
+
+#: Server settings of the PostgreSQL started here for --pg-statements.
+STATEMENT_SETTINGS = {"shared_preload_libraries": "pg_stat_statements", "pg_stat_statements.track": "all"}
+
+
+async def statements_reset(dsn: str) -> None:
+    """Make pg_stat_statements available (in `public`) and forget what it counted so far."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements SCHEMA public")
+        await conn.execute("SELECT public.pg_stat_statements_reset()")
+    except asyncpg.PostgresError as e:
+        print(f"  --pg-statements: not available on this PostgreSQL ({e}); left out", flush=True)
+    finally:
+        await conn.close()
+
+
+async def print_statements(dsn: str, top: int, events: int) -> None:
+    """The `top` statements by time spent in PostgreSQL since `statements_reset` (the worker's run)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            """SELECT total_exec_time AS ms, calls, toplevel,
+                      left(regexp_replace(query, '\\s+', ' ', 'g'), 100) AS query
+                 FROM public.pg_stat_statements ORDER BY total_exec_time DESC LIMIT $1""",
+            top,
+        )
+    except asyncpg.PostgresError:
+        return  # said when reset
+    finally:
+        await conn.close()
+    print(
+        f"PostgreSQL time by statement during the worker's run (pg_stat_statements, top {top}; wall time "
+        "in the server, waits included; 'nested': run inside another statement, the rollups' trigger or a "
+        "function, and counted in that one too):"
+    )
+    for r in rows:
+        where = "" if r["toplevel"] else " (nested)"
+        per_event = r["ms"] * 1000 / events
+        print(
+            f"  {r['ms']:9,.0f} ms {r['calls']:>7,} calls {per_event:6.2f} µs/event{where}: "
+            + r["query"]
+        )
 
 
 def print_bounds(
@@ -585,6 +633,15 @@ def main() -> None:
         help="the worker's largest batch (ROOMLOGS_BATCH_MAX_EVENTS; default its default): small batches are "
         "how a live worker writes, a few hundred events every quarter second",
     )
+    parser.add_argument(
+        "--pg-statements",
+        type=int,
+        default=0,
+        metavar="N",
+        help="also print the N statements the worker's PostgreSQL spent most time in (pg_stat_statements, "
+        "loaded into the PostgreSQL started here; statements inside the rollups' trigger are listed too, "
+        "and counted again in the COPY that fired them). Costs some PostgreSQL time itself",
+    )
     add_work_dir_argument(parser)
     args = parser.parse_args()
     with run_dir(args.work_dir, "roomlogs-bench-ingest-") as work_dir:
@@ -611,7 +668,8 @@ def main() -> None:
                 broker_pids = [tansu.pid] if tansu.pid is not None else []
             dsn = args.dsn
             if not dsn:
-                postgres = EmbeddedPostgres(work_dir / "postgres")
+                statements = STATEMENT_SETTINGS if args.pg_statements else None
+                postgres = EmbeddedPostgres(work_dir / "postgres", settings=statements)
                 postgres.start()
                 dsn = postgres.dsn
             print(

@@ -49,7 +49,7 @@ def test_ingest_benchmark_with_a_group_of_two_workers(tmp_path: Path) -> None:
     work_dir = tmp_path / "run"
     output = run_bench(
         "ingest", "--events", "3000", "--rooms", "50", "--workers", "2", "--partitions", "4",
-        work_dir=work_dir, timeout_seconds=180,
+        "--pg-statements", "5", work_dir=work_dir, timeout_seconds=180,
     )  # fmt: skip
     assert_figures(
         output,
@@ -60,7 +60,10 @@ def test_ingest_benchmark_with_a_group_of_two_workers(tmp_path: Path) -> None:
         rf"PostgreSQL CPU {NUMBER} s \({NUMBER} cores busy\): (?:{NUMBER}|n/a) events/s per PostgreSQL core$",
         rf"^ratio worker / ceiling: {NUMBER}$",
         rf"^worker peak RSS: {NUMBER} MiB",
+        r"^PostgreSQL time by statement during the worker's run \(pg_stat_statements, top 5;",
+        rf"^\s+{NUMBER} ms\s+{NUMBER} calls\s+{NUMBER} µs/event(?: \(nested\))?: (?:SELECT|COPY|INSERT|WITH)",
     )
+    assert len(re.findall(r"µs/event", output)) == 5
     logs = sorted(work_dir.glob("worker-*.log"))
     assert [log.name for log in logs] == ["worker-1.log", "worker-2.log"]
     for log in logs:
