@@ -7,7 +7,9 @@ to skip them when it reads the events topic again. So every request is also kept
 (migration 0013), and a starting worker re-applies those its database lacks before it ingests anything.
 
 Who calls it: `IngestService` (pipeline/ingest/service.py) builds a `DeletionLog`, awaits its `start()`
-after its producer exists and before its consumer subscribes, and its `close()` on the way out.
+after its producer exists and before its consumer subscribes, its `catch_up()` when it finds its database
+restored under it (a request it had loaded gone, pipeline.storage.deletions; or its offsets of record moved
+back), before it writes on, and its `close()` on the way out.
 
 - Re-applying (`reapply`): reads the topic from its start to its end (no consumer group, nothing
   committed) and hands each record to `reapply_deletion_request()`, which verifies the seal: the worker's
@@ -253,6 +255,9 @@ class DeletionRelay(OutboxRelay):
     async def queued(self, conn: asyncpg.Connection) -> int:
         return await deletion_outbox.pending(conn)
 
+    #: told of each request the topic acknowledged (set by DeletionLog)
+    deletions: Deletions | None = None
+
     async def send(self, claimed: Sequence[deletion_outbox.SealedRequest]) -> list[int]:
         sent: list[tuple[int, asyncio.Future[object]]] = []
         for r in claimed:
@@ -272,6 +277,9 @@ class DeletionRelay(OutboxRelay):
             with contextlib.suppress(KafkaError):
                 await future
                 acked.append(outbox_id)
+        if self.deletions is not None and acked:
+            ids = set(acked)
+            self.deletions.saw_relayed([r.request_id for r in claimed if r.outbox_id in ids])
         return acked
 
 
@@ -315,8 +323,34 @@ class DeletionLog:
             retry_initial_seconds=s.db_retry_initial_seconds,
             retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
         )
+        self.relay.deletions = self._deletions
         self._task = asyncio.create_task(self.relay.run())
         self._task.add_done_callback(_relay_ended)
+        return found
+
+    async def catch_up(self) -> Reapplied:
+        """Re-apply what the topic has and the database lacks, under a running worker: its database was
+        found restored (a deletion request it had loaded is gone, or its offsets of record moved back).
+        The service's `Deletions` are read again, so the next batch honours them. Raises as `reapply`."""
+        found = await reapply(self._settings, self._pool, self._metrics)
+        async with db.acquire(self._pool) as conn:
+            await self._deletions.load(conn)
+            relayed = list(self._deletions.relayed)
+            there = await conn.fetch(
+                "SELECT request_id FROM deletion_requests WHERE request_id = ANY($1::uuid[])", relayed
+            )
+        missing = set(relayed) - {r["request_id"] for r in there}
+        if missing:
+            # not on the topic, or refused there (sealed by another key: a database created anew, not
+            # restored): nothing more can bring them back; checking for them again would stop ingest
+            log.error(
+                "%d deletion request(s) this worker relayed are not in the database and could not be "
+                "re-applied from the deletions topic %s (a database created anew instead of restored?): %s",
+                len(missing),
+                self._settings.deletions_topic,
+                ", ".join(sorted(str(m) for m in missing)[:5]),
+            )
+            self._deletions.forget_relayed(missing)
         return found
 
     @property

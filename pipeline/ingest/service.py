@@ -39,8 +39,10 @@ import asyncpg
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from pipeline.detectors import Detectors
+from pipeline.errors import RoomlogsError
 from pipeline.events.normalize import Normalizer
 from pipeline.ingest.alert_relay import AlertRelay
+from pipeline.ingest.backoff import Backoff
 from pipeline.ingest.checkpoint import Checkpoint
 from pipeline.ingest.deletion_log import DeletionLog
 from pipeline.ingest.fetcher import Fetcher, PositionLost
@@ -58,7 +60,7 @@ from pipeline.retention_rules import writable_from
 from pipeline.settings import Settings
 from pipeline.storage import db
 from pipeline.storage.classes import retention_days
-from pipeline.storage.deletions import Deletions
+from pipeline.storage.deletions import Deletions, DeletionsLostError
 from pipeline.storage.offsets import OffsetsMovedError
 from pipeline.storage.partitions import PartitionManager, dropped_through
 from pipeline.storage.writer import BatchWriter
@@ -297,6 +299,9 @@ class IngestService:
         except OffsetsMovedError as e:
             await self._offsets_moved(e)
             return
+        except DeletionsLostError as e:
+            await self._deletions_lost(e)
+            return
         if written is None:
             return
         self.tally.written(written)
@@ -333,10 +338,40 @@ class IngestService:
         await self._rejudge_now(tp.partition for tp in error.partitions)
 
     async def _offsets_moved(self, error: OffsetsMovedError) -> None:
-        """The offsets of record moved back under a batch (a restored database, an operator's move): judge
-        those partitions again and read on from where PostgreSQL says."""
+        """The offsets of record moved back under a batch (a restored database, an operator's move): re-apply
+        the deletion requests a restored database lacks, judge those partitions again and read on from
+        where PostgreSQL says."""
         log.warning("%s; judging those partitions again", error)
+        await self._catch_up_deletions()
         await self._rejudge_now(error.stored)
+
+    async def _deletions_lost(self, error: DeletionsLostError) -> None:
+        """A deletion request this worker loaded is gone from the database (restored under it): re-apply
+        what the deletions topic has before writing on, then read every held partition again from where
+        PostgreSQL says (the batch wrote nothing; a restore may have moved the offsets of record too)."""
+        log.warning("%s; re-applying the deletions topic's requests before ingest writes on", error)
+        await self._catch_up_deletions()
+        await self._rejudge_now(self.fetcher.partitions())
+
+    async def _catch_up_deletions(self) -> None:
+        """`DeletionLog.catch_up`, waiting out Kafka or PostgreSQL away (logged once): nothing is written
+        before the deletions the database lacks are back, as at start."""
+        s = self.settings
+        backoff = Backoff(s.db_retry_initial_seconds, max(s.db_retry_max_seconds, 5.0))
+        failed = False
+        while not self._stopping.is_set():
+            try:
+                await self.deletion_log.catch_up()
+            except RoomlogsError as e:  # the topic unread to its end, Kafka refusing or away, PostgreSQL away
+                if not failed:
+                    log.warning("re-applying deletion requests failed (%s); ingest waits and retries", e)
+                    failed = True
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff.next_delay())
+                continue
+            if failed:
+                log.warning("deletion requests re-applied; ingest resumes")
+            return
 
     async def _request_rejudge(self) -> None:
         self._rejudge = True

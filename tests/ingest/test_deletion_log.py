@@ -140,6 +140,21 @@ def restore_schema(settings: Settings, path: Path) -> None:
     subprocess.run([str(bin_dir / "pg_restore"), "--dbname", dsn, "--no-owner", str(path)], check=True)
 
 
+def restore_schema_under_running_clients(settings: Settings, path: Path) -> None:
+    """Restore the schema from `path` in one transaction (DROP SCHEMA, then the dump), as an operator
+    restores under running clients: they wait on its locks, then find the restored schema."""
+    bin_dir = postgres_bin_dir()
+    script = subprocess.run(
+        [str(bin_dir / "pg_restore"), "--no-owner", "--file", "-", str(path)], check=True, capture_output=True
+    ).stdout
+    drop = f'DROP SCHEMA "{settings.postgres_schema}" CASCADE;\n'.encode()
+    subprocess.run(
+        [str(bin_dir / "psql"), "--quiet", "--no-psqlrc", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+         "--dbname", settings.postgres_dsn.get(), "--file", "-"],
+        input=drop + script, check=True, capture_output=True,
+    )  # fmt: skip
+
+
 async def send_records(
     settings: Settings, records: list[tuple[bytes, bytes, list[tuple[str, bytes]]]]
 ) -> None:
@@ -254,6 +269,43 @@ async def test_deletions_made_after_a_backup_stay_deleted_when_it_is_restored_an
     async with ingest_worker(replay) as w:  # and the next start finds nothing to do
         assert metric(w, "roomlogs_deletions_reapplied_total") == 0
     assert len(await sql(admin, "SELECT * FROM deletion_requests")) == 2
+
+
+@pytest.mark.broker_semantics
+@pytest.mark.parametrize("moved", [False, True], ids=["offsets kept", "offsets moved back"])
+async def test_a_database_restored_under_a_running_worker_gets_its_deletions_back_before_it_writes_on(
+    deletion_settings: Settings, as_worker: Settings, ingest_worker: Any, tmp_path: Path, moved: bool
+) -> None:
+    """PostgreSQL is restored under a running worker from a backup taken before a room's logs were deleted
+    (the backup's offsets of record are the database's own, or behind them when more was written after
+    it). The room's events come back with the backup, and the room server goes on resending the room's
+    older events. Before the worker writes on, it finds the request it had loaded gone, re-applies it from
+    the deletions topic and skips the resent events: the deleted logs stay deleted, and the request is
+    back. (Found from outside: only the next worker to start re-applied it.)"""
+    s, admin = as_worker, deletion_settings
+    await publish(s.kafka_bootstrap, s.events_topic, events(460))
+    dump = tmp_path / "before-deletion.dump"
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        dump_schema(admin, dump)
+        if moved:
+            await publish(s.kafka_bootstrap, s.events_topic, events(230, start=5000))
+            assert await w.caught_up(60)
+        request_id = await delete_room(admin, DELETED_ROOM)
+        assert await outbox_emptied(admin)
+        covered = f"room_id = '{DELETED_ROOM}'"  # every event of topic_support happened before the request
+        assert await count(admin, covered) == 0
+
+        restore_schema_under_running_clients(admin, dump)
+        assert await count(admin, covered) > 0, "the backup holds the deleted logs"
+        await publish(s.kafka_bootstrap, s.events_topic, events(230, start=9000))  # room-5's among them
+        assert await w.caught_up(90)
+        left = await count(admin, covered)
+        reapplied = metric(w, "roomlogs_deletions_reapplied_total")
+    assert left == 0, "deleted logs back under a running worker"
+    rows = await sql(admin, "SELECT request_id, reapplied_at FROM deletion_requests")
+    assert [(r["request_id"], r["reapplied_at"] is not None) for r in rows] == [(request_id, True)]
+    assert reapplied == 1
 
 
 @pytest.mark.broker_semantics
