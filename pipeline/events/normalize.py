@@ -183,8 +183,13 @@ class Normalizer:
         if version != c.SCHEMA_VERSION or type(version) not in (int, float):
             if version is None:
                 raise Invalid(Reason.MISSING_FIELD, "schema_version: required")
-            shown = str(version)[:20] if type(version) in (int, float, str, bool) else _json_type(version)
-            raise Invalid(Reason.UNSUPPORTED_VERSION, f"schema_version: {shown} (supported: 1)")
+            if type(version) is str:  # quoted: "1" is not 1, and an unquoted 1 would say it is
+                shown = f"the string {version[:20]!r}"
+            elif type(version) in (int, float, bool):
+                shown = orjson.dumps(version).decode() if type(version) is bool else str(version)[:20]
+            else:
+                shown = _json_type(version)
+            raise Invalid(Reason.UNSUPPORTED_VERSION, f"schema_version: {shown} (supported: the number 1)")
         rule = self._type_rules.get(etype)
         if rule is None:
             raise Invalid(Reason.UNKNOWN_TYPE, f"type: {etype[:64]!r} is not a known event type")

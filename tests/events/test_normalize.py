@@ -376,7 +376,23 @@ def test_a_deeply_nested_schema_version_is_an_unsupported_version() -> None:
 
     assert (caught.reason, caught.detail) == (
         Reason.UNSUPPORTED_VERSION,
-        "schema_version: an array (supported: 1)",
+        "schema_version: an array (supported: the number 1)",
+    )
+
+
+@pytest.mark.parametrize(
+    ("version", "shown"),
+    [('"1"', "the string '1'"), ("2", "2"), ("1.5", "1.5"), ("true", "true"), ("{}", "an object")],
+)
+def test_an_unsupported_version_is_shown_as_sent(version: str, shown: str) -> None:
+    """Found from outside: the string "1" was shown unquoted, "schema_version: 1 (supported: 1)"."""
+    raw = json.dumps(chat("hi")).replace('"schema_version": 1', f'"schema_version": {version}')
+
+    caught = refused(raw.encode())
+
+    assert (caught.reason, caught.detail) == (
+        Reason.UNSUPPORTED_VERSION,
+        f"schema_version: {shown} (supported: the number 1)",
     )
 
 
