@@ -178,6 +178,12 @@ async def simulate(
     return summary
 
 
+#: Paced runs: the least time between two messages of one user (pipeline.publisher.world, `_chat`). At the
+#: traffic of `roomlogs up` (12 rooms, 25 events/s) the busiest room's first users, chatting alone, posted
+#: 42 messages in 10 s: a chat flood (more than 40), raised on the console's first view.
+PACED_CHAT_GAP_SECONDS = 2.0
+
+
 class _Generator:
     """One pass over a simulation: interleaves the world's valid events with bad ones."""
 
@@ -197,6 +203,7 @@ class _Generator:
             busy_room_share=config.busy_room_share,
             private_room_share=config.private_room_share,
             owner_transfers=config.owner_transfers,
+            chat_gap_seconds=PACED_CHAT_GAP_SECONDS if config.rate_per_second else 0.0,
         )
         self.bad_events = BadEvents(self.world, config.max_event_bytes)
 

@@ -111,8 +111,13 @@ class World:
         busy_room_share: float,
         private_room_share: float,
         owner_transfers: bool = True,
+        chat_gap_seconds: float = 0.0,
     ) -> None:
         rng = self.rng = random.Random(seed)  # noqa: S311 - simulated traffic, no secrets
+        #: the least time between two messages of one user (0: none; see `_chat`)
+        self._chat_gap = chat_gap_seconds
+        #: user id -> simulated time of their last message (kept when `_chat_gap`)
+        self._spoke: dict[str, float] = {}
         self.pending: deque[tuple[bytes, bytes, str]] = deque()
         self.rooms_created: Counter[str] = Counter()
         self._start, self._step, self._n = start_epoch_seconds, step_seconds, 0
@@ -303,11 +308,47 @@ class World:
             return
         rand, n = rng.random, len(occupants)  # (index by rand(): random.choice is slow on this hot path)
         speakers = [occupants[int(rand() * n)] for _ in range(1 + int(rand() * 3))]
-        for _ in range(1 + int(rand() ** 2 * 6)):
+        for i in range(1 + int(rand() ** 2 * 6)):
             data: dict[str, Any] = {"text": texts[int(rand() * TEXT_POOL_SIZE)]}
             if room.last_chat_id is not None and rand() < 0.15:
                 data["reply_to"] = room.last_chat_id
-            room.last_chat_id = self._emit(room, _CHAT, speakers[int(rand() * len(speakers))], data)
+            speaker = speakers[int(rand() * len(speakers))]
+            if self._chat_gap:
+                found = self._at_human_pace(room, speaker)
+                if found is None:
+                    if not i:
+                        self._crowd(room)  # everyone here just spoke: someone comes or goes instead
+                    return
+                speaker = found
+            room.last_chat_id = self._emit(room, _CHAT, speaker, data)
+
+    def _at_human_pace(self, room: Room, speaker: User) -> User | None:
+        """Paced traffic (`roomlogs up`, `simulate --rate`) is watched live and must look like people:
+        nobody posts twice within `_chat_gap` seconds of simulated time. `speaker` if they may post now,
+        else another occupant who may (None: none). Unpaced runs keep every burst whole: they are for
+        volume, and the detectors' normal-traffic test measures them as they are."""
+        now, spoke, gap = self._start + self._n * self._step, self._spoke, self._chat_gap
+        if now - spoke.get(speaker["user_id"], -gap) >= gap:
+            spoke[speaker["user_id"]] = now
+            return speaker
+        occupants = room.occupants
+        first = int(self.rng.random() * len(occupants))
+        for k in range(len(occupants)):
+            who = occupants[(first + k) % len(occupants)]
+            if now - spoke.get(who["user_id"], -gap) >= gap:
+                spoke[who["user_id"]] = now
+                return who
+        return None
+
+    def _crowd(self, room: Room) -> None:
+        """Someone enters the room (if there is room and a newcomer is found), else someone leaves."""
+        if len(room.occupants) < room.settings["max_occupancy"]:
+            for _ in range(4):
+                candidate = self.random_user()
+                if candidate["user_id"] not in room.positions and candidate not in room.banned:
+                    self._enter(room, candidate)
+                    return
+        self._leave(room, "quit")
 
     def _gift(self, room: Room) -> None:
         rng, occupants = self.rng, room.occupants
