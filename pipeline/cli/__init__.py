@@ -355,7 +355,9 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
         stack.write_info(info_path, command="up")  # from here on, other commands here find this stack
         console = ConsoleServer(stack.settings, stack.work_dir)
         links = console.start(stop=stopping)  # the API and the room console, live traffic, a sign-in link
-        stack.write_info(info_path, command="up", api_env=console.api_env)  # for `api sign-in-link`
+        stack.write_info(  # for `api sign-in-link`; and the API and traffic, for an `up` after a kill -9
+            info_path, command="up", api_env=console.api_env, more=console.processes()
+        )
         for key, value in {**stack.info, **links}.items():
             print(f"{key:<18} {value}")
         _print_exports(stack.settings, stack.work_dir)
@@ -380,7 +382,7 @@ def _up(settings: Settings, args: argparse.Namespace) -> int:
 def _refuse_a_second_stack(info_path: Path) -> None:
     """One line, before anything starts, when the work directory's stack already runs: its PostgreSQL's data
     directory is in use, and a second stack would only fail half-way."""
-    from pipeline.cli.stackfile import running
+    from pipeline.cli.stackfile import left_running, running, stop_left_running
 
     found = running(info_path)
     if found is not None:
@@ -389,6 +391,16 @@ def _refuse_a_second_stack(info_path: Path) -> None:
             "use that one (commands run here find it), stop it first (Ctrl-C), or give --work-dir another "
             "directory"
         )
+    left = left_running(info_path)
+    if left is not None and left[1]:
+        writer, processes = left
+        named = ", ".join(f"{name} (pid {process.pid})" for name, process in processes)
+        print(
+            f"the stack of an earlier `roomlogs` (pid {writer}) on {info_path.parent} was left running "
+            f"when it was killed: stopping {named} ...",
+            flush=True,
+        )
+        stop_left_running(processes)
 
 
 def _print_exports(settings: Settings, work_dir: Path) -> None:

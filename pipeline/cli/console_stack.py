@@ -120,6 +120,10 @@ class ConsoleServer:
             "another_link": f"roomlogs api sign-in-link --sub {owner} --room {room}  (from this directory)",
         }
 
+    def processes(self) -> list[tuple[str, int]]:
+        """(name, pid) of the API and the traffic, as started."""
+        return list(zip(("api", "traffic"), (child.pid for child in self.children), strict=False))
+
     def stop(self) -> None:
         for child in reversed(self.children):
             if child.poll() is None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -108,10 +109,34 @@ class DevStack:
         self.info["worker_pid"] = self.worker.pid
         self.info["worker_log"] = str(self.work_dir / "worker.log")
 
-    def write_info(self, path: Path, *, command: str, api_env: dict[str, str] | None = None) -> None:
+    def processes(self) -> list[tuple[str, int]]:
+        """(name, pid) of every process this stack started and still holds."""
+        found: list[tuple[str, int | None]] = []
+        if isinstance(self.kafka, KafkaCluster):
+            found += [(f"kafka node {node.node_id}", node.pid) for node in self.kafka.nodes]
+        elif self.kafka is not None:
+            found.append(("tansu", self.kafka.pid))
+        if self.postgres is not None:
+            found.append(("postgres", self.postgres.pid))
+        if self.worker is not None:
+            found.append(("worker", self.worker.pid))
+        return [(name, pid) for name, pid in found if pid is not None]
+
+    def write_info(
+        self,
+        path: Path,
+        *,
+        command: str,
+        api_env: dict[str, str] | None = None,
+        more: Sequence[tuple[str, int]] = (),
+    ) -> None:
         """Write `info` to `path` (stack.json): other commands find this stack there (cli/stackfile.py);
-        `api_env`: the settings of its console's API, once it runs."""
-        stackfile.write(path, self.info, self.settings, command=command, api_env=api_env)
+        `api_env`: the settings of its console's API, once it runs; the processes of the stack (and `more`)
+        so that an `up` started after this one was killed outright can stop what it left running."""
+        stackfile.write(
+            path, self.info, self.settings, command=command, api_env=api_env,
+            processes=[*self.processes(), *more],
+        )  # fmt: skip
 
     def remove_info(self, path: Path) -> None:
         """Remove what `write_info` wrote, once the stack stops."""

@@ -21,11 +21,14 @@ import contextlib
 import json
 import os
 import shlex
+import signal
 import socket
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from pipeline.settings import ENV_PREFIX, Settings
 
@@ -87,14 +90,21 @@ def write(
     *,
     command: str,
     api_env: Mapping[str, str] | None = None,
+    processes: Sequence[tuple[str, int]] = (),
 ) -> None:
-    """Write `info`, who wrote it (this process, `command`) and `stack_env(settings)` to `path`; with
+    """Write `info`, who wrote it (this process, `command`), its `processes` ((name, pid), with when each
+    started: see `left_running`) and `stack_env(settings)` to `path`; with
     `api_env`, the ROOMLOGS_API_* settings `roomlogs api sign-in-link` and `api token` need to sign in to
     the stack's console (its development key, its host and port: see `discovered_api_env`).
 
     Readable by its owner only: the DSN may carry a password, and `api_env` holds a signing key.
     """
     document = {**info, "command": command, "pid": os.getpid(), "env": stack_env(settings)}
+    document["processes"] = [
+        {"name": name, "pid": pid, "started": started}
+        for name, pid in processes
+        if (started := _started(pid)) is not None
+    ]
     if api_env:
         document["api_env"] = dict(api_env)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -188,3 +198,53 @@ def _answers(bootstrap: str) -> bool:
         except (OSError, ValueError):
             continue
     return False
+
+
+def _started(pid: int) -> float | None:
+    """When process `pid` started (seconds since the epoch; with its pid, it names that process alone)."""
+    try:
+        return float(psutil.Process(pid).create_time())
+    except psutil.Error:
+        return None
+
+
+#: The processes stopped last (a broker or PostgreSQL stopped first would leave the others failing)
+_SERVERS = ("postgres", "tansu", "kafka node")
+
+
+def left_running(path: Path) -> tuple[int, list[tuple[str, psutil.Process]]] | None:
+    """(the writer's pid, the processes of its stack still running) when `path` was written by an `up` or
+    `demo` that is gone (killed outright: nothing could stop what it started); None when there is no such
+    file, or its writer still runs. A process counts only if its pid and start time are those recorded: a
+    pid used again by another process since is left alone."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(document, dict) or not isinstance(document.get("pid"), int) or _alive(document["pid"]):
+        return None
+    found = []
+    for entry in document.get("processes", []):
+        try:
+            process = psutil.Process(int(entry["pid"]))
+            if abs(process.create_time() - float(entry["started"])) < 0.01 and process.is_running():
+                found.append((str(entry["name"]), process))
+        except (psutil.Error, KeyError, TypeError, ValueError):
+            continue
+    return document["pid"], found
+
+
+def stop_left_running(processes: Sequence[tuple[str, psutil.Process]], *, wait_seconds: float = 30.0) -> None:
+    """Stop what a killed stack left running: the worker, the API and the traffic first (SIGTERM), then the
+    broker and PostgreSQL (SIGINT: its fast, clean shutdown); whatever still runs after `wait_seconds` is
+    killed."""
+    for servers in (False, True):
+        group = [(n, p) for n, p in processes if n.startswith(_SERVERS) == servers]
+        for name, process in group:
+            with contextlib.suppress(psutil.Error):
+                process.send_signal(signal.SIGINT if name == "postgres" else signal.SIGTERM)
+        _, alive = psutil.wait_procs([p for _, p in group], timeout=wait_seconds)
+        for process in alive:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(alive, timeout=5)

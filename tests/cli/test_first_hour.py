@@ -228,14 +228,42 @@ def test_closing_the_terminal_of_up_stops_everything_as_ctrl_c_does(
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
+def test_the_next_up_stops_what_an_up_killed_outright_left_running(tmp_path: Path) -> None:
+    """`up` killed outright (kill -9: nothing can stop its children) leaves its broker, PostgreSQL, worker,
+    API and traffic running. Found from outside: the next `up` named PostgreSQL alone, and once that was
+    stopped the old worker, API and traffic ran on (the worker retrying its dead database). Now the next
+    `up` finds them through stack.json (each pid with its start time), says so in one line, stops them all,
+    and starts on the same data."""
+    with nothing_left_behind(tmp_path):
+        up = _start_up(tmp_path, tmp_path / "up.out")
+        recorded = json.loads((tmp_path / ".roomlogs" / "stack.json").read_text())["processes"]
+        assert {p["name"] for p in recorded} == {"tansu", "postgres", "worker", "api", "traffic"}
+        up.kill()
+        up.wait()
+        left = [psutil.Process(p["pid"]) for p in recorded]
+        assert all(p.is_running() for p in left)
+        again = _start_up(tmp_path, tmp_path / "up-again.out")
+        output = (tmp_path / "up-again.out").read_text()
+        (line,) = [x for x in output.splitlines() if "was left running when it was killed" in x]
+        for p in recorded:
+            assert f"{p['name']} (pid {p['pid']})" in line, line
+        assert not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in left)
+        os.killpg(again.pid, signal.SIGINT)
+        assert again.wait(120) == 0, (tmp_path / "up-again.out").read_text()[-3000:]
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(600)
 def test_a_postgresql_left_running_by_a_killed_up_is_named_with_how_to_stop_it(tmp_path: Path) -> None:
-    """`up` killed outright (kill -9: nothing can stop its children) leaves its PostgreSQL running on the work
-    directory. The next `up` says so in one line, with the pid to stop, instead of PostgreSQL's lock-file
-    error; and once that server is stopped, `up` starts again on the same data."""
+    """`up` killed outright before it wrote stack.json (or with that file gone) leaves its PostgreSQL
+    running on the work directory, and nothing records it. The next `up` says so in one line, with the pid
+    to stop, instead of PostgreSQL's lock-file error; and once that server is stopped, `up` starts again on
+    the same data."""
     with nothing_left_behind(tmp_path):
         up = _start_up(tmp_path, tmp_path / "up.out")
         up.kill()
         up.wait()
+        (tmp_path / ".roomlogs" / "stack.json").unlink()
         pidfile = tmp_path / ".roomlogs" / "postgres" / "data" / "postmaster.pid"
         left_pid = int(pidfile.read_text().splitlines()[0])
         assert psutil.pid_exists(left_pid)
