@@ -39,7 +39,7 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -50,7 +50,7 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import Counter as MetricCounter
 from prometheus_client import Gauge
 
-from pipeline.errors import RoomlogsError
+from pipeline.errors import RoomlogsError, StorageUnavailableError
 from pipeline.ingest.relay import OutboxRelay
 from pipeline.kafka_client import KafkaConnection, kafka_errors
 from pipeline.kafka_logs import LogProbe
@@ -255,8 +255,34 @@ class DeletionRelay(OutboxRelay):
     async def queued(self, conn: asyncpg.Connection) -> int:
         return await deletion_outbox.pending(conn)
 
-    #: told of each request the topic acknowledged (set by DeletionLog)
+    #: told of each request the topic acknowledged, and asked every round whether the database lost any
+    #: (set by DeletionLog, with `catch_up`: what re-applies them)
     deletions: Deletions | None = None
+    catch_up: Callable[[], Awaitable[object]] | None = None
+
+    async def drain(self) -> int:
+        sent = await super().drain()
+        await self._restored()
+        return sent
+
+    async def _restored(self) -> None:
+        """A database restored under an idle worker (no batch to find it): re-apply what it lost now."""
+        if self.deletions is None or self.catch_up is None:
+            return
+        async with db.acquire(self._pool) as conn:
+            lost = await self.deletions.lost(conn)
+        if not lost:
+            return
+        log.warning(
+            "the database no longer has deletion requests this worker loaded or relayed (restored from a "
+            "backup under it?): re-applying the deletions topic's requests now"
+        )
+        try:
+            await self.catch_up()
+        except RoomlogsError as e:  # Kafka away or refusing, the topic unread to its end: next round
+            if isinstance(e, StorageUnavailableError):
+                raise  # the relay's own outage handling
+            log.warning("re-applying deletion requests failed (%s); trying again next round", e)
 
     async def send(self, claimed: Sequence[deletion_outbox.SealedRequest]) -> list[int]:
         sent: list[tuple[int, asyncio.Future[object]]] = []
@@ -323,7 +349,7 @@ class DeletionLog:
             retry_initial_seconds=s.db_retry_initial_seconds,
             retry_max_seconds=max(s.db_retry_max_seconds, 5.0),
         )
-        self.relay.deletions = self._deletions
+        self.relay.deletions, self.relay.catch_up = self._deletions, self.catch_up
         self._task = asyncio.create_task(self.relay.run())
         self._task.add_done_callback(_relay_ended)
         return found

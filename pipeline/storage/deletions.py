@@ -108,6 +108,14 @@ class Deletions:
             "SELECT request_id FROM deletion_requests WHERE seq = $1", self.seq
         )
 
+    async def lost(self, conn: asyncpg.Connection) -> bool:
+        """Whether the database lacks a request this worker loaded or relayed (restored under it). Read
+        outside any batch (no lock): the deletions relay asks it every round, so that an idle worker, with
+        no batch to find it, re-applies them too."""
+        relayed = list(self.relayed)
+        now = await conn.fetchrow(_REFRESH_SQL, self.seq, self.last_id, relayed)
+        return not now["kept"] or now["relayed"] < len(relayed)
+
     async def hold_and_refresh(self, conn: asyncpg.Connection) -> bool:
         """Inside a write transaction: block deletions until commit, and catch up with any made before.
 

@@ -309,6 +309,35 @@ async def test_a_database_restored_under_a_running_worker_gets_its_deletions_bac
 
 
 @pytest.mark.broker_semantics
+async def test_an_idle_worker_re_applies_the_deletions_a_database_restored_under_it_lacks(
+    deletion_settings: Settings, as_worker: Settings, ingest_worker: Any, tmp_path: Path
+) -> None:
+    """The same restore under a worker with nothing to ingest: no batch comes to find it, so its deletions
+    relay does, at its next round (every 2 s), and the deleted logs are gone again within seconds."""
+    s, admin = as_worker, deletion_settings
+    await publish(s.kafka_bootstrap, s.events_topic, events(460))
+    dump = tmp_path / "before-deletion.dump"
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        dump_schema(admin, dump)
+        request_id = await delete_room(admin, DELETED_ROOM)
+        assert await outbox_emptied(admin)
+        covered = f"room_id = '{DELETED_ROOM}'"
+        restore_schema_under_running_clients(admin, dump)
+        assert await count(admin, covered) > 0, "the backup holds the deleted logs"
+        for _ in range(60):  # 30 s
+            left = await count(admin, covered)
+            if not left:
+                break
+            await asyncio.sleep(0.5)
+        reapplied = metric(w, "roomlogs_deletions_reapplied_total")
+    assert left == 0, "deleted logs back under an idle worker"
+    rows = await sql(admin, "SELECT request_id, reapplied_at FROM deletion_requests")
+    assert [(r["request_id"], r["reapplied_at"] is not None) for r in rows] == [(request_id, True)]
+    assert reapplied == 1
+
+
+@pytest.mark.broker_semantics
 async def test_a_deletions_topic_that_lost_its_records_gets_them_again_and_a_restore_still_reapplies_them(
     deletion_settings: Settings, as_worker: Settings, ingest_worker: Any, tmp_path: Path, consume: Any
 ) -> None:
