@@ -290,7 +290,6 @@ class RecentChat:
                 yield
             added = 0
             newest, newest_at = self.newest, self.newest_at
-            # RecentHour.add, spelled out: this loop runs for every chat row of every batch
             for room, hour, at, actor, text_key in rows[start : start + INSTALL_STEP_ROWS]:
                 if newest_at is None or at > newest_at:
                     newest_at = at
@@ -298,28 +297,9 @@ class RecentChat:
                 entry = hours.get(key)
                 if entry is None or (filled and key in filled):
                     continue
+                added += entry.add(at, actor, text_key)
                 if newest is None or hour > newest:
                     newest = hour
-                entry.rows += 1
-                if actor is None or (entry.floor is not None and at < entry.floor):
-                    continue
-                entry.kept += 1
-                added += 1
-                times = entry.actors.get(actor)
-                if times is None:
-                    entry.actors[actor] = [at]
-                elif times[-1] <= at:
-                    times.append(at)
-                else:
-                    insort(times, at)
-                if text_key is not None:
-                    times = entry.keys.get(text_key)
-                    if times is None:
-                        entry.keys[text_key] = [at]
-                    elif times[-1] <= at:
-                        times.append(at)
-                    else:
-                        insort(times, at)
             self.rows += added
             self.newest = newest
             if newest_at is not None:
