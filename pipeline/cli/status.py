@@ -321,6 +321,17 @@ async def _judge(
     return topic_log, stored, {v.partition: v for v in verdicts}, heads_log
 
 
+def _notice_line(notice: dict[str, Any]) -> str:
+    """A worker's notice: its detail, and since when (a re-read: up to which offset)."""
+    line = str(notice["detail"])
+    since = notice.get("since")
+    if isinstance(since, str) and since:
+        line += f" [found {since[:19].replace('T', ' ')} UTC"
+        until = notice.get("until_offset")
+        line += f"; reading again up to offset {until}]" if isinstance(until, int) else "]"
+    return line
+
+
 async def _worker(url: str) -> WorkerState:
     """A worker's `/readyz` (200 when ready, 503 with the same JSON body when not)."""
     target = url.rstrip("/")
@@ -345,9 +356,7 @@ async def _worker(url: str) -> WorkerState:
         return WorkerState(url, None, None, [], "its /readyz did not answer a JSON object")
     partitions = [p for p in body.get("partitions", []) if isinstance(p, int)]
     problem = body.get("problem") if isinstance(body.get("problem"), str) else None
-    notices = [
-        str(n.get("detail", "")) for n in body.get("notices", []) if isinstance(n, dict) and n.get("detail")
-    ]
+    notices = [_notice_line(n) for n in body.get("notices", []) if isinstance(n, dict) and n.get("detail")]
     return WorkerState(
         url,
         body.get("status") == "ok",

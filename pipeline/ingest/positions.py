@@ -117,14 +117,14 @@ def judge(
             p, Finding.NEW_LOG, part.start, stored, topic_id, reread=reread,
             why=f"partition {p}: the offsets of record (next {at}) count in topic id {stored.topic_id}, the "
             f"broker's topic is {topic_id} (deleted and recreated, or another cluster): reading the new log "
-            f"from offset {part.start}; events already stored count as duplicates",
+            f"from offset {part.start}{_again(reread)}",
         )  # fmt: skip
     if at > part.end:
         return Verdict(
             p, Finding.NEW_LOG, part.start, stored, topic_id, reread=reread,
             why=f"partition {p}: the offset of record {at} is past the log's end {part.end} (the broker "
             f"started empty, or the topic was recreated or truncated): reading the log from offset "
-            f"{part.start}; events already stored count as duplicates",
+            f"{part.start}{_again(reread)}",
         )  # fmt: skip
     last = stored.last
     if (
@@ -137,7 +137,7 @@ def judge(
             p, Finding.NEW_LOG, part.start, stored, topic_id, reread=reread,
             why=f"partition {p}: the record at offset {last.offset} is not the one last written there "
             f"(another log under the same name: the broker restarted empty, or the topic was recreated): "
-            f"reading the log from offset {part.start}; events already stored count as duplicates",
+            f"reading the log from offset {part.start}{_again(reread)}",
         )  # fmt: skip
     if part.start > at:
         return Verdict(
@@ -155,6 +155,13 @@ def judge(
             "records between again, copies already stored count as duplicates",
         )  # fmt: skip
     return Verdict(p, Finding.RESUME, at, stored, topic_id)
+
+
+def _again(reread: int) -> str:
+    """What reading a new log from its start means for the events already stored."""
+    if reread:
+        return f" ({reread:,} records below the old offset of record: copies already stored count duplicates)"
+    return " (the new log holds no record below the old offset of record: nothing is read twice)"
 
 
 async def resume_positions(

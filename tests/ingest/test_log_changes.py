@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import random
 import subprocess
+import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +25,13 @@ from aiokafka.admin.records_to_delete import RecordsToDelete
 from rollup_support import assert_rollups_match_rows
 from topic_support import changes, create_topic, delete_topic, events, publish, sql, stored_ids, wait_for_rows
 
+from pipeline.cli.status import _notice_line
+from pipeline.ingest.positions import Finding, judge
+from pipeline.kafka_logs import PartitionLog
 from pipeline.settings import Settings
 from pipeline.stack import EmbeddedKafka
 from pipeline.storage import db
+from pipeline.storage.offsets import StoredOffset
 
 
 def exactly_once(ids: list[str], expected: list[dict[str, Any]]) -> None:
@@ -326,3 +332,20 @@ async def test_a_database_restored_from_a_dump_taken_minutes_earlier_ingests_wha
         await assert_rollups_match_rows(conn)
     finally:
         await conn.close()
+
+
+def test_a_new_log_says_whether_anything_is_read_twice() -> None:
+    """A broker started empty, nothing published yet: the notice (shown by /readyz and `status` for up to an
+    hour) said "events already stored count as duplicates", as if a re-read were under way. It now says
+    nothing is read twice; with records below the old offset of record, how many."""
+    at = datetime.now(UTC)
+    stored = StoredOffset(0, 120, at, uuid.uuid4())
+    empty = judge(stored, PartitionLog(0, 0, 0), uuid.uuid4())
+    assert empty.finding is Finding.NEW_LOG and empty.reread == 0
+    assert "nothing is read twice" in empty.why and "duplicates" not in empty.why
+    longer = judge(stored, PartitionLog(0, 0, 500), uuid.uuid4())
+    assert longer.reread == 120 and "120 records below" in longer.why and "duplicates" in longer.why
+    line = _notice_line({"detail": empty.why, "since": "2026-12-07T22:50:01.5+00:00", "until_offset": None})
+    assert line.endswith("[found 2026-12-07 22:50:01 UTC]")
+    line = _notice_line({"detail": longer.why, "since": "2026-12-07T22:50:01+00:00", "until_offset": 120})
+    assert line.endswith("[found 2026-12-07 22:50:01 UTC; reading again up to offset 120]")
