@@ -9,8 +9,8 @@
     roomlogs retention check [--as-of D]         is any log older than its retention stored? (exit 1: yes)
     roomlogs retention hold place ROOM --reason TEXT --by WHO
     roomlogs retention hold release HOLD_ID --by WHO [--reason TEXT]
-    roomlogs retention hold list [--all] [--room ROOM]
-    roomlogs retention classes list
+    roomlogs retention hold [list] [--all] [--room ROOM]
+    roomlogs retention classes [list]
     roomlogs retention classes set NAME DAYS --by WHO [--reason TEXT]
     roomlogs retention ledger [--run RUN_ID] [--since D] [--limit N]
 
@@ -96,7 +96,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     )
 
     hold = sub.add_parser("hold", help="legal holds: keep a room's logs past retention")
-    hsub = hold.add_subparsers(dest="hold_command", required=True)
+    hsub = hold.add_subparsers(dest="hold_command")
+    hold.set_defaults(hold_command="list", all=False, room=None)  # `retention hold` alone lists them
     place = hsub.add_parser("place", help="put a room on hold")
     place.add_argument("room_id")
     place.add_argument("--reason", required=True, help="why (case number, request)")
@@ -110,7 +111,8 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     lst.add_argument("--room", default=None, help="only this room")
 
     classes = sub.add_parser("classes", help="retention classes and their retention in days")
-    csub = classes.add_subparsers(dest="classes_command", required=True)
+    csub = classes.add_subparsers(dest="classes_command")
+    classes.set_defaults(classes_command="list")  # `retention classes` alone lists them
     csub.add_parser("list", help="list the classes")
     cset = csub.add_parser("set", help="change a class's retention (applies from the next maintenance run)")
     cset.add_argument("name")

@@ -146,6 +146,7 @@ async def test_support_places_lists_and_releases_a_hold(
     assert code == 0 and out.startswith("hold 1 placed on room room-42")
     code, out = await roomlogs(settings, capsys, "retention", "hold", "list")
     assert code == 0 and "room-42" in out and "support:ana" in out and "case 7" in out
+    assert await roomlogs(settings, capsys, "retention", "hold") == (code, out)  # alone: the same list
 
     code, out = await roomlogs(settings, capsys, "retention", "hold", "release", "1", "--by", "support:bo")
     assert code == 0 and "fall back to normal retention" in out
@@ -166,6 +167,7 @@ async def test_operator_changes_a_class_retention(
     assert code == 0 and "public: 14 -> 7 days" in out
     code, out = await roomlogs(settings, capsys, "retention", "classes", "list")
     assert "public       7 days" in out
+    assert await roomlogs(settings, capsys, "retention", "classes") == (code, out)  # alone: the same list
     with pytest.raises(RetentionError, match="no retention class 'nope'"):
         await roomlogs(settings, capsys, "retention", "classes", "set", "nope", "7", "--by", "dpo")
 
