@@ -32,6 +32,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from pipeline.cli.tables import print_table
 from pipeline.errors import RoomlogsError
 from pipeline.events.reasons import Reason
 from pipeline.ingest.replay import replay
@@ -124,7 +125,7 @@ async def _list(settings: Settings, args: argparse.Namespace, conn: asyncpg.Conn
         )
         for d in letters
     ]
-    _table(header, rows)
+    print_table(header, rows)
     return 0
 
 
@@ -279,12 +280,6 @@ def _dumps(value: Any) -> str:
 def _cut(text: str) -> str:
     text = " ".join(text.split())
     return text if len(text) <= _DETAIL_COLUMN_CHARS else text[: _DETAIL_COLUMN_CHARS - 1] + "…"
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
 
 
 def _with_connection(settings: Settings, body: Callable[[asyncpg.Connection], Awaitable[int]]) -> int:

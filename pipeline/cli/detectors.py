@@ -2,8 +2,8 @@
 
     roomlogs detectors show [--class CLASS | --room ROOM] [--json]
     roomlogs detectors set DETECTOR (--class CLASS | --room ROOM) [--param NAME=VALUE ...]
-                           [--enable | --disable] --by NAME --reason TEXT
-    roomlogs detectors reset DETECTOR (--class CLASS | --room ROOM) --by NAME --reason TEXT
+                           [--enable | --disable] --by NAME --reason TEXT [--json]
+    roomlogs detectors reset DETECTOR (--class CLASS | --room ROOM) --by NAME --reason TEXT [--json]
     roomlogs detectors history [--limit N] [--json]
 
 `show`: every detector's parameters for a retention class's rooms (the built-in defaults, then the class's
@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 
+from pipeline.cli.tables import print_table
 from pipeline.detectors import params as P
 from pipeline.detectors.engine import Detectors
 from pipeline.errors import ConfigurationError
@@ -54,10 +55,12 @@ def add_commands(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]
     on.add_argument("--enable", dest="enabled", action="store_const", const=True, default=None)
     on.add_argument("--disable", dest="enabled", action="store_const", const=False)
     _audit(put)
+    put.add_argument("--json", action="store_true")
     reset = sub.add_parser("reset", help="remove a class's or room's setting of a detector")
     reset.add_argument("detector", choices=P.DETECTORS)
     _scope(reset, required=True)
     _audit(reset)
+    reset.add_argument("--json", action="store_true")
     hist = sub.add_parser("history", help="changes of the settings, newest first")
     hist.add_argument("--limit", type=int, default=50)
     hist.add_argument("--json", action="store_true")
@@ -154,17 +157,64 @@ async def _show(conn: Any, settings: Settings, args: argparse.Namespace) -> dict
 
 def detectors_command(settings: Settings, args: argparse.Namespace) -> int:
     result = asyncio.run(_run(settings, args))
-    if getattr(args, "json", False) or not isinstance(result, dict) or "detectors" not in result:
+    if getattr(args, "json", False):
         print(orjson.dumps(result, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    print(
-        f"retention class {result['retention_class']}"
-        + (f", room {result['room_id']}" if result["room_id"] else "")
-    )
-    for name, d in result["detectors"].items():
-        params = ", ".join(f"{k}={v} ({d['from'][k]})" for k, v in d["params"].items())
-        print(f"  {name:<17} {'on ' if d['enabled'] else 'off'}  {params}")
+    elif isinstance(result, list):
+        _print_history(result)
+    elif "set" in result:
+        o = result["set"]
+        params = ", ".join(f"{k}={v}" for k, v in o["params"].items()) or "no parameter"
+        on = {True: "enabled", False: "disabled", None: "on or off as inherited"}[o["enabled"]]
+        print(f"{o['detector']} for {o['scope']} {o['scope_id']}: {params}; {on} (recorded; workers use it "
+              f"within {settings.detector_settings_ttl_seconds:g} s)")  # fmt: skip
+    elif "reset" in result:
+        where = f"{result['detector']} for {result['scope']} {result['scope_id']}"
+        print(
+            f"{where}: setting removed (recorded); its rooms fall back to the settings above it"
+            if result["reset"]
+            else f"{where}: no setting to remove, nothing changed"
+        )
+    else:
+        print(
+            f"retention class {result['retention_class']}"
+            + (f", room {result['room_id']}" if result["room_id"] else "")
+        )
+        for name, d in result["detectors"].items():
+            params = ", ".join(f"{k}={v} ({d['from'][k]})" for k, v in d["params"].items())
+            print(f"  {name:<17} {'on ' if d['enabled'] else 'off'}  {params}")
     return 0
+
+
+def _print_history(changes: list[dict[str, Any]]) -> None:
+    if not changes:
+        print("no change of the detectors' settings recorded")
+        return
+
+    def setting(enabled: bool | None, params: Any) -> str:
+        if enabled is None and params is None:
+            return "-"
+        if isinstance(params, str):
+            params = orjson.loads(params)
+        shown = ", ".join(f"{k}={v}" for k, v in (params or {}).items())
+        state = {True: "on", False: "off", None: ""}[enabled]
+        return " ".join(x for x in (state, shown) if x) or "(empty)"
+
+    print_table(
+        ("changed at (UTC)", "by", "action", "scope", "detector", "before", "after", "reason"),
+        [
+            (
+                str(c["changed_at"])[:19].replace("T", " "),
+                str(c["changed_by"]),
+                str(c["action"]),
+                f"{c['scope']} {c['scope_id']}",
+                str(c["detector"]),
+                setting(c["enabled_before"], c["params_before"]),
+                setting(c["enabled_after"], c["params_after"]),
+                str(c["reason"]),
+            )
+            for c in changes
+        ],
+    )
 
 
 COMMANDS = {"detectors": detectors_command}

@@ -31,11 +31,12 @@ import contextlib
 import logging
 import signal
 import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime
 
 import asyncpg
 
+from pipeline.cli.tables import print_table
 from pipeline.errors import RoomlogsError
 from pipeline.evidence.keys import SealKey
 from pipeline.retention import (
@@ -193,7 +194,7 @@ def partitions(settings: Settings, args: argparse.Namespace) -> int:
             )
             for s in status
         ]
-        _table(header, rows)
+        print_table(header, rows)
         if any(s.catchall_rows for s in status):
             print("rows in a DEFAULT (catch-all) partition: see `roomlogs retention check`")
         return 0
@@ -344,7 +345,7 @@ def _hold(settings: Settings, args: argparse.Namespace) -> int:
                 for h in holds
             ]
             if rows:
-                _table(header, rows)
+                print_table(header, rows)
             else:
                 print("no holds")
         return 0
@@ -363,7 +364,7 @@ def _classes(settings: Settings, args: argparse.Namespace) -> int:
                 print(f"rows of {args.name} older than {new} days will be dropped by that run")
             return 0
         classes = await load_classes(conn)
-        _table(
+        print_table(
             ("class", "retention", "description"),
             [(c.name, f"{c.retention_days} days", c.description) for c in classes.values()],
         )
@@ -393,7 +394,7 @@ def _ledger(settings: Settings, args: argparse.Namespace) -> int:
             )
             for e in entries
         ]
-        _table(header, rows)
+        print_table(header, rows)
         return 0
 
     return _with_connection(settings, run)
@@ -417,12 +418,6 @@ def _with_connection(settings: Settings, body: Callable[[asyncpg.Connection], Aw
             await conn.close()
 
     return asyncio.run(run())
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> None:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    for r in [header, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
 
 
 COMMANDS: dict[str, Command] = {"partitions": partitions, "retention": retention}

@@ -27,7 +27,7 @@ import argparse
 import asyncio
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from aiokafka.errors import KafkaError
 
+from pipeline.cli.tables import table_lines
 from pipeline.errors import RoomlogsError
 from pipeline.ingest.positions import Finding, Verdict, judge_log
 from pipeline.kafka_logs import LogProbe, TopicLog
@@ -187,7 +188,7 @@ class Status:
             )
             for p in self.partitions
         ]
-        lines += _table(header, rows)
+        lines += table_lines(header, rows)
         lines.append(f"total lag: {_opt(self.total_lag)} records")
         for p in self.problems:
             lines.append(f"ERROR {p.detail}")
@@ -417,11 +418,6 @@ def _duration(seconds: int) -> str:
     if seconds < 172_800:
         return f"{seconds // 3600} h"
     return f"{seconds // 86_400} days"
-
-
-def _table(header: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> list[str]:
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in [header, *rows]]
 
 
 COMMANDS = {"status": status}

@@ -45,8 +45,9 @@ async def test_set_show_reset_and_history(
         assert shown["detectors"]["raid"]["params"]["min_users"] == 80
         assert shown["detectors"]["raid"]["from"]["min_users"] == "built-in for busy_public"
 
-        await roomlogs(settings, capsys, "set", "chat_flood", "--class", "public", "-p", "max_messages=20",
-                       "--by", "ops-1", "--reason", "a chatty community")  # fmt: skip
+        said = await roomlogs(settings, capsys, "set", "chat_flood", "--class", "public", "-p",
+                              "max_messages=20", "--by", "ops-1", "--reason", "chatty")  # fmt: skip
+        assert said.startswith("chat_flood for class public: max_messages=20; on or off as inherited")
         await roomlogs(settings, capsys, "set", "chat_flood", "--room", "r1", "--disable",
                        "--by", "ops-2", "--reason", "a bot room")  # fmt: skip
         shown = await roomlogs(settings, capsys, "show", "--room", "r1", "--json")
@@ -63,9 +64,24 @@ async def test_set_show_reset_and_history(
         assert not worker.effective("chat_flood", "public", "r1").enabled
         assert worker.effective("chat_flood", "public", "r2").params["max_messages"] == 20
 
-        await roomlogs(
+        said = await roomlogs(
             settings, capsys, "reset", "chat_flood", "--room", "r1", "--by", "ops-2", "--reason", "done"
         )
+        assert said.startswith("chat_flood for room r1: setting removed (recorded)")
+        said = await roomlogs(
+            settings, capsys, "reset", "chat_flood", "--room", "r1", "--by", "ops-2", "--reason", "again"
+        )
+        assert said.strip() == "chat_flood for room r1: no setting to remove, nothing changed"
+        # the operator's view: a table, newest first, before and after each change
+        lines = (await roomlogs(settings, capsys, "history")).splitlines()
+        assert lines[0].split() == ["changed", "at", "(UTC)", "by", "action", "scope", "detector", "before",
+                                    "after", "reason"]  # fmt: skip
+        assert [line.split()[2:6] for line in lines[1:]] == [
+            ["ops-2", "reset", "room", "r1"],
+            ["ops-2", "set", "room", "r1"],
+            ["ops-1", "set", "class", "public"],
+        ]  # fmt: skip
+        assert "off" in lines[1] and lines[1].endswith("done") and "max_messages=20" in lines[3]
         history = await roomlogs(settings, capsys, "history", "--json")
         assert [(h["action"], h["scope_id"], h["changed_by"]) for h in history] == [
             ("reset", "r1", "ops-2"), ("set", "r1", "ops-2"), ("set", "public", "ops-1"),
