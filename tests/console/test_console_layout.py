@@ -4,11 +4,18 @@ width under `.roomlogs/artifacts/console/layout/` (the path is printed)."""
 
 from __future__ import annotations
 
+import asyncio
+import time
+import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
 from browsing import ARTIFACTS, SignIn, open_page
-from console_world import LONG_NAME, RLO_NAME, TODAY, ConsoleWorld
+from console_world import LONG_NAME, RLO_NAME, TODAY, ConsoleWorld, day_at, stamp
+
+from pipeline.events.contract import EventType
+from pipeline.publisher import events as ev
 
 WIDTHS = {"phone": {"width": 375, "height": 740}, "desktop": {"width": 1280, "height": 800}}
 LAYOUT = ARTIFACTS / "layout"
@@ -195,3 +202,44 @@ async def test_an_event_id_is_shown_whole_at_phone_width(world: ConsoleWorld, si
     event_id = page.locator("dl.facts code bdi.id")
     assert await event_id.inner_text() == world.ids["needle"]
     assert await event_id.evaluate("el => el.scrollWidth <= el.clientWidth")  # not cut by the ellipsis
+
+
+async def test_a_month_with_every_event_type_fits_the_desktop_calendar(
+    world: ConsoleWorld, sign_in: SignIn
+) -> None:
+    """A busy room's month, every type of the contract on one day, thousands of some: the calendar's
+    "Events per type" table was wider than its box at 1280 px (an outside tester, on the simulator's rooms),
+    so the page scrolled sideways inside it."""
+    room, owner, the_day = "room-every-type", ev.user("u-every-type", "Eve"), day_at(5, 0)
+    users = [ev.user(f"u-et-{i}", f"Visitor {i}") for i in range(60)]
+    sent: list[dict[str, Any]] = [ev.permissions_changed(room, None, "owner_transferred", owner)]
+    for i in range(12_000):
+        sent.append(ev.chat_message(room, users[i % 60], f"line {i}"))
+    for i in range(1_200):
+        sent.append(ev.user_entered(room, users[i % 60]))
+        sent.append(ev.user_left(room, users[i % 60], "quit"))
+    for action in (EventType.MOD_WARN, EventType.MOD_MUTE, EventType.MOD_UNMUTE, EventType.MOD_KICK,
+                   EventType.MOD_BAN, EventType.MOD_UNBAN):  # fmt: skip
+        sent.append(ev.moderation(action, room, owner, users[1], "rule 3"))
+    sent.append(ev.gift_sent(room, users[2], owner, "rose-1", 5, item_name="Rose"))
+    sent.append(ev.settings_changed(room, owner, {"max_occupancy": (20, 40)}))
+    sent.append(ev.permissions_changed(room, owner, "moderator_added", users[3]))
+    assert world.publisher is not None
+    for i, event in enumerate(sent):  # one every 0.9 s: no flood, no raid, the types' counts as sent
+        event["occurred_at"] = stamp(the_day + timedelta(seconds=0.9 * i))
+        event["event_id"] = str(uuid.uuid4())
+        await world.publisher.send(event)
+    await world.publisher.flush()
+    deadline = time.monotonic() + 120
+    count = "SELECT count(*) AS n FROM events WHERE room_id = $1"
+    while (await world.fetch(count, room))[0]["n"] < len(sent):
+        assert time.monotonic() < deadline, "the room's events were not all stored"
+        await asyncio.sleep(0.2)
+
+    page = await sign_in("u-every-type", viewport=WIDTHS["desktop"])
+    await open_page(page, f"{world.base_url}/console/rooms/{room}/?month={the_day:%Y-%m}")
+    await page.screenshot(path=str(LAYOUT / "calendar-every-type-desktop.png"), full_page=True)
+    headers = await page.locator("table.counts thead th").all_inner_texts()
+    assert len(headers) == 2 + 12 + 1, headers  # day, total, every type, seal
+    assert await page_fits(page) == []
+    assert "12,000 chat" in await page.locator(f"td.active a[data-day='{the_day:%Y-%m-%d}']").inner_text()

@@ -49,7 +49,7 @@ export async function render({ body, room, query }) {
       cells.push(h("td", { class: `active seal-${sealState(info).kind}` }, h("a", { href: roomLink(room, "day", day), "data-day": day },
         h("span", { class: "n" }, n),
         h("span", { class: "total" }, info.total.toLocaleString("en"), h("span", { class: "unit" }, info.total === 1 ? " event" : " events")),
-        h("span", { class: "mix" }, `${chat} chat`, mod ? ` · ${mod} mod` : ""),
+        h("span", { class: "mix" }, `${chat.toLocaleString("en")} chat`, mod ? ` · ${mod.toLocaleString("en")} mod` : ""),
         h("span", { class: "seal" }, SEAL_WORDS[sealState(info).kind]),
         alertBadge(sumAlerts(info.alerts)))));
     } else {
