@@ -12,9 +12,11 @@ whose message names the setting to fix, which the CLI prints as one line.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import ssl
+import struct
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +26,7 @@ from aiokafka.errors import (
     ClusterAuthorizationFailedError,
     GroupAuthorizationFailedError,
     KafkaConnectionError,
+    KafkaError,
     SaslAuthenticationFailed,
     TopicAuthorizationFailedError,
     UnsupportedSaslMechanismError,
@@ -37,12 +40,18 @@ __all__ = [
     "KafkaConnection",
     "KafkaUnavailableError",
     "Refusal",
+    "check_speaks_kafka",
     "find_refusal",
     "kafka_errors",
     "ssl_context",
 ]
 
+log = logging.getLogger("roomlogs.kafka")
+
 _PROBE_TIMEOUT_MS = 10_000
+#: How long a server that took the connection has to answer a first Kafka request (ApiVersions, which
+#: every broker answers at once) before it is named as not a Kafka broker.
+SPEAKS_KAFKA_SECONDS = 5.0
 
 
 class KafkaAccessError(ConfigurationError):
@@ -263,3 +272,46 @@ async def find_refusal(bootstrap: str, kwargs: dict[str, Any]) -> Refusal | None
             continue  # this one is down; another may answer
         conn.close()
     return None
+
+
+async def check_speaks_kafka(settings: Settings, timeout_seconds: float = SPEAKS_KAFKA_SECONDS) -> None:
+    """KafkaUnavailableError when no bootstrap server answers as a Kafka broker and one of them took the
+    connection and said nothing Kafka understands within `timeout_seconds`: an HTTP port, PostgreSQL's, a
+    TLS listener given as PLAINTEXT. Without this, the client's first request waits its whole request
+    timeout (40 s) and more before "unable to bootstrap". A server that refuses the connection, or fails
+    its TLS or SASL handshake, is left to `kafka_errors` (it says why)."""
+    kwargs = KafkaConnection.of(settings).security()
+    silent: list[str] = []
+    for server in (s.strip() for s in settings.kafka_bootstrap.split(",")):
+        host, _, port = server.rpartition(":")
+        if not host or not port.isdigit():
+            raise ConfigurationError(
+                f"ROOMLOGS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap!r}: use host:port[,host:port...]"
+            )
+        try:  # is anything listening at all?
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, int(port)), timeout_seconds)
+        except (OSError, TimeoutError) as exc:
+            log.debug("no connection to %s: %r", server, exc)
+            continue  # down: kafka_errors says so once the client gives up
+        writer.close()
+        timeout_ms = int(timeout_seconds * 1000)
+        try:
+            # aiokafka's connection asks ApiVersions first: connected is answered
+            conn = await asyncio.wait_for(
+                create_conn(host, int(port), request_timeout_ms=timeout_ms, **kwargs), timeout_seconds
+            )
+            conn.close()
+        except (ssl.SSLError, SaslAuthenticationFailed, UnsupportedSaslMechanismError):
+            return  # a refusal: kafka_errors names the setting to fix
+        except (KafkaError, OSError, TimeoutError, ValueError, struct.error) as exc:
+            log.debug("%s took the connection, no Kafka answer: %r", server, exc)
+            silent.append(server)
+        else:
+            return  # a Kafka broker answered
+    if silent:
+        raise KafkaUnavailableError(
+            f"ROOMLOGS_KAFKA_BOOTSTRAP={settings.kafka_bootstrap}: {', '.join(silent)} took the connection "
+            f"but did not answer as a Kafka broker within {timeout_seconds:g} s: is that the broker's port "
+            "(not, say, its metrics, the API or PostgreSQL), and does its listener speak "
+            f"{settings.kafka_security_protocol} (ROOMLOGS_KAFKA_SECURITY_PROTOCOL)?"
+        )

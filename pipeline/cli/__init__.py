@@ -288,6 +288,9 @@ def _worker(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from pipeline.kafka_client import check_speaks_kafka
+
+    asyncio.run(check_speaks_kafka(settings))  # a port that is not Kafka's: said in seconds, not after 50
     if args.scenario:
         print(json.dumps(asyncio.run(_run_scenario(settings, args.scenario)), indent=2))
         return 0

@@ -36,6 +36,7 @@ from pathlib import Path
 from pipeline.errors import ConfigurationError
 from pipeline.evidence.bundle import BundleError, check
 from pipeline.evidence.keys import SealKey, key_id_of, public_key_pem, read_public_key
+from pipeline.kafka_client import check_speaks_kafka
 from pipeline.sealing import witness
 from pipeline.sealing.run import seal_closed_days
 from pipeline.sealing.verify import verify_db
@@ -96,6 +97,7 @@ _NOT_SEALED_YET = (
 
 async def _seals(settings: Settings, args: argparse.Namespace) -> int:
     if args.seals_command == "heads" and args.from_kafka:
+        await check_speaks_kafka(settings)
         seen = await witness.read_heads(settings)
         if not seen.log.exists:
             print(f"# the witness topic {settings.seal_heads_topic} does not exist", file=sys.stderr)

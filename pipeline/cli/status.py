@@ -38,6 +38,7 @@ from aiokafka.errors import KafkaError
 from pipeline.cli.tables import table_lines
 from pipeline.errors import RoomlogsError
 from pipeline.ingest.positions import Finding, Verdict, judge_log
+from pipeline.kafka_client import check_speaks_kafka
 from pipeline.kafka_logs import LogProbe, TopicLog
 from pipeline.retention.ledger import last_run
 from pipeline.retention.status import partition_status
@@ -311,6 +312,7 @@ async def _judge(
 
     The offsets of record are read after the group's offsets on Kafka: a worker writes PostgreSQL first and
     commits to Kafka after, so read in this order a running worker never makes them look behind."""
+    await check_speaks_kafka(settings)  # not Kafka's port: said in seconds
     async with LogProbe(settings) as probe:
         topic_log = await probe.describe(settings.events_topic)
         committed = await probe.committed(

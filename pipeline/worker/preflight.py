@@ -23,7 +23,7 @@ from aiokafka.errors import (
 )
 
 from pipeline.errors import ConfigurationError
-from pipeline.kafka_client import KafkaConnection, kafka_errors
+from pipeline.kafka_client import KafkaConnection, check_speaks_kafka, kafka_errors
 from pipeline.kafka_topics import check_topic_policies, ensure_topics
 from pipeline.listen import check_can_listen
 from pipeline.settings import Settings
@@ -55,6 +55,7 @@ async def preflight(settings: Settings) -> None:
         port_setting="ROOMLOGS_METRICS_PORT",
     )
     await _check_postgres(settings)
+    await check_speaks_kafka(settings)  # a port that is not Kafka's: said in seconds, not after 50
     await ensure_topics(settings)
     await check_topic_policies(settings)
     await _check_topic_access(settings)

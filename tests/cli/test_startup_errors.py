@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import os
 import secrets
 import socket
@@ -234,6 +235,42 @@ def test_kafka_unreachable(ingest_settings: Settings, tmp_path: Path) -> None:
         ["seals", "heads", "--from-kafka"],
     ):
         refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_BOOTSTRAP")
+
+
+@contextlib.contextmanager
+def http_server() -> Iterator[int]:
+    """A port with an HTTP server on it: it takes a Kafka client's connection and waits for a line that
+    never comes (the client's request is binary)."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server.server_address[1]
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("server", ["http", "postgres"])
+def test_a_port_that_is_not_kafka(
+    ingest_settings: Settings, postgres_dsn: str, tmp_path: Path, server: str
+) -> None:
+    """ROOMLOGS_KAFKA_BOOTSTRAP at a port some other server holds: the worker waited about 50 s in silence
+    (the client's request timeout, then a probe's) and said "no Kafka broker answered". Now each command
+    that needs the broker says which server took the connection and did not answer as Kafka, within
+    seconds (the probe's 5 s; `status` shows it in place of the broker's offsets)."""
+    with contextlib.ExitStack() as stack:
+        port = stack.enter_context(http_server()) if server == "http" else urlsplit(postgres_dsn).port
+        env = {**ingest_settings.to_env(), "ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
+        for command in (
+            ["worker"],
+            ["simulate", "--events", "10", "--no-progress"],
+            ["seals", "heads", "--from-kafka"],
+        ):
+            line = refused(roomlogs(*command, env=env, cwd=tmp_path), "ROOMLOGS_KAFKA_BOOTSTRAP")
+            assert f"127.0.0.1:{port} took the connection but did not answer as a Kafka broker" in line
+        done = roomlogs("status", env=env, cwd=tmp_path)
+        assert f"127.0.0.1:{port} took the connection but did not answer as a Kafka broker" in done.stdout
 
 
 def test_kafka_refusing(ingest_settings: Settings, tmp_path: Path) -> None:
