@@ -17,8 +17,9 @@ Reads ROOMLOGS_KAFKA_* (bootstrap and security), ROOMLOGS_EVENTS_TOPIC, ROOMLOGS
 ROOMLOGS_POSTGRES_DSN, ROOMLOGS_POSTGRES_SCHEMA, ROOMLOGS_MAINTENANCE_INTERVAL_SECONDS and
 ROOMLOGS_DEAD_LETTER_RETENTION_DAYS. Changes nothing. Exit 0 when every partition's offsets of record fit
 its log, 1 when one does not (a new log not yet read again, records deleted unread not yet recorded, the
-database behind Kafka, a stored offset past the log's end), 2 when PostgreSQL cannot be read; Kafka or a
-worker that does not answer is shown as such (the rest is still worth seeing in an outage).
+database behind Kafka, a stored offset past the log's end), or when Kafka or a worker asked about does
+not answer (each shown as such: the rest is still printed, worth seeing in an outage), 2 when PostgreSQL
+cannot be read.
 """
 
 from __future__ import annotations
@@ -377,7 +378,9 @@ def status(settings: Settings, args: argparse.Namespace) -> int:
         print(orjson.dumps(result.to_json(), option=orjson.OPT_INDENT_2).decode())
     else:
         print(result.render())
-    return 1 if result.problems or (result.sealing and result.sealing.witness_problem) else 0
+    unanswered = result.kafka_error is not None or any(w.error is not None for w in result.workers)
+    witness = result.sealing is not None and result.sealing.witness_problem
+    return 1 if result.problems or witness or unanswered else 0
 
 
 def _worker_of_the_stack(settings: Settings) -> list[str]:

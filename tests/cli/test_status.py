@@ -33,9 +33,11 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-async def roomlogs_status(settings: Settings, capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+async def roomlogs_status(
+    settings: Settings, capsys: pytest.CaptureFixture[str], *argv: str, code: int = 0
+) -> str:
     args = _parse(["status", *argv])
-    assert await asyncio.to_thread(COMMANDS["status"], settings, args) == 0
+    assert await asyncio.to_thread(COMMANDS["status"], settings, args) == code
     return capsys.readouterr().out
 
 
@@ -69,9 +71,12 @@ async def test_status_shows_lag_last_writes_pauses_partitions_ahead_and_the_next
         assert await wait_caught_up(s, 120, progress=False), (tmp_path / "worker.log").read_text()[-3000:]
         # the worker answers /readyz once its ingest runs and it holds its partitions
         deadline = asyncio.get_running_loop().time() + 60
-        while True:
-            status: dict[str, Any] = orjson.loads(await roomlogs_status(s, capsys, "--worker", url, "--json"))
+        while True:  # (exit 1 while the worker does not answer yet)
+            args = _parse(["status", "--worker", url, "--json"])
+            code = await asyncio.to_thread(COMMANDS["status"], s, args)
+            status: dict[str, Any] = orjson.loads(capsys.readouterr().out)
             if status["workers"][0]["partitions"] == [0, 1, 2]:
+                assert code == 0
                 break
             assert asyncio.get_running_loop().time() < deadline, status["workers"]
             await asyncio.sleep(0.5)
@@ -108,7 +113,8 @@ async def test_status_shows_lag_last_writes_pauses_partitions_ahead_and_the_next
     finally:
         await admin.close()
     await produce(s, 7, start=30)
-    status = orjson.loads(await roomlogs_status(s, capsys, "--worker", url, "--json"))
+    # a worker that does not answer: shown, and exit 1
+    status = orjson.loads(await roomlogs_status(s, capsys, "--worker", url, "--json", code=1))
     assert status["total_lag"] == 7
     assert status["workers"][0]["ready"] is None and status["workers"][0]["error"]
     assert all(p["paused"] is None and p["worker"] is None for p in status["partitions"])
@@ -117,7 +123,7 @@ async def test_status_shows_lag_last_writes_pauses_partitions_ahead_and_the_next
         seconds=s.maintenance_interval_seconds
     )
     assert status["last_retention_outcome"] == "ok" and status["retention_overdue"] is False
-    text = await roomlogs_status(s, capsys, "--worker", url)
+    text = await roomlogs_status(s, capsys, "--worker", url, code=1)
     assert "total lag: 7 records" in text and f"worker {url}: did not answer" in text
     assert "(ok), next due" in text
 
@@ -125,8 +131,11 @@ async def test_status_shows_lag_last_writes_pauses_partitions_ahead_and_the_next
 async def test_status_without_kafka_still_shows_what_postgres_knows(
     ingest_settings: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """Kafka down: what PostgreSQL knows is still shown, and the exit code says something is wrong (it
+    was 0: a monitoring check of `roomlogs status` saw no problem while the broker was away)."""
     s = ingest_settings.replace(kafka_bootstrap="127.0.0.1:1")
-    text = await roomlogs_status(s, capsys)
+    assert await asyncio.to_thread(COMMANDS["status"], s, _parse(["status"])) == 1
+    text = capsys.readouterr().out
     assert "Kafka did not answer" in text
     assert "events_public" in text and "retention: no run recorded" in text
 
