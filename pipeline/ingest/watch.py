@@ -12,6 +12,9 @@ Each check is one Metadata request (and, while the worker holds nothing, one rea
 - the topic's id differs from the one the partitions were judged in: `on_new_log()` (the service judges its
   partitions again: pipeline/ingest/positions.py, finding `new_log`);
 - the topic does not exist: not ready, "the events topic does not exist";
+- the topic has partitions the consumer's metadata lacks (added with `kafka-topics --alter --partitions`):
+  the metadata is refreshed now, and the group rebalances onto them (else: at aiokafka's next refresh, up
+  to 5 minutes, while the records on them wait unread);
 - this worker holds no partition: the consumer's metadata is refreshed (a topic that came back triggers a
   rejoin); once that lasts `idle_grace_seconds`, partitions with records waiting that no worker has written
   meanwhile mean it is left out: one warning line naming the likely cause and the setting, not ready with
@@ -145,6 +148,16 @@ class TopicWatch:
             self._empty_since = None
             self._warned = False
             self._metrics.unowned_partitions.set(0)
+            known = self._consumer._client.cluster.partitions_for_topic(topic) or set()
+            if set(partitions) - known:
+                # partitions added to the topic: the consumer's metadata shows them only at its next
+                # refresh (metadata.max.age, 5 minutes); refreshed now, the group rebalances onto them
+                log.warning(
+                    "the events topic %s has %d partitions now (the group's assignment knows %d): refreshing "
+                    "the metadata, the group rebalances onto the new ones",
+                    topic, len(partitions), len(known),
+                )  # fmt: skip
+                await self._consumer._client.force_metadata_update()
             judged = self._judged_topic_id()
             if topic_id is not None and judged is not None and topic_id != judged:
                 log.warning(

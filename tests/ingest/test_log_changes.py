@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewPartitions
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.admin.records_to_delete import RecordsToDelete
 from rollup_support import assert_rollups_match_rows
@@ -349,3 +349,34 @@ def test_a_new_log_says_whether_anything_is_read_twice() -> None:
     assert line.endswith("[found 2026-12-07 22:50:01 UTC]")
     line = _notice_line({"detail": longer.why, "since": "2026-12-07T22:50:01+00:00", "until_offset": 120})
     assert line.endswith("[found 2026-12-07 22:50:01 UTC; reading again up to offset 120]")
+
+
+# --- partitions added to the topic under a running worker -----------------------------------------------
+@pytest.mark.apache_lane  # Tansu has no CreatePartitions
+async def test_partitions_added_under_a_running_worker_are_read_within_seconds(
+    ingest_settings: Settings, ingest_worker: Any
+) -> None:
+    """`kafka-topics --alter --partitions` while a worker runs: the consumer's metadata showed the new
+    partitions only at its next refresh (aiokafka's metadata.max.age, 5 minutes), and meanwhile their
+    records waited unread while /readyz said ready (an outside tester: 1,460 records, 4.5 minutes). The
+    topic watch sees them and refreshes the metadata: the group rebalances onto them, they are first reads,
+    every event is stored once."""
+    s = ingest_settings
+    first = events(200)
+    await publish(s.kafka_bootstrap, s.events_topic, first)
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        admin = AIOKafkaAdminClient(bootstrap_servers=s.kafka_bootstrap)
+        await admin.start()
+        try:
+            await admin.create_partitions({s.events_topic: NewPartitions(total_count=5)})
+        finally:
+            await admin.close()
+        second = events(400, start=3000)
+        await publish(s.kafka_bootstrap, s.events_topic, second)  # keyed by room: some land on 3 and 4
+        assert await wait_for_rows(s, len(first) + len(second), 60) == len(first) + len(second)
+        assert await w.caught_up(30)
+        held = sorted(tp.partition for tp in w.service.fetcher.consumer.assignment())
+    exactly_once(await stored_ids(s), first + second)
+    assert held == [0, 1, 2, 3, 4]
+    assert {c["partition"] for c in await changes(s) if c["kind"] == "first_read"} >= {3, 4}
