@@ -382,15 +382,26 @@ class IngestService:
         await self._rejudge_now(self.fetcher.partitions())
 
     async def _rejudge_now(self, partitions: Any) -> None:
+        """Judge `partitions` again and re-position every held partition at its offsets of record.
+
+        Every held one, not only those named: moving the generation drops what was fetched and not yet
+        written, of every partition (a poll in hand, a batch in flight), and the consumer has read past
+        those records. A partition left where the consumer stands would next hand out records after them,
+        from the offset of record's point of view a jump over records nobody wrote (an outside tester, a
+        database restored under a running worker: the partitions a batch found moved back were judged, the
+        others' records of the dropped poll were never stored). Judged, an unchanged partition resumes where
+        its offsets of record stand: nothing twice (the writer fences what is stored), nothing skipped."""
         self.fetcher.generation += 1  # what was fetched or built from the old positions is not written
         await self.sink.settle(self.settings.shutdown_drain_seconds)
         if self.sink.landed:
             await self._finish()  # committed: count and checkpoint it
         self.sink.drop()  # failed or still waiting: its records are read again from where the judgement says
-        held = set(self.fetcher.partitions())
-        wanted = [p for p in partitions if p in held]
-        if wanted:
-            await self.checkpoint.resume(wanted)
+        held = self.fetcher.partitions()
+        named = sorted(set(partitions) & set(held))
+        if named != held:
+            log.info("judging %s again; re-positioning %s at their offsets of record too", named, held)
+        if held:
+            await self.checkpoint.resume(held)
 
     # --- state from PostgreSQL -------------------------------------------------------------------------
     async def _refresh_state(self, rooms: set[str]) -> None:
