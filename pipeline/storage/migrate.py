@@ -65,6 +65,7 @@ async def migrate(
     # hashtext() gives a stable int per schema so different schemas migrate independently.
     await conn.execute("SELECT pg_advisory_lock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     try:
+        await check_can_migrate(conn, schema)
         await conn.execute(f'CREATE SCHEMA IF NOT EXISTS "{schema}"')
         await conn.execute(f'SET search_path TO "{schema}", public')
         await conn.execute(
@@ -89,7 +90,14 @@ async def migrate(
             conn.add_log_listener(notice)
             try:
                 async with conn.transaction():
-                    await conn.execute(mig.sql)
+                    try:
+                        await conn.execute(mig.sql)
+                    except asyncpg.InsufficientPrivilegeError as e:
+                        raise ConfigurationError(
+                            f"migration {mig.version:04d}_{mig.name} of schema {schema!r} was refused: {e} "
+                            "(the migrations before it are applied; README, Database roles: what the owner "
+                            "role needs)"
+                        ) from None
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                         mig.version,
@@ -102,6 +110,72 @@ async def migrate(
     finally:
         await conn.execute("SELECT pg_advisory_unlock($1, hashtext($2))", _LOCK_NAMESPACE, schema)
     return applied_now
+
+
+#: The oldest PostgreSQL the migrations and the pipeline are tested on (15 by hand, 18 in CI).
+MIN_SERVER_VERSION_NUM = 150000
+#: Migrations that make a role of their own, named after the schema: (version, role suffix).
+_ROLES_MADE = ((3, "_api"), (8, "_worker"))
+
+
+async def check_can_migrate(conn: asyncpg.Connection, schema: str) -> None:
+    """ConfigurationError naming what to grant when this connection's role could not apply the pending
+    migrations of `schema`: checked before the first one, not found half-way through.
+
+    - PostgreSQL 15 or newer;
+    - CREATE on the database, while the schema does not exist yet (the migrations make it) or migration
+      0015 is pending (it adds the trusted extensions pg_trgm and btree_gin);
+    - CREATEROLE, while migration 0003 or 0008 is pending and the role it makes (`<schema>_api`,
+      `<schema>_worker`) does not exist yet (a DBA may create them first, LOGIN, instead)."""
+    roles = [schema + suffix for _, suffix in _ROLES_MADE]
+    row = await conn.fetchrow(
+        """SELECT current_setting('server_version_num')::int AS version,
+                  current_setting('server_version') AS shown, current_user AS who,
+                  current_database() AS db, r.rolsuper AS superuser, r.rolcreaterole AS createrole,
+                  has_database_privilege(current_database(), 'CREATE') AS create_in_db,
+                  to_regnamespace($1) IS NOT NULL AS schema_exists,
+                  coalesce((SELECT array_agg(rolname::text) FROM pg_roles WHERE rolname = ANY($2::text[])),
+                           '{}') AS roles_there
+             FROM pg_roles r WHERE r.rolname = current_user""",
+        schema,
+        roles,
+    )
+    assert row is not None
+    if row["version"] < MIN_SERVER_VERSION_NUM:
+        raise ConfigurationError(
+            f"PostgreSQL {row['shown']} at ROOMLOGS_POSTGRES_DSN: roomlogs needs PostgreSQL 15 or newer"
+        )
+    if row["superuser"]:
+        return
+    done: set[int] = set()
+    if row["schema_exists"] and await conn.fetchval(
+        "SELECT to_regclass(format('%I.schema_migrations', $1::text)) IS NOT NULL", schema
+    ):
+        done = {r[0] for r in await conn.fetch(f'SELECT version FROM "{schema}".schema_migrations')}
+    pending = {m.version for m in available()} - done
+    if not pending:
+        return
+    needs: list[str] = []
+    if not row["create_in_db"] and (not row["schema_exists"] or 15 in pending):
+        needs.append(
+            f'CREATE on database {row["db"]} (GRANT CREATE ON DATABASE "{row["db"]}" TO "{row["who"]}")'
+        )
+    missing = [
+        schema + suffix
+        for version, suffix in _ROLES_MADE
+        if version in pending and schema + suffix not in row["roles_there"]
+    ]
+    if missing and not row["createrole"]:
+        needs.append(
+            f'CREATEROLE (ALTER ROLE "{row["who"]}" CREATEROLE), or roles {", ".join(missing)} made first '
+            "(LOGIN)"
+        )
+    if needs:
+        raise ConfigurationError(
+            f"role {row['who']!r} cannot apply the migrations of schema {schema!r}: it needs "
+            + " and ".join(needs)
+            + "; nothing was applied (README, Database roles)"
+        )
 
 
 class SchemaNotReadyError(ConfigurationError):

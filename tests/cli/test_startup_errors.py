@@ -130,6 +130,40 @@ def test_a_role_that_does_not_exist(postgres_dsn: str, tmp_path: Path) -> None:
     assert 'role "no_such_role" does not exist' in line
 
 
+async def test_an_owner_role_without_what_the_migrations_need(postgres_dsn: str, tmp_path: Path) -> None:
+    """`roomlogs migrate` as a role that is not a superuser: it printed a traceback (exit 1) half-way, after
+    migrations 0001 and 0002 were applied, and the README did not say what the role needs (an outside
+    tester, on PostgreSQL 15). It now says, before applying anything, what to grant: CREATE on the
+    database, and CREATEROLE or the two roles made first; with those, a non-superuser owner migrates."""
+    owner, schema = f"rl_owner_{secrets.token_hex(4)}", f"rl_np_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        database = await admin.fetchval("SELECT current_database()")
+        await admin.execute(f'CREATE ROLE "{owner}" LOGIN')
+        env = {
+            "ROOMLOGS_POSTGRES_DSN": with_database(postgres_dsn, user=owner),
+            "ROOMLOGS_POSTGRES_SCHEMA": schema,
+        }
+        line = refused(roomlogs("migrate", env=env, cwd=tmp_path), "CREATEROLE", "nothing was applied")
+        assert f'GRANT CREATE ON DATABASE "{database}" TO "{owner}"' in line
+        await admin.execute(f'GRANT CREATE ON DATABASE "{database}" TO "{owner}"')
+        line = refused(roomlogs("migrate", env=env, cwd=tmp_path), "CREATEROLE")
+        assert "CREATE on database" not in line and f"{schema}_api, {schema}_worker" in line
+        assert await admin.fetchval("SELECT to_regnamespace($1)", schema) is None  # nothing half-applied
+        for role in (f"{schema}_api", f"{schema}_worker"):  # as a DBA would, instead of CREATEROLE
+            await admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        done = roomlogs("migrate", env=env, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert "applied 0028_" in done.stdout
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.execute(f'REVOKE ALL ON DATABASE "{database}" FROM "{owner}"')
+        await admin.execute(f'DROP OWNED BY "{owner}" CASCADE')
+        for role in (owner, f"{schema}_api", f"{schema}_worker"):
+            await admin.execute(f'DROP ROLE IF EXISTS "{role}"')
+        await admin.close()
+
+
 @pytest.mark.parametrize(
     "dsn",
     [
