@@ -98,6 +98,13 @@ async def migrate(
                             "(the migrations before it are applied; README, Database roles: what the owner "
                             "role needs)"
                         ) from None
+                    except (asyncpg.DuplicateObjectError, asyncpg.DuplicateTableError) as e:
+                        raise ConfigurationError(
+                            f"migration {mig.version:04d}_{mig.name} of schema {schema!r} failed: {e}: the "
+                            "schema holds objects roomlogs did not record making (a restore that stopped "
+                            "half-way, or another application's schema): restore it whole, or set "
+                            "ROOMLOGS_POSTGRES_SCHEMA to a schema of roomlogs' own"
+                        ) from None
                     await conn.execute(
                         "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
                         mig.version,

@@ -164,6 +164,21 @@ async def test_an_owner_role_without_what_the_migrations_need(postgres_dsn: str,
         await admin.close()
 
 
+async def test_a_schema_holding_a_table_roomlogs_did_not_make(postgres_dsn: str, tmp_path: Path) -> None:
+    """A schema with a table of a name the migrations make (a restore that stopped half-way, another
+    application's schema): `migrate` printed a traceback (DuplicateTableError), exit 1. Now one line."""
+    schema = f"rl_foreign_{secrets.token_hex(4)}"
+    admin = await asyncpg.connect(postgres_dsn)
+    try:
+        await admin.execute(f'CREATE SCHEMA "{schema}"; CREATE TABLE "{schema}".retention_classes (x int)')
+        env = {"ROOMLOGS_POSTGRES_DSN": postgres_dsn, "ROOMLOGS_POSTGRES_SCHEMA": schema}
+        line = refused(roomlogs("migrate", env=env, cwd=tmp_path), "ROOMLOGS_POSTGRES_SCHEMA")
+        assert '"retention_classes" already exists' in line and "roomlogs did not record making" in line
+    finally:
+        await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        await admin.close()
+
+
 @pytest.mark.parametrize(
     "dsn",
     [
