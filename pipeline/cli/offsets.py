@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -37,7 +38,7 @@ import orjson
 
 from pipeline.errors import ConfigurationError
 from pipeline.ingest.positions import Finding, Verdict, judge_log
-from pipeline.kafka_logs import LogProbe, TopicLog
+from pipeline.kafka_logs import LogProbe, PartitionLog, TopicLog
 from pipeline.settings import Settings
 from pipeline.storage import db, offsets
 from pipeline.storage.offsets import Change, StoredOffset
@@ -251,17 +252,34 @@ async def plan_moves(
             found = at_time.get(p)
             to = part.end if found is None else found
             said = f"the first record at or after {target.isoformat()}"
-        current = mine.next_offset if mine else None
-        skipped = max(0, to - (part.start if current is None else max(current, part.start)))
-        reread = max(0, min(current, part.end) - to) if current is not None else 0
         detail = f"moved to {said} (offset {to})" + (f": {reason.strip()}" if reason.strip() else "")
-        change = Change(
-            p, "moved", current, to, detail, by.strip(),
-            skipped_records=skipped, reread_records=reread,
-            old_topic_id=mine.topic_id if mine else None, new_topic_id=topic_log.topic_id,
-        )  # fmt: skip
-        moves.append(Move(p, mine, to, change))
+        moves.append(_move(p, mine, part, to, detail, by.strip(), topic_log.topic_id))
     return topic_log, moves
+
+
+def _move(
+    p: int,
+    mine: StoredOffset | None,
+    part: PartitionLog,
+    to: int,
+    detail: str,
+    by: str,
+    topic_id: uuid.UUID | None,
+) -> Move:
+    """Partition `p` moved from where it is stored (`mine`) to `to`: what is skipped and read again."""
+    current = mine.next_offset if mine else None
+    skipped = max(0, to - (part.start if current is None else max(current, part.start)))
+    reread = max(0, min(current, part.end) - to) if current is not None else 0
+    change = Change(
+        p, "moved", current, to, detail, by,
+        skipped_records=skipped, reread_records=reread,
+        old_topic_id=mine.topic_id if mine else None, new_topic_id=topic_id,
+    )  # fmt: skip
+    return Move(p, mine, to, change)
+
+
+#: How often `move --apply` plans a partition again when a running worker wrote it between plan and move.
+MOVE_ATTEMPTS = 20
 
 
 def move(settings: Settings, args: argparse.Namespace) -> int:
@@ -271,29 +289,39 @@ def move(settings: Settings, args: argparse.Namespace) -> int:
         conn = await db.connect(settings.postgres_dsn.get(), settings.postgres_schema) if args.apply else None
         try:
             for m in moves:
-                c = m.change
-                line = (
-                    f"partition {m.partition}: {_opt(c.from_offset)} -> {c.to_offset:,}"
-                    f" (read again {c.reread_records:,}, skipped {c.skipped_records:,})"
-                )
                 if conn is None:
-                    print(f"would move {line}")
+                    print(f"would move {_move_line(m)}")
                     continue
-                ok = await offsets.settle(
-                    conn,
-                    settings.consumer_group,
-                    settings.events_topic,
-                    m.stored,
-                    partition=m.partition,
-                    to_offset=m.to_offset,
-                    topic_id=topic_log.topic_id or (m.stored.topic_id if m.stored else None),
-                    change=c,
-                )
+                for attempt in range(1, MOVE_ATTEMPTS + 1):
+                    ok = await offsets.settle(
+                        conn,
+                        settings.consumer_group,
+                        settings.events_topic,
+                        m.stored,
+                        partition=m.partition,
+                        to_offset=m.to_offset,
+                        topic_id=topic_log.topic_id or (m.stored.topic_id if m.stored else None),
+                        change=m.change,
+                    )
+                    if ok or attempt == MOVE_ATTEMPTS:
+                        break
+                    # a running worker wrote a batch of it meanwhile: the same target, from what is stored now
+                    now = await offsets.stored_offsets(
+                        conn, settings.consumer_group, settings.events_topic, [m.partition]
+                    )
+                    c = m.change
+                    m = _move(
+                        m.partition, now.get(m.partition), topic_log.partitions[m.partition], m.to_offset,
+                        c.detail, c.changed_by, c.new_topic_id,
+                    )  # fmt: skip
                 if ok:
-                    print(f"moved {line}")
+                    print(f"moved {_move_line(m)}")
                 else:
                     failed += 1
-                    print(f"not moved: partition {m.partition}'s offsets of record changed meanwhile")
+                    print(
+                        f"not moved: partition {m.partition}'s offsets of record changed under each of "
+                        f"{MOVE_ATTEMPTS} attempts (workers writing it): stop them and move again"
+                    )
         finally:
             if conn is not None:
                 await conn.close()
@@ -302,6 +330,14 @@ def move(settings: Settings, args: argparse.Namespace) -> int:
         return 1 if failed else 0
 
     return asyncio.run(run())
+
+
+def _move_line(m: Move) -> str:
+    c = m.change
+    return (
+        f"partition {m.partition}: {_opt(c.from_offset)} -> {c.to_offset:,}"
+        f" (read again {c.reread_records:,}, skipped {c.skipped_records:,})"
+    )
 
 
 def offsets_command(settings: Settings, args: argparse.Namespace) -> int:

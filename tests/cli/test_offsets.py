@@ -10,6 +10,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from topic_support import create_topic, events, publish, sql, wait_for_rows
 
 from pipeline.cli.offsets import COMMANDS as OFFSETS
@@ -124,3 +125,50 @@ async def test_offsets_move_to_the_end_counts_what_it_skips(
     code, out = await roomlogs(s, capsys, "status", "--json")
     skipped = {p["partition"]: p["skipped_ever"] for p in orjson.loads(out)["partitions"]}
     assert skipped == {0: 0, 1: moved[0]["skipped_records"], 2: 0}
+
+
+async def test_offsets_move_applies_while_a_worker_keeps_writing_the_partitions(
+    ingest_settings: Settings, ingest_worker: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An outside tester's `offsets move --apply` on a busy partition said "changed meanwhile" 6 times of 6:
+    a running worker wrote a batch between the plan and the move. The move now takes the same target from
+    what is stored now and tries again at once (20 times at most), so it goes through while a worker
+    writes the partition every few milliseconds (without: 3 failures of 3); nothing is stored twice."""
+    s = ingest_settings.replace(batch_max_wait_seconds=0.01)
+    first = events(150)
+    await publish(s.kafka_bootstrap, s.events_topic, first)
+    flowing: list[dict[str, Any]] = []
+
+    stop = asyncio.Event()
+
+    async def trickle() -> None:  # a batch of every partition every few milliseconds
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka_bootstrap, acks="all", linger_ms=1)
+        await producer.start()
+        try:
+            n = 20_000
+            while not stop.is_set():
+                for e in events(6, start=n):
+                    await producer.send(s.events_topic, orjson.dumps(e), key=e["room_id"].encode())
+                    flowing.append(e)
+                n += 6
+                await producer.flush()
+        finally:
+            await producer.stop()
+
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        feeding = asyncio.ensure_future(trickle())
+        try:
+            await asyncio.sleep(1.0)
+            code, out = await roomlogs(
+                s, capsys, "offsets", "move", "--to", "beginning", "--by", "ana", "--apply"
+            )
+        finally:
+            stop.set()
+            await feeding
+        assert code == 0 and out.count("moved partition") == 3, out
+        total = len(first) + len(flowing)
+        assert await wait_for_rows(s, total) == total
+        assert await w.caught_up(60)
+    rows = await sql(s, "SELECT event_id FROM events")
+    assert len(rows) == len({r["event_id"] for r in rows}) == total
