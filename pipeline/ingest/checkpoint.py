@@ -98,6 +98,8 @@ class Checkpoint:
         self._notices: dict[tuple[int, str], Notice] = {}
         #: the topic id the held partitions were judged in (None: the broker gives none)
         self.topic_id: uuid.UUID | None = None
+        #: committing the offsets of record to Kafka where its own were found behind them
+        self._realign: asyncio.Future[dict[int, int]] | None = None
 
     # --- judgement -------------------------------------------------------------------------------------
     async def resume(self, partitions: Iterable[int]) -> bool:
@@ -129,12 +131,32 @@ class Checkpoint:
                 return False
             await asyncio.sleep(backoff.next_delay())
         now = self._clock()
+        behind_kafka: dict[int, int] = {}
         for v in verdicts:
             self._note(v, now)  # recorded by this worker, held or not
             if not self._fetcher.seek(v.partition, v.resume_at):
                 continue  # revoked while we judged: its next owner judges it
             self.topic_id = v.topic_id
             self._positions[v.partition] = self._written[v.partition] = v.resume_at
+            was = committed.get(v.partition)
+            if v.finding is Finding.RESUME and was is not None and was < v.resume_at:
+                behind_kafka[v.partition] = was
+        if behind_kafka:
+            # Kafka's offsets moved back under the offsets of record (kafka-consumer-groups --reset-offsets,
+            # or a commit lost): they are not read, and Kafka's own lag view would count read records as
+            # waiting until each partition's next batch; set them to the offsets of record now
+            shown = ", ".join(
+                f"partition {p}: {o} < {self._positions[p]}" for p, o in sorted(behind_kafka.items())
+            )
+            log.warning(
+                "the group's offsets committed to Kafka are behind the offsets of record (%s): ingest reads "
+                "from the offsets of record (`roomlogs offsets move` moves those); Kafka's are set to them",
+                shown,
+            )
+            # not awaited here: resume may run inside the consumer's rebalance callback
+            self._realign = asyncio.ensure_future(
+                self._fetcher.commit({p: self._positions[p] for p in behind_kafka})
+            )
         log.info(
             "assigned %s; resuming at %s",
             [v.partition for v in verdicts],

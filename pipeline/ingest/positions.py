@@ -151,8 +151,9 @@ def judge(
         return Verdict(
             p, Finding.DATABASE_BEHIND, at, stored, topic_id, reread=committed - at,
             why=f"partition {p}: the group once committed offset {committed} to Kafka, the offset of record "
-            f"is {at}: PostgreSQL is behind (restored from a backup?); reading the {committed - at:,} "
-            "records between again, copies already stored count as duplicates",
+            f"is {at}: PostgreSQL is behind (restored from a backup?), or the group's offsets were moved on "
+            "with Kafka's tools (not followed: `roomlogs offsets move` moves the offsets of record); reading "
+            f"the {committed - at:,} records between, copies already stored count as duplicates",
         )  # fmt: skip
     return Verdict(p, Finding.RESUME, at, stored, topic_id)
 

@@ -9,6 +9,7 @@ recorded, nothing is fenced off that was never written (pipeline/ingest/position
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 import subprocess
 import time
@@ -440,3 +441,48 @@ async def test_a_database_restored_under_a_running_worker_while_events_flow_skip
         s.events_topic,
     )
     assert [dict(g) for g in gaps] == []
+
+
+# --- the group's offsets reset with Kafka's tools ---------------------------------------------------------
+@pytest.mark.broker_semantics
+async def test_a_group_reset_to_earliest_with_kafkas_tools_is_named_and_kafkas_offsets_realigned(
+    ingest_settings: Settings, ingest_worker: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`kafka-consumer-groups --reset-offsets --to-earliest` with the workers stopped: the worker read on
+    from its offsets of record (right: they are the record) but said nothing, and Kafka's own lag view then
+    counted every stored record as waiting until each partition's next batch (an outside tester: 6,130).
+    It now says so in one line and sets Kafka's offsets to the offsets of record; nothing is read again."""
+    s = ingest_settings
+    first = events(240)
+    await publish(s.kafka_bootstrap, s.events_topic, first)
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+    stored = {r["partition"]: r["next_offset"] for r in await sql(s, "SELECT * FROM ingest_offsets")}
+    # what --reset-offsets --to-earliest does: a member of the group (the workers stopped) commits 0
+    consumer = AIOKafkaConsumer(
+        s.events_topic,
+        bootstrap_servers=s.kafka_bootstrap,
+        group_id=s.consumer_group,
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    try:
+        deadline = time.monotonic() + 60
+        while len(consumer.assignment()) < len(stored):
+            assert time.monotonic() < deadline, consumer.assignment()
+            await consumer.getmany(timeout_ms=200)
+        await consumer.commit({TopicPartition(s.events_topic, p): 0 for p in stored})
+    finally:
+        await consumer.stop()
+    caplog.set_level(logging.WARNING, logger="roomlogs.ingest")
+    async with ingest_worker(s) as w:
+        assert await w.caught_up(60)
+        deadline = time.monotonic() + 30
+        while (committed := await w.service.fetcher.committed(stored)) != stored:
+            assert time.monotonic() < deadline, committed
+            await asyncio.sleep(0.2)
+        assert w.service.totals["duplicates"] == 0 and w.service.totals["stored"] == 0
+    said = [r.getMessage() for r in caplog.records if "committed to Kafka are behind" in r.getMessage()]
+    assert len(said) == 1 and "roomlogs offsets move" in said[0], said
+    assert all(f"partition {p}: 0 < {o}" in said[0] for p, o in stored.items())
+    exactly_once(await stored_ids(s), first)
