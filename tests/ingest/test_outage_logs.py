@@ -28,7 +28,7 @@ from pipeline.cli.progress import wait_caught_up
 from pipeline.ingest.service import IngestService
 from pipeline.metrics import IngestMetrics
 from pipeline.settings import Settings
-from pipeline.stack import free_port
+from pipeline.stack import EmbeddedKafka, free_port
 from pipeline.storage import db, offsets
 from pipeline.storage.db import CONNECTION_ERRORS
 from pipeline.storage.writer import BatchWriter
@@ -179,3 +179,47 @@ async def test_a_bug_in_the_write_ends_the_ingest_loop_instead_of_pausing_it(
         await service.close()
         await pool.close()
     assert await stored(ingest_settings) == 0  # and nothing was written past it
+
+
+@pytest.mark.slow
+async def test_a_kafka_outage_does_not_flood_the_log(ingest_settings: Settings, tmp_path: Path) -> None:
+    """The broker stopped under a running worker: aiokafka logged every failed connect, metadata update,
+    fetch and coordinator request (an outside tester: 3,800 ERROR lines in a 63 s outage). Each kind of its
+    warnings and errors is now written once a minute at most, with a count of those held back."""
+    kafka = EmbeddedKafka(tmp_path / "own-kafka")
+    kafka.start()
+    s = ingest_settings.replace(
+        kafka_bootstrap=kafka.bootstrap,
+        metrics_port=free_port(),
+        worker_data_dir=str(tmp_path / "w"),
+        log_format="json",
+        kafka_static_membership=False,
+    )
+    log_path = tmp_path / "worker.log"
+    proc = spawn_worker(s, log_path)
+    try:
+        await produce(s, 0, 300)
+        assert await wait_caught_up(s, 120, progress=False), log_path.read_text()[-3000:]
+        stopped_at = datetime.now(UTC)
+        kafka.stop()
+        await asyncio.sleep(12)
+        back_at = datetime.now(UTC)
+        assert proc.poll() is None, "waiting out an outage, not exiting"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(60)
+        if proc.poll() is None:
+            proc.kill()
+        kafka.stop()
+    lines = [orjson.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    during = [
+        line
+        for line in lines
+        if stopped_at <= datetime.fromisoformat(line["ts"].replace("Z", "+00:00")) <= back_at
+        and line.get("logger", "").startswith("aiokafka")
+        and line["level"] in ("warning", "error")
+    ]
+    said = [line["msg"] for line in during]
+    assert said, "the outage is logged"
+    assert len(said) <= 12, f"{len(said)} lines in 12 s: {said[:20]}"
