@@ -46,6 +46,13 @@ class Readiness:
         if self._answer and now - self._at < CACHE_SECONDS:
             return self._answer
         postgres, kafka = await asyncio.gather(_probe_postgres(pool), _probe_kafka(producer))
+        if problem is None:  # what stops ingest, in words (the topic watch's finding comes first)
+            if postgres is not None:
+                problem = f"PostgreSQL is {postgres}: ingest waits for it"
+            elif kafka is not None:
+                problem = f"no Kafka broker answers ({kafka}): ingest waits for it"
+            elif paused:
+                problem = "ingest is paused (an outage is being waited out)"
         self._answer = {
             "ready": not paused and postgres is None and kafka is None and problem is None,
             "paused": paused,

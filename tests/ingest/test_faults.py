@@ -280,6 +280,8 @@ async def test_readiness_follows_postgres_while_liveness_stays(
             try:
                 down = await until("/readyz", 503)
                 assert down["postgres"].startswith("unreachable"), down
+                # and says so in words, as README promises (`problem` was null: an outside tester)
+                assert down["problem"].startswith("PostgreSQL is unreachable"), down
                 assert (await http.get("/livez")).status_code == 200, "waiting out an outage is alive"
                 assert (await http.get("/health")).status_code == 503
             finally:
