@@ -336,7 +336,8 @@ async def _read(
         if offset < earliest:
             out[Source(tp.topic, tp.partition, offset)] = Missing(
                 f"Kafka no longer holds it: the earliest record of {tp.topic}/{tp.partition} is at offset "
-                f"{earliest} (the topic's retention has passed)"
+                f"{earliest} (deleted by the topic's retention, or the topic was recreated or its broker "
+                "restarted empty)"
             )
         else:
             pending.append(offset)
