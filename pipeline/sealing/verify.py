@@ -289,11 +289,14 @@ async def _heads(
     by_seq = {h.seq: h for h in everything}
     for h in heads:
         key = keys.get(h.key_id)
-        if key is None or not verify_signature(key, h.signature, h.statement):
+        if key is None:  # signed by a key not given (`--key` with an older key only): not a bad signature
+            why = f"daily head {h.seq} of {h.day} names key {h.key_id}, which is not known"
+            out.append(Finding("unknown_key", why, day=h.day))
+        elif not verify_signature(key, h.signature, h.statement):
             out.append(
                 Finding(
                     "head_bad_signature",
-                    f"daily head {h.seq} of {h.day}: the signature does not verify",
+                    f"daily head {h.seq} of {h.day}: the signature does not verify with key {h.key_id}",
                     day=h.day,
                 )
             )

@@ -164,7 +164,8 @@ async def test_publications_recorded_before_topic_ids_are_named_not_republished(
         assert await _seal(conn, s, publish) == 2
         # as recorded before migration 0020: the topic by name only
         await conn.execute("UPDATE seal_head_publications SET topic_id = $1", seals.UNKNOWN_TOPIC_ID)
-        later = DAY + timedelta(days=1)
+        # another closed day (DAY + 1, yesterday, is still open in the hour after midnight UTC)
+        later = OTHER_DAY - timedelta(days=1)
         await store(conn, [(uuid.uuid4(), datetime.combine(later, datetime.min.time(), tzinfo=UTC)
                             + timedelta(hours=1), "public", "r9", "chat.message", 1, "u1", None, "x",
                             {"text": "x"}, 0, 0)])  # fmt: skip
