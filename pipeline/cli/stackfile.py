@@ -99,7 +99,13 @@ def write(
 
     Readable by its owner only: the DSN may carry a password, and `api_env` holds a signing key.
     """
-    document = {**info, "command": command, "pid": os.getpid(), "env": stack_env(settings)}
+    document = {
+        **info,
+        "command": command,
+        "pid": os.getpid(),
+        "started": _started(os.getpid()),
+        "env": stack_env(settings),
+    }
     document["processes"] = [
         {"name": name, "pid": pid, "started": started}
         for name, pid in processes
@@ -168,7 +174,7 @@ def running(path: Path) -> dict[str, Any] | None:
     if not isinstance(document, dict):
         return None
     env, pid = document.get("env"), document.get("pid")
-    if not isinstance(env, dict) or not isinstance(pid, int) or not _alive(pid):
+    if not isinstance(env, dict) or not isinstance(pid, int) or not _writer_alive(document):
         return None
     bootstrap = env.get(ENV_PREFIX + "KAFKA_BOOTSTRAP")
     if not isinstance(bootstrap, str) or not _answers(bootstrap):
@@ -200,6 +206,19 @@ def _answers(bootstrap: str) -> bool:
     return False
 
 
+def _writer_alive(document: dict[str, Any]) -> bool:
+    """The process that wrote `document` still runs: its pid is alive and, where the file records it (since
+    the writer's start time is kept), started when it did (a pid used again by another process is not
+    it; an outside tester put a `sleep`'s pid in the file and `up` said a stack ran there)."""
+    pid, started = document["pid"], document.get("started")
+    if not _alive(pid):
+        return False
+    if not isinstance(started, int | float):
+        return True
+    now = _started(pid)
+    return now is not None and abs(now - float(started)) < 0.01
+
+
 def _started(pid: int) -> float | None:
     """When process `pid` started (seconds since the epoch; with its pid, it names that process alone)."""
     try:
@@ -221,7 +240,7 @@ def left_running(path: Path) -> tuple[int, list[tuple[str, psutil.Process]]] | N
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(document, dict) or not isinstance(document.get("pid"), int) or _alive(document["pid"]):
+    if not isinstance(document, dict) or not isinstance(document.get("pid"), int) or _writer_alive(document):
         return None
     found = []
     for entry in document.get("processes", []):

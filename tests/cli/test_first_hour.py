@@ -422,6 +422,25 @@ def test_a_stack_that_is_gone_is_ignored(tmp_path: Path) -> None:
     assert stackfile.discovered_env({}, path) is None
 
 
+def test_a_stack_whose_writers_pid_another_process_took_is_gone(tmp_path: Path) -> None:
+    """An outside tester: `up` killed outright (its broker still answering), its pid now another live
+    process's; the next `up` said "`roomlogs up` (pid N) already runs". The file records when its writer
+    started, and a pid that started at another time is not its writer."""
+    path = tmp_path / "stack.json"
+    with listening() as port:
+        env = {"ROOMLOGS_KAFKA_BOOTSTRAP": f"127.0.0.1:{port}"}
+        _write(path, env, os.getpid())
+        document = json.loads(path.read_text())
+        assert stackfile.running(path) is not None  # a file of the old shape (no start time): as before
+        document["started"] = psutil.Process().create_time()
+        path.write_text(json.dumps(document))
+        assert stackfile.running(path) is not None  # this process wrote it, and runs
+        document["started"] -= 30.0  # its writer started earlier: this process only has its pid now
+        path.write_text(json.dumps(document))
+        assert stackfile.running(path) is None
+        assert stackfile.discovered_env({}, path) is None
+
+
 def test_the_stack_names_its_signing_key_for_other_shells(tmp_path: Path) -> None:
     """`roomlogs seals run` from another shell signs with the key the stack's worker seals with."""
     key = str(tmp_path / ".roomlogs" / "seal-key.pem")
