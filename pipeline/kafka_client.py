@@ -280,6 +280,16 @@ async def check_speaks_kafka(settings: Settings, timeout_seconds: float = SPEAKS
     TLS listener given as PLAINTEXT. Without this, the client's first request waits its whole request
     timeout (40 s) and more before "unable to bootstrap". A server that refuses the connection, or fails
     its TLS or SASL handshake, is left to `kafka_errors` (it says why)."""
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)  # its "Authenticated as ..." and failures: said here, or later
+    try:
+        await _speaks_kafka(settings, timeout_seconds)
+    finally:
+        aiokafka_log.setLevel(level)
+
+
+async def _speaks_kafka(settings: Settings, timeout_seconds: float) -> None:
     kwargs = KafkaConnection.of(settings).security()
     silent: list[str] = []
     for server in (s.strip() for s in settings.kafka_bootstrap.split(",")):

@@ -126,9 +126,14 @@ def scripted_events() -> tuple[list[dict[str, Any]], dict[str, str]]:
         )
     at(day_at(1, 21), ev.chat_message("room-2", TARGET, "the secret of room two"), "room2_chat")
     at(day_at(1, 21, 1), ev.chat_message("room-del", GUEST, "soon to be deleted"), "del_chat")
-    at(NOW - timedelta(minutes=30), ev.chat_message("room-1", GUEST, "good morning"), "today")
+    # today's, even in the first half hour after midnight UTC (then NOW - 30 min was yesterday's: day(1)
+    # had 13 events, today none, and the calendar tests failed from 00:00 to 00:30)
+    midnight = datetime(TODAY.year, TODAY.month, TODAY.day, tzinfo=UTC)
+    good_morning = max(NOW - timedelta(minutes=30), midnight + timedelta(seconds=1))
+    at(good_morning, ev.chat_message("room-1", GUEST, "good morning"), "today")
     # revoked last: the world's current state has u-revoked as a former moderator of room-1
-    at(NOW - timedelta(minutes=20), ev.permissions_changed("room-1", OWNER, "moderator_removed", REVOKED))
+    revoked = max(NOW - timedelta(minutes=20), midnight + timedelta(seconds=2))
+    at(revoked, ev.permissions_changed("room-1", OWNER, "moderator_removed", REVOKED))
     return out, names
 
 
