@@ -26,6 +26,7 @@ Called by the ingest service (through its sink, pipeline/ingest/sink.py) for eac
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
@@ -87,6 +88,10 @@ class Detect(Protocol):
         rows remembered (None: no memory)."""
 
 
+#: How often a batch PostgreSQL rolled back to break a deadlock (or a serialization failure) is written again.
+_ROLLED_BACK_ATTEMPTS = 5
+
+
 class BatchWriter:
     def __init__(
         self,
@@ -113,13 +118,23 @@ class BatchWriter:
         started = time.perf_counter()
         try:
             async with db.acquire(self._pool) as conn:  # an outage, even mid-release: StorageUnavailableError
-                try:
-                    outcome = await self._write(conn, batch, received_at)
-                except asyncpg.CheckViolationError:
-                    # `events` has no CHECK constraints: this is "no partition of relation found for row",
-                    # a partition another process dropped or we never saw. Re-read the catalog, retry once.
-                    await self._partitions.load(conn)
-                    outcome = await self._write(conn, batch, received_at)
+                for attempt in range(1, _ROLLED_BACK_ATTEMPTS + 1):
+                    try:
+                        outcome = await self._write(conn, batch, received_at)
+                    except asyncpg.CheckViolationError:
+                        # `events` has no CHECK constraints: this is "no partition of relation found for
+                        # row", a partition another process dropped or we never saw. Re-read the catalog,
+                        # retry once.
+                        await self._partitions.load(conn)
+                        outcome = await self._write(conn, batch, received_at)
+                    except (asyncpg.DeadlockDetectedError, asyncpg.SerializationError):
+                        # PostgreSQL rolled the transaction back (a deadlock with, say, a schema restored
+                        # in one transaction under the worker): nothing of it committed; write it again
+                        if attempt == _ROLLED_BACK_ATTEMPTS:
+                            raise
+                        await asyncio.sleep(0.05 * attempt)
+                        continue
+                    break
         except BaseException:
             # nothing of the batch is known committed, and the database may no longer be the one the
             # detectors remember (restored, failed over): they forget it
